@@ -1,0 +1,38 @@
+//! The error type of `gear-data`.
+
+use std::path::PathBuf;
+
+/// Errors raised while reading or tokenising data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A `tokenizer.json` could not be loaded or lacks something GeAR needs.
+    #[error("{path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Tokenising a text failed.
+    #[error("tokenisation failed: {0}")]
+    Encode(String),
+    /// A setting is out of its valid range.
+    #[error("invalid setting `{field}`: {message}")]
+    InvalidSetting {
+        /// The setting's name.
+        field: &'static str,
+        /// Why it is invalid.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,25 @@
+//! Data layer of GeAR-rs: everything between raw text and id tensors, with no libtorch dependency.
+//!
+//! Today this crate holds tokenisation: a thin, checked wrapper over the Hugging Face `tokenizers`
+//! crate that loads a model's `tokenizer.json`, truncates the way sentence-transformers does, pads
+//! a batch to its longest member, and keeps each token's byte offsets into the source text so later
+//! stages can map sentences (units) to token spans.
+//!
+//! ```no_run
+//! use gear_data::Tokenizer;
+//!
+//! # fn main() -> Result<(), gear_data::Error> {
+//! let tok = Tokenizer::from_file("tokenizer.json", 256)?;
+//! let batch = tok.encode_batch(&["a short text", "a slightly longer text to pad against"])?;
+//! assert_eq!(batch.len(), 2);
+//! // Token 1 of text 0 covers `text[start..end]` in the original string.
+//! let (start, end) = batch.offsets(0)[1];
+//! # let _ = (start, end);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod tokenize;
+
+pub use error::{Error, Result};
+pub use tokenize::{Batch, Tokenizer};

@@ -1,0 +1,309 @@
+//! Tokenisation over a model's `tokenizer.json`: truncation, batch padding and byte offsets.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{PaddingParams, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::{Error, Result};
+
+/// A WordPiece/BPE tokenizer loaded from a Hugging Face `tokenizer.json`, with a fixed maximum
+/// length (special tokens included, as sentence-transformers counts it).
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The same tokenizer without truncation, for counting tokens.
+    untruncated: tokenizers::Tokenizer,
+    max_len: usize,
+    pad_id: u32,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .field("max_len", &self.max_len)
+            .field("vocab_size", &self.vocab_size())
+            .finish()
+    }
+}
+
+/// A padded batch of encodings, row-major `[batch, seq_len]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    special: Vec<bool>,
+    offsets: Vec<Vec<(usize, usize)>>,
+    seq_len: usize,
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` and sets truncation to `max_len` tokens (special tokens included).
+    ///
+    /// Any padding stored in the file is switched off: batches are padded to their longest member
+    /// by [`Tokenizer::encode_batch`].
+    pub fn from_file(path: impl AsRef<Path>, max_len: usize) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(Error::Tokenizer {
+                path: path.to_owned(),
+                message: "file not found".into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_tokenizer(inner, max_len, path.to_owned())
+    }
+
+    fn from_tokenizer(
+        mut inner: tokenizers::Tokenizer,
+        max_len: usize,
+        path: PathBuf,
+    ) -> Result<Self> {
+        // [CLS] and [SEP] alone take two positions.
+        if max_len < 2 {
+            return Err(Error::InvalidSetting {
+                field: "max_len",
+                message: format!("must be at least 2 (got {max_len})"),
+            });
+        }
+        let pad_id = match inner.get_padding() {
+            Some(PaddingParams { pad_id, .. }) => *pad_id,
+            None => inner.token_to_id("[PAD]").ok_or_else(|| Error::Tokenizer {
+                path: path.clone(),
+                message: "no padding configuration and no `[PAD]` token in the vocabulary".into(),
+            })?,
+        };
+        inner.with_padding(None);
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                direction: TruncationDirection::Right,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            untruncated,
+            max_len,
+            pad_id,
+            path,
+        })
+    }
+
+    /// Same tokenizer, another maximum length.
+    pub fn with_max_len(&self, max_len: usize) -> Result<Self> {
+        Self::from_tokenizer(self.inner.clone(), max_len, self.path.clone())
+    }
+
+    /// Maximum number of tokens per text, special tokens included.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Id of the padding token.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Id of `token` if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token string of `id`.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The file this tokenizer was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of tokens `text` takes before truncation, special tokens included.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode(text, true)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(enc.len())
+    }
+
+    /// Tokenises `texts` (special tokens added, truncated to [`Tokenizer::max_len`]) and pads them
+    /// to the longest one.
+    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let seq_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let n = encodings.len();
+        let mut batch = Batch {
+            ids: vec![i64::from(self.pad_id); n * seq_len],
+            mask: vec![0; n * seq_len],
+            special: vec![true; n * seq_len],
+            offsets: Vec::with_capacity(n),
+            seq_len,
+        };
+        for (row, enc) in encodings.iter().enumerate() {
+            let base = row * seq_len;
+            for (j, &id) in enc.get_ids().iter().enumerate() {
+                batch.ids[base + j] = i64::from(id);
+                batch.mask[base + j] = 1;
+            }
+            for (j, &s) in enc.get_special_tokens_mask().iter().enumerate() {
+                batch.special[base + j] = s == 1;
+            }
+            batch.offsets.push(enc.get_offsets().to_vec());
+        }
+        Ok(batch)
+    }
+}
+
+impl Batch {
+    /// Number of texts in the batch.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Whether the batch holds no text.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Padded length (the longest text's token count).
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Token ids, row-major `[batch, seq_len]`, padding filled with the pad id.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    /// Attention mask, row-major `[batch, seq_len]`: 1 for real tokens, 0 for padding.
+    pub fn attention_mask(&self) -> &[i64] {
+        &self.mask
+    }
+
+    /// Whether each position is a special token (`[CLS]`, `[SEP]`, padding), row-major.
+    pub fn special_tokens_mask(&self) -> &[bool] {
+        &self.special
+    }
+
+    /// Number of real (non-padding) tokens of text `i`.
+    pub fn token_count(&self, i: usize) -> usize {
+        self.offsets[i].len()
+    }
+
+    /// Byte offsets `(start, end)` into text `i` of each of its real tokens; special tokens have
+    /// `(0, 0)`.
+    pub fn offsets(&self, i: usize) -> &[(usize, usize)] {
+        &self.offsets[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+
+    /// A tiny BERT-style tokenizer built in memory, so these tests need no model files.
+    fn tiny() -> Tokenizer {
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\ncat\nsat\non\nmat\n##s\n.\na\n";
+        let vocab = WordPiece::read_bytes(vocab.as_bytes()).expect("valid vocab");
+        let wp = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .expect("valid vocab");
+        let mut inner = tokenizers::Tokenizer::new(wp);
+        inner.with_normalizer(Some(BertNormalizer::default()));
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), 3),
+            ("[CLS]".into(), 2),
+        )));
+        Tokenizer::from_tokenizer(inner, 8, PathBuf::from("<memory>")).expect("valid tokenizer")
+    }
+
+    #[test]
+    fn pads_to_longest_and_masks_padding() {
+        let tok = tiny();
+        let b = tok.encode_batch(&["The cat", "the cats sat on a mat."]).unwrap();
+        assert_eq!(b.len(), 2);
+        // [CLS] the cat ##s sat on a mat . [SEP] = 10 tokens, truncated to 8.
+        assert_eq!(b.seq_len(), 8);
+        assert_eq!(&b.ids()[..4], &[2, 4, 5, 3]);
+        assert_eq!(&b.attention_mask()[..8], &[1, 1, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(&b.ids()[4..8], &[0, 0, 0, 0]);
+        assert_eq!(b.token_count(0), 4);
+        assert_eq!(b.token_count(1), 8);
+        // Truncation keeps [SEP] last, as sentence-transformers does.
+        assert_eq!(b.ids()[15], 3);
+    }
+
+    #[test]
+    fn offsets_point_into_the_original_text() {
+        let tok = tiny();
+        let text = "The  CATS sat";
+        let b = tok.encode_batch(&[text]).unwrap();
+        let pieces: Vec<&str> = b.offsets(0)[1..b.token_count(0) - 1]
+            .iter()
+            .map(|&(s, e)| &text[s..e])
+            .collect();
+        assert_eq!(pieces, ["The", "CAT", "S", "sat"]);
+        assert!(b.special_tokens_mask()[0]);
+        assert!(!b.special_tokens_mask()[1]);
+    }
+
+    #[test]
+    fn counts_tokens_before_truncation() {
+        let tok = tiny();
+        assert_eq!(tok.count_tokens("the cat").unwrap(), 4);
+        assert_eq!(tok.count_tokens("the cats sat on a mat.").unwrap(), 10);
+    }
+
+    #[test]
+    fn empty_batch_and_empty_text() {
+        let tok = tiny();
+        let b = tok.encode_batch::<&str>(&[]).unwrap();
+        assert!(b.is_empty());
+        let b = tok.encode_batch(&[""]).unwrap();
+        assert_eq!(b.ids(), &[2, 3]);
+    }
+
+    #[test]
+    fn rejects_tiny_max_len_and_missing_file() {
+        assert!(matches!(
+            tiny().with_max_len(1),
+            Err(Error::InvalidSetting { field: "max_len", .. })
+        ));
+        let err = Tokenizer::from_file("/nonexistent/tokenizer.json", 16).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tokenizer.json"));
+    }
+}

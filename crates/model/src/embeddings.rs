@@ -1,0 +1,57 @@
+//! BERT input embeddings: word + absolute position + token type, then LayerNorm and dropout.
+
+use tch::{nn, Tensor};
+
+use crate::layers::{embedding, layer_norm};
+use crate::{BertConfig, Error, Result};
+
+/// `embeddings.*` of a BERT checkpoint.
+#[derive(Debug)]
+pub struct Embeddings {
+    word_embeddings: nn::Embedding,
+    position_embeddings: nn::Embedding,
+    token_type_embeddings: nn::Embedding,
+    layer_norm: nn::LayerNorm,
+    dropout: f64,
+    max_positions: i64,
+}
+
+impl Embeddings {
+    /// Creates the variables under `p` (normally `root / "embeddings"`).
+    pub fn new(p: &nn::Path<'_>, cfg: &BertConfig) -> Result<Self> {
+        Ok(Self {
+            word_embeddings: embedding(&(p / "word_embeddings"), cfg.vocab_size, cfg),
+            position_embeddings: embedding(
+                &(p / "position_embeddings"),
+                cfg.max_position_embeddings,
+                cfg,
+            ),
+            token_type_embeddings: embedding(&(p / "token_type_embeddings"), cfg.type_vocab_size, cfg),
+            layer_norm: layer_norm(&(p / "LayerNorm"), cfg),
+            dropout: cfg.hidden_dropout_prob,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    /// `input_ids [batch, seq]` (token type 0 everywhere) → `[batch, seq, hidden]`.
+    pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor> {
+        let seq_len = input_ids.size().last().copied().unwrap_or(0);
+        if seq_len > self.max_positions {
+            return Err(Error::Input(format!(
+                "sequence of {seq_len} tokens exceeds the model's {} positions",
+                self.max_positions
+            )));
+        }
+        let positions = Tensor::arange(seq_len, (tch::Kind::Int64, input_ids.device()));
+        let types = input_ids.zeros_like();
+        let x = input_ids.apply(&self.word_embeddings)
+            + positions.apply(&self.position_embeddings).unsqueeze(0)
+            + types.apply(&self.token_type_embeddings);
+        Ok(x.apply(&self.layer_norm).dropout(self.dropout, train))
+    }
+
+    /// The word-embedding matrix `[vocab, hidden]` (a decoder's LM head may tie to it).
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word_embeddings.ws
+    }
+}

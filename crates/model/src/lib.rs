@@ -1,0 +1,41 @@
+//! GeAR-rs networks over libtorch ([`tch`]).
+//!
+//! Today: a BERT encoder whose VarStore paths are exactly a Hugging Face `BertModel`
+//! checkpoint's keys (`embeddings.word_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`,
+//! …), strict safetensors loading, and [`SentenceEncoder`], which reproduces sentence-transformers'
+//! all-MiniLM-L6-v2 embeddings (mean pooling + L2 normalisation) to within 1e-4.
+//!
+//! ```no_run
+//! use gear_model::{pretrained, EncoderOptions, SentenceEncoder};
+//!
+//! # fn main() -> gear_model::Result<()> {
+//! let encoder = SentenceEncoder::load(pretrained::minilm_dir()?, &EncoderOptions::default())?;
+//! let e = encoder.embed(&["Where is the Eiffel tower?", "The Eiffel tower is in Paris."])?;
+//! let cosine = e.get(0).dot(&e.get(1)).double_value(&[]);
+//! assert!(cosine > 0.5);
+//! # Ok(()) }
+//! ```
+
+mod attention;
+mod checkpoint;
+mod config;
+mod device;
+mod embeddings;
+mod encoder;
+mod error;
+mod layer;
+mod layers;
+mod pooling;
+pub mod pretrained;
+mod sentence;
+
+pub use attention::{additive_mask, Attention, AttentionOutput};
+pub use checkpoint::{load_safetensors, save_safetensors, LoadMode, LoadReport};
+pub use config::{Activation, BertConfig};
+pub use device::parse_device;
+pub use embeddings::Embeddings;
+pub use encoder::{Bert, EncoderOutput};
+pub use error::{Error, Result};
+pub use layer::BertLayer;
+pub use pooling::{l2_normalize, mean_pool};
+pub use sentence::{EncoderOptions, SentenceEncoder};

@@ -1,0 +1,198 @@
+//! A sentence-embedding model as sentence-transformers runs all-MiniLM-L6-v2: tokenizer, BERT,
+//! mean pooling, L2 normalisation — loaded from a Hugging Face model folder.
+
+use std::path::{Path, PathBuf};
+
+use gear_data::Tokenizer;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint::{load_safetensors, LoadMode, LoadReport};
+use crate::pooling::{l2_normalize, mean_pool};
+use crate::{Bert, BertConfig, Error, Result};
+
+/// Options for [`SentenceEncoder::load`].
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    /// Token limit per text, special tokens included. `None`: the folder's
+    /// `sentence_bert_config.json` `max_seq_length`, else the model's position count.
+    pub max_len: Option<usize>,
+    /// Where the weights live and the forward runs.
+    pub device: Device,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            max_len: None,
+            device: Device::Cpu,
+            batch_size: 32,
+        }
+    }
+}
+
+/// A loaded sentence encoder. Inference only: every forward runs with `train = false` under
+/// `no_grad`.
+#[derive(Debug)]
+pub struct SentenceEncoder {
+    // Owns the variables `bert` uses.
+    _vs: VarStore,
+    bert: Bert,
+    tokenizer: Tokenizer,
+    device: Device,
+    batch_size: usize,
+    dir: PathBuf,
+    report: LoadReport,
+}
+
+impl SentenceEncoder {
+    /// Loads `dir/config.json`, `dir/model.safetensors` (strictly) and `dir/tokenizer.json`.
+    pub fn load(dir: impl AsRef<Path>, opts: &EncoderOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let file = |name: &'static str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::MissingFile {
+                    dir: dir.to_owned(),
+                    file: name,
+                })
+            }
+        };
+        let config = BertConfig::from_json_file(file("config.json")?)?;
+        let weights = file("model.safetensors")?;
+        let tokenizer_path = file("tokenizer.json")?;
+        if opts.batch_size == 0 {
+            return Err(Error::Input("batch size must be at least 1".into()));
+        }
+        let max_len = match opts.max_len {
+            Some(n) => n,
+            None => default_max_len(dir)?.unwrap_or(config.max_position_embeddings as usize),
+        };
+        if max_len as i64 > config.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "max length {max_len} exceeds the model's {} positions",
+                config.max_position_embeddings
+            )));
+        }
+        let tokenizer = Tokenizer::from_file(&tokenizer_path, max_len)?;
+        if tokenizer.vocab_size() as i64 > config.vocab_size {
+            return Err(Error::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "field `vocab_size` ({}) is smaller than the tokenizer's vocabulary ({})",
+                    config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        let mut vs = VarStore::new(opts.device);
+        let bert = Bert::new(&vs.root(), &config)?;
+        let report = load_safetensors(&mut vs, &weights, LoadMode::Strict)?;
+        vs.freeze();
+        Ok(Self {
+            _vs: vs,
+            bert,
+            tokenizer,
+            device: opts.device,
+            batch_size: opts.batch_size,
+            dir: dir.to_owned(),
+            report,
+        })
+    }
+
+    /// The encoder's configuration.
+    pub fn config(&self) -> &BertConfig {
+        self.bert.config()
+    }
+
+    /// The tokenizer (with this encoder's max length).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What loading the weights did (checkpoint tensors left unused, e.g. `pooler.*`).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> i64 {
+        self.bert.config().hidden_size
+    }
+
+    /// Embeds `texts` → unit-norm `[n, dim]` float tensor on the CPU, rows in input order.
+    ///
+    /// Texts are grouped into batches of similar length (longest first, as sentence-transformers
+    /// does) so little compute is spent on padding.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().chars().count()));
+        let mut rows: Vec<Tensor> = Vec::with_capacity(order.len().div_ceil(self.batch_size));
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
+            rows.push(self.embed_batch(&batch)?);
+        }
+        if rows.is_empty() {
+            return Ok(Tensor::zeros([0, self.dim()], (Kind::Float, Device::Cpu)));
+        }
+        let sorted = Tensor::cat(&rows, 0);
+        // Scatter rows back to input order.
+        let mut inverse = vec![0i64; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            inverse[i] = pos as i64;
+        }
+        Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+    }
+
+    /// Embeds `texts` as one padded batch → `[n, dim]` on the CPU.
+    pub fn embed_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let batch = self.tokenizer.encode_batch(texts)?;
+        let shape = [batch.len() as i64, batch.seq_len() as i64];
+        let ids = Tensor::from_slice(batch.ids()).view(shape).to_device(self.device);
+        let mask = Tensor::from_slice(batch.attention_mask()).view(shape).to_device(self.device);
+        tch::no_grad(|| {
+            let out = self.bert.forward_t(&ids, &mask, false)?;
+            let pooled = mean_pool(&out.hidden, &mask);
+            Ok(l2_normalize(&pooled).to_kind(Kind::Float).to_device(Device::Cpu))
+        })
+    }
+
+    /// As [`SentenceEncoder::embed`], as plain vectors.
+    pub fn embed_vecs<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let t = self.embed(texts)?;
+        let dim = self.dim() as usize;
+        let flat = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        Ok(flat.chunks(dim.max(1)).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, if the folder has one.
+fn default_max_len(dir: &Path) -> Result<Option<usize>> {
+    let path = dir.join("sentence_bert_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    match value.get("max_seq_length") {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| Error::Config {
+            path,
+            message: format!("field `max_seq_length` must be a positive integer, got {v}"),
+        }),
+    }
+}

