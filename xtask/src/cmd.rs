@@ -1,1 +1,36 @@
-//! x
+//! Running cargo and the `gear` binary with the managed libtorch environment.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::Env;
+
+/// Runs `cmd` (already carrying the environment), failing on a non-zero exit.
+pub fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo` with the libtorch environment set.
+pub fn cargo(env: &Env) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    env.command(cargo)
+}
+
+/// Builds `gear` in release mode and returns its path.
+pub fn build_gear(env: &Env) -> Result<std::path::PathBuf> {
+    eprintln!("[xtask] building gear (release; the first build compiles tch, a few minutes)");
+    status(cargo(env).args(["build", "--release", "--package", "gear-cli", "--bin", "gear"]))?;
+    Ok(crate::workspace_root().join("target").join("release").join("gear"))
+}
+
+/// Builds `gear` and runs `gear <sub> <args…>` with stdio inherited.
+pub fn run_gear(env: &Env, sub: &str, args: &[String]) -> Result<()> {
+    let gear = build_gear(env)?;
+    status(env.command(gear).arg(sub).args(args))
+}

@@ -43,6 +43,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the criterion benchmarks (`cargo bench` with the libtorch environment).
+    Bench {
+        /// Arguments passed to `cargo bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Regenerate the sentence-transformers reference embeddings used by the parity test.
     ParityFixture,
     /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
@@ -64,6 +70,10 @@ fn main() -> Result<()> {
             );
             cmd::run_gear(&setup::ensure()?, "demo", &args)
         }
+        Command::Bench { args } => {
+            let env = setup::ensure()?;
+            cmd::status(cmd::cargo(&env).arg("bench").args(&args))
+        }
         Command::ParityFixture => parity::run(&setup::ensure()?),
         Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
         Command::Env => {
@@ -74,6 +84,12 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
 }
 
 fn shell_quote(s: &str) -> String {

