@@ -41,21 +41,34 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     setup::ensure_sentence_transformers(env)?;
     let gear = build_gear(env)?;
 
-    eprintln!("[bench] {} passages, {threads} threads, max length {}, batch {}", passages.len(), args.max_len, args.batch_size);
+    eprintln!(
+        "[bench] {} passages, {threads} threads, max length {}, batch {}",
+        passages.len(),
+        args.max_len,
+        args.batch_size
+    );
     let mut gear_secs = Vec::new();
     for run in 1..=args.runs {
         let stdin = std::fs::File::open(&input)?;
         let out = env
             .command(&gear)
             .args(["embed", "--stats", "--threads", &threads.to_string()])
-            .args(["--max-len", &args.max_len.to_string(), "--batch-size", &args.batch_size.to_string()])
+            .args([
+                "--max-len",
+                &args.max_len.to_string(),
+                "--batch-size",
+                &args.batch_size.to_string(),
+            ])
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
             .context("cannot run gear")?;
         if !out.status.success() {
-            bail!("gear embed failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "gear embed failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stats: serde_json::Value = stderr
@@ -63,7 +76,9 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
             .rev()
             .find_map(|l| serde_json::from_str(l).ok())
             .context("gear embed printed no stats line")?;
-        let secs = stats["seconds"].as_f64().context("stats without `seconds`")?;
+        let secs = stats["seconds"]
+            .as_f64()
+            .context("stats without `seconds`")?;
         eprintln!("[bench] gear run {run}: {secs:.2} s");
         gear_secs.push(secs);
     }
@@ -74,8 +89,18 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         .arg(env.minilm_dir())
         .arg("--input")
         .arg(&input)
-        .args(["--threads", &threads.to_string(), "--max-len", &args.max_len.to_string()])
-        .args(["--batch-size", &args.batch_size.to_string(), "--runs", &args.runs.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--max-len",
+            &args.max_len.to_string(),
+        ])
+        .args([
+            "--batch-size",
+            &args.batch_size.to_string(),
+            "--runs",
+            &args.runs.to_string(),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run the sentence-transformers benchmark")?;
@@ -99,11 +124,25 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let n = passages.len() as f64;
     let g = median(&mut gear_secs);
     let s = median(&mut st_secs);
-    println!("| stack | passages | threads | median seconds ({} runs) | passages/s |", args.runs);
+    println!(
+        "| stack | passages | threads | median seconds ({} runs) | passages/s |",
+        args.runs
+    );
     println!("|---|---|---|---|---|");
-    println!("| gear embed (Rust, tch 0.24, libtorch 2.11) | {} | {threads} | {g:.2} | {:.1} |", passages.len(), n / g);
-    println!("| sentence-transformers (Python, torch 2.11) | {} | {threads} | {s:.2} | {:.1} |", passages.len(), n / s);
-    println!("\nratio (gear / sentence-transformers, passages/s): {:.3}", s / g);
+    println!(
+        "| gear embed (Rust, tch 0.24, libtorch 2.11) | {} | {threads} | {g:.2} | {:.1} |",
+        passages.len(),
+        n / g
+    );
+    println!(
+        "| sentence-transformers (Python, torch 2.11) | {} | {threads} | {s:.2} | {:.1} |",
+        passages.len(),
+        n / s
+    );
+    println!(
+        "\nratio (gear / sentence-transformers, passages/s): {:.3}",
+        s / g
+    );
     Ok(())
 }
 
@@ -115,18 +154,29 @@ fn median(v: &mut [f64]) -> f64 {
 /// Every `context` of a SQuAD-format file, newlines folded to spaces (one passage per line).
 fn squad_passages(path: &PathBuf) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read {} (pass --data with a SQuAD-format JSON file)", path.display())
+        format!(
+            "cannot read {} (pass --data with a SQuAD-format JSON file)",
+            path.display()
+        )
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
     let mut out = Vec::new();
-    for (a, article) in json["data"].as_array().context("no `data` array")?.iter().enumerate() {
+    for (a, article) in json["data"]
+        .as_array()
+        .context("no `data` array")?
+        .iter()
+        .enumerate()
+    {
         let paragraphs = article["paragraphs"]
             .as_array()
             .with_context(|| format!("{}: data[{a}] has no `paragraphs`", path.display()))?;
         for (p, para) in paragraphs.iter().enumerate() {
             let context = para["context"].as_str().with_context(|| {
-                format!("{}: data[{a}].paragraphs[{p}] has no `context`", path.display())
+                format!(
+                    "{}: data[{a}].paragraphs[{p}] has no `context`",
+                    path.display()
+                )
             })?;
             out.push(context.replace(['\n', '\r'], " "));
         }

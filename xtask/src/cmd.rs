@@ -9,7 +9,9 @@ use crate::setup::Env;
 /// Runs `cmd` (already carrying the environment), failing on a non-zero exit.
 pub fn status(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
@@ -25,8 +27,18 @@ pub fn cargo(env: &Env) -> Command {
 /// Builds `gear` in release mode and returns its path.
 pub fn build_gear(env: &Env) -> Result<std::path::PathBuf> {
     eprintln!("[xtask] building gear (release; the first build compiles tch, a few minutes)");
-    status(cargo(env).args(["build", "--release", "--package", "gear-cli", "--bin", "gear"]))?;
-    Ok(crate::workspace_root().join("target").join("release").join("gear"))
+    status(cargo(env).args([
+        "build",
+        "--release",
+        "--package",
+        "gear-cli",
+        "--bin",
+        "gear",
+    ]))?;
+    Ok(crate::workspace_root()
+        .join("target")
+        .join("release")
+        .join("gear"))
 }
 
 /// Builds `gear` and runs `gear <sub> <args…>` with stdio inherited.

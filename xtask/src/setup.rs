@@ -98,7 +98,10 @@ pub fn ensure() -> Result<Env> {
         }
     }
 
-    eprintln!("[setup] preparing the GeAR-rs environment in {}", gear_home.display());
+    eprintln!(
+        "[setup] preparing the GeAR-rs environment in {}",
+        gear_home.display()
+    );
     std::fs::create_dir_all(&gear_home)
         .with_context(|| format!("cannot create {}", gear_home.display()))?;
     let python = venv.join("bin").join("python");
@@ -217,7 +220,13 @@ pub fn ensure_sentence_transformers(env: &Env) -> Result<()> {
     }
     eprintln!("[setup] installing sentence-transformers (the Python reference stack)");
     let status = Command::new(&env.python)
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "sentence-transformers"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "sentence-transformers",
+        ])
         .status()
         .context("cannot run pip in the virtual environment")?;
     if !status.success() {

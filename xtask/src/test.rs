@@ -10,6 +10,10 @@ pub fn run(extra: &[String]) -> Result<()> {
     // Unit, integration and doc tests of every crate (xtask included).
     status(cargo(&env).args(["test", "--workspace"]).args(extra))?;
     // Benches once each in test mode, so they cannot rot unnoticed.
-    status(cargo(&env).args(["test", "--workspace", "--bench", "*"]).args(extra))?;
+    status(
+        cargo(&env)
+            .args(["test", "--workspace", "--bench", "*"])
+            .args(extra),
+    )?;
     Ok(())
 }

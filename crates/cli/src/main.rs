@@ -66,7 +66,8 @@ impl ModelArgs {
             device: parse_device(&self.device)?,
             batch_size: self.batch_size,
         };
-        SentenceEncoder::load(&dir, &opts).with_context(|| format!("loading the model in {}", dir.display()))
+        SentenceEncoder::load(&dir, &opts)
+            .with_context(|| format!("loading the model in {}", dir.display()))
     }
 }
 

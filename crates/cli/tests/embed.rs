@@ -20,21 +20,38 @@ fn gear(stdin: &[u8], args: &[&str]) -> Result<std::process::Output> {
 
 #[test]
 fn writes_one_json_line_per_input_line_in_order() -> Result<()> {
-    let out = gear(b"first text\r\nsecond, longer text about rivers\n\nlast\n", &["--batch-size", "2"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gear(
+        b"first text\r\nsecond, longer text about rivers\n\nlast\n",
+        &["--batch-size", "2"],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)?
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    let texts: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap_or("?")).collect();
-    assert_eq!(texts, ["first text", "second, longer text about rivers", "", "last"]);
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        texts,
+        ["first text", "second, longer text about rivers", "", "last"]
+    );
 
     let enc = SentenceEncoder::load(pretrained::minilm_dir()?, &EncoderOptions::default())?;
     let expected = enc.embed_vecs(&texts)?;
     for (line, want) in lines.iter().zip(&expected) {
         let got: Vec<f32> = serde_json::from_value(line["embedding"].clone())?;
         assert_eq!(got.len(), 384);
-        let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(diff <= 1e-6, "{diff}");
     }
     Ok(())
@@ -43,7 +60,11 @@ fn writes_one_json_line_per_input_line_in_order() -> Result<()> {
 #[test]
 fn empty_stdin_gives_empty_output() -> Result<()> {
     let out = gear(b"", &[])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
     Ok(())
 }

@@ -258,7 +258,9 @@ mod tests {
     #[test]
     fn pads_to_longest_and_masks_padding() {
         let tok = tiny();
-        let b = tok.encode_batch(&["The cat", "the cats sat on a mat."]).unwrap();
+        let b = tok
+            .encode_batch(&["The cat", "the cats sat on a mat."])
+            .unwrap();
         assert_eq!(b.len(), 2);
         // [CLS] the cat ##s sat on a mat . [SEP] = 10 tokens, truncated to 8.
         assert_eq!(b.seq_len(), 8);
@@ -305,7 +307,10 @@ mod tests {
     fn rejects_tiny_max_len_and_missing_file() {
         assert!(matches!(
             tiny().with_max_len(1),
-            Err(Error::InvalidSetting { field: "max_len", .. })
+            Err(Error::InvalidSetting {
+                field: "max_len",
+                ..
+            })
         ));
         let err = Tokenizer::from_file("/nonexistent/tokenizer.json", 16).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/tokenizer.json"));

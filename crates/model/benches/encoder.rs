@@ -33,12 +33,21 @@ fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("encoder_forward_minilm");
     group.sample_size(10);
     for (batch, len) in [(1i64, 128i64), (32, 128), (32, 256)] {
-        let ids = Tensor::randint_low(1000, cfg.vocab_size, [batch, len], (Kind::Int64, Device::Cpu));
+        let ids = Tensor::randint_low(
+            1000,
+            cfg.vocab_size,
+            [batch, len],
+            (Kind::Int64, Device::Cpu),
+        );
         let mask = ids.ones_like();
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("batch_x_len", format!("{batch}x{len}")), &(), |b, ()| {
-            b.iter(|| tch::no_grad(|| bert.forward_t(&ids, &mask, false).expect("forward")))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("batch_x_len", format!("{batch}x{len}")),
+            &(),
+            |b, ()| {
+                b.iter(|| tch::no_grad(|| bert.forward_t(&ids, &mask, false).expect("forward")))
+            },
+        );
     }
     group.finish();
 }

@@ -56,8 +56,12 @@ impl Attention {
 
     /// `[batch, heads, len, head_dim]` → `[batch, len, hidden]`.
     fn merge_heads(&self, x: &Tensor) -> Tensor {
-        let (b, _, n, _) = x.size4().expect("attention outputs are [batch, heads, len, head_dim]");
-        x.transpose(1, 2).contiguous().view([b, n, self.heads * self.head_dim])
+        let (b, _, n, _) = x
+            .size4()
+            .expect("attention outputs are [batch, heads, len, head_dim]");
+        x.transpose(1, 2)
+            .contiguous()
+            .view([b, n, self.heads * self.head_dim])
     }
 
     fn project_out(&self, context: &Tensor, residual: &Tensor, train: bool) -> Tensor {
@@ -71,13 +75,20 @@ impl Attention {
     /// Attention from `hidden [batch, q_len, hidden]` to `context` (itself when `None`), with an
     /// additive `mask` broadcastable to `[batch, heads, q_len, kv_len]` (see [`additive_mask`]).
     /// Uses libtorch's fused scaled-dot-product kernel; probabilities are not materialised.
-    pub fn forward_t(&self, hidden: &Tensor, context: Option<&Tensor>, mask: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(
+        &self,
+        hidden: &Tensor,
+        context: Option<&Tensor>,
+        mask: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let kv = context.unwrap_or(hidden);
         let q = self.split_heads(&hidden.apply(&self.query));
         let k = self.split_heads(&kv.apply(&self.key));
         let v = self.split_heads(&kv.apply(&self.value));
         let p = if train { self.attn_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false);
+        let ctx =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false);
         self.project_out(&ctx, hidden, train)
     }
 

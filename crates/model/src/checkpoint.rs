@@ -33,7 +33,11 @@ pub struct LoadReport {
 /// Loads `path` into the variables of `vs`. Shapes must match exactly; dtypes are converted to
 /// the variable's. A checkpoint whose keys all start with `bert.` (a `BertFor…` head model) is
 /// read with that prefix stripped.
-pub fn load_safetensors(vs: &mut VarStore, path: impl AsRef<Path>, mode: LoadMode) -> Result<LoadReport> {
+pub fn load_safetensors(
+    vs: &mut VarStore,
+    path: impl AsRef<Path>,
+    mode: LoadMode,
+) -> Result<LoadReport> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
@@ -183,8 +187,22 @@ mod tests {
     fn store(width: i64) -> VarStore {
         let vs = VarStore::new(Device::Cpu);
         let root = vs.root();
-        let _ = root.sub("a").var("weight", &[width, 2], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-        let _ = root.sub("b").var("bias", &[2], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let _ = root.sub("a").var(
+            "weight",
+            &[width, 2],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        );
+        let _ = root.sub("b").var(
+            "bias",
+            &[2],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        );
         vs
     }
 
@@ -212,7 +230,10 @@ mod tests {
         save_safetensors(&store(3), &path).unwrap();
         let err = load_safetensors(&mut store(4), &path, LoadMode::Strict).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("a.weight") && msg.contains("[3, 2]") && msg.contains("[4, 2]"), "{msg}");
+        assert!(
+            msg.contains("a.weight") && msg.contains("[3, 2]") && msg.contains("[4, 2]"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -221,7 +242,10 @@ mod tests {
         let path = dir.path().join("model.safetensors");
         save_safetensors(&store(3), &path).unwrap();
         let mut bigger = store(3);
-        let _ = bigger.root().sub("c").var("weight", &[1], nn::Init::Const(7.0));
+        let _ = bigger
+            .root()
+            .sub("c")
+            .var("weight", &[1], nn::Init::Const(7.0));
         let err = load_safetensors(&mut bigger, &path, LoadMode::Strict).unwrap_err();
         assert!(err.to_string().contains("c.weight"), "{err}");
         let report = load_safetensors(&mut bigger, &path, LoadMode::Partial).unwrap();

@@ -162,14 +162,20 @@ impl BertConfig {
         }
         for (field, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("field `{field}` must be in [0, 1), got {p}"));
             }
         }
-        if !(self.layer_norm_eps > 0.0) {
-            return Err(format!("field `layer_norm_eps` must be positive, got {}", self.layer_norm_eps));
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return Err(format!(
+                "field `layer_norm_eps` must be positive, got {}",
+                self.layer_norm_eps
+            ));
         }
         if !(0..self.vocab_size).contains(&self.pad_token_id) {
             return Err(format!(
@@ -224,10 +230,14 @@ mod tests {
     #[test]
     fn missing_and_unsupported_fields_are_errors() {
         let text = MINILM.replace("\"hidden_size\": 384,", "");
-        let msg = BertConfig::from_json_str(&text, Path::new("c.json")).unwrap_err().to_string();
+        let msg = BertConfig::from_json_str(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("hidden_size"), "{msg}");
         let text = MINILM.replace("\"absolute\"", "\"relative_key\"");
-        let msg = BertConfig::from_json_str(&text, Path::new("c.json")).unwrap_err().to_string();
+        let msg = BertConfig::from_json_str(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("position_embedding_type"), "{msg}");
         let text = MINILM.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\"");
         assert!(BertConfig::from_json_str(&text, Path::new("c.json")).is_err());

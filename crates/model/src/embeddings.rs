@@ -26,7 +26,11 @@ impl Embeddings {
                 cfg.max_position_embeddings,
                 cfg,
             ),
-            token_type_embeddings: embedding(&(p / "token_type_embeddings"), cfg.type_vocab_size, cfg),
+            token_type_embeddings: embedding(
+                &(p / "token_type_embeddings"),
+                cfg.type_vocab_size,
+                cfg,
+            ),
             layer_norm: layer_norm(&(p / "LayerNorm"), cfg),
             dropout: cfg.hidden_dropout_prob,
             max_positions: cfg.max_position_embeddings,

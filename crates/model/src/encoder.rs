@@ -57,7 +57,12 @@ impl Bert {
     }
 
     /// `input_ids`, `attention_mask`: `[batch, seq]` (mask 1 = token, 0 = padding).
-    pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Result<EncoderOutput> {
+    pub fn forward_t(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<EncoderOutput> {
         if input_ids.size() != attention_mask.size() || input_ids.dim() != 2 {
             return Err(Error::Input(format!(
                 "input_ids {:?} and attention_mask {:?} must both be [batch, seq]",
@@ -112,8 +117,14 @@ mod tests {
         let alone = bert.forward_t(&ids, &mask, false).unwrap().hidden;
         let padded_ids = Tensor::from_slice(&[2i64, 7, 9, 3, 0, 0, 2, 5, 6, 8, 11, 3]).view([2, 6]);
         let padded_mask = Tensor::from_slice(&[1i64, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]).view([2, 6]);
-        let padded = bert.forward_t(&padded_ids, &padded_mask, false).unwrap().hidden;
-        let diff = (alone.get(0) - padded.get(0).narrow(0, 0, 4)).abs().max().double_value(&[]);
+        let padded = bert
+            .forward_t(&padded_ids, &padded_mask, false)
+            .unwrap()
+            .hidden;
+        let diff = (alone.get(0) - padded.get(0).narrow(0, 0, 4))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(diff < 1e-5, "{diff}");
     }
 
@@ -133,9 +144,15 @@ mod tests {
     fn too_long_and_misshaped_inputs_are_errors() {
         let (_vs, bert) = tiny();
         let ids = Tensor::zeros([1, 65], (Kind::Int64, Device::Cpu));
-        assert!(matches!(bert.forward_t(&ids, &ids.ones_like(), false), Err(Error::Input(_))));
+        assert!(matches!(
+            bert.forward_t(&ids, &ids.ones_like(), false),
+            Err(Error::Input(_))
+        ));
         let mask = Tensor::ones([1, 3], (Kind::Int64, Device::Cpu));
         let ids = Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu));
-        assert!(matches!(bert.forward_t(&ids, &mask, false), Err(Error::Input(_))));
+        assert!(matches!(
+            bert.forward_t(&ids, &mask, false),
+            Err(Error::Input(_))
+        ));
     }
 }

@@ -31,7 +31,12 @@ impl BertLayer {
                 cfg.intermediate_size,
                 cfg,
             ),
-            output: linear(&(&out / "dense"), cfg.intermediate_size, cfg.hidden_size, cfg),
+            output: linear(
+                &(&out / "dense"),
+                cfg.intermediate_size,
+                cfg.hidden_size,
+                cfg,
+            ),
             output_norm: layer_norm(&(&out / "LayerNorm"), cfg),
             activation: cfg.hidden_act,
             dropout: cfg.hidden_dropout_prob,

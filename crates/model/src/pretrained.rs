@@ -42,7 +42,12 @@ pub fn minilm_dir() -> Result<PathBuf> {
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .map(|e| e.path().join("site-packages").join(MINILM_PACKAGE).join("model"))
+        .map(|e| {
+            e.path()
+                .join("site-packages")
+                .join(MINILM_PACKAGE)
+                .join("model")
+        })
         .filter(|dir| dir.join("model.safetensors").is_file())
         .collect();
     candidates.sort();

@@ -156,12 +156,18 @@ impl SentenceEncoder {
     pub fn embed_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let batch = self.tokenizer.encode_batch(texts)?;
         let shape = [batch.len() as i64, batch.seq_len() as i64];
-        let ids = Tensor::from_slice(batch.ids()).view(shape).to_device(self.device);
-        let mask = Tensor::from_slice(batch.attention_mask()).view(shape).to_device(self.device);
+        let ids = Tensor::from_slice(batch.ids())
+            .view(shape)
+            .to_device(self.device);
+        let mask = Tensor::from_slice(batch.attention_mask())
+            .view(shape)
+            .to_device(self.device);
         tch::no_grad(|| {
             let out = self.bert.forward_t(&ids, &mask, false)?;
             let pooled = mean_pool(&out.hidden, &mask);
-            Ok(l2_normalize(&pooled).to_kind(Kind::Float).to_device(Device::Cpu))
+            Ok(l2_normalize(&pooled)
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu))
         })
     }
 
@@ -190,9 +196,12 @@ fn default_max_len(dir: &Path) -> Result<Option<usize>> {
     })?;
     match value.get("max_seq_length") {
         None => Ok(None),
-        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| Error::Config {
-            path,
-            message: format!("field `max_seq_length` must be a positive integer, got {v}"),
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| Error::Config {
+                path,
+                message: format!("field `max_seq_length` must be a positive integer, got {v}"),
+            }),
     }
 }

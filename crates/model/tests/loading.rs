@@ -17,7 +17,16 @@ fn folder_without_weights_names_the_file() -> Result<()> {
     copy(&src, dir.path(), "config.json")?;
     copy(&src, dir.path(), "tokenizer.json")?;
     let err = SentenceEncoder::load(dir.path(), &EncoderOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::MissingFile { file: "model.safetensors", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::MissingFile {
+                file: "model.safetensors",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("model.safetensors"));
     Ok(())
 }
@@ -35,15 +44,30 @@ fn config_disagreeing_with_weights_names_tensor_and_shapes() -> Result<()> {
     let err = SentenceEncoder::load(dir.path(), &EncoderOptions::default()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{msg}");
-    assert!(msg.contains("384") && msg.contains("768") && msg.contains("embeddings."), "{msg}");
+    assert!(
+        msg.contains("384") && msg.contains("768") && msg.contains("embeddings."),
+        "{msg}"
+    );
     Ok(())
 }
 
 #[test]
 fn pretrained_checkpoint_leaves_only_the_pooler_unused() -> Result<()> {
     let enc = SentenceEncoder::load(pretrained::minilm_dir()?, &EncoderOptions::default())?;
-    let unused: Vec<&str> = enc.load_report().unused.iter().map(String::as_str).collect();
-    assert_eq!(unused, ["embeddings.position_ids", "pooler.dense.bias", "pooler.dense.weight"]);
+    let unused: Vec<&str> = enc
+        .load_report()
+        .unused
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        unused,
+        [
+            "embeddings.position_ids",
+            "pooler.dense.bias",
+            "pooler.dense.weight"
+        ]
+    );
     assert!(enc.load_report().missing.is_empty());
     Ok(())
 }

@@ -15,7 +15,10 @@ struct Fixture {
 }
 
 fn fixture() -> Result<Fixture> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_parity.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_parity.json"
+    );
     let text = std::fs::read_to_string(path).with_context(|| path.to_string())?;
     Ok(serde_json::from_str(&text)?)
 }
@@ -45,8 +48,16 @@ fn embeddings_match_sentence_transformers() -> Result<()> {
     let mut worst_diff = 0.0f32;
     for (i, (a, b)) in ours.iter().zip(&fx.embeddings).enumerate() {
         assert_eq!(a.len(), b.len(), "text {i}: dimension");
-        let cos: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let cos: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(
             cos >= 0.99999 && diff <= 1e-4,
             "text {i} ({:?}): cosine {cos}, max abs diff {diff}",
@@ -55,7 +66,10 @@ fn embeddings_match_sentence_transformers() -> Result<()> {
         worst_cos = worst_cos.min(cos);
         worst_diff = worst_diff.max(diff);
     }
-    eprintln!("parity over {} texts: min cosine {worst_cos:.8}, max |diff| {worst_diff:.2e}", ours.len());
+    eprintln!(
+        "parity over {} texts: min cosine {worst_cos:.8}, max |diff| {worst_diff:.2e}",
+        ours.len()
+    );
     Ok(())
 }
 
@@ -85,7 +99,10 @@ fn a_text_alone_equals_the_same_text_in_a_padded_batch() -> Result<()> {
     let mut batch: Vec<&str> = others.to_vec();
     batch.insert(1, short);
     let together = enc.embed_batch(&batch)?;
-    let diff = (alone.get(0) - together.get(1)).abs().max().double_value(&[]);
+    let diff = (alone.get(0) - together.get(1))
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff <= 1e-5, "max |diff| {diff}");
     Ok(())
 }
