@@ -13,9 +13,15 @@ pub fn run(extra: &[String]) -> Result<()> {
     let env = setup::ensure()?;
     let mut total = Counts::default();
     // Benches once each in test mode, so they cannot rot unnoticed.
-    total.add(run_counted(cargo(&env).args(["test", "--workspace", "--bench", "*"]).args(extra))?);
+    total.add(run_counted(
+        cargo(&env)
+            .args(["test", "--workspace", "--bench", "*"])
+            .args(extra),
+    )?);
     // Unit, integration and doc tests of every crate (xtask included).
-    total.add(run_counted(cargo(&env).args(["test", "--workspace"]).args(extra))?);
+    total.add(run_counted(
+        cargo(&env).args(["test", "--workspace"]).args(extra),
+    )?);
     println!("\ntests: {} passed, {} failed", total.passed, total.failed);
     Ok(())
 }
@@ -81,9 +87,21 @@ mod tests {
         let c = parse_result_line(
             "test result: ok. 15 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.02s",
         );
-        assert_eq!(c, Some(Counts { passed: 15, failed: 0 }));
+        assert_eq!(
+            c,
+            Some(Counts {
+                passed: 15,
+                failed: 0
+            })
+        );
         let c = parse_result_line("test result: FAILED. 4 passed; 1 failed; 0 ignored");
-        assert_eq!(c, Some(Counts { passed: 4, failed: 1 }));
+        assert_eq!(
+            c,
+            Some(Counts {
+                passed: 4,
+                failed: 1
+            })
+        );
         assert_eq!(parse_result_line("running 3 tests"), None);
     }
 }

@@ -21,7 +21,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod span;
 mod tokenize;
 
 pub use error::{Error, Result};
+pub use span::Span;
 pub use tokenize::{Batch, Tokenizer};

@@ -105,6 +105,84 @@ impl Tokenizer {
         })
     }
 
+    /// An uncased BERT WordPiece tokenizer (BERT normaliser and pre-tokeniser, `[CLS] … [SEP]`)
+    /// over `vocab`, one token per entry, ids in order. `vocab` must hold `[PAD]`, `[UNK]`,
+    /// `[CLS]` and `[SEP]`. Useful for small models built in code (tests, examples).
+    pub fn from_vocab(vocab: &[&str], max_len: usize) -> Result<Self> {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::bert::BertProcessing;
+
+        let path = PathBuf::from("<vocab>");
+        let err = |message: String| Error::Tokenizer {
+            path: path.clone(),
+            message,
+        };
+        let id = |t: &str| {
+            vocab
+                .iter()
+                .position(|v| *v == t)
+                .map(|i| i as u32)
+                .ok_or_else(|| err(format!("vocabulary lacks `{t}`")))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[PAD]")?;
+        id("[UNK]")?;
+        let text = vocab.join("\n");
+        let table = WordPiece::read_bytes(text.as_bytes()).map_err(|e| err(e.to_string()))?;
+        let wp = WordPiece::builder()
+            .vocab(table)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(wp);
+        inner.with_normalizer(Some(BertNormalizer::default()));
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+        inner.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+        inner.add_special_tokens(&[
+            tokenizers::AddedToken::from("[PAD]", true),
+            tokenizers::AddedToken::from("[UNK]", true),
+            tokenizers::AddedToken::from("[CLS]", true),
+            tokenizers::AddedToken::from("[SEP]", true),
+        ]);
+        Self::from_tokenizer(inner, max_len, path)
+    }
+
+    /// Adds `token` as a special token (never split, never produced from text by normalisation)
+    /// and returns its id; a token already present keeps its id.
+    pub fn add_special_token(&mut self, token: &str) -> u32 {
+        if let Some(id) = self.inner.token_to_id(token) {
+            return id;
+        }
+        let added = [tokenizers::AddedToken::from(token, true)];
+        self.inner.add_special_tokens(&added);
+        self.untruncated.add_special_tokens(&added);
+        self.inner
+            .token_to_id(token)
+            .unwrap_or_else(|| unreachable!("a special token just added has an id"))
+    }
+
+    /// Writes the tokenizer (added tokens, truncation included) as `tokenizer.json` at `path`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.inner.save(path, false).map_err(|e| Error::Tokenizer {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Decodes ids to text, special tokens skipped, WordPiece `##` pieces joined.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Encode(e.to_string()))
+    }
+
     /// Same tokenizer, another maximum length.
     pub fn with_max_len(&self, max_len: usize) -> Result<Self> {
         Self::from_tokenizer(self.inner.clone(), max_len, self.path.clone())
@@ -231,28 +309,34 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenizers::models::wordpiece::WordPiece;
-    use tokenizers::normalizers::BertNormalizer;
-    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-    use tokenizers::processors::bert::BertProcessing;
 
     /// A tiny BERT-style tokenizer built in memory, so these tests need no model files.
     fn tiny() -> Tokenizer {
-        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\ncat\nsat\non\nmat\n##s\n.\na\n";
-        let vocab = WordPiece::read_bytes(vocab.as_bytes()).expect("valid vocab");
-        let wp = WordPiece::builder()
-            .vocab(vocab)
-            .unk_token("[UNK]".into())
-            .build()
-            .expect("valid vocab");
-        let mut inner = tokenizers::Tokenizer::new(wp);
-        inner.with_normalizer(Some(BertNormalizer::default()));
-        inner.with_pre_tokenizer(Some(BertPreTokenizer));
-        inner.with_post_processor(Some(BertProcessing::new(
-            ("[SEP]".into(), 3),
-            ("[CLS]".into(), 2),
-        )));
-        Tokenizer::from_tokenizer(inner, 8, PathBuf::from("<memory>")).expect("valid tokenizer")
+        let vocab = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat", "##s", ".", "a",
+        ];
+        Tokenizer::from_vocab(&vocab, 8).unwrap()
+    }
+
+    #[test]
+    fn special_tokens_are_added_once_and_survive_save() {
+        let mut tok = tiny();
+        let id = tok.add_special_token("[Decode]");
+        assert_eq!(id, 12);
+        assert_eq!(tok.add_special_token("[Decode]"), 12);
+        assert_eq!(tok.vocab_size(), 13);
+        let dir = std::env::temp_dir().join(format!("gear-data-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        tok.save(&path).unwrap();
+        let back = Tokenizer::from_file(&path, 8).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(back.token_to_id("[Decode]"), Some(12));
+        assert_eq!(
+            back.encode_batch(&["the cat"]).unwrap().ids(),
+            &[2, 4, 5, 3]
+        );
+        assert_eq!(back.decode(&[2, 4, 5, 9, 3]).unwrap(), "the cats");
     }
 
     #[test]

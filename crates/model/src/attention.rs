@@ -20,6 +20,44 @@ pub struct Attention {
     hidden_dropout: f64,
 }
 
+/// Projected keys and values, `[batch, heads, kv_len, head_dim]` each — the KV cache of one
+/// attention block.
+#[derive(Debug)]
+pub struct KvCache {
+    /// Keys.
+    pub key: Tensor,
+    /// Values.
+    pub value: Tensor,
+}
+
+impl KvCache {
+    /// This cache with `more` appended along the sequence axis.
+    pub fn append(&self, more: &KvCache) -> KvCache {
+        KvCache {
+            key: Tensor::cat(&[&self.key, &more.key], 2),
+            value: Tensor::cat(&[&self.value, &more.value], 2),
+        }
+    }
+
+    /// Rows `index` of the batch (beam search reorders hypotheses with it).
+    pub fn select(&self, index: &Tensor) -> KvCache {
+        KvCache {
+            key: self.key.index_select(0, index),
+            value: self.value.index_select(0, index),
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.key.size()[2]
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What an attention block returns when its probabilities are asked for.
 #[derive(Debug)]
 pub struct AttentionOutput {
@@ -50,18 +88,17 @@ impl Attention {
 
     /// `[batch, len, hidden]` → `[batch, heads, len, head_dim]`.
     fn split_heads(&self, x: &Tensor) -> Tensor {
-        let (b, n, _) = x.size3().expect("attention inputs are [batch, len, width]");
-        x.view([b, n, self.heads, self.head_dim]).transpose(1, 2)
+        let size = x.size();
+        x.view([size[0], size[1], self.heads, self.head_dim])
+            .transpose(1, 2)
     }
 
     /// `[batch, heads, len, head_dim]` → `[batch, len, hidden]`.
     fn merge_heads(&self, x: &Tensor) -> Tensor {
-        let (b, _, n, _) = x
-            .size4()
-            .expect("attention outputs are [batch, heads, len, head_dim]");
+        let size = x.size();
         x.transpose(1, 2)
             .contiguous()
-            .view([b, n, self.heads * self.head_dim])
+            .view([size[0], size[2], self.heads * self.head_dim])
     }
 
     fn project_out(&self, context: &Tensor, residual: &Tensor, train: bool) -> Tensor {
@@ -70,6 +107,14 @@ impl Attention {
             .apply(&self.dense)
             .dropout(self.hidden_dropout, train);
         (out + residual).apply(&self.layer_norm)
+    }
+
+    /// Keys and values of `states [batch, len, kv_width]`.
+    pub fn keys_values(&self, states: &Tensor) -> KvCache {
+        KvCache {
+            key: self.split_heads(&states.apply(&self.key)),
+            value: self.split_heads(&states.apply(&self.value)),
+        }
     }
 
     /// Attention from `hidden [batch, q_len, hidden]` to `context` (itself when `None`), with an
@@ -82,13 +127,23 @@ impl Attention {
         mask: &Tensor,
         train: bool,
     ) -> Tensor {
-        let kv = context.unwrap_or(hidden);
+        let kv = self.keys_values(context.unwrap_or(hidden));
+        self.forward_kv_t(hidden, &kv, Some(mask), train)
+    }
+
+    /// Attention from `hidden` to already projected keys and values (a KV cache).
+    pub fn forward_kv_t(
+        &self,
+        hidden: &Tensor,
+        kv: &KvCache,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let q = self.split_heads(&hidden.apply(&self.query));
-        let k = self.split_heads(&kv.apply(&self.key));
-        let v = self.split_heads(&kv.apply(&self.value));
         let p = if train { self.attn_dropout } else { 0.0 };
-        let ctx =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false);
+        let ctx = Tensor::scaled_dot_product_attention(
+            &q, &kv.key, &kv.value, mask, p, false, None, false,
+        );
         self.project_out(&ctx, hidden, train)
     }
 
@@ -100,13 +155,22 @@ impl Attention {
         mask: &Tensor,
         train: bool,
     ) -> AttentionOutput {
-        let kv = context.unwrap_or(hidden);
+        let kv = self.keys_values(context.unwrap_or(hidden));
+        self.forward_kv_with_probs_t(hidden, &kv, mask, train)
+    }
+
+    /// As [`Attention::forward_kv_t`], returning the probabilities too.
+    pub fn forward_kv_with_probs_t(
+        &self,
+        hidden: &Tensor,
+        kv: &KvCache,
+        mask: &Tensor,
+        train: bool,
+    ) -> AttentionOutput {
         let q = self.split_heads(&hidden.apply(&self.query));
-        let k = self.split_heads(&kv.apply(&self.key));
-        let v = self.split_heads(&kv.apply(&self.value));
-        let scores = q.matmul(&k.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
+        let scores = q.matmul(&kv.key.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
         let probs = scores.softmax(-1, scores.kind());
-        let ctx = probs.dropout(self.attn_dropout, train).matmul(&v);
+        let ctx = probs.dropout(self.attn_dropout, train).matmul(&kv.value);
         AttentionOutput {
             hidden: self.project_out(&ctx, hidden, train),
             probs,
@@ -114,20 +178,37 @@ impl Attention {
     }
 }
 
-/// Turns a `[batch, kv_len]` 0/1 mask into the additive `[batch, 1, 1, kv_len]` mask attention
-/// adds to its scores: 0 where attended, the dtype's lowest finite value where masked (as Hugging
-/// Face does, so a fully masked row stays finite).
-pub fn additive_mask(mask: &Tensor, kind: Kind) -> Tensor {
-    let lowest = match kind {
-        Kind::Half => f64::from(half_min()),
+/// The lowest finite value of `kind`, used as "minus infinity" in additive masks so that a fully
+/// masked row stays finite (as Hugging Face does).
+pub(crate) fn lowest(kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => -65504.0,
         Kind::BFloat16 => -3.389_531_389_251_535e38,
         Kind::Double => f64::MIN,
         _ => f64::from(f32::MIN),
-    };
-    let m = mask.to_kind(kind).unsqueeze(1).unsqueeze(1);
-    (1.0 - m) * lowest
+    }
 }
 
-fn half_min() -> f32 {
-    -65504.0
+/// Turns a `[batch, kv_len]` 0/1 mask into the additive `[batch, 1, 1, kv_len]` mask attention
+/// adds to its scores: 0 where attended, the dtype's lowest finite value where masked.
+pub fn additive_mask(mask: &Tensor, kind: Kind) -> Tensor {
+    let m = mask.to_kind(kind).unsqueeze(1).unsqueeze(1);
+    (1.0 - m) * lowest(kind)
+}
+
+/// Additive `[batch, 1, len, len]` mask for causal self-attention over `mask [batch, len]`:
+/// position `i` sees positions `j ≤ i` that are not padding.
+pub fn causal_mask(mask: &Tensor, kind: Kind) -> Tensor {
+    let len = mask.size()[1];
+    let causal = Tensor::ones([len, len], (Kind::Bool, mask.device())).tril(0);
+    let allowed = causal
+        .unsqueeze(0)
+        .logical_and(&mask.to_kind(Kind::Bool).unsqueeze(1));
+    let zeros = Tensor::zeros([1], (kind, mask.device()));
+    zeros
+        .where_self(
+            &allowed,
+            &Tensor::full([1], lowest(kind), (kind, mask.device())),
+        )
+        .unsqueeze(1)
 }

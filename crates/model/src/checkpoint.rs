@@ -38,6 +38,17 @@ pub fn load_safetensors(
     path: impl AsRef<Path>,
     mode: LoadMode,
 ) -> Result<LoadReport> {
+    load_safetensors_mapped(vs, path, mode, |name| Some(name.to_owned()))
+}
+
+/// As [`load_safetensors`], reading variable `name` from checkpoint key `key_of(name)`; a
+/// variable mapped to `None` is not looked up and counts as missing.
+pub fn load_safetensors_mapped(
+    vs: &mut VarStore,
+    path: impl AsRef<Path>,
+    mode: LoadMode,
+    key_of: impl Fn(&str) -> Option<String>,
+) -> Result<LoadReport> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
@@ -55,14 +66,15 @@ pub fn load_safetensors(
     };
 
     let mut report = LoadReport::default();
+    let mut used = BTreeSet::new();
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in variables {
-            let key = format!("{prefix}{name}");
-            let view = match st.tensor(&key) {
-                Ok(view) => view,
-                Err(_) => match mode {
+            let key = key_of(&name).map(|k| format!("{prefix}{k}"));
+            let view = match key.as_deref().map(|k| st.tensor(k)) {
+                Some(Ok(view)) => view,
+                _ => match mode {
                     LoadMode::Strict => {
                         return Err(Error::MissingTensor {
                             path: path.to_owned(),
@@ -87,14 +99,12 @@ pub fn load_safetensors(
             }
             let src = tensor_from_view(&view, path, &name)?;
             var.f_copy_(&src.to_kind(var.kind()))?;
+            used.extend(key);
             report.loaded.insert(name);
         }
         Ok(())
     })?;
-    report.unused = names
-        .into_iter()
-        .filter(|n| !report.loaded.contains(n.strip_prefix(prefix).unwrap_or(n)))
-        .collect();
+    report.unused = names.into_iter().filter(|n| !used.contains(n)).collect();
     Ok(report)
 }
 

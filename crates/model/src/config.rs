@@ -25,6 +25,7 @@ pub enum Activation {
 /// Fields of `config.json` that GeAR does not use (`architectures`, `model_type`, …) are ignored
 /// when reading a checkpoint's file: it is a foreign format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BertConfig {
     /// Vocabulary size (rows of `embeddings.word_embeddings`).
     pub vocab_size: i64,
@@ -61,6 +62,23 @@ pub struct BertConfig {
     #[serde(default)]
     pub pad_token_id: i64,
 }
+
+/// The `config.json` keys [`BertConfig`] reads.
+const FIELDS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "initializer_range",
+    "pad_token_id",
+];
 
 fn default_act() -> Activation {
     Activation::Gelu
@@ -108,6 +126,15 @@ impl BertConfig {
                 });
             }
         }
+        // config.json is a foreign format with many fields GeAR does not use: keep ours only.
+        let raw = match raw {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter(|(k, _)| FIELDS.contains(&k.as_str()))
+                    .collect(),
+            ),
+            other => other,
+        };
         let cfg: Self = serde_json::from_value(raw).map_err(|e| Error::Config {
             path: path.to_owned(),
             message: e.to_string(),

@@ -39,14 +39,25 @@ impl Embeddings {
 
     /// `input_ids [batch, seq]` (token type 0 everywhere) → `[batch, seq, hidden]`.
     pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_at_t(input_ids, 0, train)
+    }
+
+    /// As [`Embeddings::forward_t`] for tokens starting at position `start` (decoding steps after
+    /// a KV cache of `start` positions).
+    pub fn forward_at_t(&self, input_ids: &Tensor, start: i64, train: bool) -> Result<Tensor> {
         let seq_len = input_ids.size().last().copied().unwrap_or(0);
-        if seq_len > self.max_positions {
+        if start + seq_len > self.max_positions {
             return Err(Error::Input(format!(
-                "sequence of {seq_len} tokens exceeds the model's {} positions",
+                "sequence of {} tokens exceeds the model's {} positions",
+                start + seq_len,
                 self.max_positions
             )));
         }
-        let positions = Tensor::arange(seq_len, (tch::Kind::Int64, input_ids.device()));
+        let positions = Tensor::arange_start(
+            start,
+            start + seq_len,
+            (tch::Kind::Int64, input_ids.device()),
+        );
         let types = input_ids.zeros_like();
         let x = input_ids.apply(&self.word_embeddings)
             + positions.apply(&self.position_embeddings).unsqueeze(0)

@@ -1,11 +1,12 @@
 //! The BERT encoder: embeddings and a stack of layers, keyed exactly as a Hugging Face
-//! `BertModel` checkpoint (`embeddings.*`, `encoder.layer.{i}.*`).
+//! `BertModel` checkpoint (`embeddings.*`, `encoder.layer.{i}.*`). Built with cross-attention
+//! blocks it is also GeAR's fusion encoder (BLIP's text encoder in "multimodal" mode).
 
 use tch::{nn, Tensor};
 
 use crate::attention::additive_mask;
 use crate::embeddings::Embeddings;
-use crate::layer::BertLayer;
+use crate::layer::{BertLayer, CrossInput};
 use crate::{BertConfig, Error, Result};
 
 /// A BERT encoder over tch.
@@ -16,23 +17,87 @@ pub struct Bert {
     config: BertConfig,
 }
 
+/// States another encoder produced, attended to by cross-attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Token states `[batch, ctx_len, width]`.
+    pub states: &'a Tensor,
+    /// 0/1 mask `[batch, ctx_len]`; padding gets no attention.
+    pub mask: &'a Tensor,
+}
+
+/// Which layers' cross-attention probabilities a forward keeps. Keeping them means computing
+/// those blocks' attention explicitly instead of with the fused kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrossProbs {
+    /// None.
+    #[default]
+    None,
+    /// Every layer's.
+    All,
+    /// One layer's, 1-based.
+    Layer(usize),
+}
+
+/// Options of [`Bert::forward_fused_t`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FusionOptions {
+    /// Run only the first `n` layers (local retrieval stops at its layer); `None`: all.
+    pub layers: Option<usize>,
+    /// Which cross-attention probabilities to return.
+    pub cross_probs: CrossProbs,
+}
+
 /// Output of an encoder forward pass.
 #[derive(Debug)]
 pub struct EncoderOutput {
-    /// Last-layer token states, `[batch, seq, hidden]`.
+    /// Token states after the last layer run, `[batch, seq, hidden]`.
     pub hidden: Tensor,
+    /// Per layer run (0-based index), the cross-attention probabilities
+    /// `[batch, heads, q_len, ctx_len]` when kept.
+    pub cross_attentions: Vec<Option<Tensor>>,
+}
+
+impl EncoderOutput {
+    /// Cross-attention probabilities of `layer` (1-based), if kept.
+    pub fn cross_attention(&self, layer: usize) -> Option<&Tensor> {
+        layer
+            .checked_sub(1)
+            .and_then(|i| self.cross_attentions.get(i))
+            .and_then(Option::as_ref)
+    }
 }
 
 impl Bert {
-    /// Creates the variables under `p`: `p/embeddings/…` and `p/encoder/layer/{i}/…`.
+    /// A plain encoder under `p`: `p/embeddings/…` and `p/encoder/layer/{i}/…`.
     pub fn new(p: &nn::Path<'_>, cfg: &BertConfig) -> Result<Self> {
+        Self::build(p, cfg, None)
+    }
+
+    /// An encoder whose every layer also has a cross-attention block over `ctx_width`-wide states
+    /// (`p/encoder/layer/{i}/crossattention/…`).
+    pub fn with_cross_attention(
+        p: &nn::Path<'_>,
+        cfg: &BertConfig,
+        ctx_width: i64,
+    ) -> Result<Self> {
+        Self::build(p, cfg, Some(ctx_width))
+    }
+
+    fn build(p: &nn::Path<'_>, cfg: &BertConfig, ctx_width: Option<i64>) -> Result<Self> {
         cfg.validate().map_err(|message| Error::Config {
             path: crate::config::memory_path(),
             message,
         })?;
         let layers_path = p / "encoder" / "layer";
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| BertLayer::new(&(&layers_path / i), cfg))
+            .map(|i| {
+                let lp = &layers_path / i;
+                match ctx_width {
+                    Some(w) => BertLayer::with_cross_attention(&lp, cfg, w),
+                    None => BertLayer::new(&lp, cfg),
+                }
+            })
             .collect();
         Ok(Self {
             embeddings: Embeddings::new(&(p / "embeddings"), cfg)?,
@@ -56,11 +121,31 @@ impl Bert {
         &self.embeddings
     }
 
+    /// Plain encoding — cross-attention blocks, if any, are skipped.
     /// `input_ids`, `attention_mask`: `[batch, seq]` (mask 1 = token, 0 = padding).
     pub fn forward_t(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<EncoderOutput> {
+        self.forward_fused_t(
+            input_ids,
+            attention_mask,
+            None,
+            FusionOptions::default(),
+            train,
+        )
+    }
+
+    /// Encoding with cross-attention to `context` in every layer that has the block (the fusion
+    /// encoder). With `context = None` this is exactly [`Bert::forward_t`].
+    pub fn forward_fused_t(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        context: Option<Context<'_>>,
+        options: FusionOptions,
         train: bool,
     ) -> Result<EncoderOutput> {
         if input_ids.size() != attention_mask.size() || input_ids.dim() != 2 {
@@ -70,12 +155,56 @@ impl Bert {
                 attention_mask.size()
             )));
         }
+        let n_layers = options.layers.unwrap_or(self.layers.len());
+        if n_layers == 0 || n_layers > self.layers.len() {
+            return Err(Error::Input(format!(
+                "cannot run {n_layers} layers of a {}-layer encoder",
+                self.layers.len()
+            )));
+        }
+        if let Some(ctx) = &context {
+            let (s, m) = (ctx.states.size(), ctx.mask.size());
+            if s.len() != 3
+                || m.len() != 2
+                || s[0] != m[0]
+                || s[1] != m[1]
+                || s[0] != input_ids.size()[0]
+            {
+                return Err(Error::Input(format!(
+                    "context states {s:?} / mask {m:?} must be [batch, ctx_len, width] / [batch, ctx_len] with the inputs' batch"
+                )));
+            }
+        }
         let mut hidden = self.embeddings.forward_t(input_ids, train)?;
         let mask = additive_mask(attention_mask, hidden.kind());
-        for layer in &self.layers {
-            hidden = layer.forward_t(&hidden, &mask, train);
+        let ctx_mask = context.map(|c| additive_mask(c.mask, hidden.kind()));
+        let mut cross_attentions = Vec::with_capacity(n_layers);
+        for (i, layer) in self.layers.iter().take(n_layers).enumerate() {
+            let kv = match &context {
+                Some(c) => layer.cross_keys_values(c.states),
+                None => None,
+            };
+            let keep_probs = match options.cross_probs {
+                CrossProbs::None => false,
+                CrossProbs::All => true,
+                CrossProbs::Layer(l) => l == i + 1,
+            };
+            let cross = match (&kv, &ctx_mask) {
+                (Some(kv), Some(mask)) => Some(CrossInput {
+                    kv,
+                    mask,
+                    keep_probs,
+                }),
+                _ => None,
+            };
+            let out = layer.forward_t(&hidden, &mask, cross, train);
+            hidden = out.hidden;
+            cross_attentions.push(out.cross_probs);
         }
-        Ok(EncoderOutput { hidden })
+        Ok(EncoderOutput {
+            hidden,
+            cross_attentions,
+        })
     }
 }
 
@@ -154,5 +283,89 @@ mod tests {
             bert.forward_t(&ids, &mask, false),
             Err(Error::Input(_))
         ));
+    }
+
+    fn fused() -> (VarStore, Bert) {
+        tch::manual_seed(11);
+        let vs = VarStore::new(Device::Cpu);
+        let bert = Bert::with_cross_attention(&vs.root(), &BertConfig::tiny(50), 32).unwrap();
+        (vs, bert)
+    }
+
+    #[test]
+    fn cross_attention_blocks_use_blip_key_names() {
+        let (vs, _) = fused();
+        let keys = vs.variables();
+        assert!(keys.contains_key("encoder.layer.0.crossattention.self.query.weight"));
+        assert!(keys.contains_key("encoder.layer.1.crossattention.output.LayerNorm.weight"));
+        assert_eq!(keys.len(), 5 + 16 * 2 + 10 * 2);
+    }
+
+    #[test]
+    fn fused_without_context_equals_plain_forward_bit_for_bit() {
+        let (_vs, fused) = fused();
+        let ids = Tensor::from_slice(&[2i64, 7, 9, 3, 2, 5, 3, 0]).view([2, 4]);
+        let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 0]).view([2, 4]);
+        let a = fused.forward_t(&ids, &mask, false).unwrap().hidden;
+        let b = fused
+            .forward_fused_t(&ids, &mask, None, FusionOptions::default(), false)
+            .unwrap()
+            .hidden;
+        assert!(a.equal(&b));
+    }
+
+    #[test]
+    fn cross_attention_rows_sum_to_one_and_skip_context_padding() {
+        let (_vs, fused) = fused();
+        let ids = Tensor::from_slice(&[2i64, 7, 9, 3]).view([1, 4]);
+        let mask = ids.ones_like();
+        let states = Tensor::randn([1, 6, 32], (Kind::Float, Device::Cpu));
+        let ctx_mask = Tensor::from_slice(&[1i64, 1, 1, 1, 0, 0]).view([1, 6]);
+        let ctx = Context {
+            states: &states,
+            mask: &ctx_mask,
+        };
+        let opts = FusionOptions {
+            layers: None,
+            cross_probs: CrossProbs::All,
+        };
+        let out = fused
+            .forward_fused_t(&ids, &mask, Some(ctx), opts, false)
+            .unwrap();
+        for layer in 1..=2 {
+            let p = out.cross_attention(layer).unwrap();
+            assert_eq!(p.size(), [1, 4, 4, 6]);
+            let sums = p.sum_dim_intlist(-1, false, Kind::Float);
+            assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5);
+            assert_eq!(p.narrow(3, 4, 2).abs().max().double_value(&[]), 0.0);
+        }
+    }
+
+    #[test]
+    fn stopping_early_keeps_the_asked_layer_only() {
+        let (_vs, fused) = fused();
+        let ids = Tensor::from_slice(&[2i64, 7, 3]).view([1, 3]);
+        let states = Tensor::randn([1, 5, 32], (Kind::Float, Device::Cpu));
+        let ctx_mask = Tensor::ones([1, 5], (Kind::Int64, Device::Cpu));
+        let ctx = Context {
+            states: &states,
+            mask: &ctx_mask,
+        };
+        let opts = FusionOptions {
+            layers: Some(1),
+            cross_probs: CrossProbs::Layer(1),
+        };
+        let out = fused
+            .forward_fused_t(&ids, &ids.ones_like(), Some(ctx), opts, false)
+            .unwrap();
+        assert_eq!(out.cross_attentions.len(), 1);
+        assert!(out.cross_attention(1).is_some());
+        let bad = FusionOptions {
+            layers: Some(3),
+            cross_probs: CrossProbs::None,
+        };
+        assert!(fused
+            .forward_fused_t(&ids, &ids.ones_like(), Some(ctx), bad, false)
+            .is_err());
     }
 }

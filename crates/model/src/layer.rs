@@ -1,17 +1,18 @@
-//! One BERT layer: self-attention, then (for the fusion encoder) cross-attention, then the
-//! feed-forward block, each with residual + LayerNorm.
+//! One transformer layer: self-attention, then (fusion encoder and decoder) cross-attention, then
+//! the feed-forward block, each with residual + LayerNorm — BLIP's text layer.
 
 use tch::{nn, Tensor};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, KvCache};
 use crate::config::Activation;
 use crate::layers::{layer_norm, linear};
 use crate::BertConfig;
 
-/// `encoder.layer.{i}.*` of a BERT checkpoint.
+/// `encoder.layer.{i}.*` of a BERT checkpoint, plus `crossattention.*` when built with it.
 #[derive(Debug)]
 pub struct BertLayer {
     attention: Attention,
+    crossattention: Option<Attention>,
     intermediate: nn::Linear,
     output: nn::Linear,
     output_norm: nn::LayerNorm,
@@ -19,12 +20,43 @@ pub struct BertLayer {
     dropout: f64,
 }
 
+/// Cross-attention input of a layer: the attended states' keys/values and their additive mask.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossInput<'a> {
+    /// Projected keys and values of the attended states (see [`BertLayer::cross_keys_values`]).
+    pub kv: &'a KvCache,
+    /// Additive mask `[batch, 1, 1, kv_len]` over the attended states' padding.
+    pub mask: &'a Tensor,
+    /// Whether to materialise and return the attention probabilities.
+    pub keep_probs: bool,
+}
+
+/// What a layer returns.
+#[derive(Debug)]
+pub struct LayerOutput {
+    /// Token states after the layer, `[batch, len, hidden]`.
+    pub hidden: Tensor,
+    /// Cross-attention probabilities `[batch, heads, len, kv_len]` when asked for.
+    pub cross_probs: Option<Tensor>,
+}
+
 impl BertLayer {
-    /// Creates the variables under `p` (`…/encoder/layer/{i}`).
+    /// A plain BERT layer under `p` (`…/encoder/layer/{i}`).
     pub fn new(p: &nn::Path<'_>, cfg: &BertConfig) -> Self {
+        Self::build(p, cfg, None)
+    }
+
+    /// A layer with a cross-attention block (`p/crossattention`) attending to `kv_width`-wide
+    /// states.
+    pub fn with_cross_attention(p: &nn::Path<'_>, cfg: &BertConfig, kv_width: i64) -> Self {
+        Self::build(p, cfg, Some(kv_width))
+    }
+
+    fn build(p: &nn::Path<'_>, cfg: &BertConfig, cross_width: Option<i64>) -> Self {
         let out = p / "output";
         Self {
             attention: Attention::new(&(p / "attention"), cfg, cfg.hidden_size),
+            crossattention: cross_width.map(|w| Attention::new(&(p / "crossattention"), cfg, w)),
             intermediate: linear(
                 &(p / "intermediate" / "dense"),
                 cfg.hidden_size,
@@ -43,10 +75,68 @@ impl BertLayer {
         }
     }
 
-    /// Self-attention over `hidden [batch, len, hidden]` with an additive `mask`.
-    pub fn forward_t(&self, hidden: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    /// Whether this layer has a cross-attention block.
+    pub fn has_cross_attention(&self) -> bool {
+        self.crossattention.is_some()
+    }
+
+    /// Keys/values the cross-attention block projects from `states`; `None` without the block.
+    pub fn cross_keys_values(&self, states: &Tensor) -> Option<KvCache> {
+        self.crossattention.as_ref().map(|c| c.keys_values(states))
+    }
+
+    /// Self-attention over `hidden [batch, len, hidden]` with an additive `mask`, then
+    /// cross-attention when `cross` is given (and the layer has the block), then feed-forward.
+    pub fn forward_t(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        cross: Option<CrossInput<'_>>,
+        train: bool,
+    ) -> LayerOutput {
         let h = self.attention.forward_t(hidden, None, mask, train);
-        self.feed_forward_t(&h, train)
+        self.cross_and_feed_forward_t(h, cross, train)
+    }
+
+    /// One decoding step: self-attention over `past` (cached keys/values) and the new positions
+    /// of `hidden`. Returns the output and the extended self-attention cache.
+    pub fn step_t(
+        &self,
+        hidden: &Tensor,
+        self_mask: Option<&Tensor>,
+        past: Option<&KvCache>,
+        cross: Option<CrossInput<'_>>,
+        train: bool,
+    ) -> (LayerOutput, KvCache) {
+        let new = self.attention.keys_values(hidden);
+        let kv = match past {
+            Some(past) => past.append(&new),
+            None => new,
+        };
+        let h = self.attention.forward_kv_t(hidden, &kv, self_mask, train);
+        (self.cross_and_feed_forward_t(h, cross, train), kv)
+    }
+
+    fn cross_and_feed_forward_t(
+        &self,
+        hidden: Tensor,
+        cross: Option<CrossInput<'_>>,
+        train: bool,
+    ) -> LayerOutput {
+        let (h, cross_probs) = match (cross, &self.crossattention) {
+            (Some(c), Some(block)) if c.keep_probs => {
+                let out = block.forward_kv_with_probs_t(&hidden, c.kv, c.mask, train);
+                (out.hidden, Some(out.probs))
+            }
+            (Some(c), Some(block)) => {
+                (block.forward_kv_t(&hidden, c.kv, Some(c.mask), train), None)
+            }
+            _ => (hidden, None),
+        };
+        LayerOutput {
+            hidden: self.feed_forward_t(&h, train),
+            cross_probs,
+        }
     }
 
     /// The feed-forward block with its residual and LayerNorm.

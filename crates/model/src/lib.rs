@@ -21,23 +21,37 @@
 mod attention;
 mod checkpoint;
 mod config;
+mod decoder;
 mod device;
 mod embeddings;
 mod encoder;
 mod error;
+mod gear;
+mod gear_config;
+mod generate;
 mod layer;
 mod layers;
+mod local;
 mod pooling;
 pub mod pretrained;
 mod sentence;
 
-pub use attention::{additive_mask, Attention, AttentionOutput};
-pub use checkpoint::{load_safetensors, save_safetensors, LoadMode, LoadReport};
+pub use attention::{additive_mask, causal_mask, Attention, AttentionOutput, KvCache};
+pub use checkpoint::{
+    load_safetensors, load_safetensors_mapped, save_safetensors, LoadMode, LoadReport,
+};
 pub use config::{Activation, BertConfig};
+pub use decoder::{Decoder, DecoderCache};
 pub use device::parse_device;
 pub use embeddings::Embeddings;
-pub use encoder::{Bert, EncoderOutput};
+pub use encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 pub use error::{Error, Result};
-pub use layer::BertLayer;
+pub use gear::{Encoded, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN};
+pub use gear_config::{default_local_layer, DecoderConfig, DecoderInit, GearConfig};
+pub use generate::{generate, GenerationOptions, GenerationTokens, Search};
+pub use layer::{BertLayer, CrossInput, LayerOutput};
+pub use local::{
+    rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
+};
 pub use pooling::{l2_normalize, mean_pool};
 pub use sentence::{EncoderOptions, SentenceEncoder};
