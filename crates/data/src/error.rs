@@ -21,6 +21,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A line of a data file is malformed.
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The offending field (`units[0].start`), or `(line)` for the line as a whole.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Tokenising a text failed.
     #[error("tokenisation failed: {0}")]
     Encode(String),

@@ -21,9 +21,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod sentences;
 mod span;
 mod tokenize;
+mod triples;
 
 pub use error::{Error, Result};
+pub use sentences::split_sentences;
 pub use span::Span;
 pub use tokenize::{Batch, Tokenizer};
+pub use triples::{Document, JsonlWriter, Scenario, Triple, TripleReader, Unit};

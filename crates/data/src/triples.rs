@@ -1,0 +1,326 @@
+//! The (q, d, u) triple format: one JSON object per line, read and written as streams.
+//!
+//! ```json
+//! {"query": "super bowl 50, venue", "scenario": "qar", "answer": "Levi's Stadium",
+//!  "document": {"id": "56be4db0", "title": "Super_Bowl_50", "text": "Super Bowl 50 was …"},
+//!  "units": [{"start": 0, "end": 120, "text": "Super Bowl 50 was …"}]}
+//! ```
+//!
+//! Unit offsets are **character** (Unicode scalar value) offsets into `document.text`, as in
+//! SQuAD and Python, so files move between languages unchanged; [`Triple::unit_spans`] gives the
+//! byte spans Rust code slices with. Every line is checked when read: a malformed line is an
+//! error naming the file, the line and the field — or, with [`TripleReader::skip_bad`], counted
+//! and reported, never dropped silently.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, Span};
+
+/// The retrieval scenario a triple belongs to (method §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Question-answer retrieval: the generation target is the answer.
+    Qar,
+    /// Relevant-information retrieval: keyword queries; the target is the unit sentence.
+    Rir,
+}
+
+/// A document: passage or article.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// Stable identifier, unique within a corpus.
+    pub id: String,
+    /// Title (may be empty).
+    #[serde(default)]
+    pub title: String,
+    /// Full text.
+    pub text: String,
+}
+
+/// A relevant unit of a document: character offsets `[start, end)` and the text they cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// `document.text` between the two.
+    pub text: String,
+}
+
+/// One training or evaluation example.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Triple {
+    /// Optional example id (SQuAD question id, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The query.
+    pub query: String,
+    /// The document holding the answer.
+    pub document: Document,
+    /// The relevant unit(s), at least one.
+    pub units: Vec<Unit>,
+    /// QAR generation target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// The scenario.
+    pub scenario: Scenario,
+}
+
+impl Unit {
+    /// The unit covering byte span `span` of `text`.
+    pub fn from_byte_span(text: &str, span: Span) -> Option<Unit> {
+        let slice = span.slice(text)?;
+        let start = text[..span.start].chars().count();
+        Some(Unit { start, end: start + slice.chars().count(), text: slice.to_owned() })
+    }
+}
+
+impl Triple {
+    /// The generation target: the answer for QAR, the first unit's text for RIR.
+    pub fn target(&self) -> &str {
+        match (self.scenario, &self.answer) {
+            (Scenario::Qar, Some(a)) => a,
+            _ => self.units.first().map_or("", |u| u.text.as_str()),
+        }
+    }
+
+    /// Units as byte spans into `document.text` (checked by [`Triple::validate`]).
+    pub fn unit_spans(&self) -> Vec<Span> {
+        let text = &self.document.text;
+        let mut byte_at: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+        byte_at.push(text.len());
+        self.units
+            .iter()
+            .map(|u| {
+                let at = |c: usize| byte_at.get(c).copied().unwrap_or(text.len());
+                Span::new(at(u.start), at(u.end))
+            })
+            .collect()
+    }
+
+    /// Checks what serde cannot: a non-empty query and document, at least one unit, and each
+    /// unit's offsets in range and matching its text. Returns the offending field and why.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        if self.query.trim().is_empty() {
+            return Err(("query".into(), "is empty".into()));
+        }
+        if self.document.text.trim().is_empty() {
+            return Err(("document.text".into(), "is empty".into()));
+        }
+        if self.units.is_empty() {
+            return Err(("units".into(), "needs at least one unit".into()));
+        }
+        let chars = self.document.text.chars().count();
+        for (i, (unit, span)) in self.units.iter().zip(self.unit_spans()).enumerate() {
+            if unit.start >= unit.end || unit.end > chars {
+                return Err((
+                    format!("units[{i}]"),
+                    format!("offsets {}..{} outside the document's {chars} characters", unit.start, unit.end),
+                ));
+            }
+            if span.slice(&self.document.text) != Some(unit.text.as_str()) {
+                return Err((format!("units[{i}].text"), "does not match the document at its offsets".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams triples from a JSON-lines file.
+pub struct TripleReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    line: usize,
+    skip_bad: bool,
+    skipped: Vec<Error>,
+}
+
+impl TripleReader {
+    /// Opens `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let file = File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        Ok(Self { path, lines: BufReader::new(file).lines(), line: 0, skip_bad: false, skipped: Vec::new() })
+    }
+
+    /// Malformed lines are counted and kept in [`TripleReader::skipped`] instead of ending the read.
+    pub fn skip_bad(mut self, skip: bool) -> Self {
+        self.skip_bad = skip;
+        self
+    }
+
+    /// The errors of lines skipped so far.
+    pub fn skipped(&self) -> &[Error] {
+        &self.skipped
+    }
+
+    /// Parses one line of the file; `line` is 1-based.
+    pub fn parse_line(path: &Path, line: usize, text: &str) -> Result<Triple> {
+        let bad = |field: String, message: String| Error::BadLine { path: path.to_owned(), line, field, message };
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let triple: Triple = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            bad(if field == "." { "(line)".into() } else { field }, e.into_inner().to_string())
+        })?;
+        triple.validate().map_err(|(field, message)| bad(field, message))?;
+        Ok(triple)
+    }
+}
+
+impl Iterator for TripleReader {
+    type Item = Result<Triple>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let text = match self.lines.next()? {
+                Ok(t) => t,
+                Err(source) => return Some(Err(Error::Io { path: self.path.clone(), source })),
+            };
+            self.line += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match Self::parse_line(&self.path, self.line, &text) {
+                Err(e) if self.skip_bad => self.skipped.push(e),
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+/// Writes JSON lines atomically: to `path.tmp` first, renamed to `path` by
+/// [`JsonlWriter::finish`]. Dropping the writer without finishing leaves `path` untouched.
+pub struct JsonlWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    count: usize,
+}
+
+impl JsonlWriter {
+    /// Starts writing `path`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let file = File::create(&tmp).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+        Ok(Self { path, tmp, out: BufWriter::new(file), count: 0 })
+    }
+
+    /// Appends one value as a line.
+    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        let io = |source| Error::Io { path: self.tmp.clone(), source };
+        serde_json::to_writer(&mut self.out, value).map_err(|e| io(e.into()))?;
+        self.out.write_all(b"\n").map_err(io)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Flushes, syncs and renames the file into place; returns the number of lines.
+    pub fn finish(mut self) -> Result<usize> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        self.out.flush().map_err(io(&self.tmp))?;
+        self.out.get_ref().sync_all().map_err(io(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        Ok(self.count)
+    }
+}
+
+impl Drop for JsonlWriter {
+    fn drop(&mut self) {
+        // Unfinished: remove the partial temp file (a no-op after `finish` renamed it).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn triple() -> Triple {
+        let text = "Édith sang. The crowd cheered loudly.".to_string();
+        let unit = Unit::from_byte_span(&text, Span::new(13, 38)).unwrap();
+        Triple {
+            id: Some("q1".into()),
+            query: "crowd, cheered".into(),
+            document: Document { id: "d1".into(), title: "Test".into(), text },
+            units: vec![unit],
+            answer: None,
+            scenario: Scenario::Rir,
+        }
+    }
+
+    #[test]
+    fn character_offsets_and_byte_spans() {
+        let t = triple();
+        assert_eq!(t.units[0].start, 12, "É is one character but two bytes");
+        assert_eq!(t.unit_spans(), [Span::new(13, 38)]);
+        assert_eq!(t.target(), "The crowd cheered loudly.");
+        assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = JsonlWriter::create(&path).unwrap();
+        w.write(&triple()).unwrap();
+        w.write(&triple()).unwrap();
+        assert!(!path.exists(), "nothing visible before finish");
+        assert_eq!(w.finish().unwrap(), 2);
+        let back: Vec<Triple> = TripleReader::open(&path).unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(back, vec![triple(), triple()]);
+    }
+
+    #[test]
+    fn malformed_lines_name_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        let good = serde_json::to_string(&triple()).unwrap();
+        let missing_query = good.replace("\"query\":\"crowd, cheered\",", "");
+        let bad_offset = good.replace("\"end\":37", "\"end\":99");
+        let wrong_type = good.replace("\"start\":12", "\"start\":\"twelve\"");
+        std::fs::write(&path, format!("{good}\n\n{missing_query}\n{bad_offset}\n{wrong_type}\nnot json\n")).unwrap();
+
+        let err = TripleReader::open(&path).unwrap().nth(1).unwrap().unwrap_err().to_string();
+        assert!(err.contains("bad.jsonl:3") && err.contains("query"), "{err}");
+
+        let mut reader = TripleReader::open(&path).unwrap().skip_bad(true);
+        let ok: Vec<_> = reader.by_ref().collect::<Result<_>>().unwrap();
+        assert_eq!(ok.len(), 1);
+        let msgs: Vec<String> = reader.skipped().iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs[1].contains(":4") && msgs[1].contains("units[0]"), "{}", msgs[1]);
+        assert!(msgs[2].contains(":5") && msgs[2].contains("units[0].start"), "{}", msgs[2]);
+        assert!(msgs[3].contains(":6"), "{}", msgs[3]);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        {
+            let mut w = JsonlWriter::create(&path).unwrap();
+            w.write(&triple()).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
