@@ -23,11 +23,13 @@
 mod error;
 mod sentences;
 mod span;
+mod squad;
 mod tokenize;
 mod triples;
 
 pub use error::{Error, Result};
 pub use sentences::split_sentences;
 pub use span::Span;
+pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};
 pub use tokenize::{Batch, Tokenizer};
 pub use triples::{Document, JsonlWriter, Scenario, Triple, TripleReader, Unit};

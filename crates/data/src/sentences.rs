@@ -23,8 +23,8 @@ const ABBREVIATIONS: &[&str] = &[
     "fig", "figs", "approx", "inc", "ltd", "co", "corp", "gen", "gov", "sen", "rep", "mt", "ft",
     "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "ca",
     "cf", "ed", "eds", "col", "lt", "capt", "sgt", "rev", "hon", "pp", "op", "al", "est", "dept",
-    "univ", "assn", "bros", "ave", "blvd", "rd", "mssrs", "messrs", "pres", "gov", "adm", "maj",
-    "cmdr", "brig", "cpl", "pvt", "fr", "sr", "sra", "srta", "mme", "mlle", "mm", "ph", "vii",
+    "univ", "assn", "bros", "ave", "blvd", "rd", "messrs", "pres", "adm", "maj",
+    "cmdr", "brig", "cpl", "pvt", "fr", "sra", "srta", "mme", "mlle", "ph", "v",
 ];
 
 /// Capitalised words that usually open a sentence; after one of them an abbreviation or initial
