@@ -20,6 +20,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod corpus;
 mod error;
 mod sentences;
 mod span;
@@ -27,6 +28,7 @@ mod squad;
 mod tokenize;
 mod triples;
 
+pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use sentences::split_sentences;
 pub use span::Span;
