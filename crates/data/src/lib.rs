@@ -22,6 +22,8 @@
 
 mod corpus;
 mod error;
+mod keywords;
+mod rir;
 mod sentences;
 mod span;
 mod squad;
@@ -30,8 +32,15 @@ mod triples;
 
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
+pub use keywords::{extract_keywords, KeywordOptions};
+pub use rir::{
+    candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led, synthesize_rir, Embedder,
+    KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
+};
 pub use sentences::split_sentences;
 pub use span::Span;
 pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};
 pub use tokenize::{Batch, Tokenizer};
-pub use triples::{Document, JsonlWriter, Scenario, Triple, TripleReader, Unit};
+pub use triples::{
+    Document, DocumentReader, JsonlReader, JsonlWriter, Record, Scenario, Triple, TripleReader, Unit,
+};

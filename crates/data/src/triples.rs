@@ -135,21 +135,56 @@ impl Triple {
     }
 }
 
+/// A JSON-lines record with checks beyond its serde shape.
+pub trait Record: serde::de::DeserializeOwned {
+    /// The offending field and why, if the record is invalid.
+    fn check(&self) -> std::result::Result<(), (String, String)>;
+}
+
+impl Record for Triple {
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        self.validate()
+    }
+}
+
+impl Record for Document {
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        if self.id.trim().is_empty() {
+            return Err(("id".into(), "is empty".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Streams triples from a JSON-lines file.
-pub struct TripleReader {
+pub type TripleReader = JsonlReader<Triple>;
+
+/// Streams documents (`{id, title, text}` per line, e.g. a WikiExtractor dump) from a file.
+pub type DocumentReader = JsonlReader<Document>;
+
+/// Streams checked records from a JSON-lines file.
+pub struct JsonlReader<T> {
     path: PathBuf,
     lines: std::io::Lines<BufReader<File>>,
     line: usize,
     skip_bad: bool,
     skipped: Vec<Error>,
+    _record: std::marker::PhantomData<fn() -> T>,
 }
 
-impl TripleReader {
+impl<T: Record> JsonlReader<T> {
     /// Opens `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let file = File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        Ok(Self { path, lines: BufReader::new(file).lines(), line: 0, skip_bad: false, skipped: Vec::new() })
+        Ok(Self {
+            path,
+            lines: BufReader::new(file).lines(),
+            line: 0,
+            skip_bad: false,
+            skipped: Vec::new(),
+            _record: std::marker::PhantomData,
+        })
     }
 
     /// Malformed lines are counted and kept in [`TripleReader::skipped`] instead of ending the read.
@@ -164,20 +199,20 @@ impl TripleReader {
     }
 
     /// Parses one line of the file; `line` is 1-based.
-    pub fn parse_line(path: &Path, line: usize, text: &str) -> Result<Triple> {
+    pub fn parse_line(path: &Path, line: usize, text: &str) -> Result<T> {
         let bad = |field: String, message: String| Error::BadLine { path: path.to_owned(), line, field, message };
         let de = &mut serde_json::Deserializer::from_str(text);
-        let triple: Triple = serde_path_to_error::deserialize(de).map_err(|e| {
+        let record: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             bad(if field == "." { "(line)".into() } else { field }, e.into_inner().to_string())
         })?;
-        triple.validate().map_err(|(field, message)| bad(field, message))?;
-        Ok(triple)
+        record.check().map_err(|(field, message)| bad(field, message))?;
+        Ok(record)
     }
 }
 
-impl Iterator for TripleReader {
-    type Item = Result<Triple>;
+impl<T: Record> Iterator for JsonlReader<T> {
+    type Item = Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
