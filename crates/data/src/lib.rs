@@ -23,6 +23,7 @@
 mod corpus;
 mod error;
 mod keywords;
+mod openai;
 mod rir;
 mod sentences;
 mod span;
@@ -33,6 +34,7 @@ mod triples;
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use keywords::{extract_keywords, KeywordOptions};
+pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
 pub use rir::{
     candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led, synthesize_rir, Embedder,
     KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
