@@ -4,8 +4,10 @@
 //! small built-in corpus). Run through `cargo xtask embed` / `cargo xtask train-rir` to get the
 //! managed libtorch on the library path.
 
+mod data;
 mod demo;
 mod embed;
+mod score;
 
 use std::path::PathBuf;
 
@@ -26,6 +28,12 @@ enum Command {
     Embed(embed::Args),
     /// Embed a small built-in corpus and answer a few queries against it.
     Demo(demo::Args),
+    /// Build triples and corpora (SQuAD import, RIR synthesis, the embedded corpus).
+    #[command(subcommand)]
+    Data(data::Command),
+    /// Score predictions (SQuAD EM/F1).
+    #[command(subcommand)]
+    Score(score::Command),
 }
 
 /// Options every command that loads an encoder shares.
@@ -105,6 +113,8 @@ fn main() {
     let result = match cli.command {
         Command::Embed(args) => embed::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Data(cmd) => data::run(&cmd),
+        Command::Score(cmd) => score::run(&cmd),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,194 @@
+//! `gear data …`: build triples and corpora.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use gear_data::{
+    generate_corpus, import_squad, synthesize_rir, Document, DocumentReader, JsonlWriter, KeywordRewriter,
+    OpenAiConfig, OpenAiRewriter, Rewriter, RirConfig, Tokenizer,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ModelArgs;
+
+/// `gear data` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Turn SQuAD-format files into QAR triples (and the passage corpus).
+    Squad {
+        /// SQuAD v1.1 or v2.0 JSON file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Triples (JSON lines) to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Also write every passage as `{id, title, text}` lines.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
+    /// Write the embedded, generated corpus as `{id, title, text}` lines.
+    Corpus {
+        /// Output file.
+        #[arg(long)]
+        output: PathBuf,
+        /// Number of documents.
+        #[arg(long, default_value_t = 400)]
+        count: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+    },
+    /// Synthesise RIR triples (keyword query, document, sentence) with the paper's pipeline.
+    SynthRir(SynthArgs),
+}
+
+/// Which rewriter turns sentences into queries.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewriterKind {
+    /// Offline keyphrase extraction (default).
+    Keywords,
+    /// An OpenAI-compatible chat-completions endpoint.
+    Openai,
+}
+
+/// Options of `gear data synth-rir`.
+#[derive(clap::Args, Debug)]
+pub struct SynthArgs {
+    /// `{id, title, text}` JSON lines, or a SQuAD JSON file (passages of an article joined).
+    #[arg(long)]
+    input: PathBuf,
+    /// Triples to write (resumes from `<output>.partial` when present).
+    #[arg(long)]
+    output: PathBuf,
+    /// Query rewriter.
+    #[arg(long, value_enum, default_value = "keywords")]
+    rewriter: RewriterKind,
+    /// Endpoint base URL for `--rewriter openai`, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    llm_url: Option<String>,
+    /// Model name for `--rewriter openai`.
+    #[arg(long)]
+    llm_model: Option<String>,
+    /// Requests in flight for `--rewriter openai`.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Relevance threshold (query–document cosine under the pretrained encoder); `0` keeps all.
+    #[arg(long, default_value_t = 0.5)]
+    min_similarity: f32,
+    /// Seed for picking units and ordering keywords.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Skip malformed input lines (counted and reported) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(cmd: &Command) -> Result<()> {
+    match cmd {
+        Command::Squad { input, output, corpus } => squad(input, output, corpus.as_ref()),
+        Command::Corpus { output, count, seed } => {
+            let mut w = JsonlWriter::create(output)?;
+            for d in generate_corpus(*count, *seed) {
+                w.write(&d)?;
+            }
+            let n = w.finish()?;
+            eprintln!("wrote {n} documents to {}", output.display());
+            Ok(())
+        }
+        Command::SynthRir(args) => synth(args),
+    }
+}
+
+fn squad(input: &PathBuf, output: &PathBuf, corpus: Option<&PathBuf>) -> Result<()> {
+    let import = import_squad(input)?;
+    let mut w = JsonlWriter::create(output)?;
+    for t in &import.triples {
+        w.write(t)?;
+    }
+    w.finish()?;
+    if let Some(path) = corpus {
+        let mut w = JsonlWriter::create(path)?;
+        for d in &import.corpus {
+            w.write(d)?;
+        }
+        w.finish()?;
+    }
+    eprintln!("{}", serde_json::to_string_pretty(&import.stats)?);
+    Ok(())
+}
+
+/// Documents from a JSON-lines file, or the articles of a SQuAD file.
+fn read_documents(path: &PathBuf, skip_bad: bool) -> Result<(Vec<Document>, usize)> {
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    if is_json {
+        let import = import_squad(path)?;
+        let mut docs: Vec<Document> = Vec::new();
+        for (doc, article) in import.corpus.iter().zip(&import.articles) {
+            match docs.last_mut() {
+                Some(last) if &last.title == article => {
+                    last.text.push('\n');
+                    last.text.push_str(&doc.text);
+                }
+                _ => docs.push(Document { id: format!("{}", doc.id.split('-').next().unwrap_or(&doc.id)), title: article.clone(), text: doc.text.clone() }),
+            }
+        }
+        return Ok((docs, 0));
+    }
+    let mut reader = DocumentReader::open(path)?.skip_bad(skip_bad);
+    let docs = reader.by_ref().collect::<gear_data::Result<Vec<_>>>()?;
+    for e in reader.skipped() {
+        eprintln!("skipped: {e}");
+    }
+    Ok((docs, reader.skipped().len()))
+}
+
+fn synth(args: &SynthArgs) -> Result<()> {
+    let rewriter: Box<dyn Rewriter> = match args.rewriter {
+        RewriterKind::Keywords => Box::new(KeywordRewriter::default()),
+        RewriterKind::Openai => {
+            let (Some(url), Some(model)) = (&args.llm_url, &args.llm_model) else {
+                bail!("--rewriter openai needs --llm-url and --llm-model");
+            };
+            let mut cfg = OpenAiConfig::new(url.clone(), model.clone());
+            cfg.api_key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+            Box::new(OpenAiRewriter::new(cfg)?)
+        }
+    };
+    let encoder = args.model.load()?;
+    let tokenizer: &Tokenizer = encoder.tokenizer();
+    let tokenizer = tokenizer.with_max_len(tokenizer.max_len())?;
+    let (docs, skipped) = read_documents(&args.input, args.skip_bad)?;
+    let cfg = RirConfig {
+        min_similarity: (args.min_similarity > 0.0).then_some(args.min_similarity),
+        seed: args.seed,
+        concurrency: if args.rewriter == RewriterKind::Openai { args.concurrency.max(1) } else { 1 },
+        ..RirConfig::default()
+    };
+    let bar = ProgressBar::new(docs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} synth-rir [{bar:30}] {pos}/{len} docs {msg} ({eta})")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let stats = synthesize_rir(
+        docs.into_iter().map(Ok),
+        &args.output,
+        &tokenizer,
+        rewriter.as_ref(),
+        cfg.min_similarity.map(|_| &encoder as &dyn gear_data::Embedder),
+        &cfg,
+        &mut |s| {
+            bar.set_position((s.documents + s.resumed) as u64);
+            bar.set_message(format!("{} triples", s.triples));
+        },
+    )?;
+    bar.finish_and_clear();
+    eprintln!("{}", serde_json::to_string_pretty(&stats)?);
+    if skipped > 0 {
+        eprintln!("{skipped} malformed input line(s) skipped");
+    }
+    Ok(())
+}
