@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use gear_data::{
-    generate_corpus, import_squad, synthesize_rir, Document, DocumentReader, JsonlWriter, KeywordRewriter,
-    OpenAiConfig, OpenAiRewriter, Rewriter, RirConfig, Tokenizer,
+    generate_corpus, import_squad, synthesize_rir, Document, DocumentReader, JsonlWriter,
+    KeywordRewriter, OpenAiConfig, OpenAiRewriter, Rewriter, RirConfig, Tokenizer,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -88,8 +88,16 @@ pub struct SynthArgs {
 
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
-        Command::Squad { input, output, corpus } => squad(input, output, corpus.as_ref()),
-        Command::Corpus { output, count, seed } => {
+        Command::Squad {
+            input,
+            output,
+            corpus,
+        } => squad(input, output, corpus.as_ref()),
+        Command::Corpus {
+            output,
+            count,
+            seed,
+        } => {
             let mut w = JsonlWriter::create(output)?;
             for d in generate_corpus(*count, *seed) {
                 w.write(&d)?;
@@ -132,7 +140,11 @@ fn read_documents(path: &PathBuf, skip_bad: bool) -> Result<(Vec<Document>, usiz
                     last.text.push('\n');
                     last.text.push_str(&doc.text);
                 }
-                _ => docs.push(Document { id: format!("{}", doc.id.split('-').next().unwrap_or(&doc.id)), title: article.clone(), text: doc.text.clone() }),
+                _ => docs.push(Document {
+                    id: doc.id.split('-').next().unwrap_or(&doc.id).to_string(),
+                    title: article.clone(),
+                    text: doc.text.clone(),
+                }),
             }
         }
         return Ok((docs, 0));
@@ -153,7 +165,9 @@ fn synth(args: &SynthArgs) -> Result<()> {
                 bail!("--rewriter openai needs --llm-url and --llm-model");
             };
             let mut cfg = OpenAiConfig::new(url.clone(), model.clone());
-            cfg.api_key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+            cfg.api_key = std::env::var("OPENAI_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty());
             Box::new(OpenAiRewriter::new(cfg)?)
         }
     };
@@ -164,21 +178,28 @@ fn synth(args: &SynthArgs) -> Result<()> {
     let cfg = RirConfig {
         min_similarity: (args.min_similarity > 0.0).then_some(args.min_similarity),
         seed: args.seed,
-        concurrency: if args.rewriter == RewriterKind::Openai { args.concurrency.max(1) } else { 1 },
+        concurrency: if args.rewriter == RewriterKind::Openai {
+            args.concurrency.max(1)
+        } else {
+            1
+        },
         ..RirConfig::default()
     };
     let bar = ProgressBar::new(docs.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} synth-rir [{bar:30}] {pos}/{len} docs {msg} ({eta})")
-            .context("progress template")?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} synth-rir [{bar:30}] {pos}/{len} docs {msg} ({eta})",
+        )
+        .context("progress template")?
+        .progress_chars("=> "),
     );
     let stats = synthesize_rir(
         docs.into_iter().map(Ok),
         &args.output,
         &tokenizer,
         rewriter.as_ref(),
-        cfg.min_similarity.map(|_| &encoder as &dyn gear_data::Embedder),
+        cfg.min_similarity
+            .map(|_| &encoder as &dyn gear_data::Embedder),
         &cfg,
         &mut |s| {
             bar.set_position((s.documents + s.resumed) as u64);

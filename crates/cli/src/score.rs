@@ -24,9 +24,14 @@ pub enum Command {
 pub fn run(cmd: &Command) -> Result<()> {
     let Command::Squad { data, predictions } = cmd;
     let gold = squad_gold_answers(data)?;
-    let text = std::fs::read_to_string(predictions).with_context(|| format!("reading {}", predictions.display()))?;
-    let preds: HashMap<String, String> = serde_json::from_str(&text)
-        .with_context(|| format!("{}: expected a JSON object of question id → answer text", predictions.display()))?;
+    let text = std::fs::read_to_string(predictions)
+        .with_context(|| format!("reading {}", predictions.display()))?;
+    let preds: HashMap<String, String> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON object of question id → answer text",
+            predictions.display()
+        )
+    })?;
     let mut unanswered = 0;
     let scores = squad_scores(gold.iter().map(|(id, answers)| {
         let p = preds.get(id).map(String::as_str);
@@ -38,6 +43,11 @@ pub fn run(cmd: &Command) -> Result<()> {
     if unanswered > 0 {
         eprintln!("{unanswered} question(s) unanswered: they score 0");
     }
-    println!("{}", serde_json::json!({"exact_match": scores.exact_match, "f1": scores.f1}));
+    // Python's `json.dumps` layout (", " and ": "), as the official script prints it.
+    println!(
+        "{{\"exact_match\": {}, \"f1\": {}}}",
+        serde_json::to_string(&scores.exact_match)?,
+        serde_json::to_string(&scores.f1)?
+    );
     Ok(())
 }

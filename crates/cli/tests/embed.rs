@@ -1,5 +1,7 @@
 //! `gear embed` end to end: the binary with the pretrained model from `cargo xtask setup`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

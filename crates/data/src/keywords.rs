@@ -12,21 +12,22 @@ use std::collections::HashMap;
 
 /// Function words, auxiliaries and very common verbs that never start or continue a key phrase.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "across", "after", "again", "against", "all", "also", "am", "among", "an",
-    "and", "any", "are", "around", "as", "at", "be", "became", "because", "become", "been", "before",
-    "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing",
-    "down", "during", "each", "even", "every", "few", "for", "from", "further", "gave", "get", "had",
-    "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how",
-    "however", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "known", "later",
-    "like", "made", "make", "many", "may", "me", "might", "more", "most", "much", "must", "my",
-    "near", "no", "nor", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other",
-    "our", "out", "over", "own", "same", "she", "should", "since", "so", "some", "still", "such",
-    "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those",
-    "through", "to", "too", "under", "until", "up", "upon", "us", "very", "was", "we", "were",
-    "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "will", "with",
-    "within", "without", "would", "you", "your", "lies", "holds", "draws", "hang", "hangs", "now",
-    "spent", "took", "taken", "includes", "included", "consists", "called", "call", "named",
-    "shows", "showed", "built", "held", "lay", "reach", "reached", "served", "carried", "won",
+    "a", "about", "above", "across", "after", "again", "against", "all", "also", "am", "among",
+    "an", "and", "any", "are", "around", "as", "at", "be", "became", "because", "become", "been",
+    "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do",
+    "does", "doing", "down", "during", "each", "even", "every", "few", "for", "from", "further",
+    "gave", "get", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him",
+    "himself", "his", "how", "however", "i", "if", "in", "into", "is", "it", "its", "itself",
+    "just", "known", "later", "like", "made", "make", "many", "may", "me", "might", "more", "most",
+    "much", "must", "my", "near", "no", "nor", "not", "now", "of", "off", "on", "once", "one",
+    "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "since", "so",
+    "some", "still", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "through", "to", "too", "under", "until", "up", "upon", "us", "very",
+    "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "whose", "why",
+    "will", "with", "within", "without", "would", "you", "your", "lies", "holds", "draws", "hang",
+    "hangs", "now", "spent", "took", "taken", "includes", "included", "consists", "called", "call",
+    "named", "shows", "showed", "built", "held", "lay", "reach", "reached", "served", "carried",
+    "won",
 ];
 
 /// Options of the keyword extractor.
@@ -40,7 +41,10 @@ pub struct KeywordOptions {
 
 impl Default for KeywordOptions {
     fn default() -> Self {
-        Self { max_keywords: 4, max_phrase_words: 3 }
+        Self {
+            max_keywords: 4,
+            max_phrase_words: 3,
+        }
     }
 }
 
@@ -60,20 +64,23 @@ fn candidate_phrases(sentence: &str) -> Vec<Vec<String>> {
     let mut phrases = Vec::new();
     let mut current: Vec<String> = Vec::new();
     let mut word = String::new();
-    let flush_word = |word: &mut String, current: &mut Vec<String>, phrases: &mut Vec<Vec<String>>| {
-        let w = word.trim_matches(|c: char| c == '\'' || c == '-').to_owned();
-        word.clear();
-        if w.is_empty() {
-            return;
-        }
-        if is_stop(&w) || is_verb_like(&w) {
-            if !current.is_empty() {
-                phrases.push(std::mem::take(current));
+    let flush_word =
+        |word: &mut String, current: &mut Vec<String>, phrases: &mut Vec<Vec<String>>| {
+            let w = word
+                .trim_matches(|c: char| c == '\'' || c == '-')
+                .to_owned();
+            word.clear();
+            if w.is_empty() {
+                return;
             }
-        } else {
-            current.push(w);
-        }
-    };
+            if is_stop(&w) || is_verb_like(&w) {
+                if !current.is_empty() {
+                    phrases.push(std::mem::take(current));
+                }
+            } else {
+                current.push(w);
+            }
+        };
     for c in sentence.chars() {
         if c.is_alphanumeric() || ((c == '\'' || c == '-' || c == '’') && !word.is_empty()) {
             word.push(if c == '’' { '\'' } else { c });
@@ -117,7 +124,10 @@ pub fn extract_keywords(sentence: &str, options: &KeywordOptions) -> Vec<String>
     let word_score = |w: &str| {
         let key = w.to_lowercase();
         let base = degree[&key] / freq[&key];
-        let salient = w.chars().next().is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
+        let salient = w
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
         base + if salient { 1.0 } else { 0.0 }
     };
     let mut scored: Vec<(usize, f64)> = phrases
@@ -128,7 +138,12 @@ pub fn extract_keywords(sentence: &str, options: &KeywordOptions) -> Vec<String>
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut chosen = vec![0usize];
-    chosen.extend(scored.iter().map(|(i, _)| *i).take(options.max_keywords - 1));
+    chosen.extend(
+        scored
+            .iter()
+            .map(|(i, _)| *i)
+            .take(options.max_keywords - 1),
+    );
     chosen.sort_unstable();
     let mut out: Vec<String> = Vec::new();
     for i in chosen {
@@ -150,15 +165,28 @@ mod tests {
         let k = extract_keywords(s, &KeywordOptions::default());
         assert_eq!(k[0], "brick bridge");
         assert!(k.contains(&"brebron".to_string()), "{k:?}");
-        assert!(k.contains(&"engineer symdom southtyth".to_string()), "{k:?}");
+        assert!(
+            k.contains(&"engineer symdom southtyth".to_string()),
+            "{k:?}"
+        );
         assert!(k.len() <= 4);
-        assert!(!k.iter().any(|p| p.contains("completed") || p.split(' ').any(|w| w == "the")), "{k:?}");
+        assert!(
+            !k.iter()
+                .any(|p| p.contains("completed") || p.split(' ').any(|w| w == "the")),
+            "{k:?}"
+        );
     }
 
     #[test]
     fn is_not_a_truncation_of_the_sentence() {
         let s = "Super Bowl 50 was an American football game to determine the champion of the National Football League for the 2015 season.";
-        let k = extract_keywords(s, &KeywordOptions { max_keywords: 4, max_phrase_words: 3 });
+        let k = extract_keywords(
+            s,
+            &KeywordOptions {
+                max_keywords: 4,
+                max_phrase_words: 3,
+            },
+        );
         assert_eq!(k[0], "super bowl 50");
         assert!(k.contains(&"national football league".to_string()), "{k:?}");
         assert!(k.iter().any(|p| p.contains("2015")), "{k:?}");
@@ -170,6 +198,9 @@ mod tests {
     fn degenerate_sentences() {
         assert!(extract_keywords("", &KeywordOptions::default()).is_empty());
         assert!(extract_keywords("It was the one that is.", &KeywordOptions::default()).is_empty());
-        assert_eq!(extract_keywords("Photosynthesis.", &KeywordOptions::default()), ["photosynthesis"]);
+        assert_eq!(
+            extract_keywords("Photosynthesis.", &KeywordOptions::default()),
+            ["photosynthesis"]
+        );
     }
 }

@@ -20,6 +20,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod batching;
 mod corpus;
 mod error;
 mod keywords;
@@ -31,18 +32,20 @@ mod squad;
 mod tokenize;
 mod triples;
 
+pub use batching::{padding_waste, plan_epoch, BatchingConfig, TripleBatch, TripleTokenizer};
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use keywords::{extract_keywords, KeywordOptions};
 pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
 pub use rir::{
-    candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led, synthesize_rir, Embedder,
-    KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
+    candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led,
+    synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
 };
 pub use sentences::split_sentences;
 pub use span::Span;
 pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};
 pub use tokenize::{Batch, Tokenizer};
 pub use triples::{
-    Document, DocumentReader, JsonlReader, JsonlWriter, Record, Scenario, Triple, TripleReader, Unit,
+    Document, DocumentReader, JsonlReader, JsonlWriter, Record, Scenario, Triple, TripleReader,
+    Unit,
 };

@@ -89,18 +89,33 @@ impl OpenAiRewriter {
     /// A rewriter with `config`; nothing is sent until the first sentence.
     pub fn new(config: OpenAiConfig) -> Result<Self> {
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(Error::InvalidSetting { field: "url", message: format!("`{}` is not an http(s) URL", config.url) });
+            return Err(Error::InvalidSetting {
+                field: "url",
+                message: format!("`{}` is not an http(s) URL", config.url),
+            });
         }
         if config.max_attempts == 0 {
-            return Err(Error::InvalidSetting { field: "max_attempts", message: "must be at least 1".into() });
+            return Err(Error::InvalidSetting {
+                field: "max_attempts",
+                message: "must be at least 1".into(),
+            });
         }
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(config.timeout_s)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(config.timeout_s))
+            .build();
         let endpoint = format!("{}/chat/completions", config.url.trim_end_matches('/'));
-        Ok(Self { config, agent, endpoint })
+        Ok(Self {
+            config,
+            agent,
+            endpoint,
+        })
     }
 
     fn fail(&self, message: String) -> Error {
-        Error::Rewrite { rewriter: format!("openai {}", self.endpoint), message }
+        Error::Rewrite {
+            rewriter: format!("openai {}", self.endpoint),
+            message,
+        }
     }
 
     fn attempt(&self, sentence: &str) -> std::result::Result<String, (bool, String)> {
@@ -118,7 +133,9 @@ impl OpenAiRewriter {
         }
         match req.send_json(body) {
             Ok(resp) => {
-                let parsed: Completion = resp.into_json().map_err(|e| (false, format!("unreadable response: {e}")))?;
+                let parsed: Completion = resp
+                    .into_json()
+                    .map_err(|e| (false, format!("unreadable response: {e}")))?;
                 parsed
                     .choices
                     .into_iter()
@@ -130,7 +147,13 @@ impl OpenAiRewriter {
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 let retry = code == 429 || code >= 500;
-                Err((retry, format!("HTTP {code}: {}", text.chars().take(300).collect::<String>())))
+                Err((
+                    retry,
+                    format!(
+                        "HTTP {code}: {}",
+                        text.chars().take(300).collect::<String>()
+                    ),
+                ))
             }
             Err(ureq::Error::Transport(t)) => Err((true, t.to_string())),
         }
@@ -159,6 +182,9 @@ impl Rewriter for OpenAiRewriter {
                 }
             }
         }
-        Err(self.fail(format!("gave up after {} attempts: {last}", self.config.max_attempts)))
+        Err(self.fail(format!(
+            "gave up after {} attempts: {last}",
+            self.config.max_attempts
+        )))
     }
 }

@@ -31,7 +31,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{split_sentences, Document, Error, JsonlWriter, Result, Scenario, Span, Tokenizer, Triple, Unit};
+use crate::{
+    split_sentences, Document, Error, JsonlWriter, Result, Scenario, Span, Tokenizer, Triple, Unit,
+};
 
 /// Rewrites a sentence into a keyword query. Implementations must be usable from several threads.
 pub trait Rewriter: Sync {
@@ -130,7 +132,9 @@ pub struct RirStats {
     pub triples: usize,
 }
 
-const PRONOUNS: &[&str] = &["this", "these", "it", "that", "those", "they", "he", "she", "we", "you", "i"];
+const PRONOUNS: &[&str] = &[
+    "this", "these", "it", "that", "those", "they", "he", "she", "we", "you", "i",
+];
 
 /// A pre-processed document: kept sentences joined by one space, and their spans in that text.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,13 +156,21 @@ fn is_repetitive(sentence: &str) -> bool {
     if sentence.contains("\n\n") || sentence.contains("\r\n\r\n") {
         return true;
     }
-    let words: Vec<String> = sentence.split_whitespace().map(|w| w.to_lowercase()).collect();
+    let words: Vec<String> = sentence
+        .split_whitespace()
+        .map(|w| w.to_lowercase())
+        .collect();
     let mut seen = HashSet::new();
     words.windows(3).any(|w| !seen.insert(w.to_vec()))
 }
 
 /// Step 1. `None` when the document is dropped (the reason is counted in `stats`).
-pub fn preprocess(doc: &Document, tokenizer: &Tokenizer, cfg: &RirConfig, stats: &mut RirStats) -> Result<Option<Preprocessed>> {
+pub fn preprocess(
+    doc: &Document,
+    tokenizer: &Tokenizer,
+    cfg: &RirConfig,
+    stats: &mut RirStats,
+) -> Result<Option<Preprocessed>> {
     let mut text = String::new();
     let mut sentences = Vec::new();
     let mut tokens = Vec::new();
@@ -193,7 +205,11 @@ pub fn preprocess(doc: &Document, tokenizer: &Tokenizer, cfg: &RirConfig, stats:
         return Ok(None);
     }
     Ok(Some(Preprocessed {
-        document: Document { id: doc.id.clone(), title: doc.title.clone(), text },
+        document: Document {
+            id: doc.id.clone(),
+            title: doc.title.clone(),
+            text,
+        },
         sentences,
         tokens,
     }))
@@ -236,18 +252,29 @@ pub fn candidates(pre: &Preprocessed, cfg: &RirConfig) -> Vec<usize> {
 pub fn postprocess_query(raw: &str, rng: &mut ChaCha8Rng) -> String {
     let mut keywords: Vec<String> = Vec::new();
     for k in raw.split([',', '\n', ';']) {
-        let k = k.trim().trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == '-' || c == '*').trim();
+        let k = k
+            .trim()
+            .trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c == '-' || c == '*')
+            .trim();
         let k = k.split_whitespace().collect::<Vec<_>>().join(" ");
         if !k.is_empty() && !keywords.iter().any(|e| e.eq_ignore_ascii_case(&k)) {
             keywords.push(k);
         }
     }
     // Drop a keyword whose words all appear, in order, inside a longer one.
-    let lowered: Vec<String> = keywords.iter().map(|k| format!(" {} ", k.to_lowercase())).collect();
+    let lowered: Vec<String> = keywords
+        .iter()
+        .map(|k| format!(" {} ", k.to_lowercase()))
+        .collect();
     let mut kept: Vec<String> = keywords
         .iter()
         .enumerate()
-        .filter(|(i, _)| !lowered.iter().enumerate().any(|(j, o)| j != *i && o.len() > lowered[*i].len() && o.contains(&lowered[*i])))
+        .filter(|(i, _)| {
+            !lowered
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != *i && o.len() > lowered[*i].len() && o.contains(&lowered[*i]))
+        })
         .map(|(_, k)| k.clone())
         .collect();
     kept.shuffle(rng);
@@ -256,7 +283,9 @@ pub fn postprocess_query(raw: &str, rng: &mut ChaCha8Rng) -> String {
 
 /// FNV-1a: a stable hash of the document id (std's hasher may change between releases).
 fn stable_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The per-document generator.
@@ -300,7 +329,10 @@ pub fn synthesize_rir(
         .create(true)
         .append(true)
         .open(&partial)
-        .map_err(|source| Error::Io { path: partial.clone(), source })?;
+        .map_err(|source| Error::Io {
+            path: partial.clone(),
+            source,
+        })?;
     stats.resumed = done.len();
     stats.documents = 0;
 
@@ -320,7 +352,9 @@ pub fn synthesize_rir(
                 None => break,
             }
         }
-        process_chunk(&buffer, tokenizer, rewriter, embedder, cfg, &mut sink, &partial, &mut stats, progress)?;
+        process_chunk(
+            &buffer, tokenizer, rewriter, embedder, cfg, &mut sink, &partial, &mut stats, progress,
+        )?;
     }
     finish(&partial, output, &mut stats)?;
     Ok(stats)
@@ -346,7 +380,10 @@ fn process_chunk(
     }
     let mut work: Vec<(String, Option<Work>, RirStats)> = Vec::with_capacity(docs.len());
     for doc in docs {
-        let mut s = RirStats { documents: 1, ..RirStats::default() };
+        let mut s = RirStats {
+            documents: 1,
+            ..RirStats::default()
+        };
         let mut rng = document_rng(cfg.seed, &doc.id);
         let item = match preprocess(doc, tokenizer, cfg, &mut s)? {
             None => None,
@@ -357,8 +394,10 @@ fn process_chunk(
                     s.dropped_few_candidates += 1;
                     None
                 } else {
-                    let mut picked: Vec<usize> =
-                        cands.choose_multiple(&mut rng, cfg.units_per_document).copied().collect();
+                    let mut picked: Vec<usize> = cands
+                        .choose_multiple(&mut rng, cfg.units_per_document)
+                        .copied()
+                        .collect();
                     picked.sort_unstable();
                     Some(Work { pre, picked, rng })
                 }
@@ -371,12 +410,18 @@ fn process_chunk(
     let jobs: Vec<(usize, usize)> = work
         .iter()
         .enumerate()
-        .flat_map(|(d, (_, w, _))| w.iter().flat_map(move |w| w.picked.iter().map(move |&u| (d, u))))
+        .flat_map(|(d, (_, w, _))| {
+            w.iter()
+                .flat_map(move |w| w.picked.iter().map(move |&u| (d, u)))
+        })
         .collect();
     let sentences: Vec<&str> = jobs
         .iter()
         .map(|&(d, u)| {
-            let w = work[d].1.as_ref().map(|w| (&w.pre.document.text, w.pre.sentences[u]));
+            let w = work[d]
+                .1
+                .as_ref()
+                .map(|w| (&w.pre.document.text, w.pre.sentences[u]));
             w.map_or("", |(t, s)| &t[s.start..s.end])
         })
         .collect();
@@ -398,7 +443,9 @@ fn process_chunk(
                     continue;
                 }
                 let span = w.pre.sentences[u];
-                let Some(unit) = Unit::from_byte_span(&w.pre.document.text, span) else { continue };
+                let Some(unit) = Unit::from_byte_span(&w.pre.document.text, span) else {
+                    continue;
+                };
                 triples.push(Triple {
                     id: Some(format!("{id}#{k}")),
                     query,
@@ -416,22 +463,41 @@ fn process_chunk(
     }
     for (document_id, triples, mut s) in pending {
         s.triples = triples.len();
-        let record = DocRecord { document_id, stats: s.clone(), triples };
-        let mut line = serde_json::to_vec(&record).map_err(|e| Error::Io { path: partial.to_owned(), source: e.into() })?;
+        let record = DocRecord {
+            document_id,
+            stats: s.clone(),
+            triples,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|e| Error::Io {
+            path: partial.to_owned(),
+            source: e.into(),
+        })?;
         line.push(b'\n');
-        sink.write_all(&line).and_then(|()| sink.flush()).map_err(|source| Error::Io { path: partial.to_owned(), source })?;
+        sink.write_all(&line)
+            .and_then(|()| sink.flush())
+            .map_err(|source| Error::Io {
+                path: partial.to_owned(),
+                source,
+            })?;
         add(stats, &s);
         progress(stats);
     }
     Ok(())
 }
 
-fn rewrite_all(rewriter: &dyn Rewriter, sentences: &[&str], concurrency: usize) -> Result<Vec<String>> {
+fn rewrite_all(
+    rewriter: &dyn Rewriter,
+    sentences: &[&str],
+    concurrency: usize,
+) -> Result<Vec<String>> {
     if concurrency <= 1 || sentences.len() <= 1 {
         return sentences.iter().map(|s| rewriter.rewrite(s)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<String>>>> = sentences.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<std::sync::Mutex<Option<Result<String>>>> = sentences
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     std::thread::scope(|scope| {
         for _ in 0..concurrency.min(sentences.len()) {
             scope.spawn(|| loop {
@@ -447,24 +513,43 @@ fn rewrite_all(rewriter: &dyn Rewriter, sentences: &[&str], concurrency: usize) 
     results
         .into_iter()
         .map(|m| {
-            m.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Err(Error::Rewrite { rewriter: rewriter.name().into(), message: "worker thread panicked".into() }))
+            m.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(Error::Rewrite {
+                    rewriter: rewriter.name().into(),
+                    message: "worker thread panicked".into(),
+                })
+            })
         })
         .collect()
 }
 
-fn filter_by_similarity(pending: &mut [(String, Vec<Triple>, RirStats)], embedder: &dyn Embedder, threshold: f32) -> Result<()> {
-    let queries: Vec<&str> = pending.iter().flat_map(|(_, t, _)| t.iter().map(|t| t.query.as_str())).collect();
+fn filter_by_similarity(
+    pending: &mut [(String, Vec<Triple>, RirStats)],
+    embedder: &dyn Embedder,
+    threshold: f32,
+) -> Result<()> {
+    let queries: Vec<&str> = pending
+        .iter()
+        .flat_map(|(_, t, _)| t.iter().map(|t| t.query.as_str()))
+        .collect();
     if queries.is_empty() {
         return Ok(());
     }
-    let docs: Vec<&str> = pending.iter().filter(|(_, t, _)| !t.is_empty()).map(|(_, t, _)| t[0].document.text.as_str()).collect();
+    let docs: Vec<&str> = pending
+        .iter()
+        .filter(|(_, t, _)| !t.is_empty())
+        .map(|(_, t, _)| t[0].document.text.as_str())
+        .collect();
     let q = embedder.embed(&queries)?;
     let d = embedder.embed(&docs)?;
     if q.len() != queries.len() || d.len() != docs.len() {
-        return Err(Error::Embed(format!("asked for {} + {} vectors, got {} + {}", queries.len(), docs.len(), q.len(), d.len())));
+        return Err(Error::Embed(format!(
+            "asked for {} + {} vectors, got {} + {}",
+            queries.len(),
+            docs.len(),
+            q.len(),
+            d.len()
+        )));
     }
     let (mut qi, mut di) = (0, 0);
     for (_, triples, s) in pending.iter_mut() {
@@ -515,7 +600,10 @@ fn read_partial(partial: &Path) -> Result<(HashSet<String>, RirStats)> {
     if !partial.exists() {
         return Ok((done, stats));
     }
-    let io = |source| Error::Io { path: partial.to_owned(), source };
+    let io = |source| Error::Io {
+        path: partial.to_owned(),
+        source,
+    };
     let file = File::open(partial).map_err(io)?;
     let mut good_len = 0u64;
     let mut reader = BufReader::new(file);
@@ -541,13 +629,20 @@ fn read_partial(partial: &Path) -> Result<(HashSet<String>, RirStats)> {
         add(&mut stats, &rec.stats);
         good_len += n as u64;
     }
-    OpenOptions::new().write(true).open(partial).and_then(|f| f.set_len(good_len)).map_err(io)?;
+    OpenOptions::new()
+        .write(true)
+        .open(partial)
+        .and_then(|f| f.set_len(good_len))
+        .map_err(io)?;
     Ok((done, stats))
 }
 
 /// Writes every triple of the partial file to `output` atomically and removes the partial file.
 fn finish(partial: &Path, output: &Path, stats: &mut RirStats) -> Result<()> {
-    let io = |source| Error::Io { path: partial.to_owned(), source };
+    let io = |source| Error::Io {
+        path: partial.to_owned(),
+        source,
+    };
     let file = File::open(partial).map_err(io)?;
     let mut writer = JsonlWriter::create(output)?;
     for line in BufReader::new(file).lines() {
@@ -577,7 +672,9 @@ mod tests {
 
     #[test]
     fn repeated_phrases_and_line_breaks() {
-        assert!(is_repetitive("Click here to read more. Click here to read more."));
+        assert!(is_repetitive(
+            "Click here to read more. Click here to read more."
+        ));
         assert!(is_repetitive("A title\n\nand a body."));
         assert!(!is_repetitive("The river flows north into the sea."));
     }

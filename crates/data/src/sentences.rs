@@ -23,17 +23,59 @@ const ABBREVIATIONS: &[&str] = &[
     "fig", "figs", "approx", "inc", "ltd", "co", "corp", "gen", "gov", "sen", "rep", "mt", "ft",
     "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "ca",
     "cf", "ed", "eds", "col", "lt", "capt", "sgt", "rev", "hon", "pp", "op", "al", "est", "dept",
-    "univ", "assn", "bros", "ave", "blvd", "rd", "messrs", "pres", "adm", "maj",
-    "cmdr", "brig", "cpl", "pvt", "fr", "sra", "srta", "mme", "mlle", "ph", "v",
+    "univ", "assn", "bros", "ave", "blvd", "rd", "messrs", "pres", "adm", "maj", "cmdr", "brig",
+    "cpl", "pvt", "fr", "sra", "srta", "mme", "mlle", "ph", "v",
 ];
 
 /// Capitalised words that usually open a sentence; after one of them an abbreviation or initial
 /// is taken to end the sentence.
 const OPENERS: &[&str] = &[
-    "The", "A", "An", "In", "On", "At", "He", "She", "It", "They", "We", "I", "This", "That",
-    "These", "Those", "There", "His", "Her", "Its", "Their", "After", "Before", "During", "When",
-    "While", "However", "Although", "As", "By", "For", "From", "Since", "Some", "Many", "Most",
-    "One", "Two", "Both", "Each", "According", "Other", "Following", "Despite", "Today", "Later",
+    "The",
+    "A",
+    "An",
+    "In",
+    "On",
+    "At",
+    "He",
+    "She",
+    "It",
+    "They",
+    "We",
+    "I",
+    "This",
+    "That",
+    "These",
+    "Those",
+    "There",
+    "His",
+    "Her",
+    "Its",
+    "Their",
+    "After",
+    "Before",
+    "During",
+    "When",
+    "While",
+    "However",
+    "Although",
+    "As",
+    "By",
+    "For",
+    "From",
+    "Since",
+    "Some",
+    "Many",
+    "Most",
+    "One",
+    "Two",
+    "Both",
+    "Each",
+    "According",
+    "Other",
+    "Following",
+    "Despite",
+    "Today",
+    "Later",
 ];
 
 /// Splits `text` into sentences; see the module documentation for the rules.
@@ -55,7 +97,8 @@ pub fn split_sentences(text: &str) -> Vec<Span> {
         while j + 1 < chars.len() && CLOSERS.contains(&chars[j + 1].1) {
             j += 1;
         }
-        let single_period = c == '.' && j == i || (c == '.' && chars[i + 1..=j].iter().all(|(_, x)| CLOSERS.contains(x)));
+        // One `.`, possibly followed by closing quotes or brackets (not `...` or `?.`).
+        let single_period = c == '.' && chars[i + 1..=j].iter().all(|(_, x)| CLOSERS.contains(x));
         let end_byte = chars.get(j + 1).map_or(text.len(), |(b, _)| *b);
         let next_is_space = chars.get(j + 1).is_none_or(|(_, x)| x.is_whitespace());
         let ends = if next_is_space {
@@ -118,7 +161,10 @@ fn is_abbreviation(text: &str, dot: usize) -> bool {
         return first.is_uppercase();
     }
     // Dotted letters: "U.S", "e.g", "i.e", "a.m", "Ph.D".
-    word.contains('.') && word.split('.').all(|part| part.chars().count() <= 2 && !part.is_empty())
+    word.contains('.')
+        && word
+            .split('.')
+            .all(|part| part.chars().count() <= 2 && !part.is_empty())
 }
 
 fn glued_boundary(chars: &[(usize, char)], dot: usize) -> bool {
@@ -150,12 +196,18 @@ mod tests {
     use super::*;
 
     fn split(text: &str) -> Vec<&str> {
-        split_sentences(text).iter().map(|s| &text[s.start..s.end]).collect()
+        split_sentences(text)
+            .iter()
+            .map(|s| &text[s.start..s.end])
+            .collect()
     }
 
     #[test]
     fn plain_sentences_and_trailing_text() {
-        assert_eq!(split("One. Two! Three? Four"), ["One.", "Two!", "Three?", "Four"]);
+        assert_eq!(
+            split("One. Two! Three? Four"),
+            ["One.", "Two!", "Three?", "Four"]
+        );
         assert_eq!(split("  Leading space.  Two  "), ["Leading space.", "Two"]);
         assert!(split("   ").is_empty());
     }
@@ -166,34 +218,64 @@ mod tests {
             split("Dr. Smith met St. Peter in the U.S. Army. It rained."),
             ["Dr. Smith met St. Peter in the U.S. Army.", "It rained."]
         );
-        assert_eq!(split("Fruit, e.g. apples, i.e. food. Next."), ["Fruit, e.g. apples, i.e. food.", "Next."]);
-        assert_eq!(split("J. R. R. Tolkien wrote it. He died."), ["J. R. R. Tolkien wrote it.", "He died."]);
+        assert_eq!(
+            split("Fruit, e.g. apples, i.e. food. Next."),
+            ["Fruit, e.g. apples, i.e. food.", "Next."]
+        );
+        assert_eq!(
+            split("J. R. R. Tolkien wrote it. He died."),
+            ["J. R. R. Tolkien wrote it.", "He died."]
+        );
         assert_eq!(
             split("He moved to the U.S. The next year he left."),
             ["He moved to the U.S.", "The next year he left."]
         );
-        assert_eq!(split("It weighs approx. 5 kg. Done."), ["It weighs approx. 5 kg.", "Done."]);
+        assert_eq!(
+            split("It weighs approx. 5 kg. Done."),
+            ["It weighs approx. 5 kg.", "Done."]
+        );
     }
 
     #[test]
     fn numbers_versions_and_glued_periods() {
-        assert_eq!(split("Pi is 3.14 roughly. Use v2.0 now."), ["Pi is 3.14 roughly.", "Use v2.0 now."]);
-        assert_eq!(split("It ended.Then it began."), ["It ended.", "Then it began."]);
-        assert_eq!(split("Visit example.com today."), ["Visit example.com today."]);
+        assert_eq!(
+            split("Pi is 3.14 roughly. Use v2.0 now."),
+            ["Pi is 3.14 roughly.", "Use v2.0 now."]
+        );
+        assert_eq!(
+            split("It ended.Then it began."),
+            ["It ended.", "Then it began."]
+        );
+        assert_eq!(
+            split("Visit example.com today."),
+            ["Visit example.com today."]
+        );
     }
 
     #[test]
     fn quotes_brackets_and_ellipses() {
-        assert_eq!(split("He said \"Stop.\" Then he left."), ["He said \"Stop.\"", "Then he left."]);
+        assert_eq!(
+            split("He said \"Stop.\" Then he left."),
+            ["He said \"Stop.\"", "Then he left."]
+        );
         assert_eq!(split("(See above.) The end."), ["(See above.)", "The end."]);
-        assert_eq!(split("Wait... What now? Yes…  Fine."), ["Wait...", "What now?", "Yes…", "Fine."]);
+        assert_eq!(
+            split("Wait... What now? Yes…  Fine."),
+            ["Wait...", "What now?", "Yes…", "Fine."]
+        );
         assert_eq!(split("Wait... and then."), ["Wait... and then."]);
         assert_eq!(split("Really?! \"Yes.\""), ["Really?!", "\"Yes.\""]);
     }
 
     #[test]
     fn non_ascii_text() {
-        assert_eq!(split("Ça va. Él está aquí. Ωμέγα."), ["Ça va.", "Él está aquí.", "Ωμέγα."]);
-        assert_eq!(split("北京是首都。 Beijing is big. Über alles."), ["北京是首都。 Beijing is big.", "Über alles."]);
+        assert_eq!(
+            split("Ça va. Él está aquí. Ωμέγα."),
+            ["Ça va.", "Él está aquí.", "Ωμέγα."]
+        );
+        assert_eq!(
+            split("北京是首都。 Beijing is big. Über alles."),
+            ["北京是首都。 Beijing is big.", "Über alles."]
+        );
     }
 }

@@ -74,7 +74,10 @@ pub struct SquadStats {
 /// Reads a SQuAD-format file. A malformed file is an error naming the JSON path of the field.
 pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     let file: File = serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
         path: path.to_owned(),
@@ -82,13 +85,20 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
         field: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut out = SquadImport::default();
     for (a, article) in file.data.iter().enumerate() {
         out.stats.articles += 1;
         for (p, para) in article.paragraphs.iter().enumerate() {
             out.stats.passages += 1;
-            let doc = Document { id: format!("{stem}/{a}-{p}"), title: article.title.clone(), text: para.context.clone() };
+            let doc = Document {
+                id: format!("{stem}/{a}-{p}"),
+                title: article.title.clone(),
+                text: para.context.clone(),
+            };
             let sentences = split_sentences(&doc.text);
             let byte_at = char_to_byte(&doc.text);
             for (q, qa) in para.qas.iter().enumerate() {
@@ -99,12 +109,30 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                 }
                 let mut units: Vec<Span> = Vec::new();
                 for (k, ans) in qa.answers.iter().enumerate() {
-                    let at = byte_at.get(ans.answer_start).copied().ok_or_else(|| bad_answer(path, a, p, q, k, "answer_start is past the end of the context"))?;
+                    let at = byte_at.get(ans.answer_start).copied().ok_or_else(|| {
+                        bad_answer(
+                            path,
+                            a,
+                            p,
+                            q,
+                            k,
+                            "answer_start is past the end of the context",
+                        )
+                    })?;
                     let sentence = sentences
                         .iter()
                         .find(|s| s.contains(at))
                         .copied()
-                        .ok_or_else(|| bad_answer(path, a, p, q, k, "answer_start falls on white space between sentences"))?;
+                        .ok_or_else(|| {
+                            bad_answer(
+                                path,
+                                a,
+                                p,
+                                q,
+                                k,
+                                "answer_start falls on white space between sentences",
+                            )
+                        })?;
                     if !units.contains(&sentence) {
                         units.push(sentence);
                     }
@@ -118,7 +146,10 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                     id: Some(qa.id.clone()),
                     query: qa.question.trim().to_owned(),
                     document: doc.clone(),
-                    units: units.iter().filter_map(|s| Unit::from_byte_span(&doc.text, *s)).collect(),
+                    units: units
+                        .iter()
+                        .filter_map(|s| Unit::from_byte_span(&doc.text, *s))
+                        .collect(),
                     answer: Some(qa.answers[0].text.clone()),
                     scenario: Scenario::Qar,
                 });
@@ -149,7 +180,10 @@ fn bad_answer(path: &Path, a: usize, p: usize, q: usize, k: usize, message: &str
 /// The gold answers of every answerable question, by question id (for `gear score squad`).
 pub fn squad_gold_answers(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<String>)>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     let file: File = serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
         path: path.to_owned(),

@@ -80,7 +80,11 @@ impl Unit {
     pub fn from_byte_span(text: &str, span: Span) -> Option<Unit> {
         let slice = span.slice(text)?;
         let start = text[..span.start].chars().count();
-        Some(Unit { start, end: start + slice.chars().count(), text: slice.to_owned() })
+        Some(Unit {
+            start,
+            end: start + slice.chars().count(),
+            text: slice.to_owned(),
+        })
     }
 }
 
@@ -124,11 +128,17 @@ impl Triple {
             if unit.start >= unit.end || unit.end > chars {
                 return Err((
                     format!("units[{i}]"),
-                    format!("offsets {}..{} outside the document's {chars} characters", unit.start, unit.end),
+                    format!(
+                        "offsets {}..{} outside the document's {chars} characters",
+                        unit.start, unit.end
+                    ),
                 ));
             }
             if span.slice(&self.document.text) != Some(unit.text.as_str()) {
-                return Err((format!("units[{i}].text"), "does not match the document at its offsets".into()));
+                return Err((
+                    format!("units[{i}].text"),
+                    "does not match the document at its offsets".into(),
+                ));
             }
         }
         Ok(())
@@ -176,7 +186,10 @@ impl<T: Record> JsonlReader<T> {
     /// Opens `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
-        let file = File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let file = File::open(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self {
             path,
             lines: BufReader::new(file).lines(),
@@ -200,13 +213,23 @@ impl<T: Record> JsonlReader<T> {
 
     /// Parses one line of the file; `line` is 1-based.
     pub fn parse_line(path: &Path, line: usize, text: &str) -> Result<T> {
-        let bad = |field: String, message: String| Error::BadLine { path: path.to_owned(), line, field, message };
+        let bad = |field: String, message: String| Error::BadLine {
+            path: path.to_owned(),
+            line,
+            field,
+            message,
+        };
         let de = &mut serde_json::Deserializer::from_str(text);
         let record: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            bad(if field == "." { "(line)".into() } else { field }, e.into_inner().to_string())
+            bad(
+                if field == "." { "(line)".into() } else { field },
+                e.into_inner().to_string(),
+            )
         })?;
-        record.check().map_err(|(field, message)| bad(field, message))?;
+        record
+            .check()
+            .map_err(|(field, message)| bad(field, message))?;
         Ok(record)
     }
 }
@@ -218,7 +241,12 @@ impl<T: Record> Iterator for JsonlReader<T> {
         loop {
             let text = match self.lines.next()? {
                 Ok(t) => t,
-                Err(source) => return Some(Err(Error::Io { path: self.path.clone(), source })),
+                Err(source) => {
+                    return Some(Err(Error::Io {
+                        path: self.path.clone(),
+                        source,
+                    }))
+                }
             };
             self.line += 1;
             if text.trim().is_empty() {
@@ -248,13 +276,24 @@ impl JsonlWriter {
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-        Ok(Self { path, tmp, out: BufWriter::new(file), count: 0 })
+        let file = File::create(&tmp).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            tmp,
+            out: BufWriter::new(file),
+            count: 0,
+        })
     }
 
     /// Appends one value as a line.
     pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        let io = |source| Error::Io { path: self.tmp.clone(), source };
+        let io = |source| Error::Io {
+            path: self.tmp.clone(),
+            source,
+        };
         serde_json::to_writer(&mut self.out, value).map_err(|e| io(e.into()))?;
         self.out.write_all(b"\n").map_err(io)?;
         self.count += 1;
@@ -296,7 +335,11 @@ mod tests {
         Triple {
             id: Some("q1".into()),
             query: "crowd, cheered".into(),
-            document: Document { id: "d1".into(), title: "Test".into(), text },
+            document: Document {
+                id: "d1".into(),
+                title: "Test".into(),
+                text,
+            },
             units: vec![unit],
             answer: None,
             scenario: Scenario::Rir,
@@ -321,7 +364,10 @@ mod tests {
         w.write(&triple()).unwrap();
         assert!(!path.exists(), "nothing visible before finish");
         assert_eq!(w.finish().unwrap(), 2);
-        let back: Vec<Triple> = TripleReader::open(&path).unwrap().collect::<Result<_>>().unwrap();
+        let back: Vec<Triple> = TripleReader::open(&path)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
         assert_eq!(back, vec![triple(), triple()]);
     }
 
@@ -333,18 +379,38 @@ mod tests {
         let missing_query = good.replace("\"query\":\"crowd, cheered\",", "");
         let bad_offset = good.replace("\"end\":37", "\"end\":99");
         let wrong_type = good.replace("\"start\":12", "\"start\":\"twelve\"");
-        std::fs::write(&path, format!("{good}\n\n{missing_query}\n{bad_offset}\n{wrong_type}\nnot json\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{good}\n\n{missing_query}\n{bad_offset}\n{wrong_type}\nnot json\n"),
+        )
+        .unwrap();
 
-        let err = TripleReader::open(&path).unwrap().nth(1).unwrap().unwrap_err().to_string();
-        assert!(err.contains("bad.jsonl:3") && err.contains("query"), "{err}");
+        let err = TripleReader::open(&path)
+            .unwrap()
+            .nth(1)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.jsonl:3") && err.contains("query"),
+            "{err}"
+        );
 
         let mut reader = TripleReader::open(&path).unwrap().skip_bad(true);
         let ok: Vec<_> = reader.by_ref().collect::<Result<_>>().unwrap();
         assert_eq!(ok.len(), 1);
         let msgs: Vec<String> = reader.skipped().iter().map(ToString::to_string).collect();
         assert_eq!(msgs.len(), 4, "{msgs:?}");
-        assert!(msgs[1].contains(":4") && msgs[1].contains("units[0]"), "{}", msgs[1]);
-        assert!(msgs[2].contains(":5") && msgs[2].contains("units[0].start"), "{}", msgs[2]);
+        assert!(
+            msgs[1].contains(":4") && msgs[1].contains("units[0]"),
+            "{}",
+            msgs[1]
+        );
+        assert!(
+            msgs[2].contains(":5") && msgs[2].contains("units[0].start"),
+            "{}",
+            msgs[2]
+        );
         assert!(msgs[3].contains(":6"), "{}", msgs[3]);
     }
 

@@ -1,6 +1,8 @@
 //! The OpenAI-compatible rewriter against a small chat-completions server started here on
 //! 127.0.0.1: request shape, retries after transient errors, clean failure on client errors.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,9 @@ fn serve(script: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let log = Arc::clone(&seen);
     std::thread::spawn(move || {
         for status in script {
-            let Ok((stream, _)) = listener.accept() else { return };
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0usize;
             let mut line = String::new();
@@ -35,12 +39,22 @@ fn serve(script: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
             let mut body = vec![0u8; length];
             reader.read_exact(&mut body).unwrap();
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert!(request_line.starts_with("POST /v1/chat/completions"), "{request_line}");
-            let sentence = json["messages"][1]["content"].as_str().unwrap_or("").to_owned();
+            assert!(
+                request_line.starts_with("POST /v1/chat/completions"),
+                "{request_line}"
+            );
+            let sentence = json["messages"][1]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             log.lock().unwrap().push(json);
             let (code, payload) = match status {
                 200 => {
-                    let words: Vec<String> = sentence.split_whitespace().take(3).map(str::to_lowercase).collect();
+                    let words: Vec<String> = sentence
+                        .split_whitespace()
+                        .take(3)
+                        .map(str::to_lowercase)
+                        .collect();
                     (200, serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(", ")}}]}).to_string())
                 }
                 other => (other, "{\"error\": \"scripted failure\"}".to_string()),
@@ -57,7 +71,11 @@ fn serve(script: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
 }
 
 fn config(url: String) -> OpenAiConfig {
-    OpenAiConfig { backoff_ms: 10, max_attempts: 3, ..OpenAiConfig::new(url, "test-model") }
+    OpenAiConfig {
+        backoff_ms: 10,
+        max_attempts: 3,
+        ..OpenAiConfig::new(url, "test-model")
+    }
 }
 
 #[test]
@@ -76,11 +94,22 @@ fn sends_the_instruction_and_retries_transient_errors() {
 #[test]
 fn gives_up_after_max_attempts_and_fails_fast_on_client_errors() {
     let (url, _) = serve(vec![500, 500, 500]);
-    let err = OpenAiRewriter::new(config(url)).unwrap().rewrite("x y z").unwrap_err().to_string();
-    assert!(err.contains("3 attempts") && err.contains("HTTP 500"), "{err}");
+    let err = OpenAiRewriter::new(config(url))
+        .unwrap()
+        .rewrite("x y z")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("3 attempts") && err.contains("HTTP 500"),
+        "{err}"
+    );
 
     let (url, seen) = serve(vec![400, 200]);
-    let err = OpenAiRewriter::new(config(url)).unwrap().rewrite("x y z").unwrap_err().to_string();
+    let err = OpenAiRewriter::new(config(url))
+        .unwrap()
+        .rewrite("x y z")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HTTP 400"), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 1, "no retry on a client error");
 }

@@ -1,12 +1,14 @@
 //! The RIR pipeline end to end on the embedded corpus, with a word-level tokenizer and a
 //! bag-of-words embedder built here, so the test needs no model files.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gear_data::{
-    candidates, generate_corpus, preprocess, pronoun_led, synthesize_rir, Document, Embedder, KeywordRewriter,
-    Result, Rewriter, RirConfig, RirStats, Tokenizer, TripleReader,
+    candidates, generate_corpus, preprocess, pronoun_led, synthesize_rir, Document, Embedder,
+    KeywordRewriter, Result, Rewriter, RirConfig, RirStats, Tokenizer, TripleReader,
 };
 
 fn word_tokenizer(docs: &[Document]) -> Tokenizer {
@@ -29,7 +31,12 @@ fn word_tokenizer(docs: &[Document]) -> Tokenizer {
             vocab.insert(word);
         }
     }
-    let mut all = vec!["[PAD]".to_string(), "[UNK]".into(), "[CLS]".into(), "[SEP]".into()];
+    let mut all = vec![
+        "[PAD]".to_string(),
+        "[UNK]".into(),
+        "[CLS]".into(),
+        "[SEP]".into(),
+    ];
     all.extend(vocab);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     Tokenizer::from_vocab(&refs, 512).unwrap()
@@ -44,8 +51,14 @@ impl Embedder for BagOfWords {
             .iter()
             .map(|t| {
                 let mut v = vec![0f32; 256];
-                for w in t.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-                    let h = w.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                for w in t
+                    .to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                {
+                    let h = w
+                        .bytes()
+                        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
                     v[(h % 256) as usize] += 1.0;
                 }
                 let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
@@ -67,21 +80,32 @@ impl Rewriter for Flaky {
     }
     fn rewrite(&self, sentence: &str) -> Result<String> {
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok {
-            return Err(gear_data::Error::Rewrite { rewriter: "flaky".into(), message: "server gone".into() });
+            return Err(gear_data::Error::Rewrite {
+                rewriter: "flaky".into(),
+                message: "server gone".into(),
+            });
         }
         KeywordRewriter::default().rewrite(sentence)
     }
 }
 
 fn config() -> RirConfig {
-    RirConfig { min_similarity: Some(0.2), seed: 3, ..RirConfig::default() }
+    RirConfig {
+        min_similarity: Some(0.2),
+        seed: 3,
+        ..RirConfig::default()
+    }
 }
 
 #[test]
 fn every_step_is_counted_and_every_triple_is_valid() {
     let mut docs = generate_corpus(40, 5);
     // A document too short to keep, and one made of pronoun-led sentences only.
-    docs.push(Document { id: "short".into(), title: "Short".into(), text: "One line. Two lines. Three lines.".into() });
+    docs.push(Document {
+        id: "short".into(),
+        title: "Short".into(),
+        text: "One line. Two lines. Three lines.".into(),
+    });
     let tok = word_tokenizer(&docs);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rir.jsonl");
@@ -99,12 +123,24 @@ fn every_step_is_counted_and_every_triple_is_valid() {
     assert_eq!(calls, 41, "progress after every document");
     assert_eq!(stats.documents, 41);
     assert!(stats.dropped_few_tokens >= 1, "the short document at least");
-    let kept_docs = stats.documents - stats.dropped_few_sentences - stats.dropped_few_tokens - stats.dropped_few_candidates;
+    let kept_docs = stats.documents
+        - stats.dropped_few_sentences
+        - stats.dropped_few_tokens
+        - stats.dropped_few_candidates;
     assert_eq!(stats.rewritten, 3 * kept_docs);
-    assert_eq!(stats.triples, stats.rewritten - stats.dropped_empty_query - stats.dropped_low_similarity);
-    assert!(stats.triples > 40 && stats.dropped_low_similarity > 0, "{stats:?}");
+    assert_eq!(
+        stats.triples,
+        stats.rewritten - stats.dropped_empty_query - stats.dropped_low_similarity
+    );
+    assert!(
+        stats.triples > 40 && stats.dropped_low_similarity > 0,
+        "{stats:?}"
+    );
 
-    let triples: Vec<_> = TripleReader::open(&out).unwrap().collect::<Result<_>>().unwrap();
+    let triples: Vec<_> = TripleReader::open(&out)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
     assert_eq!(triples.len(), stats.triples);
     for t in &triples {
         let unit = &t.units[0].text;
@@ -124,22 +160,62 @@ fn an_interrupted_run_resumes_to_the_same_output() {
     let tok = word_tokenizer(&docs);
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight.jsonl");
-    synthesize_rir(docs.iter().cloned().map(Ok), &straight, &tok, &KeywordRewriter::default(), Some(&BagOfWords), &config(), &mut |_| {}).unwrap();
+    synthesize_rir(
+        docs.iter().cloned().map(Ok),
+        &straight,
+        &tok,
+        &KeywordRewriter::default(),
+        Some(&BagOfWords),
+        &config(),
+        &mut |_| {},
+    )
+    .unwrap();
 
     // Documents go through in chunks of 16: let the first chunk finish and the second fail, then
     // check the rerun redoes only what is missing.
     let resumed = dir.path().join("resumed.jsonl");
-    let flaky = Flaky { ok: 50, calls: AtomicUsize::new(0) };
-    let err = synthesize_rir(docs.iter().cloned().map(Ok), &resumed, &tok, &flaky, Some(&BagOfWords), &config(), &mut |_| {});
+    let flaky = Flaky {
+        ok: 50,
+        calls: AtomicUsize::new(0),
+    };
+    let err = synthesize_rir(
+        docs.iter().cloned().map(Ok),
+        &resumed,
+        &tok,
+        &flaky,
+        Some(&BagOfWords),
+        &config(),
+        &mut |_| {},
+    );
     assert!(err.unwrap_err().to_string().contains("server gone"));
     assert!(!resumed.exists());
     let mut seen: Option<RirStats> = None;
-    let stats = synthesize_rir(docs.iter().cloned().map(Ok), &resumed, &tok, &KeywordRewriter::default(), Some(&BagOfWords), &config(), &mut |s| seen = Some(s.clone())).unwrap();
+    let stats = synthesize_rir(
+        docs.iter().cloned().map(Ok),
+        &resumed,
+        &tok,
+        &KeywordRewriter::default(),
+        Some(&BagOfWords),
+        &config(),
+        &mut |s| seen = Some(s.clone()),
+    )
+    .unwrap();
     assert_eq!((stats.resumed, stats.documents), (16, 4));
-    assert_eq!(std::fs::read_to_string(&straight).unwrap(), std::fs::read_to_string(&resumed).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&straight).unwrap(),
+        std::fs::read_to_string(&resumed).unwrap()
+    );
 
     // A finished output is never overwritten.
-    let again = synthesize_rir(docs.iter().cloned().map(Ok), &resumed, &tok, &KeywordRewriter::default(), Some(&BagOfWords), &config(), &mut |_| {});
+    let again = synthesize_rir(
+        docs.iter().cloned().map(Ok),
+        &resumed,
+        &tok,
+        &KeywordRewriter::default(),
+        Some(&BagOfWords),
+        &config(),
+        &mut |_| {},
+    );
     assert!(again.unwrap_err().to_string().contains("exists already"));
     assert!(seen.is_some());
 }
@@ -154,14 +230,23 @@ fn candidate_rules_follow_the_paper() {
                In 1901, they sold the building to a private owner from the city."
             .into(),
     };
-    let tok = word_tokenizer(&[doc.clone()]);
-    let cfg = RirConfig { min_tokens: 10, ..RirConfig::default() };
+    let tok = word_tokenizer(std::slice::from_ref(&doc));
+    let cfg = RirConfig {
+        min_tokens: 10,
+        ..RirConfig::default()
+    };
     let mut stats = RirStats::default();
     let pre = preprocess(&doc, &tok, &cfg, &mut stats).unwrap().unwrap();
     let c = candidates(&pre, &cfg);
-    let texts: Vec<&str> = c.iter().map(|&i| &pre.document.text[pre.sentences[i].start..pre.sentences[i].end]).collect();
+    let texts: Vec<&str> = c
+        .iter()
+        .map(|&i| &pre.document.text[pre.sentences[i].start..pre.sentences[i].end])
+        .collect();
     assert_eq!(
         texts,
-        ["The old mill on the river was rebuilt in stone after the fire.", "The town council paid for a new roof over the great hall of the old mill."]
+        [
+            "The old mill on the river was rebuilt in stone after the fire.",
+            "The town council paid for a new roof over the great hall of the old mill."
+        ]
     );
 }

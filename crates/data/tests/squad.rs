@@ -1,24 +1,34 @@
 //! The sentence splitter and SQuAD importer on the real SQuAD files in `../shared/data`
 //! (skipped with a message when that folder is absent).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::path::PathBuf;
 
 use gear_data::{import_squad, split_sentences, TripleReader};
 
 fn shared(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(name);
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipped: {} not found (the shared data folder sits beside the repository)", path.display());
+        eprintln!(
+            "skipped: {} not found (the shared data folder sits beside the repository)",
+            path.display()
+        );
         None
     }
 }
 
 #[test]
 fn every_gold_answer_start_falls_in_exactly_one_sentence() {
-    let Some(path) = shared("squad-v1.1-dev-a.json") else { return };
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let Some(path) = shared("squad-v1.1-dev-a.json") else {
+        return;
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let (mut passages, mut answers, mut sentences) = (0, 0, 0);
     for article in json["data"].as_array().unwrap() {
         for para in article["paragraphs"].as_array().unwrap() {
@@ -36,7 +46,16 @@ fn every_gold_answer_start_falls_in_exactly_one_sentence() {
                 assert_eq!(piece, piece.trim());
             }
             // Every non-space character is covered.
-            let covered: usize = spans.iter().map(|s| s.slice(text).unwrap().chars().filter(|c| !c.is_whitespace()).count()).sum();
+            let covered: usize = spans
+                .iter()
+                .map(|s| {
+                    s.slice(text)
+                        .unwrap()
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .count()
+                })
+                .sum();
             assert_eq!(covered, text.chars().filter(|c| !c.is_whitespace()).count());
             let byte_at: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
             for qa in para["qas"].as_array().unwrap() {
@@ -55,7 +74,9 @@ fn every_gold_answer_start_falls_in_exactly_one_sentence() {
 
 #[test]
 fn squad_v2_import_counts_and_round_trips() {
-    let Some(path) = shared("squad-v2.0-train-first10.json") else { return };
+    let Some(path) = shared("squad-v2.0-train-first10.json") else {
+        return;
+    };
     let import = import_squad(&path).unwrap();
     let s = import.stats;
     assert_eq!((s.articles, s.passages, s.questions), (10, 694, 4719));
@@ -71,8 +92,15 @@ fn squad_v2_import_counts_and_round_trips() {
             cut.push(answer.to_owned());
         }
     }
-    eprintln!("answers cut by a sentence boundary: {} of {}: {cut:?}", cut.len(), import.triples.len());
-    assert!(cut.len() * 200 <= import.triples.len(), "more than 0.5% of answers cut: {cut:?}");
+    eprintln!(
+        "answers cut by a sentence boundary: {} of {}: {cut:?}",
+        cut.len(),
+        import.triples.len()
+    );
+    assert!(
+        cut.len() * 200 <= import.triples.len(),
+        "more than 0.5% of answers cut: {cut:?}"
+    );
     // Written and read back through the triple format unchanged.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.jsonl");
@@ -81,16 +109,24 @@ fn squad_v2_import_counts_and_round_trips() {
         w.write(t).unwrap();
     }
     w.finish().unwrap();
-    let back: Vec<_> = TripleReader::open(&out).unwrap().collect::<Result<_, _>>().unwrap();
+    let back: Vec<_> = TripleReader::open(&out)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(back, import.triples);
 }
 
 #[test]
 fn squad_v1_import_marks_several_sentences_for_spread_answers() {
-    let Some(path) = shared("squad-v1.1-dev-a.json") else { return };
+    let Some(path) = shared("squad-v1.1-dev-a.json") else {
+        return;
+    };
     let import = import_squad(&path).unwrap();
     assert_eq!(import.stats.questions, 4961);
     assert_eq!(import.stats.answerable, 4961);
-    assert!(import.stats.multi_unit > 0, "some dev questions have gold answers in different sentences");
+    assert!(
+        import.stats.multi_unit > 0,
+        "some dev questions have gold answers in different sentences"
+    );
     assert!(import.triples.iter().all(|t| !t.units.is_empty()));
 }

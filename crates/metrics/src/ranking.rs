@@ -68,7 +68,9 @@ pub fn ndcg_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k: usize) -> f64 {
             dcg += 1.0 / ((i + 2) as f64).log2();
         }
     }
-    let ideal: f64 = (0..relevant.len().min(k)).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
+    let ideal: f64 = (0..relevant.len().min(k))
+        .map(|i| 1.0 / ((i + 2) as f64).log2())
+        .sum();
     dcg / ideal
 }
 
@@ -113,7 +115,10 @@ pub struct RankingSummary {
 impl RankingMetrics {
     /// An empty accumulator at cut-off `k`.
     pub fn new(k: usize) -> Self {
-        Self { k, ..Self::default() }
+        Self {
+            k,
+            ..Self::default()
+        }
     }
 
     /// Adds one query's ranking.
@@ -169,7 +174,10 @@ mod tests {
         // AP@1 = (1/min(3,1)) · 1 = 1 (the paper's local MAP@1 for several gold sentences)
         close(average_precision_at_k(&ranked, &relevant, 1), 1.0);
         // AP@3 with the first hit at rank 2: (1/3) · (1/2)
-        close(average_precision_at_k(&["b", "a", "d"], &relevant, 3), 1.0 / 6.0);
+        close(
+            average_precision_at_k(&["b", "a", "d"], &relevant, 3),
+            1.0 / 6.0,
+        );
         // nDCG@4 = (1 + 1/log2 4) / (1 + 1/log2 3 + 1/log2 4)
         let want = (1.0 + 0.5) / (1.0 + 1.0 / 3f64.log2() + 0.5);
         close(ndcg_at_k(&ranked, &relevant, 4), want);

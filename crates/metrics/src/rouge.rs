@@ -18,14 +18,26 @@ pub struct RougeScore {
 
 impl RougeScore {
     fn from_counts(matched: usize, candidate: usize, reference: usize) -> Self {
-        let precision = if candidate == 0 { 0.0 } else { matched as f64 / candidate as f64 };
-        let recall = if reference == 0 { 0.0 } else { matched as f64 / reference as f64 };
+        let precision = if candidate == 0 {
+            0.0
+        } else {
+            matched as f64 / candidate as f64
+        };
+        let recall = if reference == 0 {
+            0.0
+        } else {
+            matched as f64 / reference as f64
+        };
         let f_measure = if precision + recall == 0.0 {
             0.0
         } else {
             2.0 * precision * recall / (precision + recall)
         };
-        Self { precision, recall, f_measure }
+        Self {
+            precision,
+            recall,
+            f_measure,
+        }
     }
 }
 
@@ -52,7 +64,10 @@ fn ngrams(tokens: &[String], n: usize) -> HashMap<&[String], usize> {
 pub fn rouge_n(candidate: &str, reference: &str, n: usize) -> RougeScore {
     let (c, r) = (rouge_tokens(candidate), rouge_tokens(reference));
     let (cn, rn) = (ngrams(&c, n), ngrams(&r, n));
-    let matched = cn.iter().map(|(g, &k)| k.min(rn.get(g).copied().unwrap_or(0))).sum();
+    let matched = cn
+        .iter()
+        .map(|(g, &k)| k.min(rn.get(g).copied().unwrap_or(0)))
+        .sum();
     RougeScore::from_counts(matched, cn.values().sum(), rn.values().sum())
 }
 
@@ -63,7 +78,11 @@ pub fn rouge_l(candidate: &str, reference: &str) -> RougeScore {
     let mut cur = vec![0usize; r.len() + 1];
     for a in &c {
         for (j, b) in r.iter().enumerate() {
-            cur[j + 1] = if a == b { prev[j] + 1 } else { cur[j].max(prev[j + 1]) };
+            cur[j + 1] = if a == b {
+                prev[j] + 1
+            } else {
+                cur[j].max(prev[j + 1])
+            };
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -86,7 +105,10 @@ mod tests {
         let r1 = rouge_n(cand, refr, 1);
         close(r1.precision, 5.0 / 6.0);
         close(r1.recall, 5.0 / 7.0);
-        close(r1.f_measure, 2.0 * (5.0 / 6.0) * (5.0 / 7.0) / (5.0 / 6.0 + 5.0 / 7.0));
+        close(
+            r1.f_measure,
+            2.0 * (5.0 / 6.0) * (5.0 / 7.0) / (5.0 / 6.0 + 5.0 / 7.0),
+        );
         // bigrams: "the cat", "on the" match = 2 of 5 and 6
         let r2 = rouge_n(cand, refr, 2);
         close(r2.precision, 2.0 / 5.0);
@@ -99,7 +121,10 @@ mod tests {
 
     #[test]
     fn tokenisation_and_empty_inputs() {
-        assert_eq!(rouge_tokens("Super-Bowl 50, Levi's!"), ["super", "bowl", "50", "levi", "s"]);
+        assert_eq!(
+            rouge_tokens("Super-Bowl 50, Levi's!"),
+            ["super", "bowl", "50", "levi", "s"]
+        );
         close(rouge_n("", "a b", 1).f_measure, 0.0);
         close(rouge_l("a b", "").f_measure, 0.0);
         close(rouge_l("A B C", "a b c").f_measure, 1.0);

@@ -10,7 +10,10 @@ const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 /// The official normalisation: `white_space_fix(remove_articles(remove_punc(lower(s))))`.
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
-    let no_punc: String = lower.chars().filter(|c| !PUNCTUATION.contains(*c)).collect();
+    let no_punc: String = lower
+        .chars()
+        .filter(|c| !PUNCTUATION.contains(*c))
+        .collect();
     let no_articles = remove_articles(&no_punc);
     no_articles.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -82,7 +85,9 @@ pub fn exact_match<S: AsRef<str>>(prediction: &str, gold: &[S]) -> f64 {
 
 /// Token F1 against the best-matching gold answer.
 pub fn f1<S: AsRef<str>>(prediction: &str, gold: &[S]) -> f64 {
-    gold.iter().map(|g| f1_one(prediction, g.as_ref())).fold(0.0, f64::max)
+    gold.iter()
+        .map(|g| f1_one(prediction, g.as_ref()))
+        .fold(0.0, f64::max)
 }
 
 /// Corpus-level SQuAD scores on the 0–100 scale.
@@ -108,7 +113,10 @@ pub fn squad_scores<'a, S: AsRef<str> + 'a>(
         }
     }
     let n = n.max(1) as f64;
-    SquadScores { exact_match: 100.0 * em / n, f1: 100.0 * f / n }
+    SquadScores {
+        exact_match: 100.0 * em / n,
+        f1: 100.0 * f / n,
+    }
 }
 
 #[cfg(test)]

@@ -43,28 +43,53 @@ fn fusion(c: &mut Criterion) {
     let d_mask = d_ids.ones_like();
     let q_ids = Tensor::randint_low(1000, 30000, [BATCH, QUERY_LEN], (Kind::Int64, Device::Cpu));
     let q_mask = q_ids.ones_like();
-    let states = tch::no_grad(|| model.document_states_t(&d_ids, &d_mask, false).expect("forward"));
-    let opts = FusionOptions { layers: Some(layer), cross_probs: CrossProbs::Layer(layer) };
+    let states = tch::no_grad(|| {
+        model
+            .document_states_t(&d_ids, &d_mask, false)
+            .expect("forward")
+    });
+    let opts = FusionOptions {
+        layers: Some(layer),
+        cross_probs: CrossProbs::Layer(layer),
+    };
 
     let mut group = c.benchmark_group("local_retrieval_minilm_8x256");
     group.sample_size(10);
     group.bench_function("document_encoder", |b| {
-        b.iter(|| tch::no_grad(|| model.document_states_t(&d_ids, &d_mask, false).expect("forward")))
+        b.iter(|| {
+            tch::no_grad(|| {
+                model
+                    .document_states_t(&d_ids, &d_mask, false)
+                    .expect("forward")
+            })
+        })
     });
     group.bench_function("fusion_to_local_layer", |b| {
         b.iter(|| {
             tch::no_grad(|| {
-                let ctx = Context { states: &states, mask: &d_mask };
-                model.fuse_t(&q_ids, &q_mask, ctx, opts, false).expect("fusion")
+                let ctx = Context {
+                    states: &states,
+                    mask: &d_mask,
+                };
+                model
+                    .fuse_t(&q_ids, &q_mask, ctx, opts, false)
+                    .expect("fusion")
             })
         })
     });
     group.bench_function("document_encoder_plus_fusion", |b| {
         b.iter(|| {
             tch::no_grad(|| {
-                let s = model.document_states_t(&d_ids, &d_mask, false).expect("forward");
-                let ctx = Context { states: &s, mask: &d_mask };
-                model.fuse_t(&q_ids, &q_mask, ctx, opts, false).expect("fusion")
+                let s = model
+                    .document_states_t(&d_ids, &d_mask, false)
+                    .expect("forward");
+                let ctx = Context {
+                    states: &s,
+                    mask: &d_mask,
+                };
+                model
+                    .fuse_t(&q_ids, &q_mask, ctx, opts, false)
+                    .expect("fusion")
             })
         })
     });

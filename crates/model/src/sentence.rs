@@ -209,6 +209,7 @@ fn default_max_len(dir: &Path) -> Result<Option<usize>> {
 /// The relevance filter of the RIR pipeline embeds with the pretrained bi-encoder.
 impl gear_data::Embedder for SentenceEncoder {
     fn embed(&self, texts: &[&str]) -> gear_data::Result<Vec<Vec<f32>>> {
-        self.embed_vecs(texts).map_err(|e| gear_data::Error::Embed(e.to_string()))
+        self.embed_vecs(texts)
+            .map_err(|e| gear_data::Error::Embed(e.to_string()))
     }
 }

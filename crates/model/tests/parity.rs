@@ -2,6 +2,8 @@
 //! `fixtures/minilm_parity.json` come from `cargo xtask parity-fixture` (Python), so this test
 //! needs only the pretrained weights that `cargo xtask setup` installs.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use anyhow::{Context, Result};
 use gear_model::{pretrained, EncoderOptions, SentenceEncoder};
 use serde::Deserialize;

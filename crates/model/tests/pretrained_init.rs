@@ -1,5 +1,7 @@
 //! Initialising GeAR from the pretrained MiniLM checkpoint (installed by `cargo xtask setup`).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use anyhow::Result;
 use gear_model::{pretrained, DecoderInit, EncoderOptions, GearConfig, GearModel, SentenceEncoder};
 use tch::Device;
