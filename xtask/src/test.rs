@@ -10,6 +10,7 @@ use crate::cmd::cargo;
 use crate::setup;
 
 pub fn run(extra: &[String]) -> Result<()> {
+    check_leaf_layers()?;
     let env = setup::ensure()?;
     let mut total = Counts::default();
     // Benches once each in test mode, so they cannot rot unnoticed.
@@ -23,6 +24,26 @@ pub fn run(extra: &[String]) -> Result<()> {
         cargo(&env).args(["test", "--workspace"]).args(extra),
     )?);
     println!("\ntests: {} passed, {} failed", total.passed, total.failed);
+    Ok(())
+}
+
+/// `gear-data` and `gear-metrics` must stay usable without libtorch.
+fn check_leaf_layers() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for leaf in ["gear-data", "gear-metrics"] {
+        let out = Command::new(&cargo)
+            .args(["tree", "--package", leaf, "--edges", "normal", "--prefix", "none"])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!("cargo tree -p {leaf} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        if let Some(dep) = tree.lines().find(|l| l.starts_with("tch ") || l.starts_with("torch-sys ")) {
+            bail!("{leaf} must not depend on libtorch, but its tree has `{dep}`");
+        }
+    }
+    eprintln!("[xtask] layering: gear-data and gear-metrics do not depend on tch");
     Ok(())
 }
 
