@@ -30,6 +30,12 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the `gear` binary (release build) with any arguments: `cargo xtask gear data squad …`.
+    Gear {
+        /// Arguments passed to `gear`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Embed one text per stdin line with `gear embed` (sets up first).
     Embed {
         /// Arguments passed to `gear embed`.
@@ -63,6 +69,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Setup => setup::ensure().map(|_| ()),
         Command::Test { args } => test::run(&args),
+        Command::Gear { args } => {
+            let env = setup::ensure()?;
+            let gear = cmd::build_gear(&env)?;
+            cmd::status(env.command(gear).args(&args))
+        }
         Command::Embed { args } => cmd::run_gear(&setup::ensure()?, "embed", &args),
         Command::TrainRir { args } => {
             eprintln!(
