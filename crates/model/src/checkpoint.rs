@@ -131,8 +131,26 @@ fn tensor_from_view(view: &TensorView<'_>, path: &Path, name: &str) -> Result<Te
 /// Writes every variable of `vs` to `path` as safetensors, atomically: the data goes to a
 /// temporary file beside `path` that is renamed over it only once complete.
 pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
+    save_tensors(vs.variables().into_iter().collect(), path)
+}
+
+/// Reads every tensor of a safetensors file (on the CPU), sorted by name.
+pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { path: path.to_owned(), message: e.to_string() })?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        out.push((name.clone(), tensor_from_view(&view, path, &name)?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Writes named tensors to `path` as safetensors, atomically (temporary file, then rename).
+pub fn save_tensors(tensors: Vec<(String, Tensor)>, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let mut variables = tensors;
     variables.sort_by(|a, b| a.0.cmp(&b.0));
     let mut owned = Vec::with_capacity(variables.len());
     for (name, t) in variables {

@@ -1,4 +1,34 @@
-//! GeAR training: contrastive loss with momentum distillation, the LM loss, the cosine warm-up
-//! schedule and the trainer.
+//! GeAR training (method §2): `L = L_CL + α·L_LM` — a symmetric contrastive loss between query
+//! and document embeddings with momentum-distilled soft labels and a queue of momentum
+//! embeddings, plus the decoder's language-modelling loss on the target (the answer for QAR, the
+//! relevant sentence for RIR) — optimised with AdamW under a warm-up + cosine schedule.
 //!
-//! Placeholder until the training issue lands; see section 2 of the method document.
+//! ```no_run
+//! use gear_train::{TrainConfig, Trainer};
+//! use gear_data::TripleReader;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = TrainConfig::from_toml_file("configs/rir-demo.toml")?;
+//! let train: Vec<_> = TripleReader::open("train.jsonl")?.collect::<Result<_, _>>()?;
+//! let mut trainer = Trainer::new(config, "out/run", tch::Device::Cpu)?;
+//! let report = trainer.train(&train, None, &mut |_event| {})?;
+//! # let _ = report; Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod eval;
+mod losses;
+mod momentum;
+mod optim;
+mod schedule;
+mod trainer;
+
+pub use config::{DataSection, LossSection, ModelSection, OptimSection, RunSection, TrainConfig};
+pub use error::{Error, Result};
+pub use eval::{evaluate, local_targets, EvalOptions, EvalReport, GenerationScores};
+pub use losses::{contrastive_loss, lm_loss, soft_cross_entropy, soft_targets};
+pub use momentum::{sorted_variables, Momentum, Queue};
+pub use optim::{no_decay, AdamW, AdamWConfig};
+pub use schedule::LrSchedule;
+pub use trainer::{gear_config, Event, StepLog, TrainState, Trainer};

@@ -1,0 +1,208 @@
+//! `TrainConfig`: a training run as typed TOML (`configs/*.toml`), parsed then validated.
+
+use std::path::{Path, PathBuf};
+
+use gear_data::{BatchingConfig, Scenario};
+use gear_model::DecoderInit;
+use serde::{Deserialize, Serialize};
+
+use crate::optim::AdamWConfig;
+use crate::{Error, Result};
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `rir` (target = the unit sentence) or `qar` (target = the answer).
+    pub scenario: Scenario,
+    /// The network.
+    pub model: ModelSection,
+    /// Batching.
+    pub data: DataSection,
+    /// Optimiser and schedule.
+    pub optim: OptimSection,
+    /// Loss terms.
+    pub loss: LossSection,
+    /// Length, evaluation and checkpoint cadence.
+    pub run: RunSection,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `"minilm"` (the pretrained package from `cargo xtask setup`) or a BERT checkpoint folder.
+    pub init: String,
+    /// Query token limit.
+    pub max_query_len: usize,
+    /// Document token limit.
+    pub max_document_len: usize,
+    /// Target token limit.
+    pub max_target_len: usize,
+    /// One encoder for queries and documents (the paper: `false`).
+    #[serde(default)]
+    pub share_encoders: bool,
+    /// Decoder depth; default: the encoder's.
+    #[serde(default)]
+    pub decoder_layers: Option<i64>,
+    /// Decoder initialisation (the paper: `random`).
+    #[serde(default)]
+    pub decoder_init: DecoderInit,
+    /// Local-retrieval layer, 1-based; default: 10/12 of the depth.
+    #[serde(default)]
+    pub local_layer: Option<usize>,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Length-bucketing window in batches (1: none).
+    #[serde(default = "default_bucket")]
+    pub bucket_batches: usize,
+}
+
+fn default_bucket() -> usize {
+    16
+}
+
+/// `[optim]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    /// Peak learning rate (paper 1e-5).
+    pub lr: f64,
+    /// Learning rate at step 0 (paper 1e-6).
+    pub start_lr: f64,
+    /// Floor of the cosine decay (paper 1e-6).
+    pub min_lr: f64,
+    /// Warm-up steps (paper 1,000).
+    pub warmup_steps: u64,
+    /// AdamW settings.
+    #[serde(flatten)]
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this (0: off).
+    #[serde(default)]
+    pub clip_norm: f64,
+    /// Micro-batches per optimiser step.
+    #[serde(default = "one")]
+    pub accumulation: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[loss]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// Weight of the LM loss: `L = L_CL + α·L_LM` (paper 0.25).
+    pub alpha: f64,
+    /// Initial contrastive temperature (learnable, clamped to [0.001, 0.5]).
+    pub temperature: f64,
+    /// Momentum of the EMA encoders (paper 0.995).
+    pub momentum: f64,
+    /// Queue length (paper 57,600; 0: in-batch negatives only).
+    pub queue_size: i64,
+    /// Final weight of the momentum soft labels (paper 0.4).
+    pub distill_weight: f64,
+    /// Epochs over which that weight ramps up linearly from 0 (paper 2).
+    pub distill_ramp_epochs: f64,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Epochs (paper 10).
+    pub epochs: u64,
+    /// Seed of data order, dropout and initialisation.
+    pub seed: u64,
+    /// Evaluate on the dev file every this many steps (0: at the end of each epoch only).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Write a checkpoint every this many steps (0: at the end only).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Dev examples used for generation metrics (generation is the slow part).
+    #[serde(default = "default_eval_generation")]
+    pub eval_generation_examples: usize,
+    /// Stop after this many optimiser steps (the schedule still spans all epochs).
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+}
+
+fn default_eval_generation() -> usize {
+    64
+}
+
+impl TrainConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates TOML; `path` names it in errors.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
+        cfg.validate().map_err(|message| Error::Config { path: path.to_owned(), message })?;
+        Ok(cfg)
+    }
+
+    /// The batching settings.
+    pub fn batching(&self) -> BatchingConfig {
+        BatchingConfig { batch_size: self.data.batch_size, bucket_batches: self.data.bucket_batches, seed: self.run.seed }
+    }
+
+    /// The model folder `init` names: the pretrained package or a path.
+    pub fn init_dir(&self) -> Result<PathBuf> {
+        if self.model.init == "minilm" {
+            Ok(gear_model::pretrained::minilm_dir()?)
+        } else {
+            Ok(PathBuf::from(&self.model.init))
+        }
+    }
+
+    /// Checks invariants; the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("data.batch_size", self.data.batch_size as f64),
+            ("optim.lr", self.optim.lr),
+            ("optim.accumulation", self.optim.accumulation as f64),
+            ("loss.temperature", self.loss.temperature),
+            ("run.epochs", self.run.epochs as f64),
+        ];
+        for (field, v) in positive {
+            if !(v > 0.0) {
+                return Err(format!("`{field}` must be positive, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.loss.momentum) {
+            return Err(format!("`loss.momentum` must be in [0, 1), got {}", self.loss.momentum));
+        }
+        if !(0.0..=1.0).contains(&self.loss.distill_weight) {
+            return Err(format!("`loss.distill_weight` must be in [0, 1], got {}", self.loss.distill_weight));
+        }
+        if self.loss.alpha < 0.0 {
+            return Err(format!("`loss.alpha` must be ≥ 0, got {}", self.loss.alpha));
+        }
+        if self.loss.queue_size < 0 || (self.loss.queue_size > 0 && self.loss.queue_size < self.data.batch_size as i64) {
+            return Err(format!(
+                "`loss.queue_size` ({}) must be 0 or at least `data.batch_size` ({})",
+                self.loss.queue_size, self.data.batch_size
+            ));
+        }
+        if self.optim.start_lr < 0.0 || self.optim.min_lr < 0.0 || self.optim.min_lr > self.optim.lr {
+            return Err("`optim.start_lr` and `optim.min_lr` must be ≥ 0 and `min_lr` ≤ `lr`".into());
+        }
+        if !(self.loss.temperature > 0.001 && self.loss.temperature <= 0.5) {
+            return Err(format!("`loss.temperature` must be in (0.001, 0.5], got {}", self.loss.temperature));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,456 @@
+//! The training loop: `L = L_CL + α·L_LM` over length-bucketed batches, AdamW with warm-up and
+//! cosine decay, momentum encoders and queues, periodic evaluation, a JSON-lines metrics log,
+//! atomic checkpoints and exact resume.
+//!
+//! Reproducibility: the data order of epoch `e` depends only on `(seed, e)`, and libtorch's
+//! generator is re-seeded with `seed + micro-step` before every forward, so dropout masks depend
+//! only on the step. A checkpoint stores the model, momentum encoders, queues, temperature,
+//! optimiser moments and the position in the data; resuming from it continues the identical run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use gear_data::{plan_epoch, Triple, TripleBatch, TripleTokenizer};
+use gear_model::{
+    l2_normalize, load_safetensors_mapped, mean_pool, read_tensors, save_tensors, BertConfig, Context, FusionOptions,
+    GearConfig, GearModel, LoadMode,
+};
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::eval::{evaluate, EvalOptions, EvalReport};
+use crate::losses::{contrastive_loss, lm_loss, soft_targets};
+use crate::momentum::Momentum;
+use crate::optim::AdamW;
+use crate::schedule::LrSchedule;
+use crate::{Error, Result, TrainConfig};
+
+/// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
+/// `0 · log_softmax` stays 0.
+const MASKED_LOGIT: f64 = -1e4;
+
+/// Where a run is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Current epoch (0-based).
+    pub epoch: u64,
+    /// Next batch of the current epoch's plan.
+    pub next_batch: usize,
+    /// Micro-batches processed (seeds dropout).
+    pub micro_step: u64,
+    /// Training examples processed.
+    pub examples: u64,
+}
+
+/// One optimiser step, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepLog {
+    /// Optimiser step (1-based after the update).
+    pub step: u64,
+    /// Total optimiser steps of the run.
+    pub total_steps: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// `L_CL + α·L_LM`.
+    pub loss: f64,
+    /// Contrastive term.
+    pub loss_cl: f64,
+    /// Language-modelling term.
+    pub loss_lm: f64,
+    /// Temperature after the step.
+    pub temperature: f64,
+    /// Soft-label weight used.
+    pub distill_weight: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training examples per second over this step.
+    pub examples_per_second: f64,
+}
+
+/// Events the caller sees (for progress bars and logs).
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// An optimiser step finished.
+    Step(&'a StepLog),
+    /// An evaluation finished.
+    Eval {
+        /// Optimiser step.
+        step: u64,
+        /// The metrics.
+        report: &'a EvalReport,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Optimiser step.
+        step: u64,
+        /// The checkpoint folder.
+        path: &'a Path,
+    },
+}
+
+/// The trainer.
+pub struct Trainer {
+    model: GearModel,
+    momentum: Momentum,
+    _temp_vs: VarStore,
+    temp: Tensor,
+    optimizer: AdamW,
+    config: TrainConfig,
+    state: TrainState,
+    out: PathBuf,
+    last_checkpoint: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    state: TrainState,
+    config: TrainConfig,
+}
+
+/// The GeAR config a training config asks for, around a checkpoint's encoder shape.
+pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
+    let mut g = GearConfig::for_encoder(encoder);
+    let m = &config.model;
+    g.max_query_len = m.max_query_len;
+    g.max_document_len = m.max_document_len;
+    g.max_target_len = m.max_target_len;
+    g.share_encoders = m.share_encoders;
+    g.local_layer = m.local_layer;
+    if let Some(layers) = m.decoder_layers {
+        g.decoder.num_hidden_layers = layers;
+    }
+    g.decoder.init = m.decoder_init;
+    g
+}
+
+fn doc_hash(id: &str) -> i64 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h & (i64::MAX as u64)) as i64
+}
+
+fn to_tensors(batch: &gear_data::Batch, device: Device) -> (Tensor, Tensor) {
+    let shape = [batch.len() as i64, batch.seq_len() as i64];
+    (
+        Tensor::from_slice(batch.ids()).view(shape).to_device(device),
+        Tensor::from_slice(batch.attention_mask()).view(shape).to_device(device),
+    )
+}
+
+impl Trainer {
+    /// A new run: GeAR initialised from the config's BERT checkpoint (`model.init`).
+    pub fn new(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
+        let dir = config.init_dir()?;
+        let encoder = BertConfig::from_json_file(dir.join("config.json"))?;
+        let g = gear_config(&config, encoder);
+        tch::manual_seed(config.run.seed as i64);
+        let (model, report) = GearModel::from_bert_checkpoint(&dir, Some(g), device)?;
+        tracing::info!(created = report.created.len(), loaded = report.loaded.len(), "initialised GeAR from {}", dir.display());
+        Self::with_model(model, config, out)
+    }
+
+    /// A new run on an already built model (tests, custom initialisation).
+    pub fn with_model(model: GearModel, config: TrainConfig, out: impl Into<PathBuf>) -> Result<Self> {
+        config.validate().map_err(|message| Error::Config { path: PathBuf::from("<config>"), message })?;
+        let momentum = Momentum::new(&model, config.loss.queue_size)?;
+        let temp_vs = VarStore::new(model.device());
+        let temp = temp_vs.root().var_copy("temp", &Tensor::from(config.loss.temperature as f32));
+        let mut params: Vec<(String, Tensor)> =
+            model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params.push(("temp".into(), temp.shallow_clone()));
+        let optimizer = AdamW::new(params, config.optim.adamw);
+        Ok(Self {
+            model,
+            momentum,
+            _temp_vs: temp_vs,
+            temp,
+            optimizer,
+            config,
+            state: TrainState::default(),
+            out: out.into(),
+            last_checkpoint: None,
+        })
+    }
+
+    /// Continues the run whose checkpoint is in `out/checkpoint`. The configuration must equal
+    /// the saved one except for `[run]` `max_steps`, `eval_every` and `checkpoint_every`.
+    pub fn resume(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
+        let out = out.into();
+        let ck = out.join("checkpoint");
+        let bad = |message: String| Error::Resume { path: ck.clone(), message };
+        let json = ck.join("train_state.json");
+        let text = std::fs::read_to_string(&json).map_err(|e| bad(format!("{}: {e}", json.display())))?;
+        let saved: SavedState = serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", json.display())))?;
+        let comparable = |c: &TrainConfig| {
+            let mut c = c.clone();
+            c.run.max_steps = None;
+            c.run.eval_every = 0;
+            c.run.checkpoint_every = 0;
+            c
+        };
+        if comparable(&saved.config) != comparable(&config) {
+            return Err(bad("the configuration differs from the one the checkpoint was trained with".into()));
+        }
+        let model = GearModel::load(ck.join("model"), device)?;
+        let mut trainer = Self::with_model(model, config, out.clone())?;
+        let tensors_path = ck.join("train_state.safetensors");
+        load_safetensors_mapped(trainer.momentum.var_store_mut(), &tensors_path, LoadMode::Strict, |n| Some(format!("momentum.{n}")))?;
+        let tensors: std::collections::HashMap<String, Tensor> = read_tensors(&tensors_path)?.into_iter().collect();
+        let temp = tensors.get("temp").ok_or_else(|| bad("no `temp` in train_state.safetensors".into()))?;
+        tch::no_grad(|| trainer.temp.copy_(temp));
+        trainer
+            .optimizer
+            .load_state(|k| tensors.get(&format!("optim.{k}")).map(|t| t.to_device(device)), saved.state.step)
+            .map_err(bad)?;
+        trainer.state = saved.state;
+        trainer.last_checkpoint = Some(ck);
+        Ok(trainer)
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &GearModel {
+        &self.model
+    }
+
+    /// Where the run is.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The contrastive temperature.
+    pub fn temperature(&self) -> f64 {
+        self.temp.double_value(&[])
+    }
+
+    /// Writes `out/checkpoint/{model/, train_state.safetensors, train_state.json}` atomically
+    /// (built in a temporary folder that replaces the old checkpoint only once complete).
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
+        let ck = self.out.join("checkpoint");
+        let tmp = self.out.join(format!(".checkpoint.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        self.model.save(tmp.join("model"))?;
+        let mut tensors: Vec<(String, Tensor)> =
+            self.momentum.var_store().variables().into_iter().map(|(k, t)| (format!("momentum.{k}"), t)).collect();
+        tensors.push(("temp".into(), self.temp.detach()));
+        tensors.extend(self.optimizer.state().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
+        save_tensors(tensors, tmp.join("train_state.safetensors"))?;
+        let saved = SavedState { state: self.state.clone(), config: self.config.clone() };
+        let json = serde_json::to_string_pretty(&saved).map_err(|e| Error::Train(e.to_string()))?;
+        std::fs::write(tmp.join("train_state.json"), json).map_err(io(&tmp))?;
+        if ck.exists() {
+            let old = self.out.join(format!(".checkpoint.old-{}", std::process::id()));
+            std::fs::rename(&ck, &old).map_err(io(&ck))?;
+            std::fs::rename(&tmp, &ck).map_err(io(&ck))?;
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&tmp, &ck).map_err(io(&ck))?;
+        }
+        self.last_checkpoint = Some(ck.clone());
+        Ok(ck)
+    }
+
+    /// Trains on `train` (evaluating on `dev` when given) until the epochs are done or
+    /// `run.max_steps` is reached; a checkpoint is written at the end. Returns the last
+    /// evaluation.
+    pub fn train(&mut self, train: &[Triple], dev: Option<&[Triple]>, events: &mut dyn FnMut(Event<'_>)) -> Result<Option<EvalReport>> {
+        if train.is_empty() {
+            return Err(Error::Train("the training file holds no triples".into()));
+        }
+        let c = self.config.clone();
+        let tok = TripleTokenizer::new(self.model.tokenizer(), c.model.max_query_len, c.model.max_document_len, c.model.max_target_len)?;
+        let lengths = tok.document_lengths(train)?;
+        let batching = c.batching();
+        let batches_per_epoch = lengths.len().div_ceil(batching.batch_size);
+        let steps_per_epoch = batches_per_epoch.div_ceil(c.optim.accumulation) as u64;
+        let total_steps = steps_per_epoch * c.run.epochs;
+        let schedule = LrSchedule {
+            start_lr: c.optim.start_lr,
+            peak_lr: c.optim.lr,
+            min_lr: c.optim.min_lr,
+            warmup_steps: c.optim.warmup_steps,
+            total_steps,
+        };
+        let eval_options = EvalOptions::for_scenario(c.scenario, c.run.eval_generation_examples);
+        let mut log = self.open_log()?;
+        let mut last_eval = None;
+        let mut acc = Accumulated::default();
+        let mut started = Instant::now();
+        let mut examples_in_step = 0usize;
+
+        while self.state.epoch < c.run.epochs {
+            let epoch = self.state.epoch;
+            let plan = plan_epoch(&lengths, &batching, epoch);
+            while self.state.epoch == epoch && self.state.next_batch < plan.len() {
+                if c.run.max_steps.is_some_and(|m| self.state.step >= m) {
+                    self.save_checkpoint().map(|p| events(Event::Checkpoint { step: self.state.step, path: &p }))?;
+                    return Ok(last_eval);
+                }
+                let indices = &plan[self.state.next_batch];
+                let batch = tok.batch(train, indices)?;
+                let doc_ids: Vec<i64> = indices.iter().map(|&i| doc_hash(&train[i].document.id)).collect();
+                let progress = self.state.epoch as f64 + self.state.next_batch as f64 / plan.len() as f64;
+                let w = if c.loss.distill_ramp_epochs > 0.0 {
+                    c.loss.distill_weight * (progress / c.loss.distill_ramp_epochs).min(1.0)
+                } else {
+                    c.loss.distill_weight
+                };
+                tch::manual_seed((c.run.seed + self.state.micro_step) as i64);
+                let (loss, cl, lm) = self.forward(&batch, &doc_ids, w)?;
+                let value = loss.double_value(&[]);
+                if !value.is_finite() {
+                    return Err(Error::NonFinite {
+                        step: self.state.step,
+                        value,
+                        checkpoint: self.last_checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string()),
+                    });
+                }
+                (loss / c.optim.accumulation as f64).backward();
+                acc.add(value, cl, lm);
+                examples_in_step += indices.len();
+                self.state.micro_step += 1;
+                self.state.next_batch += 1;
+                self.state.examples += indices.len() as u64;
+
+                let boundary = self.state.micro_step % c.optim.accumulation as u64 == 0 || self.state.next_batch == plan.len();
+                if !boundary {
+                    continue;
+                }
+                let grad_norm = self.optimizer.clip_grad_norm(c.optim.clip_norm);
+                let lr = schedule.lr(self.state.step);
+                self.optimizer.step(lr);
+                self.optimizer.zero_grad();
+                tch::no_grad(|| {
+                    let _ = self.temp.clamp_(0.001, 0.5);
+                });
+                self.state.step += 1;
+                if self.state.next_batch == plan.len() {
+                    self.state.epoch += 1;
+                    self.state.next_batch = 0;
+                }
+                let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                let entry = StepLog {
+                    step: self.state.step,
+                    total_steps,
+                    epoch: self.state.epoch.min(c.run.epochs - 1),
+                    lr,
+                    loss: acc.loss / acc.n as f64,
+                    loss_cl: acc.cl / acc.n as f64,
+                    loss_lm: acc.lm / acc.n as f64,
+                    temperature: self.temperature(),
+                    distill_weight: w,
+                    grad_norm,
+                    examples_per_second: examples_in_step as f64 / elapsed,
+                };
+                write_log(&mut log, &self.out, &serde_json::json!({ "train": entry }))?;
+                events(Event::Step(&entry));
+                acc = Accumulated::default();
+                examples_in_step = 0;
+
+                let epoch_done = self.state.next_batch == 0;
+                let eval_now = (c.run.eval_every > 0 && self.state.step % c.run.eval_every == 0) || (c.run.eval_every == 0 && epoch_done);
+                if let (true, Some(dev)) = (eval_now, dev) {
+                    let report = evaluate(&self.model, dev, &eval_options)?;
+                    write_log(&mut log, &self.out, &serde_json::json!({ "step": self.state.step, "eval": report }))?;
+                    events(Event::Eval { step: self.state.step, report: &report });
+                    last_eval = Some(report);
+                }
+                if c.run.checkpoint_every > 0 && self.state.step % c.run.checkpoint_every == 0 {
+                    let p = self.save_checkpoint()?;
+                    events(Event::Checkpoint { step: self.state.step, path: &p });
+                }
+                started = Instant::now();
+            }
+        }
+        let p = self.save_checkpoint()?;
+        events(Event::Checkpoint { step: self.state.step, path: &p });
+        Ok(last_eval)
+    }
+
+    /// The loss of one micro-batch; also moves the momentum encoders and the queue.
+    fn forward(&mut self, batch: &TripleBatch, doc_ids: &[i64], distill: f64) -> Result<(Tensor, f64, f64)> {
+        let device = self.model.device();
+        let (q_ids, q_mask) = to_tensors(&batch.queries, device);
+        let (d_ids, d_mask) = to_tensors(&batch.documents, device);
+        let (t_ids, t_mask) = to_tensors(&batch.targets, device);
+        let t_ids = t_ids.copy();
+        let _ = t_ids.select(1, 0).fill_(self.model.generation_tokens().start);
+        let ids = Tensor::from_slice(doc_ids).to_device(device);
+
+        let q = self.model.encode_queries_t(&q_ids, &q_mask, true)?;
+        let d_states = self.model.document_states_t(&d_ids, &d_mask, true)?;
+        let d = l2_normalize(&mean_pool(&d_states, &d_mask));
+
+        self.momentum.copy_from(&self.model, self.config.loss.momentum)?;
+        let (q_m, d_m) = self.momentum.embed(&q_ids, &q_mask, &d_ids, &d_mask)?;
+        let (q_all, d_all, ids_all) = match self.momentum.queue() {
+            Some(queue) => (
+                Tensor::cat(&[&q_m, &queue.queries], 0),
+                Tensor::cat(&[&d_m, &queue.documents], 0),
+                Tensor::cat(&[&ids, &queue.ids], 0),
+            ),
+            None => (q_m.shallow_clone(), d_m.shallow_clone(), ids.shallow_clone()),
+        };
+        let empty = ids_all.eq(-1).to_kind(Kind::Float).unsqueeze(0) * MASKED_LOGIT;
+        let positives = ids.unsqueeze(1).eq_tensor(&ids_all.unsqueeze(0)).to_kind(Kind::Float);
+        let temp = &self.temp;
+        let (t_q2d, t_d2q) = tch::no_grad(|| {
+            let t = temp.detach();
+            let sim_q2d_m = q_m.matmul(&d_all.transpose(0, 1)) / &t + &empty;
+            let sim_d2q_m = d_m.matmul(&q_all.transpose(0, 1)) / &t + &empty;
+            (soft_targets(&positives, &sim_q2d_m, distill), soft_targets(&positives, &sim_d2q_m, distill))
+        });
+        let sim_q2d = q.matmul(&d_all.transpose(0, 1)) / temp + &empty;
+        let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / temp + &empty;
+        let l_cl = contrastive_loss(&sim_q2d, &t_q2d, &sim_d2q, &t_d2q);
+        if let Some(queue) = self.momentum.queue_mut() {
+            queue.enqueue(&q_m, &d_m, &ids);
+        }
+
+        let fused = self.model.fuse_t(&q_ids, &q_mask, Context { states: &d_states, mask: &d_mask }, FusionOptions::default(), true)?;
+        let logits = self.model.decoder_logits_t(&t_ids, &t_mask, Context { states: &fused.hidden, mask: &q_mask }, true)?;
+        let l_lm = lm_loss(&logits, &t_ids, &t_mask);
+        let cl = l_cl.double_value(&[]);
+        let lm = l_lm.double_value(&[]);
+        Ok((l_cl + l_lm * self.config.loss.alpha, cl, lm))
+    }
+
+    fn open_log(&self) -> Result<std::fs::File> {
+        std::fs::create_dir_all(&self.out).map_err(|source| Error::Io { path: self.out.clone(), source })?;
+        let path = self.out.join("metrics.jsonl");
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|source| Error::Io { path, source })
+    }
+}
+
+fn write_log(log: &mut std::fs::File, out: &Path, value: &serde_json::Value) -> Result<()> {
+    writeln!(log, "{value}").map_err(|source| Error::Io { path: out.join("metrics.jsonl"), source })
+}
+
+#[derive(Default)]
+struct Accumulated {
+    loss: f64,
+    cl: f64,
+    lm: f64,
+    n: usize,
+}
+
+impl Accumulated {
+    fn add(&mut self, loss: f64, cl: f64, lm: f64) {
+        self.loss += loss;
+        self.cl += cl;
+        self.lm += lm;
+        self.n += 1;
+    }
+}
