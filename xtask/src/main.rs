@@ -9,6 +9,7 @@ mod cmd;
 mod parity;
 mod setup;
 mod test;
+mod train_rir;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,13 +43,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The main job. Until GeAR training lands, runs the end-to-end demo: embed a small corpus
-    /// with the pretrained encoder and search it.
-    TrainRir {
-        /// Arguments passed to `gear demo`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// The main job: embedded corpus → RIR triples → split → train GeAR → evaluate trained vs
+    /// untrained on the held-out split.
+    TrainRir(train_rir::RirArgs),
+    /// The same for SQuAD-format files (QAR).
+    TrainQar(train_rir::QarArgs),
     /// Run the criterion benchmarks (`cargo bench` with the libtorch environment).
     Bench {
         /// Arguments passed to `cargo bench`.
@@ -75,12 +74,8 @@ fn main() -> Result<()> {
             cmd::status(env.command(gear).args(&args))
         }
         Command::Embed { args } => cmd::run_gear(&setup::ensure()?, "embed", &args),
-        Command::TrainRir { args } => {
-            eprintln!(
-                "note: GeAR training is not implemented yet; running the end-to-end retrieval demo"
-            );
-            cmd::run_gear(&setup::ensure()?, "demo", &args)
-        }
+        Command::TrainRir(args) => train_rir::rir(&setup::ensure()?, &args),
+        Command::TrainQar(args) => train_rir::qar(&setup::ensure()?, &args),
         Command::Bench { args } => {
             let env = setup::ensure()?;
             cmd::status(cmd::cargo(&env).arg("bench").args(&args))

@@ -32,14 +32,28 @@ fn check_leaf_layers() -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for leaf in ["gear-data", "gear-metrics"] {
         let out = Command::new(&cargo)
-            .args(["tree", "--package", leaf, "--edges", "normal", "--prefix", "none"])
+            .args([
+                "tree",
+                "--package",
+                leaf,
+                "--edges",
+                "normal",
+                "--prefix",
+                "none",
+            ])
             .output()
             .context("cannot run cargo tree")?;
         if !out.status.success() {
-            bail!("cargo tree -p {leaf} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "cargo tree -p {leaf} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let tree = String::from_utf8_lossy(&out.stdout);
-        if let Some(dep) = tree.lines().find(|l| l.starts_with("tch ") || l.starts_with("torch-sys ")) {
+        if let Some(dep) = tree
+            .lines()
+            .find(|l| l.starts_with("tch ") || l.starts_with("torch-sys "))
+        {
             bail!("{leaf} must not depend on libtorch, but its tree has `{dep}`");
         }
     }

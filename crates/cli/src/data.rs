@@ -41,6 +41,33 @@ pub enum Command {
     },
     /// Synthesise RIR triples (keyword query, document, sentence) with the paper's pipeline.
     SynthRir(SynthArgs),
+    /// Split triples into train/dev/test by document (every triple of a document together).
+    Split {
+        /// Triples to split.
+        #[arg(long)]
+        input: PathBuf,
+        /// Training part.
+        #[arg(long)]
+        train: PathBuf,
+        /// Development part.
+        #[arg(long)]
+        dev: PathBuf,
+        /// Test part.
+        #[arg(long)]
+        test: PathBuf,
+        /// Share of documents for dev.
+        #[arg(long, default_value_t = 0.1)]
+        dev_fraction: f64,
+        /// Share of documents for test.
+        #[arg(long, default_value_t = 0.1)]
+        test_fraction: f64,
+        /// Split by the document title (the SQuAD article) instead of the document id.
+        #[arg(long)]
+        by_title: bool,
+        /// Seed of the assignment.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 /// Which rewriter turns sentences into queries.
@@ -107,6 +134,44 @@ pub fn run(cmd: &Command) -> Result<()> {
             Ok(())
         }
         Command::SynthRir(args) => synth(args),
+        Command::Split {
+            input,
+            train,
+            dev,
+            test,
+            dev_fraction,
+            test_fraction,
+            by_title,
+            seed,
+        } => {
+            let mut writers = [
+                JsonlWriter::create(train)?,
+                JsonlWriter::create(dev)?,
+                JsonlWriter::create(test)?,
+            ];
+            for t in gear_data::TripleReader::open(input)? {
+                let t = t?;
+                let key = if *by_title {
+                    &t.document.title
+                } else {
+                    &t.document.id
+                };
+                let part = match gear_data::split_of(key, *seed, *dev_fraction, *test_fraction) {
+                    gear_data::Split::Train => 0,
+                    gear_data::Split::Dev => 1,
+                    gear_data::Split::Test => 2,
+                };
+                writers[part].write(&t)?;
+            }
+            let [a, b, c] = writers;
+            eprintln!(
+                "train {}, dev {}, test {} triples",
+                a.finish()?,
+                b.finish()?,
+                c.finish()?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod data;
 mod demo;
 mod embed;
 mod score;
+mod train;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,18 @@ enum Command {
     /// Score predictions (SQuAD EM/F1).
     #[command(subcommand)]
     Score(score::Command),
+    /// Train GeAR on triples with a TOML configuration.
+    Train(train::TrainArgs),
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+/// `gear eval` subcommands.
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Global R@5/MAP@5, local R@k/MAP@k and generation scores on a triples file.
+    Triples(train::EvalArgs),
 }
 
 /// Options every command that loads an encoder shares.
@@ -115,6 +128,8 @@ fn main() {
         Command::Demo(args) => demo::run(&args),
         Command::Data(cmd) => data::run(&cmd),
         Command::Score(cmd) => score::run(&cmd),
+        Command::Train(args) => train::train(&args),
+        Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

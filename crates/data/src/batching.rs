@@ -156,6 +156,25 @@ mod tests {
     }
 
     #[test]
+    fn splits_are_stable_and_near_their_fractions() {
+        let counts = (0..10_000).fold([0usize; 3], |mut c, i| {
+            match split_of(&format!("doc-{i}"), 1, 0.1, 0.2) {
+                Split::Train => c[0] += 1,
+                Split::Dev => c[1] += 1,
+                Split::Test => c[2] += 1,
+            }
+            c
+        });
+        assert!(
+            (6800..7200).contains(&counts[0])
+                && (850..1150).contains(&counts[1])
+                && (1800..2200).contains(&counts[2]),
+            "{counts:?}"
+        );
+        assert_eq!(split_of("x", 1, 0.1, 0.2), split_of("x", 1, 0.1, 0.2));
+    }
+
+    #[test]
     fn bucketing_cuts_padding() {
         let random = BatchingConfig {
             batch_size: 16,
@@ -170,5 +189,38 @@ mod tests {
         let w_bucketed = padding_waste(&lengths(), &plan_epoch(&lengths(), &bucketed, 0));
         assert!(w_random > 0.4, "{w_random}");
         assert!(w_bucketed < 0.05, "{w_bucketed}");
+    }
+}
+
+/// Which part of a split an example belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training.
+    Train,
+    /// Development (model selection).
+    Dev,
+    /// Held-out test.
+    Test,
+}
+
+/// Assigns a split from a stable hash of `key` (a document id or an article title), so that every
+/// example of one document lands in the same split, whatever the file order.
+pub fn split_of(key: &str, seed: u64, dev_fraction: f64, test_fraction: f64) -> Split {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // splitmix64's finaliser: FNV-1a alone leaves the high bits of similar short keys correlated.
+    let mut z = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    if u < test_fraction {
+        Split::Test
+    } else if u < test_fraction + dev_fraction {
+        Split::Dev
+    } else {
+        Split::Train
     }
 }

@@ -32,7 +32,9 @@ mod squad;
 mod tokenize;
 mod triples;
 
-pub use batching::{padding_waste, plan_epoch, BatchingConfig, TripleBatch, TripleTokenizer};
+pub use batching::{
+    padding_waste, plan_epoch, split_of, BatchingConfig, Split, TripleBatch, TripleTokenizer,
+};
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use keywords::{extract_keywords, KeywordOptions};

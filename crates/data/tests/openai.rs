@@ -127,9 +127,20 @@ fn the_pipeline_rewrites_concurrently_through_the_endpoint() {
     let docs = gear_data::generate_corpus(4, 21);
     let vocab: std::collections::BTreeSet<String> = docs
         .iter()
-        .flat_map(|d| d.text.to_lowercase().split(|c: char| !c.is_alphanumeric()).map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|d| {
+            d.text
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .filter(|w| !w.is_empty())
-        .chain(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", ",", "(", ")", "–", "-", "'"].map(String::from))
+        .chain(
+            [
+                "[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", ",", "(", ")", "–", "-", "'",
+            ]
+            .map(String::from),
+        )
         .collect();
     let vocab: Vec<&str> = vocab.iter().map(String::as_str).collect();
     let tok = gear_data::Tokenizer::from_vocab(&vocab, 512).unwrap();
@@ -137,14 +148,36 @@ fn the_pipeline_rewrites_concurrently_through_the_endpoint() {
     let rw = OpenAiRewriter::new(config(url)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rir.jsonl");
-    let cfg = gear_data::RirConfig { min_similarity: None, concurrency: 4, min_tokens: 100, ..gear_data::RirConfig::default() };
-    let stats = gear_data::synthesize_rir(docs.into_iter().map(Ok), &out, &tok, &rw, None, &cfg, &mut |_| {}).unwrap();
+    let cfg = gear_data::RirConfig {
+        min_similarity: None,
+        concurrency: 4,
+        min_tokens: 100,
+        ..gear_data::RirConfig::default()
+    };
+    let stats = gear_data::synthesize_rir(
+        docs.into_iter().map(Ok),
+        &out,
+        &tok,
+        &rw,
+        None,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(stats.rewritten, 12, "{stats:?}");
     assert_eq!(seen.lock().unwrap().len(), 12);
-    let triples: Vec<_> = gear_data::TripleReader::open(&out).unwrap().collect::<Result<_, _>>().unwrap();
+    let triples: Vec<_> = gear_data::TripleReader::open(&out)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     for t in &triples {
         // The scripted server answers with the unit's first three words.
-        let first: Vec<String> = t.units[0].text.split_whitespace().take(3).map(str::to_lowercase).collect();
+        let first: Vec<String> = t.units[0]
+            .text
+            .split_whitespace()
+            .take(3)
+            .map(str::to_lowercase)
+            .collect();
         let mut got: Vec<&str> = t.query.split(", ").collect();
         let mut want: Vec<&str> = first.iter().map(String::as_str).collect();
         got.sort_unstable();

@@ -137,8 +137,14 @@ pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
 /// Reads every tensor of a safetensors file (on the CPU), sorted by name.
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { path: path.to_owned(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         out.push((name.clone(), tensor_from_view(&view, path, &name)?));

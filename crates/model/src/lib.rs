@@ -38,8 +38,8 @@ mod sentence;
 
 pub use attention::{additive_mask, causal_mask, Attention, AttentionOutput, KvCache};
 pub use checkpoint::{
-    load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors, save_tensors, LoadMode,
-    LoadReport,
+    load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors, save_tensors,
+    LoadMode, LoadReport,
 };
 pub use config::{Activation, BertConfig};
 pub use decoder::{Decoder, DecoderCache};

@@ -143,20 +143,33 @@ impl TrainConfig {
     /// Reads and validates a TOML file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml_str(&text, path)
     }
 
     /// Parses and validates TOML; `path` names it in errors.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
-        cfg.validate().map_err(|message| Error::Config { path: path.to_owned(), message })?;
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate().map_err(|message| Error::Config {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(cfg)
     }
 
     /// The batching settings.
     pub fn batching(&self) -> BatchingConfig {
-        BatchingConfig { batch_size: self.data.batch_size, bucket_batches: self.data.bucket_batches, seed: self.run.seed }
+        BatchingConfig {
+            batch_size: self.data.batch_size,
+            bucket_batches: self.data.bucket_batches,
+            seed: self.run.seed,
+        }
     }
 
     /// The model folder `init` names: the pretrained package or a path.
@@ -183,25 +196,39 @@ impl TrainConfig {
             }
         }
         if !(0.0..1.0).contains(&self.loss.momentum) {
-            return Err(format!("`loss.momentum` must be in [0, 1), got {}", self.loss.momentum));
+            return Err(format!(
+                "`loss.momentum` must be in [0, 1), got {}",
+                self.loss.momentum
+            ));
         }
         if !(0.0..=1.0).contains(&self.loss.distill_weight) {
-            return Err(format!("`loss.distill_weight` must be in [0, 1], got {}", self.loss.distill_weight));
+            return Err(format!(
+                "`loss.distill_weight` must be in [0, 1], got {}",
+                self.loss.distill_weight
+            ));
         }
         if self.loss.alpha < 0.0 {
             return Err(format!("`loss.alpha` must be ≥ 0, got {}", self.loss.alpha));
         }
-        if self.loss.queue_size < 0 || (self.loss.queue_size > 0 && self.loss.queue_size < self.data.batch_size as i64) {
+        if self.loss.queue_size < 0
+            || (self.loss.queue_size > 0 && self.loss.queue_size < self.data.batch_size as i64)
+        {
             return Err(format!(
                 "`loss.queue_size` ({}) must be 0 or at least `data.batch_size` ({})",
                 self.loss.queue_size, self.data.batch_size
             ));
         }
-        if self.optim.start_lr < 0.0 || self.optim.min_lr < 0.0 || self.optim.min_lr > self.optim.lr {
-            return Err("`optim.start_lr` and `optim.min_lr` must be ≥ 0 and `min_lr` ≤ `lr`".into());
+        if self.optim.start_lr < 0.0 || self.optim.min_lr < 0.0 || self.optim.min_lr > self.optim.lr
+        {
+            return Err(
+                "`optim.start_lr` and `optim.min_lr` must be ≥ 0 and `min_lr` ≤ `lr`".into(),
+            );
         }
         if !(self.loss.temperature > 0.001 && self.loss.temperature <= 0.5) {
-            return Err(format!("`loss.temperature` must be in (0.001, 0.5], got {}", self.loss.temperature));
+            return Err(format!(
+                "`loss.temperature` must be in (0.001, 0.5], got {}",
+                self.loss.temperature
+            ));
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use gear_data::{split_sentences, Scenario, Span, Triple};
 use gear_metrics::{exact_match, f1, rouge_l, rouge_n, RankingMetrics, RankingSummary};
-use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
+use gear_model::{
+    GearModel, GenerationOptions, LocateInput, LocateOptions, Search, UnitAggregation,
+};
 use serde::Serialize;
 use tch::Kind;
 
@@ -23,6 +25,8 @@ pub struct EvalOptions {
     pub generation_examples: usize,
     /// Pairs per forward.
     pub batch_size: usize,
+    /// How local retrieval adds token weights up per sentence.
+    pub aggregation: UnitAggregation,
 }
 
 impl EvalOptions {
@@ -32,7 +36,13 @@ impl EvalOptions {
             Scenario::Qar => 1,
             Scenario::Rir => 3,
         };
-        Self { global_k: 5, local_k, generation_examples, batch_size: 16 }
+        Self {
+            global_k: 5,
+            local_k,
+            generation_examples,
+            batch_size: 16,
+            aggregation: UnitAggregation::Sum,
+        }
     }
 }
 
@@ -78,7 +88,11 @@ pub fn local_targets(t: &Triple) -> (Vec<Span>, Vec<usize>) {
 }
 
 /// Evaluates `model` on `triples` (evaluation mode throughout).
-pub fn evaluate(model: &GearModel, triples: &[Triple], options: &EvalOptions) -> Result<EvalReport> {
+pub fn evaluate(
+    model: &GearModel,
+    triples: &[Triple],
+    options: &EvalOptions,
+) -> Result<EvalReport> {
     let batch = options.batch_size.max(1);
     // Global: distinct documents of the file form the corpus.
     let mut doc_index: HashMap<&str, usize> = HashMap::new();
@@ -91,14 +105,29 @@ pub fn evaluate(model: &GearModel, triples: &[Triple], options: &EvalOptions) ->
     }
     let mut global = RankingMetrics::new(options.global_k);
     if !triples.is_empty() {
-        let d = tch::Tensor::cat(&docs.chunks(batch).map(|c| model.embed_documents(c)).collect::<gear_model::Result<Vec<_>>>()?, 0);
+        let d = tch::Tensor::cat(
+            &docs
+                .chunks(batch)
+                .map(|c| model.embed_documents(c))
+                .collect::<gear_model::Result<Vec<_>>>()?,
+            0,
+        );
         let queries: Vec<&str> = triples.iter().map(|t| t.query.as_str()).collect();
-        let q = tch::Tensor::cat(&queries.chunks(batch).map(|c| model.embed_queries(c)).collect::<gear_model::Result<Vec<_>>>()?, 0);
+        let q = tch::Tensor::cat(
+            &queries
+                .chunks(batch)
+                .map(|c| model.embed_queries(c))
+                .collect::<gear_model::Result<Vec<_>>>()?,
+            0,
+        );
         let k = options.global_k.min(docs.len()) as i64;
         let (_, top) = q.matmul(&d.transpose(0, 1)).topk(k, 1, true, true);
         let top = Vec::<i64>::try_from(top.to_kind(Kind::Int64).flatten(0, -1))?;
         for (i, t) in triples.iter().enumerate() {
-            let ranked: Vec<usize> = top[i * k as usize..(i + 1) * k as usize].iter().map(|&x| x as usize).collect();
+            let ranked: Vec<usize> = top[i * k as usize..(i + 1) * k as usize]
+                .iter()
+                .map(|&x| x as usize)
+                .collect();
             global.add(&ranked, &[doc_index[t.document.id.as_str()]]);
         }
     }
@@ -106,12 +135,19 @@ pub fn evaluate(model: &GearModel, triples: &[Triple], options: &EvalOptions) ->
     // Local: rank the gold document's sentences.
     let mut local = RankingMetrics::new(options.local_k);
     let targets: Vec<(Vec<Span>, Vec<usize>)> = triples.iter().map(local_targets).collect();
-    let locate = LocateOptions::default();
+    let locate = LocateOptions {
+        aggregation: options.aggregation,
+        ..LocateOptions::default()
+    };
     for (chunk, tg) in triples.chunks(batch).zip(targets.chunks(batch)) {
         let inputs: Vec<LocateInput<'_>> = chunk
             .iter()
             .zip(tg)
-            .map(|(t, (units, _))| LocateInput { query: &t.query, document: &t.document.text, units })
+            .map(|(t, (units, _))| LocateInput {
+                query: &t.query,
+                document: &t.document.text,
+                units,
+            })
             .collect();
         for (ranking, (_, relevant)) in model.locate_batch(&inputs, &locate)?.iter().zip(tg) {
             let ranked: Vec<usize> = ranking.units.iter().map(|u| u.index).collect();
@@ -121,8 +157,18 @@ pub fn evaluate(model: &GearModel, triples: &[Triple], options: &EvalOptions) ->
 
     // Generation on the first examples.
     let n = options.generation_examples.min(triples.len());
-    let mut g = GenerationScores { examples: n, rouge1: 0.0, rouge_l: 0.0, exact_match: 0.0, f1: 0.0 };
-    let gen = GenerationOptions { max_len: model.config().max_target_len, search: Search::Greedy, use_cache: true };
+    let mut g = GenerationScores {
+        examples: n,
+        rouge1: 0.0,
+        rouge_l: 0.0,
+        exact_match: 0.0,
+        f1: 0.0,
+    };
+    let gen = GenerationOptions {
+        max_len: model.config().max_target_len,
+        search: Search::Greedy,
+        use_cache: true,
+    };
     for chunk in triples[..n].chunks(batch) {
         let queries: Vec<&str> = chunk.iter().map(|t| t.query.as_str()).collect();
         let docs: Vec<&str> = chunk.iter().map(|t| t.document.text.as_str()).collect();
@@ -141,5 +187,10 @@ pub fn evaluate(model: &GearModel, triples: &[Triple], options: &EvalOptions) ->
         g.exact_match /= n;
         g.f1 /= n;
     }
-    Ok(EvalReport { global: global.summary(), local: local.summary(), generation: g, documents: docs.len() })
+    Ok(EvalReport {
+        global: global.summary(),
+        local: local.summary(),
+        generation: g,
+        documents: docs.len(),
+    })
 }

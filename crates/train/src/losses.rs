@@ -9,7 +9,10 @@ use tch::{Kind, Reduction, Tensor};
 /// document appears twice); the one-hot part spreads 1 evenly over them. `momentum_logits
 /// [B, N]` are the momentum encoders' similarities divided by the temperature.
 pub fn soft_targets(positives: &Tensor, momentum_logits: &Tensor, weight: f64) -> Tensor {
-    let onehot = positives / positives.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+    let onehot = positives
+        / positives
+            .sum_dim_intlist(1, true, Kind::Float)
+            .clamp_min(1.0);
     if weight == 0.0 {
         return onehot;
     }
@@ -19,12 +22,20 @@ pub fn soft_targets(positives: &Tensor, momentum_logits: &Tensor, weight: f64) -
 /// Cross-entropy of `logits [B, N]` against a target distribution `targets [B, N]`, averaged over
 /// rows: `−mean_b Σ_n targets·log_softmax(logits)`.
 pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
-    -(logits.log_softmax(1, Kind::Float) * targets).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
+    -(logits.log_softmax(1, Kind::Float) * targets)
+        .sum_dim_intlist(1, false, Kind::Float)
+        .mean(Kind::Float)
 }
 
 /// The symmetric contrastive loss: `(CE(q→d) + CE(d→q)) / 2`.
-pub fn contrastive_loss(q2d_logits: &Tensor, q2d_targets: &Tensor, d2q_logits: &Tensor, d2q_targets: &Tensor) -> Tensor {
-    (soft_cross_entropy(q2d_logits, q2d_targets) + soft_cross_entropy(d2q_logits, d2q_targets)) / 2.0
+pub fn contrastive_loss(
+    q2d_logits: &Tensor,
+    q2d_targets: &Tensor,
+    d2q_logits: &Tensor,
+    d2q_targets: &Tensor,
+) -> Tensor {
+    (soft_cross_entropy(q2d_logits, q2d_targets) + soft_cross_entropy(d2q_logits, d2q_targets))
+        / 2.0
 }
 
 /// Teacher-forced token cross-entropy: `logits [B, T, V]` predict `ids[:, 1:]` from positions
@@ -36,7 +47,13 @@ pub fn lm_loss(logits: &Tensor, ids: &Tensor, mask: &Tensor) -> Tensor {
     let labels = ids.narrow(1, 1, t - 1);
     let keep = mask.narrow(1, 1, t - 1).to_kind(Kind::Bool);
     let labels = labels.masked_fill(&keep.logical_not(), -100).reshape([-1]);
-    pred.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+    pred.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+        &labels,
+        None,
+        Reduction::Mean,
+        -100,
+        0.0,
+    )
 }
 
 #[cfg(test)]
@@ -58,7 +75,14 @@ mod tests {
         let logits = t(&[0.0, 0.0, 0.0, 0.0, (2f32).ln(), 0.0], &[2, 3]);
         let got = soft_targets(&pos, &logits, 0.4);
         // Row 0: 0.6·[1,0,0] + 0.4·[1/3,1/3,1/3]; row 1: 0.6·[.5,0,.5] + 0.4·[.25,.5,.25].
-        let want = [0.6 + 0.4 / 3.0, 0.4 / 3.0, 0.4 / 3.0, 0.3 + 0.1, 0.2, 0.3 + 0.1];
+        let want = [
+            0.6 + 0.4 / 3.0,
+            0.4 / 3.0,
+            0.4 / 3.0,
+            0.3 + 0.1,
+            0.2,
+            0.3 + 0.1,
+        ];
         let got = Vec::<f32>::try_from(got.flatten(0, -1)).unwrap();
         for (g, w) in got.iter().zip(want) {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{got:?}");
@@ -73,11 +97,17 @@ mod tests {
         // CE = −log(e² / (e² + 1)) = log(1 + e^−2).
         let logits = t(&[2.0, 0.0, 0.0, 2.0], &[2, 2]);
         let eye = t(&[1.0, 0.0, 0.0, 1.0], &[2, 2]);
-        close(&contrastive_loss(&logits, &eye, &logits, &eye), (1.0 + (-2f64).exp()).ln());
+        close(
+            &contrastive_loss(&logits, &eye, &logits, &eye),
+            (1.0 + (-2f64).exp()).ln(),
+        );
         // Uniform targets over two columns: CE = mean of −½(log p0 + log p1).
         let half = t(&[0.5, 0.5, 0.5, 0.5], &[2, 2]);
         let p = 1.0 / (1.0 + (-2f64).exp());
-        close(&soft_cross_entropy(&logits, &half), -0.5 * (p.ln() + (1.0 - p).ln()));
+        close(
+            &soft_cross_entropy(&logits, &half),
+            -0.5 * (p.ln() + (1.0 - p).ln()),
+        );
     }
 
     #[test]
@@ -85,7 +115,13 @@ mod tests {
         // Vocab 3, one sequence [s, 1, 2, pad]: predictions at positions 0 and 1 count.
         let ids = Tensor::from_slice(&[0i64, 1, 2, 0]).view([1, 4]);
         let mask = Tensor::from_slice(&[1i64, 1, 1, 0]).view([1, 4]);
-        let logits = t(&[0.0, 1.0, 0.0, /**/ 0.0, 0.0, 3.0, /**/ 9.0, 9.0, 9.0, /**/ 5.0, 0.0, 0.0], &[1, 4, 3]);
+        let logits = t(
+            &[
+                0.0, 1.0, 0.0, /**/ 0.0, 0.0, 3.0, /**/ 9.0, 9.0, 9.0, /**/ 5.0,
+                0.0, 0.0,
+            ],
+            &[1, 4, 3],
+        );
         let l1 = -(1f64.exp() / (2.0 + 1f64.exp())).ln();
         let l2 = -(3f64.exp() / (2.0 + 3f64.exp())).ln();
         close(&lm_loss(&logits, &ids, &mask), (l1 + l2) / 2.0);

@@ -41,17 +41,29 @@ impl Queue {
         let size = self.size();
         let n = ids.size()[0];
         let (queries, documents, ids) = if n > size {
-            (queries.narrow(0, n - size, size), documents.narrow(0, n - size, size), ids.narrow(0, n - size, size))
+            (
+                queries.narrow(0, n - size, size),
+                documents.narrow(0, n - size, size),
+                ids.narrow(0, n - size, size),
+            )
         } else {
-            (queries.shallow_clone(), documents.shallow_clone(), ids.shallow_clone())
+            (
+                queries.shallow_clone(),
+                documents.shallow_clone(),
+                ids.shallow_clone(),
+            )
         };
         let n = ids.size()[0];
         let ptr = self.ptr.int64_value(&[0]);
         let device = self.ids.device();
         let index = (Tensor::arange(n, (Kind::Int64, device)) + ptr).remainder(size);
         tch::no_grad(|| {
-            let _ = self.queries.index_copy_(0, &index, &queries.to_kind(self.queries.kind()));
-            let _ = self.documents.index_copy_(0, &index, &documents.to_kind(self.documents.kind()));
+            let _ = self
+                .queries
+                .index_copy_(0, &index, &queries.to_kind(self.queries.kind()));
+            let _ =
+                self.documents
+                    .index_copy_(0, &index, &documents.to_kind(self.documents.kind()));
             let _ = self.ids.index_copy_(0, &index, &ids);
             let _ = self.ptr.fill_((ptr + n) % size);
         });
@@ -76,13 +88,30 @@ impl Momentum {
             let q = &root / "queue";
             let dim = cfg.hidden_size;
             Queue {
-                queries: q.add("queries", Tensor::zeros([queue_size, dim], (Kind::Float, device)), false),
-                documents: q.add("documents", Tensor::zeros([queue_size, dim], (Kind::Float, device)), false),
-                ids: q.add("ids", Tensor::full([queue_size], -1, (Kind::Int64, device)), false),
+                queries: q.add(
+                    "queries",
+                    Tensor::zeros([queue_size, dim], (Kind::Float, device)),
+                    false,
+                ),
+                documents: q.add(
+                    "documents",
+                    Tensor::zeros([queue_size, dim], (Kind::Float, device)),
+                    false,
+                ),
+                ids: q.add(
+                    "ids",
+                    Tensor::full([queue_size], -1, (Kind::Int64, device)),
+                    false,
+                ),
                 ptr: q.add("ptr", Tensor::zeros([1], (Kind::Int64, device)), false),
             }
         });
-        let mut momentum = Self { vs, query, document, queue };
+        let mut momentum = Self {
+            vs,
+            query,
+            document,
+            queue,
+        };
         momentum.copy_from(model, 0.0)?;
         momentum.vs.freeze();
         Ok(momentum)
@@ -96,7 +125,11 @@ impl Momentum {
                 if name.starts_with("queue.") {
                     continue;
                 }
-                let p = main.get(&name).ok_or_else(|| Error::Train(format!("momentum parameter `{name}` has no twin in the model")))?;
+                let p = main.get(&name).ok_or_else(|| {
+                    Error::Train(format!(
+                        "momentum parameter `{name}` has no twin in the model"
+                    ))
+                })?;
                 if m == 0.0 {
                     pm.copy_(p);
                 } else {
@@ -108,12 +141,21 @@ impl Momentum {
     }
 
     /// Unit-norm momentum embeddings of queries and documents (no gradient).
-    pub fn embed(&self, q_ids: &Tensor, q_mask: &Tensor, d_ids: &Tensor, d_mask: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn embed(
+        &self,
+        q_ids: &Tensor,
+        q_mask: &Tensor,
+        d_ids: &Tensor,
+        d_mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         tch::no_grad(|| {
             let q = self.query.forward_t(q_ids, q_mask, false)?.hidden;
             let d_enc = self.document.as_ref().unwrap_or(&self.query);
             let d = d_enc.forward_t(d_ids, d_mask, false)?.hidden;
-            Ok((l2_normalize(&mean_pool(&q, q_mask)), l2_normalize(&mean_pool(&d, d_mask))))
+            Ok((
+                l2_normalize(&mean_pool(&q, q_mask)),
+                l2_normalize(&mean_pool(&d, d_mask)),
+            ))
         })
     }
 
@@ -150,7 +192,6 @@ pub fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,18 +212,36 @@ mod tests {
     #[test]
     fn enqueue_wraps_around_exactly() {
         let mut q = queue(5);
-        q.enqueue(&rows(3, 0.0), &rows(3, 100.0), &Tensor::from_slice(&[10i64, 11, 12]));
+        q.enqueue(
+            &rows(3, 0.0),
+            &rows(3, 100.0),
+            &Tensor::from_slice(&[10i64, 11, 12]),
+        );
         assert_eq!(q.ptr.int64_value(&[0]), 3);
         assert_eq!(Vec::<i64>::try_from(&q.ids).unwrap(), [10, 11, 12, -1, -1]);
-        q.enqueue(&rows(3, 6.0), &rows(3, 106.0), &Tensor::from_slice(&[13i64, 14, 15]));
+        q.enqueue(
+            &rows(3, 6.0),
+            &rows(3, 106.0),
+            &Tensor::from_slice(&[13i64, 14, 15]),
+        );
         // Slots 3, 4, then 0 again.
         assert_eq!(Vec::<i64>::try_from(&q.ids).unwrap(), [15, 11, 12, 13, 14]);
         assert_eq!(q.ptr.int64_value(&[0]), 1);
-        assert_eq!(Vec::<f32>::try_from(q.queries.get(0)).unwrap(), [10.0, 11.0]);
-        assert_eq!(Vec::<f32>::try_from(q.documents.get(4)).unwrap(), [108.0, 109.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(q.queries.get(0)).unwrap(),
+            [10.0, 11.0]
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(q.documents.get(4)).unwrap(),
+            [108.0, 109.0]
+        );
         // A batch larger than the queue keeps its last rows.
         let mut small = queue(2);
-        small.enqueue(&rows(3, 0.0), &rows(3, 0.0), &Tensor::from_slice(&[1i64, 2, 3]));
+        small.enqueue(
+            &rows(3, 0.0),
+            &rows(3, 0.0),
+            &Tensor::from_slice(&[1i64, 2, 3]),
+        );
         assert_eq!(Vec::<i64>::try_from(&small.ids).unwrap(), [2, 3]);
     }
 }

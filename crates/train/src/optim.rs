@@ -22,7 +22,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.05,
+        }
     }
 }
 
@@ -44,7 +49,9 @@ pub struct AdamW {
 /// Whether a parameter is exempt from weight decay (biases, LayerNorm, scalars such as the
 /// temperature).
 pub fn no_decay(name: &str, value: &Tensor) -> bool {
-    name.ends_with("bias") || name.contains("LayerNorm") || value.dim() <= 1 && !name.contains("embeddings")
+    name.ends_with("bias")
+        || name.contains("LayerNorm")
+        || value.dim() <= 1 && !name.contains("embeddings")
 }
 
 impl AdamW {
@@ -56,10 +63,20 @@ impl AdamW {
                 let decay = !no_decay(&name, &value);
                 let m = value.zeros_like().set_requires_grad(false);
                 let v = value.zeros_like().set_requires_grad(false);
-                Param { name, value, m, v, decay }
+                Param {
+                    name,
+                    value,
+                    m,
+                    v,
+                    decay,
+                }
             })
             .collect();
-        Self { params, config, step: 0 }
+        Self {
+            params,
+            config,
+            step: 0,
+        }
     }
 
     /// Optimiser steps taken.
@@ -86,7 +103,10 @@ impl AdamW {
         if norms.is_empty() {
             return 0.0;
         }
-        let total = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt().double_value(&[]);
+        let total = Tensor::stack(&norms, 0)
+            .sum(Kind::Float)
+            .sqrt()
+            .double_value(&[]);
         if max_norm > 0.0 && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             tch::no_grad(|| {
@@ -104,7 +124,12 @@ impl AdamW {
     /// One AdamW update at learning rate `lr` with the current gradients.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2 = 1.0 - beta2.powi(self.step as i32);
         tch::no_grad(|| {
@@ -128,19 +153,35 @@ impl AdamW {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
-            .flat_map(|p| [(format!("m.{}", p.name), p.m.shallow_clone()), (format!("v.{}", p.name), p.v.shallow_clone())])
+            .flat_map(|p| {
+                [
+                    (format!("m.{}", p.name), p.m.shallow_clone()),
+                    (format!("v.{}", p.name), p.v.shallow_clone()),
+                ]
+            })
             .collect()
     }
 
     /// Restores moments written by [`AdamW::state`] and the step count. Every parameter's
     /// moments must be present with the right shape.
-    pub fn load_state(&mut self, get: impl Fn(&str) -> Option<Tensor>, steps: u64) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        get: impl Fn(&str) -> Option<Tensor>,
+        steps: u64,
+    ) -> Result<(), String> {
         tch::no_grad(|| {
             for p in &mut self.params {
-                for (key, dst) in [(format!("m.{}", p.name), &mut p.m), (format!("v.{}", p.name), &mut p.v)] {
+                for (key, dst) in [
+                    (format!("m.{}", p.name), &mut p.m),
+                    (format!("v.{}", p.name), &mut p.v),
+                ] {
                     let src = get(&key).ok_or_else(|| format!("optimiser state lacks `{key}`"))?;
                     if src.size() != dst.size() {
-                        return Err(format!("optimiser state `{key}` has shape {:?}, expected {:?}", src.size(), dst.size()));
+                        return Err(format!(
+                            "optimiser state `{key}` has shape {:?}, expected {:?}",
+                            src.size(),
+                            dst.size()
+                        ));
                     }
                     dst.copy_(&src);
                 }
@@ -160,8 +201,13 @@ mod tests {
     #[test]
     fn matches_torch_adamw_by_hand() {
         // One scalar-like weight w = [1.0, -2.0] with loss Σ w², lr 0.1, wd 0.05, two steps.
-        let w = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("layer.weight".into(), w.shallow_clone())], AdamWConfig::default());
+        let w = Tensor::from_slice(&[1.0f32, -2.0])
+            .view([1, 2])
+            .set_requires_grad(true);
+        let mut opt = AdamW::new(
+            vec![("layer.weight".into(), w.shallow_clone())],
+            AdamWConfig::default(),
+        );
         let mut expect = [1.0f64, -2.0];
         let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
         for step in 1..=2 {
@@ -197,15 +243,27 @@ mod tests {
     #[test]
     fn clipping_bounds_the_global_norm_and_state_round_trips() {
         let w = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], AdamWConfig::default());
+        let mut opt = AdamW::new(
+            vec![("w".into(), w.shallow_clone())],
+            AdamWConfig::default(),
+        );
         (&w * &w).sum(Kind::Float).backward(); // grad (6, 8), norm 10
         assert!((opt.clip_grad_norm(1.0) - 10.0).abs() < 1e-5);
         let g = w.grad();
         assert!((g.norm().double_value(&[]) - 1.0).abs() < 1e-4);
         opt.step(0.01);
-        let state: std::collections::HashMap<String, Tensor> = opt.state().into_iter().map(|(k, t)| (k, t.copy())).collect();
-        let mut fresh = AdamW::new(vec![("w".into(), w.shallow_clone())], AdamWConfig::default());
-        fresh.load_state(|k| state.get(k).map(Tensor::shallow_clone), 1).unwrap();
+        let state: std::collections::HashMap<String, Tensor> = opt
+            .state()
+            .into_iter()
+            .map(|(k, t)| (k, t.copy()))
+            .collect();
+        let mut fresh = AdamW::new(
+            vec![("w".into(), w.shallow_clone())],
+            AdamWConfig::default(),
+        );
+        fresh
+            .load_state(|k| state.get(k).map(Tensor::shallow_clone), 1)
+            .unwrap();
         assert!(fresh.state()[0].1.equal(&state["m.w"]));
         assert!(fresh.load_state(|_| None, 1).unwrap_err().contains("m.w"));
     }

@@ -22,11 +22,13 @@ impl LrSchedule {
     /// The learning rate for optimiser step `step` (0-based).
     pub fn lr(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
-            return self.start_lr + (self.peak_lr - self.start_lr) * step as f64 / self.warmup_steps as f64;
+            return self.start_lr
+                + (self.peak_lr - self.start_lr) * step as f64 / self.warmup_steps as f64;
         }
         let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
         let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-        self.min_lr + (self.peak_lr - self.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        self.min_lr
+            + (self.peak_lr - self.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
@@ -36,7 +38,13 @@ mod tests {
 
     #[test]
     fn key_points() {
-        let s = LrSchedule { start_lr: 1e-6, peak_lr: 1e-5, min_lr: 1e-6, warmup_steps: 1000, total_steps: 11_000 };
+        let s = LrSchedule {
+            start_lr: 1e-6,
+            peak_lr: 1e-5,
+            min_lr: 1e-6,
+            warmup_steps: 1000,
+            total_steps: 11_000,
+        };
         let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-15, "{a} != {b}");
         close(s.lr(0), 1e-6);
         close(s.lr(500), 5.5e-6);
@@ -45,7 +53,10 @@ mod tests {
         close(s.lr(11_000), 1e-6);
         close(s.lr(20_000), 1e-6);
         assert!(s.lr(1001) < s.lr(1000) && s.lr(999) < s.lr(1000));
-        let no_warmup = LrSchedule { warmup_steps: 0, ..s };
+        let no_warmup = LrSchedule {
+            warmup_steps: 0,
+            ..s
+        };
         close(no_warmup.lr(0), 1e-5);
     }
 }

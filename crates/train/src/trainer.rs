@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use gear_data::{plan_epoch, Triple, TripleBatch, TripleTokenizer};
 use gear_model::{
-    l2_normalize, load_safetensors_mapped, mean_pool, read_tensors, save_tensors, BertConfig, Context, FusionOptions,
-    GearConfig, GearModel, LoadMode,
+    l2_normalize, load_safetensors_mapped, mean_pool, read_tensors, save_tensors, BertConfig,
+    Context, FusionOptions, GearConfig, GearModel, LoadMode,
 };
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -129,15 +129,21 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
 }
 
 fn doc_hash(id: &str) -> i64 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     (h & (i64::MAX as u64)) as i64
 }
 
 fn to_tensors(batch: &gear_data::Batch, device: Device) -> (Tensor, Tensor) {
     let shape = [batch.len() as i64, batch.seq_len() as i64];
     (
-        Tensor::from_slice(batch.ids()).view(shape).to_device(device),
-        Tensor::from_slice(batch.attention_mask()).view(shape).to_device(device),
+        Tensor::from_slice(batch.ids())
+            .view(shape)
+            .to_device(device),
+        Tensor::from_slice(batch.attention_mask())
+            .view(shape)
+            .to_device(device),
     )
 }
 
@@ -149,18 +155,36 @@ impl Trainer {
         let g = gear_config(&config, encoder);
         tch::manual_seed(config.run.seed as i64);
         let (model, report) = GearModel::from_bert_checkpoint(&dir, Some(g), device)?;
-        tracing::info!(created = report.created.len(), loaded = report.loaded.len(), "initialised GeAR from {}", dir.display());
+        tracing::info!(
+            created = report.created.len(),
+            loaded = report.loaded.len(),
+            "initialised GeAR from {}",
+            dir.display()
+        );
         Self::with_model(model, config, out)
     }
 
     /// A new run on an already built model (tests, custom initialisation).
-    pub fn with_model(model: GearModel, config: TrainConfig, out: impl Into<PathBuf>) -> Result<Self> {
-        config.validate().map_err(|message| Error::Config { path: PathBuf::from("<config>"), message })?;
+    pub fn with_model(
+        model: GearModel,
+        config: TrainConfig,
+        out: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        config.validate().map_err(|message| Error::Config {
+            path: PathBuf::from("<config>"),
+            message,
+        })?;
         let momentum = Momentum::new(&model, config.loss.queue_size)?;
         let temp_vs = VarStore::new(model.device());
-        let temp = temp_vs.root().var_copy("temp", &Tensor::from(config.loss.temperature as f32));
-        let mut params: Vec<(String, Tensor)> =
-            model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let temp = temp_vs
+            .root()
+            .var_copy("temp", &Tensor::from(config.loss.temperature as f32));
+        let mut params: Vec<(String, Tensor)> = model
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params.push(("temp".into(), temp.shallow_clone()));
         let optimizer = AdamW::new(params, config.optim.adamw);
@@ -182,10 +206,15 @@ impl Trainer {
     pub fn resume(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
         let out = out.into();
         let ck = out.join("checkpoint");
-        let bad = |message: String| Error::Resume { path: ck.clone(), message };
+        let bad = |message: String| Error::Resume {
+            path: ck.clone(),
+            message,
+        };
         let json = ck.join("train_state.json");
-        let text = std::fs::read_to_string(&json).map_err(|e| bad(format!("{}: {e}", json.display())))?;
-        let saved: SavedState = serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", json.display())))?;
+        let text =
+            std::fs::read_to_string(&json).map_err(|e| bad(format!("{}: {e}", json.display())))?;
+        let saved: SavedState =
+            serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", json.display())))?;
         let comparable = |c: &TrainConfig| {
             let mut c = c.clone();
             c.run.max_steps = None;
@@ -194,18 +223,35 @@ impl Trainer {
             c
         };
         if comparable(&saved.config) != comparable(&config) {
-            return Err(bad("the configuration differs from the one the checkpoint was trained with".into()));
+            return Err(bad(
+                "the configuration differs from the one the checkpoint was trained with".into(),
+            ));
         }
         let model = GearModel::load(ck.join("model"), device)?;
         let mut trainer = Self::with_model(model, config, out.clone())?;
         let tensors_path = ck.join("train_state.safetensors");
-        load_safetensors_mapped(trainer.momentum.var_store_mut(), &tensors_path, LoadMode::Strict, |n| Some(format!("momentum.{n}")))?;
-        let tensors: std::collections::HashMap<String, Tensor> = read_tensors(&tensors_path)?.into_iter().collect();
-        let temp = tensors.get("temp").ok_or_else(|| bad("no `temp` in train_state.safetensors".into()))?;
+        load_safetensors_mapped(
+            trainer.momentum.var_store_mut(),
+            &tensors_path,
+            LoadMode::Strict,
+            |n| Some(format!("momentum.{n}")),
+        )?;
+        let tensors: std::collections::HashMap<String, Tensor> =
+            read_tensors(&tensors_path)?.into_iter().collect();
+        let temp = tensors
+            .get("temp")
+            .ok_or_else(|| bad("no `temp` in train_state.safetensors".into()))?;
         tch::no_grad(|| trainer.temp.copy_(temp));
         trainer
             .optimizer
-            .load_state(|k| tensors.get(&format!("optim.{k}")).map(|t| t.to_device(device)), saved.state.step)
+            .load_state(
+                |k| {
+                    tensors
+                        .get(&format!("optim.{k}"))
+                        .map(|t| t.to_device(device))
+                },
+                saved.state.step,
+            )
             .map_err(bad)?;
         trainer.state = saved.state;
         trainer.last_checkpoint = Some(ck);
@@ -236,22 +282,39 @@ impl Trainer {
         };
         std::fs::create_dir_all(&self.out).map_err(io(&self.out))?;
         let ck = self.out.join("checkpoint");
-        let tmp = self.out.join(format!(".checkpoint.tmp-{}", std::process::id()));
+        let tmp = self
+            .out
+            .join(format!(".checkpoint.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         self.model.save(tmp.join("model"))?;
-        let mut tensors: Vec<(String, Tensor)> =
-            self.momentum.var_store().variables().into_iter().map(|(k, t)| (format!("momentum.{k}"), t)).collect();
+        let mut tensors: Vec<(String, Tensor)> = self
+            .momentum
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (format!("momentum.{k}"), t))
+            .collect();
         tensors.push(("temp".into(), self.temp.detach()));
-        tensors.extend(self.optimizer.state().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
+        tensors.extend(
+            self.optimizer
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("optim.{k}"), t)),
+        );
         save_tensors(tensors, tmp.join("train_state.safetensors"))?;
-        let saved = SavedState { state: self.state.clone(), config: self.config.clone() };
+        let saved = SavedState {
+            state: self.state.clone(),
+            config: self.config.clone(),
+        };
         let json = serde_json::to_string_pretty(&saved).map_err(|e| Error::Train(e.to_string()))?;
         std::fs::write(tmp.join("train_state.json"), json).map_err(io(&tmp))?;
         if ck.exists() {
-            let old = self.out.join(format!(".checkpoint.old-{}", std::process::id()));
+            let old = self
+                .out
+                .join(format!(".checkpoint.old-{}", std::process::id()));
             std::fs::rename(&ck, &old).map_err(io(&ck))?;
             std::fs::rename(&tmp, &ck).map_err(io(&ck))?;
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
@@ -265,12 +328,22 @@ impl Trainer {
     /// Trains on `train` (evaluating on `dev` when given) until the epochs are done or
     /// `run.max_steps` is reached; a checkpoint is written at the end. Returns the last
     /// evaluation.
-    pub fn train(&mut self, train: &[Triple], dev: Option<&[Triple]>, events: &mut dyn FnMut(Event<'_>)) -> Result<Option<EvalReport>> {
+    pub fn train(
+        &mut self,
+        train: &[Triple],
+        dev: Option<&[Triple]>,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Option<EvalReport>> {
         if train.is_empty() {
             return Err(Error::Train("the training file holds no triples".into()));
         }
         let c = self.config.clone();
-        let tok = TripleTokenizer::new(self.model.tokenizer(), c.model.max_query_len, c.model.max_document_len, c.model.max_target_len)?;
+        let tok = TripleTokenizer::new(
+            self.model.tokenizer(),
+            c.model.max_query_len,
+            c.model.max_document_len,
+            c.model.max_target_len,
+        )?;
         let lengths = tok.document_lengths(train)?;
         let batching = c.batching();
         let batches_per_epoch = lengths.len().div_ceil(batching.batch_size);
@@ -295,13 +368,22 @@ impl Trainer {
             let plan = plan_epoch(&lengths, &batching, epoch);
             while self.state.epoch == epoch && self.state.next_batch < plan.len() {
                 if c.run.max_steps.is_some_and(|m| self.state.step >= m) {
-                    self.save_checkpoint().map(|p| events(Event::Checkpoint { step: self.state.step, path: &p }))?;
+                    self.save_checkpoint().map(|p| {
+                        events(Event::Checkpoint {
+                            step: self.state.step,
+                            path: &p,
+                        })
+                    })?;
                     return Ok(last_eval);
                 }
                 let indices = &plan[self.state.next_batch];
                 let batch = tok.batch(train, indices)?;
-                let doc_ids: Vec<i64> = indices.iter().map(|&i| doc_hash(&train[i].document.id)).collect();
-                let progress = self.state.epoch as f64 + self.state.next_batch as f64 / plan.len() as f64;
+                let doc_ids: Vec<i64> = indices
+                    .iter()
+                    .map(|&i| doc_hash(&train[i].document.id))
+                    .collect();
+                let progress =
+                    self.state.epoch as f64 + self.state.next_batch as f64 / plan.len() as f64;
                 let w = if c.loss.distill_ramp_epochs > 0.0 {
                     c.loss.distill_weight * (progress / c.loss.distill_ramp_epochs).min(1.0)
                 } else {
@@ -314,7 +396,10 @@ impl Trainer {
                     return Err(Error::NonFinite {
                         step: self.state.step,
                         value,
-                        checkpoint: self.last_checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string()),
+                        checkpoint: self
+                            .last_checkpoint
+                            .as_ref()
+                            .map_or("none".into(), |p| p.display().to_string()),
                     });
                 }
                 (loss / c.optim.accumulation as f64).backward();
@@ -324,7 +409,8 @@ impl Trainer {
                 self.state.next_batch += 1;
                 self.state.examples += indices.len() as u64;
 
-                let boundary = self.state.micro_step % c.optim.accumulation as u64 == 0 || self.state.next_batch == plan.len();
+                let boundary = self.state.micro_step % c.optim.accumulation as u64 == 0
+                    || self.state.next_batch == plan.len();
                 if !boundary {
                     continue;
                 }
@@ -360,40 +446,62 @@ impl Trainer {
                 examples_in_step = 0;
 
                 let epoch_done = self.state.next_batch == 0;
-                let eval_now = (c.run.eval_every > 0 && self.state.step % c.run.eval_every == 0) || (c.run.eval_every == 0 && epoch_done);
+                let eval_now = (c.run.eval_every > 0 && self.state.step % c.run.eval_every == 0)
+                    || (c.run.eval_every == 0 && epoch_done);
                 if let (true, Some(dev)) = (eval_now, dev) {
                     let report = evaluate(&self.model, dev, &eval_options)?;
-                    write_log(&mut log, &self.out, &serde_json::json!({ "step": self.state.step, "eval": report }))?;
-                    events(Event::Eval { step: self.state.step, report: &report });
+                    write_log(
+                        &mut log,
+                        &self.out,
+                        &serde_json::json!({ "step": self.state.step, "eval": report }),
+                    )?;
+                    events(Event::Eval {
+                        step: self.state.step,
+                        report: &report,
+                    });
                     last_eval = Some(report);
                 }
                 if c.run.checkpoint_every > 0 && self.state.step % c.run.checkpoint_every == 0 {
                     let p = self.save_checkpoint()?;
-                    events(Event::Checkpoint { step: self.state.step, path: &p });
+                    events(Event::Checkpoint {
+                        step: self.state.step,
+                        path: &p,
+                    });
                 }
                 started = Instant::now();
             }
         }
         let p = self.save_checkpoint()?;
-        events(Event::Checkpoint { step: self.state.step, path: &p });
+        events(Event::Checkpoint {
+            step: self.state.step,
+            path: &p,
+        });
         Ok(last_eval)
     }
 
     /// The loss of one micro-batch; also moves the momentum encoders and the queue.
-    fn forward(&mut self, batch: &TripleBatch, doc_ids: &[i64], distill: f64) -> Result<(Tensor, f64, f64)> {
+    fn forward(
+        &mut self,
+        batch: &TripleBatch,
+        doc_ids: &[i64],
+        distill: f64,
+    ) -> Result<(Tensor, f64, f64)> {
         let device = self.model.device();
         let (q_ids, q_mask) = to_tensors(&batch.queries, device);
         let (d_ids, d_mask) = to_tensors(&batch.documents, device);
         let (t_ids, t_mask) = to_tensors(&batch.targets, device);
         let t_ids = t_ids.copy();
-        let _ = t_ids.select(1, 0).fill_(self.model.generation_tokens().start);
+        let _ = t_ids
+            .select(1, 0)
+            .fill_(self.model.generation_tokens().start);
         let ids = Tensor::from_slice(doc_ids).to_device(device);
 
         let q = self.model.encode_queries_t(&q_ids, &q_mask, true)?;
         let d_states = self.model.document_states_t(&d_ids, &d_mask, true)?;
         let d = l2_normalize(&mean_pool(&d_states, &d_mask));
 
-        self.momentum.copy_from(&self.model, self.config.loss.momentum)?;
+        self.momentum
+            .copy_from(&self.model, self.config.loss.momentum)?;
         let (q_m, d_m) = self.momentum.embed(&q_ids, &q_mask, &d_ids, &d_mask)?;
         let (q_all, d_all, ids_all) = match self.momentum.queue() {
             Some(queue) => (
@@ -401,16 +509,26 @@ impl Trainer {
                 Tensor::cat(&[&d_m, &queue.documents], 0),
                 Tensor::cat(&[&ids, &queue.ids], 0),
             ),
-            None => (q_m.shallow_clone(), d_m.shallow_clone(), ids.shallow_clone()),
+            None => (
+                q_m.shallow_clone(),
+                d_m.shallow_clone(),
+                ids.shallow_clone(),
+            ),
         };
         let empty = ids_all.eq(-1).to_kind(Kind::Float).unsqueeze(0) * MASKED_LOGIT;
-        let positives = ids.unsqueeze(1).eq_tensor(&ids_all.unsqueeze(0)).to_kind(Kind::Float);
+        let positives = ids
+            .unsqueeze(1)
+            .eq_tensor(&ids_all.unsqueeze(0))
+            .to_kind(Kind::Float);
         let temp = &self.temp;
         let (t_q2d, t_d2q) = tch::no_grad(|| {
             let t = temp.detach();
             let sim_q2d_m = q_m.matmul(&d_all.transpose(0, 1)) / &t + &empty;
             let sim_d2q_m = d_m.matmul(&q_all.transpose(0, 1)) / &t + &empty;
-            (soft_targets(&positives, &sim_q2d_m, distill), soft_targets(&positives, &sim_d2q_m, distill))
+            (
+                soft_targets(&positives, &sim_q2d_m, distill),
+                soft_targets(&positives, &sim_d2q_m, distill),
+            )
         });
         let sim_q2d = q.matmul(&d_all.transpose(0, 1)) / temp + &empty;
         let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / temp + &empty;
@@ -419,8 +537,25 @@ impl Trainer {
             queue.enqueue(&q_m, &d_m, &ids);
         }
 
-        let fused = self.model.fuse_t(&q_ids, &q_mask, Context { states: &d_states, mask: &d_mask }, FusionOptions::default(), true)?;
-        let logits = self.model.decoder_logits_t(&t_ids, &t_mask, Context { states: &fused.hidden, mask: &q_mask }, true)?;
+        let fused = self.model.fuse_t(
+            &q_ids,
+            &q_mask,
+            Context {
+                states: &d_states,
+                mask: &d_mask,
+            },
+            FusionOptions::default(),
+            true,
+        )?;
+        let logits = self.model.decoder_logits_t(
+            &t_ids,
+            &t_mask,
+            Context {
+                states: &fused.hidden,
+                mask: &q_mask,
+            },
+            true,
+        )?;
         let l_lm = lm_loss(&logits, &t_ids, &t_mask);
         let cl = l_cl.double_value(&[]);
         let lm = l_lm.double_value(&[]);
@@ -428,14 +563,24 @@ impl Trainer {
     }
 
     fn open_log(&self) -> Result<std::fs::File> {
-        std::fs::create_dir_all(&self.out).map_err(|source| Error::Io { path: self.out.clone(), source })?;
+        std::fs::create_dir_all(&self.out).map_err(|source| Error::Io {
+            path: self.out.clone(),
+            source,
+        })?;
         let path = self.out.join("metrics.jsonl");
-        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|source| Error::Io { path, source })
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| Error::Io { path, source })
     }
 }
 
 fn write_log(log: &mut std::fs::File, out: &Path, value: &serde_json::Value) -> Result<()> {
-    writeln!(log, "{value}").map_err(|source| Error::Io { path: out.join("metrics.jsonl"), source })
+    writeln!(log, "{value}").map_err(|source| Error::Io {
+        path: out.join("metrics.jsonl"),
+        source,
+    })
 }
 
 #[derive(Default)]

@@ -1,0 +1,88 @@
+//! Every configuration in `configs/` parses and validates, and the paper configs carry the
+//! paper's hyper-parameters.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::PathBuf;
+
+use gear_train::TrainConfig;
+
+fn configs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+#[test]
+fn all_configs_parse() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(configs()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 4, "rir-demo, rir-paper, qar-paper, qar-squad");
+}
+
+#[test]
+fn paper_configs_hold_the_papers_values() {
+    for name in ["rir-paper.toml", "qar-paper.toml"] {
+        let c = TrainConfig::from_toml_file(configs().join(name)).unwrap();
+        assert_eq!(
+            (
+                c.optim.lr,
+                c.optim.start_lr,
+                c.optim.min_lr,
+                c.optim.warmup_steps
+            ),
+            (1e-5, 1e-6, 1e-6, 1000)
+        );
+        assert_eq!(
+            (
+                c.optim.adamw.weight_decay,
+                c.optim.adamw.eps,
+                c.optim.adamw.beta1,
+                c.optim.adamw.beta2
+            ),
+            (0.05, 1e-8, 0.9, 0.999)
+        );
+        assert_eq!(
+            (
+                c.loss.alpha,
+                c.loss.momentum,
+                c.loss.queue_size,
+                c.loss.distill_weight,
+                c.loss.distill_ramp_epochs
+            ),
+            (0.25, 0.995, 57_600, 0.4, 2.0)
+        );
+        assert_eq!(
+            (c.run.epochs, c.model.max_document_len, c.model.local_layer),
+            (10, 512, Some(10))
+        );
+    }
+    let rir = TrainConfig::from_toml_file(configs().join("rir-paper.toml")).unwrap();
+    let qar = TrainConfig::from_toml_file(configs().join("qar-paper.toml")).unwrap();
+    assert_eq!((rir.data.batch_size, qar.data.batch_size), (16, 48));
+}
+
+#[test]
+fn a_bad_field_names_file_and_field() {
+    let text = std::fs::read_to_string(configs().join("rir-demo.toml"))
+        .unwrap()
+        .replace("queue_size = 256", "queue_size = 4");
+    let err = TrainConfig::from_toml_str(&text, std::path::Path::new("configs/x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("configs/x.toml") && err.contains("queue_size"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(configs().join("rir-demo.toml"))
+        .unwrap()
+        .replace("[loss]", "[loss]\nbeta = 1");
+    let err = TrainConfig::from_toml_str(&text, std::path::Path::new("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("beta"), "{err}");
+}
