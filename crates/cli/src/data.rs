@@ -206,7 +206,12 @@ fn read_documents(path: &PathBuf, skip_bad: bool) -> Result<(Vec<Document>, usiz
                     last.text.push_str(&doc.text);
                 }
                 _ => docs.push(Document {
-                    id: doc.id.split('-').next().unwrap_or(&doc.id).to_string(),
+                    // Passage ids are `<file stem>/<article>-<paragraph>`: the article keeps the first part.
+                    id: doc
+                        .id
+                        .rsplit_once('-')
+                        .map_or(doc.id.as_str(), |(head, _)| head)
+                        .to_string(),
                     title: article.clone(),
                     text: doc.text.clone(),
                 }),

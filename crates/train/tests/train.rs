@@ -18,7 +18,9 @@ use tch::Device;
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    TORCH_RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn word_tokenizer(texts: &[String]) -> Tokenizer {
