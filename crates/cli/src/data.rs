@@ -263,6 +263,7 @@ fn synth(args: &SynthArgs) -> Result<()> {
         .context("progress template")?
         .progress_chars("=> "),
     );
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stats = synthesize_rir(
         docs.into_iter().map(Ok),
         &args.output,
@@ -272,6 +273,10 @@ fn synth(args: &SynthArgs) -> Result<()> {
             .map(|_| &encoder as &dyn gear_data::Embedder),
         &cfg,
         &mut |s| {
+            let done = s.documents + s.resumed;
+            if !interactive && done % 50 == 0 {
+                eprintln!("synth-rir: {done} documents, {} triples", s.triples);
+            }
             bar.set_position((s.documents + s.resumed) as u64);
             bar.set_message(format!("{} triples", s.triples));
         },

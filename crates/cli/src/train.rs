@@ -100,6 +100,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     bar.set_position(trainer.state().step);
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     eprintln!(
         "training on {} triples ({} steps), writing to {}",
         train.len(),
@@ -108,13 +109,25 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     );
     trainer.train(&train, dev.as_deref(), &mut |event| match event {
         Event::Step(s) => {
-            bar.set_position(s.step);
-            bar.set_message(format!(
+            let msg = format!(
                 "loss {:.3} (cl {:.3}, lm {:.3}) lr {:.1e} {:.1} ex/s",
                 s.loss, s.loss_cl, s.loss_lm, s.lr, s.examples_per_second
-            ));
+            );
+            // Without a terminal the bar is hidden: print a line every 10 steps instead.
+            if !interactive && (s.step % 10 == 0 || s.step == s.total_steps) {
+                eprintln!("step {}/{}: {msg}", s.step, s.total_steps);
+            }
+            bar.set_position(s.step);
+            bar.set_message(msg);
         }
-        Event::Eval { step, report } => bar.println(format!("step {step}: {}", one_line(report))),
+        Event::Eval { step, report } => {
+            let line = format!("step {step}: {}", one_line(report));
+            if interactive {
+                bar.println(line);
+            } else {
+                eprintln!("{line}");
+            }
+        }
         Event::Checkpoint { step, path } => tracing::info!(step, "checkpoint {}", path.display()),
     })?;
     bar.finish();

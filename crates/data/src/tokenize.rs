@@ -153,6 +153,43 @@ impl Tokenizer {
         Self::from_tokenizer(inner, max_len, path)
     }
 
+    /// A word-level tokenizer for `texts`: the vocabulary is every lower-cased run of
+    /// alphanumeric characters and every other non-space character found in them, plus the four
+    /// BERT specials — so each word is one token. For small models built in code.
+    pub fn word_level<S: AsRef<str>>(texts: &[S], max_len: usize) -> Result<Self> {
+        let mut vocab = std::collections::BTreeSet::new();
+        for text in texts {
+            let mut word = String::new();
+            for c in text.as_ref().to_lowercase().chars() {
+                if c.is_alphanumeric() {
+                    word.push(c);
+                    continue;
+                }
+                if !word.is_empty() {
+                    vocab.insert(std::mem::take(&mut word));
+                }
+                if !c.is_whitespace() {
+                    vocab.insert(c.to_string());
+                }
+            }
+            if !word.is_empty() {
+                vocab.insert(word);
+            }
+        }
+        let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+        let all: Vec<&str> = specials
+            .iter()
+            .copied()
+            .chain(
+                vocab
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|w| !specials.contains(w)),
+            )
+            .collect();
+        Self::from_vocab(&all, max_len)
+    }
+
     /// Adds `token` as a special token (never split, never produced from text by normalisation)
     /// and returns its id; a token already present keeps its id.
     pub fn add_special_token(&mut self, token: &str) -> u32 {

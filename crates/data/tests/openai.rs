@@ -125,25 +125,8 @@ fn rejects_bad_settings() {
 #[test]
 fn the_pipeline_rewrites_concurrently_through_the_endpoint() {
     let docs = gear_data::generate_corpus(4, 21);
-    let vocab: std::collections::BTreeSet<String> = docs
-        .iter()
-        .flat_map(|d| {
-            d.text
-                .to_lowercase()
-                .split(|c: char| !c.is_alphanumeric())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|w| !w.is_empty())
-        .chain(
-            [
-                "[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", ",", "(", ")", "–", "-", "'",
-            ]
-            .map(String::from),
-        )
-        .collect();
-    let vocab: Vec<&str> = vocab.iter().map(String::as_str).collect();
-    let tok = gear_data::Tokenizer::from_vocab(&vocab, 512).unwrap();
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let tok = gear_data::Tokenizer::word_level(&texts, 512).unwrap();
     let (url, seen) = serve(vec![200; 12]);
     let rw = OpenAiRewriter::new(config(url)).unwrap();
     let dir = tempfile::tempdir().unwrap();

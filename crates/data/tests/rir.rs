@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gear_data::{
@@ -12,34 +11,8 @@ use gear_data::{
 };
 
 fn word_tokenizer(docs: &[Document]) -> Tokenizer {
-    let mut vocab: BTreeSet<String> = BTreeSet::new();
-    for d in docs {
-        let mut word = String::new();
-        for c in d.text.to_lowercase().chars() {
-            if c.is_alphanumeric() {
-                word.push(c);
-            } else {
-                if !word.is_empty() {
-                    vocab.insert(std::mem::take(&mut word));
-                }
-                if !c.is_whitespace() {
-                    vocab.insert(c.to_string());
-                }
-            }
-        }
-        if !word.is_empty() {
-            vocab.insert(word);
-        }
-    }
-    let mut all = vec![
-        "[PAD]".to_string(),
-        "[UNK]".into(),
-        "[CLS]".into(),
-        "[SEP]".into(),
-    ];
-    all.extend(vocab);
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Tokenizer::from_vocab(&refs, 512).unwrap()
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    Tokenizer::word_level(&texts, 512).unwrap()
 }
 
 /// Hashed bag of words, L2-normalised.

@@ -14,15 +14,7 @@ fn minilm_config() -> BertConfig {
     pretrained::minilm_dir()
         .ok()
         .and_then(|dir| BertConfig::from_json_file(dir.join("config.json")).ok())
-        .unwrap_or_else(|| BertConfig {
-            vocab_size: 30522,
-            hidden_size: 384,
-            num_hidden_layers: 6,
-            num_attention_heads: 12,
-            intermediate_size: 1536,
-            max_position_embeddings: 512,
-            ..BertConfig::tiny(30522)
-        })
+        .unwrap_or_else(BertConfig::minilm_l6)
 }
 
 fn forward(c: &mut Criterion) {

@@ -15,18 +15,6 @@ const BATCH: i64 = 8;
 const DOC_LEN: i64 = 256;
 const QUERY_LEN: i64 = 16;
 
-fn minilm_shape() -> BertConfig {
-    BertConfig {
-        vocab_size: 30522,
-        hidden_size: 384,
-        num_hidden_layers: 6,
-        num_attention_heads: 12,
-        intermediate_size: 1536,
-        max_position_embeddings: 512,
-        ..BertConfig::tiny(30522)
-    }
-}
-
 fn fusion(c: &mut Criterion) {
     tch::manual_seed(0);
     let vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -36,7 +24,7 @@ fn fusion(c: &mut Criterion) {
         .collect();
     let vocab: Vec<&str> = vocab.iter().map(String::as_str).collect();
     let tokenizer = Tokenizer::from_vocab(&vocab, 256).expect("vocab");
-    let cfg = GearConfig::for_encoder(minilm_shape());
+    let cfg = GearConfig::for_encoder(BertConfig::minilm_l6());
     let layer = cfg.local_layer();
     let model = GearModel::new(cfg, tokenizer, Device::Cpu).expect("model");
     let d_ids = Tensor::randint_low(1000, 30000, [BATCH, DOC_LEN], (Kind::Int64, Device::Cpu));

@@ -146,6 +146,19 @@ impl BertConfig {
         Ok(cfg)
     }
 
+    /// The shape of all-MiniLM-L6-v2 (6 layers, width 384, 12 heads, uncased WordPiece vocabulary).
+    pub fn minilm_l6() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 384,
+            num_hidden_layers: 6,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            max_position_embeddings: 512,
+            ..Self::tiny(30522)
+        }
+    }
+
     /// A small random-initialisable config for tests and examples.
     pub fn tiny(vocab_size: i64) -> Self {
         Self {

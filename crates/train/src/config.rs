@@ -191,7 +191,7 @@ impl TrainConfig {
             ("run.epochs", self.run.epochs as f64),
         ];
         for (field, v) in positive {
-            if !(v > 0.0) {
+            if v.is_nan() || v <= 0.0 {
                 return Err(format!("`{field}` must be positive, got {v}"));
             }
         }
@@ -224,7 +224,7 @@ impl TrainConfig {
                 "`optim.start_lr` and `optim.min_lr` must be ≥ 0 and `min_lr` ≤ `lr`".into(),
             );
         }
-        if !(self.loss.temperature > 0.001 && self.loss.temperature <= 0.5) {
+        if self.loss.temperature.is_nan() || self.loss.temperature <= 0.001 || self.loss.temperature > 0.5 {
             return Err(format!(
                 "`loss.temperature` must be in (0.001, 0.5], got {}",
                 self.loss.temperature

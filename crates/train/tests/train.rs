@@ -24,34 +24,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn word_tokenizer(texts: &[String]) -> Tokenizer {
-    let mut vocab: BTreeSet<String> = BTreeSet::new();
-    for t in texts {
-        let mut word = String::new();
-        for c in t.to_lowercase().chars() {
-            if c.is_alphanumeric() {
-                word.push(c);
-            } else {
-                if !word.is_empty() {
-                    vocab.insert(std::mem::take(&mut word));
-                }
-                if !c.is_whitespace() {
-                    vocab.insert(c.to_string());
-                }
-            }
-        }
-        if !word.is_empty() {
-            vocab.insert(word);
-        }
-    }
-    let mut all = vec![
-        "[PAD]".to_string(),
-        "[UNK]".into(),
-        "[CLS]".into(),
-        "[SEP]".into(),
-    ];
-    all.extend(vocab);
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Tokenizer::from_vocab(&refs, 512).unwrap()
+    Tokenizer::word_level(texts, 512).unwrap()
 }
 
 /// RIR triples over `docs` generated documents, and a tokenizer covering them.
