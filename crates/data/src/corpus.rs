@@ -684,16 +684,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod dump {
-    #[test]
-    #[ignore = "writes the corpus to /tmp for inspection"]
-    fn dump() {
-        let docs = super::generate_corpus(400, 13);
-        let text: Vec<String> = docs
-            .iter()
-            .map(|d| serde_json::to_string(d).unwrap())
-            .collect();
-        std::fs::write("/tmp/corpus.jsonl", text.join("\n")).unwrap();
-    }
-}
