@@ -1,4 +1,56 @@
-//! GeAR inference: global retrieval over a document index, local retrieval from fusion-encoder
-//! cross-attention, and generation.
+//! GeAR inference (method §3), as a library the `gear` CLI is built on: a document index and
+//! exact search (global retrieval, bi-encoder cost), sentence location from the fusion encoder's
+//! cross-attention (local retrieval), generation, and explanations rendered for a terminal or
+//! as HTML.
 //!
-//! Placeholder until the inference issue lands; see section 3 of the method document.
+//! ```no_run
+//! use gear_infer::{explain, load_model, render_terminal, DocumentIndex, ModelSource};
+//! use gear_model::{GenerationOptions, LocateOptions};
+//!
+//! # fn main() -> gear_infer::Result<()> {
+//! let (model, _dir) = load_model(&ModelSource::Checkpoint("out/train-rir/run/checkpoint/model".into()), tch::Device::Cpu)?;
+//! let index = DocumentIndex::open("my-index", tch::Device::Cpu)?;
+//! let hits = index.search(&model, &["river, bridge, engineer"], 5)?;
+//! let (best, _score) = hits[0][0];
+//! let e = explain(&model, "river, bridge, engineer", best, &LocateOptions { top_tokens: 10, ..Default::default() },
+//!                 Some(&GenerationOptions::default()))?;
+//! println!("{}", render_terminal(&e, true));
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod explain;
+mod search;
+mod store;
+
+use std::path::PathBuf;
+
+pub use error::{Error, Result};
+pub use explain::{escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence};
+pub use search::{ExactIndex, Hit, VectorIndex};
+pub use store::{build_index, model_fingerprint, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta};
+
+use gear_model::GearModel;
+
+/// Which model to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GeAR checkpoint folder (`gear.toml`, `model.safetensors`, `tokenizer.json`).
+    Checkpoint(PathBuf),
+    /// The pretrained all-MiniLM-L6-v2 as both encoders, with new (seeded, untrained)
+    /// cross-attention and decoder: a plain bi-encoder for search.
+    Pretrained,
+}
+
+/// Loads the model and returns it with the folder its files came from (for index fingerprints).
+pub fn load_model(source: &ModelSource, device: tch::Device) -> Result<(GearModel, PathBuf)> {
+    match source {
+        ModelSource::Checkpoint(dir) => Ok((GearModel::load(dir, device)?, dir.clone())),
+        ModelSource::Pretrained => {
+            let dir = gear_model::pretrained::minilm_dir()?;
+            tch::manual_seed(0);
+            let (model, _) = GearModel::from_bert_checkpoint(&dir, None, device)?;
+            Ok((model, dir))
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The document index on disk: `embeddings.safetensors` (`[N, dim]`, unit rows from `E_d`),
+//! `documents.jsonl` (the corpus, same order) and `index.json` (format, backend, the model's
+//! path and fingerprint). Building is sharded and resumable — finished shards wait in
+//! `<out>.partial/` — and the index folder appears only when complete.
+
+use std::path::{Path, PathBuf};
+
+use gear_data::{Document, DocumentReader, JsonlWriter};
+use gear_model::{read_tensors, save_tensors, GearModel};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::search::{ExactIndex, Hit, VectorIndex};
+use crate::{Error, Result};
+
+const META: &str = "index.json";
+const EMBEDDINGS: &str = "embeddings.safetensors";
+const DOCUMENTS: &str = "documents.jsonl";
+
+/// What `index.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    /// Layout version.
+    pub format: u32,
+    /// Search backend (`exact`).
+    pub backend: String,
+    /// Folder of the model that embedded the documents.
+    pub model: PathBuf,
+    /// Fingerprint of that model's files (see [`model_fingerprint`]).
+    pub fingerprint: String,
+    /// Embedding width.
+    pub dim: usize,
+    /// Number of documents.
+    pub documents: usize,
+}
+
+/// Options of [`build_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Documents per forward pass (grouped by length inside a shard).
+    pub batch_size: usize,
+    /// Documents per resumable shard.
+    pub shard_size: usize,
+    /// Stop after finishing this many shards in this call (the rest is left for a resume).
+    pub max_shards: Option<usize>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self { batch_size: 32, shard_size: 2048, max_shards: None }
+    }
+}
+
+/// How a build call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// The index folder is written.
+    Complete,
+    /// Stopped early; `done` of `total` shards are saved for a resume.
+    Partial {
+        /// Shards finished so far.
+        done: usize,
+        /// Shards in all.
+        total: usize,
+    },
+}
+
+/// A stable fingerprint of a model folder: FNV-1a over its config, tokenizer and weights files.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut any = false;
+    for name in ["gear.toml", "config.json", "tokenizer.json", "model.safetensors"] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        any = true;
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        for b in name.bytes().chain(bytes) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    if !any {
+        return Err(Error::Input(format!("{}: no model files to fingerprint", dir.display())));
+    }
+    Ok(format!("{h:016x}"))
+}
+
+fn partial_dir(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+/// Embeds `corpus` with `model`'s document encoder into the index folder `out`.
+pub fn build_index(
+    model: &GearModel,
+    model_dir: &Path,
+    corpus: &[Document],
+    out: &Path,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BuildOutcome> {
+    if out.exists() {
+        return Err(Error::Index { path: out.to_owned(), message: "exists already; remove it to rebuild".into() });
+    }
+    if corpus.is_empty() {
+        return Err(Error::Input("the corpus holds no documents".into()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let fingerprint = model_fingerprint(model_dir)?;
+    let partial = partial_dir(out);
+    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let shard_size = options.shard_size.max(1);
+    let total = corpus.len().div_ceil(shard_size);
+    let plan = serde_json::json!({ "fingerprint": fingerprint, "documents": corpus.len(), "shard_size": shard_size });
+    let plan_path = partial.join("build.json");
+    if plan_path.exists() {
+        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?)
+            .map_err(|e| Error::Index { path: partial.clone(), message: e.to_string() })?;
+        if old != plan {
+            return Err(Error::Index {
+                path: partial.clone(),
+                message: "a partial build with another model, corpus or shard size is in the way; remove it".into(),
+            });
+        }
+    } else {
+        std::fs::write(&plan_path, plan.to_string()).map_err(io(&plan_path))?;
+    }
+    let shard_path = |s: usize| partial.join(format!("shard-{s:06}.safetensors"));
+    let mut built = 0usize;
+    for s in 0..total {
+        let path = shard_path(s);
+        if path.exists() {
+            progress(s + 1, total);
+            continue;
+        }
+        if options.max_shards.is_some_and(|m| built >= m) {
+            let done = (0..total).filter(|&i| shard_path(i).exists()).count();
+            return Ok(BuildOutcome::Partial { done, total });
+        }
+        let docs = &corpus[s * shard_size..((s + 1) * shard_size).min(corpus.len())];
+        let vectors = embed_sorted(model, docs, options.batch_size.max(1))?;
+        save_tensors(vec![("embeddings".into(), vectors)], &path)?;
+        built += 1;
+        progress(s + 1, total);
+    }
+
+    // All shards present: assemble the index in a temporary folder, then move it into place.
+    let shards = (0..total)
+        .map(|s| {
+            read_tensors(shard_path(s))?
+                .into_iter()
+                .next()
+                .map(|(_, t)| t)
+                .ok_or_else(|| Error::Index { path: shard_path(s), message: "empty shard".into() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let embeddings = Tensor::cat(&shards, 0);
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let meta = IndexMeta {
+        format: 1,
+        backend: "exact".into(),
+        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
+        fingerprint,
+        dim: embeddings.size()[1] as usize,
+        documents: corpus.len(),
+    };
+    save_tensors(vec![("embeddings".into(), embeddings)], tmp.join(EMBEDDINGS))?;
+    let mut w = JsonlWriter::create(tmp.join(DOCUMENTS))?;
+    for d in corpus {
+        w.write(d)?;
+    }
+    w.finish()?;
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
+    std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    Ok(BuildOutcome::Complete)
+}
+
+/// Document embeddings `[n, dim]` (CPU) in input order, computed in length-sorted batches.
+fn embed_sorted(model: &GearModel, docs: &[Document], batch: usize) -> Result<Tensor> {
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(docs[i].text.len()));
+    let mut parts = Vec::new();
+    for chunk in order.chunks(batch) {
+        let texts: Vec<&str> = chunk.iter().map(|&i| docs[i].text.as_str()).collect();
+        parts.push(model.embed_documents(&texts)?);
+    }
+    let sorted = Tensor::cat(&parts, 0);
+    let mut inverse = vec![0i64; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        inverse[i] = pos as i64;
+    }
+    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)).to_kind(Kind::Float))
+}
+
+/// A loaded index: documents, their vectors and the metadata.
+pub struct DocumentIndex {
+    dir: PathBuf,
+    meta: IndexMeta,
+    documents: Vec<Document>,
+    search: ExactIndex,
+}
+
+impl DocumentIndex {
+    /// Opens the index folder `dir` onto `device`.
+    pub fn open(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        let bad = |message: String| Error::Index { path: dir.clone(), message };
+        if !dir.is_dir() {
+            let hint = if partial_dir(&dir).exists() { " (a partial build exists: run the build again to finish it)" } else { "" };
+            return Err(bad(format!("no such index folder{hint}")));
+        }
+        for f in [META, EMBEDDINGS, DOCUMENTS] {
+            if !dir.join(f).is_file() {
+                return Err(bad(format!("missing {f}")));
+            }
+        }
+        let meta: IndexMeta = serde_json::from_str(&std::fs::read_to_string(dir.join(META)).map_err(|source| Error::Io { path: dir.join(META), source })?)
+            .map_err(|e| bad(format!("{META}: {e}")))?;
+        let documents = DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
+        let vectors = read_tensors(dir.join(EMBEDDINGS))?
+            .into_iter()
+            .find(|(n, _)| n == "embeddings")
+            .map(|(_, t)| t)
+            .ok_or_else(|| bad(format!("{EMBEDDINGS} has no `embeddings` tensor")))?;
+        if vectors.size() != [documents.len() as i64, meta.dim as i64] || documents.len() != meta.documents {
+            return Err(bad(format!(
+                "{} documents and embeddings {:?} disagree with {META} ({} × {})",
+                documents.len(),
+                vectors.size(),
+                meta.documents,
+                meta.dim
+            )));
+        }
+        Ok(Self { search: ExactIndex::new(&vectors, device), dir, meta, documents })
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &IndexMeta {
+        &self.meta
+    }
+
+    /// The documents, in index order.
+    pub fn documents(&self) -> &[Document] {
+        &self.documents
+    }
+
+    /// The document with id `id`.
+    pub fn document(&self, id: &str) -> Result<&Document> {
+        self.documents
+            .iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| Error::UnknownDocument { id: id.to_owned(), path: self.dir.clone() })
+    }
+
+    /// Fails unless the files in `model_dir` are the ones the index was built with.
+    pub fn check_model(&self, model_dir: &Path) -> Result<()> {
+        let fp = model_fingerprint(model_dir)?;
+        if fp != self.meta.fingerprint {
+            return Err(Error::Index {
+                path: self.dir.clone(),
+                message: format!(
+                    "built with another model ({}, fingerprint {}); {} has fingerprint {fp}",
+                    self.meta.model.display(),
+                    self.meta.fingerprint,
+                    model_dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Top-`k` documents for each query, embedded with `model`'s query encoder.
+    pub fn search<S: AsRef<str>>(&self, model: &GearModel, queries: &[S], k: usize) -> Result<Vec<Vec<(&Document, f32)>>> {
+        let q = model.embed_queries(queries)?;
+        let hits: Vec<Vec<Hit>> = self.search.search(&q, k)?;
+        Ok(hits
+            .into_iter()
+            .map(|hs| hs.into_iter().map(|h| (&self.documents[h.row], h.score)).collect())
+            .collect())
+    }
+}
