@@ -7,6 +7,7 @@
 mod data;
 mod demo;
 mod embed;
+mod infer;
 mod score;
 mod train;
 
@@ -40,6 +41,17 @@ enum Command {
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Build a document index for global retrieval.
+    #[command(subcommand)]
+    Index(infer::IndexCommand),
+    /// Top-k documents of an index for a query.
+    Search(infer::SearchArgs),
+    /// A document's sentences ranked by the fusion encoder's cross-attention.
+    Locate(infer::PairArgs),
+    /// The decoder's text for a (query, document) pair.
+    Generate(infer::PairArgs),
+    /// Sentences, generated text and the ten most attended tokens, in colour and as HTML.
+    Explain(infer::PairArgs),
 }
 
 /// `gear eval` subcommands.
@@ -130,6 +142,11 @@ fn main() {
         Command::Score(cmd) => score::run(&cmd),
         Command::Train(args) => train::train(&args),
         Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
+        Command::Index(cmd) => infer::index(&cmd),
+        Command::Search(args) => infer::search(&args),
+        Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),
+        Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
+        Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -57,7 +57,10 @@ pub fn explain(
 ) -> Result<Explanation> {
     let max = model.config().max_query_len;
     if model.tokenizer().count_tokens(query)? > max {
-        tracing::warn!(max, "the query is longer than max_query_len tokens and is truncated");
+        tracing::warn!(
+            max,
+            "the query is longer than max_query_len tokens and is truncated"
+        );
     }
     let units = split_sentences(&document.text);
     let ranking: LocalRanking = model.locate(query, &document.text, &units, locate)?;
@@ -65,18 +68,33 @@ pub fn explain(
     let sentences = ranking
         .units
         .iter()
-        .map(|u| RankedSentence { index: u.index, span: u.span, score: u.score, text: u.span.slice(text).unwrap_or("").to_owned() })
+        .map(|u| RankedSentence {
+            index: u.index,
+            span: u.span,
+            score: u.score,
+            text: u.span.slice(text).unwrap_or("").to_owned(),
+        })
         .collect();
     let tokens = ranking
         .top_tokens
         .iter()
-        .map(|t| AttendedSpan { span: t.span, weight: t.weight, text: t.span.slice(text).unwrap_or("").to_owned() })
+        .map(|t| AttendedSpan {
+            span: t.span,
+            weight: t.weight,
+            text: t.span.slice(text).unwrap_or("").to_owned(),
+        })
         .collect();
     let generated = match generation {
         Some(g) => model.generate(&[query], &[text.as_str()], g)?.pop(),
         None => None,
     };
-    Ok(Explanation { query: query.to_owned(), document: document.clone(), sentences, tokens, generated })
+    Ok(Explanation {
+        query: query.to_owned(),
+        document: document.clone(),
+        sentences,
+        tokens,
+        generated,
+    })
 }
 
 /// Cuts `text` at every boundary of the top sentence and of the attended tokens; each piece knows
@@ -98,7 +116,11 @@ fn segments(e: &Explanation) -> Vec<(Span, bool, Option<f32>)> {
         .map(|w| {
             let span = Span::new(w[0], w[1]);
             let in_top = top.is_some_and(|t| t.start <= span.start && span.end <= t.end);
-            let weight = e.tokens.iter().find(|t| t.span.start <= span.start && span.end <= t.span.end).map(|t| t.weight);
+            let weight = e
+                .tokens
+                .iter()
+                .find(|t| t.span.start <= span.start && span.end <= t.span.end)
+                .map(|t| t.weight);
             (span, in_top, weight)
         })
         .collect()
@@ -123,7 +145,11 @@ pub fn escape_html(s: &str) -> String {
 /// A self-contained HTML page: the document with the top sentence underlined and the attended
 /// tokens highlighted (darker = more attention), the ranked sentences, and the generated text.
 pub fn render_html(e: &Explanation) -> String {
-    let max = e.tokens.first().map_or(1.0, |t| t.weight).max(f32::MIN_POSITIVE);
+    let max = e
+        .tokens
+        .first()
+        .map_or(1.0, |t| t.weight)
+        .max(f32::MIN_POSITIVE);
     let mut body = String::new();
     for (span, in_top, weight) in segments(e) {
         let piece = escape_html(span.slice(&e.document.text).unwrap_or(""));
@@ -139,7 +165,11 @@ pub fn render_html(e: &Explanation) -> String {
     }
     let mut ranked = String::new();
     for s in e.sentences.iter().take(5) {
-        ranked.push_str(&format!("<li><b>{:.4}</b> {}</li>", s.score, escape_html(&s.text)));
+        ranked.push_str(&format!(
+            "<li><b>{:.4}</b> {}</li>",
+            s.score,
+            escape_html(&s.text)
+        ));
     }
     let generated = e
         .generated
@@ -177,7 +207,10 @@ pub fn render_terminal(e: &Explanation, color: bool) -> String {
             doc.push_str(&format!("{on}{piece}{off}"));
         }
     }
-    let mut out = format!("query: {}\n\n{doc}\n\nsentences by cross-attention:\n", e.query);
+    let mut out = format!(
+        "query: {}\n\n{doc}\n\nsentences by cross-attention:\n",
+        e.query
+    );
     for s in e.sentences.iter().take(5) {
         out.push_str(&format!("  {:.4}  {}\n", s.score, s.text));
     }

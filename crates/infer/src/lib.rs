@@ -26,9 +26,13 @@ mod store;
 use std::path::PathBuf;
 
 pub use error::{Error, Result};
-pub use explain::{escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence};
+pub use explain::{
+    escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
+};
 pub use search::{ExactIndex, Hit, VectorIndex};
-pub use store::{build_index, model_fingerprint, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta};
+pub use store::{
+    build_index, model_fingerprint, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
+};
 
 use gear_model::GearModel;
 

@@ -36,7 +36,9 @@ const QUERY_BATCH: i64 = 256;
 impl ExactIndex {
     /// An index over `vectors [N, dim]`, moved to `device`.
     pub fn new(vectors: &Tensor, device: Device) -> Self {
-        Self { vectors: vectors.to_kind(Kind::Float).to_device(device) }
+        Self {
+            vectors: vectors.to_kind(Kind::Float).to_device(device),
+        }
     }
 
     /// The stored vectors.
@@ -57,13 +59,18 @@ impl VectorIndex for ExactIndex {
         if k == 0 {
             return Ok(vec![Vec::new(); n as usize]);
         }
-        let queries = queries.to_kind(Kind::Float).to_device(self.vectors.device());
+        let queries = queries
+            .to_kind(Kind::Float)
+            .to_device(self.vectors.device());
         let mut start = 0;
         while start < n {
             let len = QUERY_BATCH.min(n - start);
-            let scores = queries.narrow(0, start, len).matmul(&self.vectors.transpose(0, 1));
+            let scores = queries
+                .narrow(0, start, len)
+                .matmul(&self.vectors.transpose(0, 1));
             let (top_scores, top_rows) = scores.topk(k, 1, true, true);
-            let top_scores = Vec::<f32>::try_from(top_scores.to_device(Device::Cpu).flatten(0, -1))?;
+            let top_scores =
+                Vec::<f32>::try_from(top_scores.to_device(Device::Cpu).flatten(0, -1))?;
             let top_rows = Vec::<i64>::try_from(top_rows.to_device(Device::Cpu).flatten(0, -1))?;
             for q in 0..len as usize {
                 let range = q * k as usize..(q + 1) * k as usize;
@@ -71,7 +78,10 @@ impl VectorIndex for ExactIndex {
                     top_rows[range.clone()]
                         .iter()
                         .zip(&top_scores[range])
-                        .map(|(&row, &score)| Hit { row: row as usize, score })
+                        .map(|(&row, &score)| Hit {
+                            row: row as usize,
+                            score,
+                        })
                         .collect(),
                 );
             }
@@ -99,7 +109,14 @@ mod tests {
         for (i, h) in hits.iter().enumerate() {
             // Brute force in plain Rust.
             let mut all: Vec<(usize, f32)> = (0..500)
-                .map(|r| (r, (0..16).map(|d| qq[i * 16 + d] * vv[r * 16 + d]).sum::<f32>()))
+                .map(|r| {
+                    (
+                        r,
+                        (0..16)
+                            .map(|d| qq[i * 16 + d] * vv[r * 16 + d])
+                            .sum::<f32>(),
+                    )
+                })
                 .collect();
             all.sort_by(|a, b| b.1.total_cmp(&a.1));
             let want: Vec<usize> = all[..7].iter().map(|x| x.0).collect();
@@ -110,6 +127,9 @@ mod tests {
             }
         }
         assert!(index.search(&q, 0).unwrap().iter().all(Vec::is_empty));
-        assert_eq!(index.search(&q.narrow(0, 0, 1), 1000).unwrap()[0].len(), 500);
+        assert_eq!(
+            index.search(&q.narrow(0, 0, 1), 1000).unwrap()[0].len(),
+            500
+        );
     }
 }

@@ -47,7 +47,11 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { batch_size: 32, shard_size: 2048, max_shards: None }
+        Self {
+            batch_size: 32,
+            shard_size: 2048,
+            max_shards: None,
+        }
     }
 }
 
@@ -69,19 +73,30 @@ pub enum BuildOutcome {
 pub fn model_fingerprint(dir: &Path) -> Result<String> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut any = false;
-    for name in ["gear.toml", "config.json", "tokenizer.json", "model.safetensors"] {
+    for name in [
+        "gear.toml",
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ] {
         let path = dir.join(name);
         if !path.is_file() {
             continue;
         }
         any = true;
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         for b in name.bytes().chain(bytes) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
     if !any {
-        return Err(Error::Input(format!("{}: no model files to fingerprint", dir.display())));
+        return Err(Error::Input(format!(
+            "{}: no model files to fingerprint",
+            dir.display()
+        )));
     }
     Ok(format!("{h:016x}"))
 }
@@ -102,7 +117,10 @@ pub fn build_index(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BuildOutcome> {
     if out.exists() {
-        return Err(Error::Index { path: out.to_owned(), message: "exists already; remove it to rebuild".into() });
+        return Err(Error::Index {
+            path: out.to_owned(),
+            message: "exists already; remove it to rebuild".into(),
+        });
     }
     if corpus.is_empty() {
         return Err(Error::Input("the corpus holds no documents".into()));
@@ -119,8 +137,12 @@ pub fn build_index(
     let plan = serde_json::json!({ "fingerprint": fingerprint, "documents": corpus.len(), "shard_size": shard_size });
     let plan_path = partial.join("build.json");
     if plan_path.exists() {
-        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?)
-            .map_err(|e| Error::Index { path: partial.clone(), message: e.to_string() })?;
+        let old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?)
+                .map_err(|e| Error::Index {
+                    path: partial.clone(),
+                    message: e.to_string(),
+                })?;
         if old != plan {
             return Err(Error::Index {
                 path: partial.clone(),
@@ -156,7 +178,10 @@ pub fn build_index(
                 .into_iter()
                 .next()
                 .map(|(_, t)| t)
-                .ok_or_else(|| Error::Index { path: shard_path(s), message: "empty shard".into() })
+                .ok_or_else(|| Error::Index {
+                    path: shard_path(s),
+                    message: "empty shard".into(),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let embeddings = Tensor::cat(&shards, 0);
@@ -175,7 +200,10 @@ pub fn build_index(
         dim: embeddings.size()[1] as usize,
         documents: corpus.len(),
     };
-    save_tensors(vec![("embeddings".into(), embeddings)], tmp.join(EMBEDDINGS))?;
+    save_tensors(
+        vec![("embeddings".into(), embeddings)],
+        tmp.join(EMBEDDINGS),
+    )?;
     let mut w = JsonlWriter::create(tmp.join(DOCUMENTS))?;
     for d in corpus {
         w.write(d)?;
@@ -202,7 +230,9 @@ fn embed_sorted(model: &GearModel, docs: &[Document], batch: usize) -> Result<Te
     for (pos, &i) in order.iter().enumerate() {
         inverse[i] = pos as i64;
     }
-    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)).to_kind(Kind::Float))
+    Ok(sorted
+        .index_select(0, &Tensor::from_slice(&inverse))
+        .to_kind(Kind::Float))
 }
 
 /// A loaded index: documents, their vectors and the metadata.
@@ -217,9 +247,16 @@ impl DocumentIndex {
     /// Opens the index folder `dir` onto `device`.
     pub fn open(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
-        let bad = |message: String| Error::Index { path: dir.clone(), message };
+        let bad = |message: String| Error::Index {
+            path: dir.clone(),
+            message,
+        };
         if !dir.is_dir() {
-            let hint = if partial_dir(&dir).exists() { " (a partial build exists: run the build again to finish it)" } else { "" };
+            let hint = if partial_dir(&dir).exists() {
+                " (a partial build exists: run the build again to finish it)"
+            } else {
+                ""
+            };
             return Err(bad(format!("no such index folder{hint}")));
         }
         for f in [META, EMBEDDINGS, DOCUMENTS] {
@@ -227,15 +264,24 @@ impl DocumentIndex {
                 return Err(bad(format!("missing {f}")));
             }
         }
-        let meta: IndexMeta = serde_json::from_str(&std::fs::read_to_string(dir.join(META)).map_err(|source| Error::Io { path: dir.join(META), source })?)
+        let meta: IndexMeta =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(META)).map_err(|source| {
+                Error::Io {
+                    path: dir.join(META),
+                    source,
+                }
+            })?)
             .map_err(|e| bad(format!("{META}: {e}")))?;
-        let documents = DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
+        let documents =
+            DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
         let vectors = read_tensors(dir.join(EMBEDDINGS))?
             .into_iter()
             .find(|(n, _)| n == "embeddings")
             .map(|(_, t)| t)
             .ok_or_else(|| bad(format!("{EMBEDDINGS} has no `embeddings` tensor")))?;
-        if vectors.size() != [documents.len() as i64, meta.dim as i64] || documents.len() != meta.documents {
+        if vectors.size() != [documents.len() as i64, meta.dim as i64]
+            || documents.len() != meta.documents
+        {
             return Err(bad(format!(
                 "{} documents and embeddings {:?} disagree with {META} ({} × {})",
                 documents.len(),
@@ -244,7 +290,12 @@ impl DocumentIndex {
                 meta.dim
             )));
         }
-        Ok(Self { search: ExactIndex::new(&vectors, device), dir, meta, documents })
+        Ok(Self {
+            search: ExactIndex::new(&vectors, device),
+            dir,
+            meta,
+            documents,
+        })
     }
 
     /// The metadata.
@@ -262,7 +313,10 @@ impl DocumentIndex {
         self.documents
             .iter()
             .find(|d| d.id == id)
-            .ok_or_else(|| Error::UnknownDocument { id: id.to_owned(), path: self.dir.clone() })
+            .ok_or_else(|| Error::UnknownDocument {
+                id: id.to_owned(),
+                path: self.dir.clone(),
+            })
     }
 
     /// Fails unless the files in `model_dir` are the ones the index was built with.
@@ -283,12 +337,21 @@ impl DocumentIndex {
     }
 
     /// Top-`k` documents for each query, embedded with `model`'s query encoder.
-    pub fn search<S: AsRef<str>>(&self, model: &GearModel, queries: &[S], k: usize) -> Result<Vec<Vec<(&Document, f32)>>> {
+    pub fn search<S: AsRef<str>>(
+        &self,
+        model: &GearModel,
+        queries: &[S],
+        k: usize,
+    ) -> Result<Vec<Vec<(&Document, f32)>>> {
         let q = model.embed_queries(queries)?;
         let hits: Vec<Vec<Hit>> = self.search.search(&q, k)?;
         Ok(hits
             .into_iter()
-            .map(|hs| hs.into_iter().map(|h| (&self.documents[h.row], h.score)).collect())
+            .map(|hs| {
+                hs.into_iter()
+                    .map(|h| (&self.documents[h.row], h.score))
+                    .collect()
+            })
             .collect())
     }
 }

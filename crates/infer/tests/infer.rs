@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::{generate_corpus, Document, Tokenizer};
-use gear_infer::{build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome, DocumentIndex, ModelSource};
+use gear_infer::{
+    build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
+    DocumentIndex, ModelSource,
+};
 use gear_model::{BertConfig, GearConfig, GearModel, GenerationOptions, LocateOptions};
 use tch::Device;
 
@@ -22,7 +25,11 @@ fn corpus() -> Vec<Document> {
 /// A tiny GeAR checkpoint covering the corpus's words, saved under `dir/name`.
 fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     let docs = corpus();
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).chain(["where is the river bridge"]).collect();
+    let texts: Vec<&str> = docs
+        .iter()
+        .map(|d| d.text.as_str())
+        .chain(["where is the river bridge"])
+        .collect();
     let tok = Tokenizer::word_level(&texts, 512).unwrap();
     let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
     enc.max_position_embeddings = 512;
@@ -42,21 +49,50 @@ fn resumed_build_equals_one_go_and_search_is_exact() {
     let ck = checkpoint(dir.path(), "m", 1);
     let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck.clone()), Device::Cpu).unwrap();
     let docs = corpus();
-    let opts = BuildOptions { batch_size: 2, shard_size: 3, max_shards: None };
+    let opts = BuildOptions {
+        batch_size: 2,
+        shard_size: 3,
+        max_shards: None,
+    };
 
     let one = dir.path().join("one");
-    assert_eq!(build_index(&model, &model_dir, &docs, &one, &opts, &mut |_, _| {}).unwrap(), BuildOutcome::Complete);
+    assert_eq!(
+        build_index(&model, &model_dir, &docs, &one, &opts, &mut |_, _| {}).unwrap(),
+        BuildOutcome::Complete
+    );
 
     let two = dir.path().join("two");
-    let first = BuildOptions { max_shards: Some(1), ..opts };
-    assert_eq!(build_index(&model, &model_dir, &docs, &two, &first, &mut |_, _| {}).unwrap(), BuildOutcome::Partial { done: 1, total: 3 });
+    let first = BuildOptions {
+        max_shards: Some(1),
+        ..opts
+    };
+    assert_eq!(
+        build_index(&model, &model_dir, &docs, &two, &first, &mut |_, _| {}).unwrap(),
+        BuildOutcome::Partial { done: 1, total: 3 }
+    );
     assert!(!two.exists(), "no half index is visible");
-    assert!(DocumentIndex::open(&two, Device::Cpu).err().unwrap().to_string().contains("partial build"));
-    assert_eq!(build_index(&model, &model_dir, &docs, &two, &opts, &mut |_, _| {}).unwrap(), BuildOutcome::Complete);
+    assert!(DocumentIndex::open(&two, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("partial build"));
+    assert_eq!(
+        build_index(&model, &model_dir, &docs, &two, &opts, &mut |_, _| {}).unwrap(),
+        BuildOutcome::Complete
+    );
 
-    let read = |p: &Path| gear_model::read_tensors(p.join("embeddings.safetensors")).unwrap().pop().unwrap().1;
+    let read = |p: &Path| {
+        gear_model::read_tensors(p.join("embeddings.safetensors"))
+            .unwrap()
+            .pop()
+            .unwrap()
+            .1
+    };
     assert!(read(&one).equal(&read(&two)));
-    assert_eq!(std::fs::read(one.join("documents.jsonl")).unwrap(), std::fs::read(two.join("documents.jsonl")).unwrap());
+    assert_eq!(
+        std::fs::read(one.join("documents.jsonl")).unwrap(),
+        std::fs::read(two.join("documents.jsonl")).unwrap()
+    );
 
     // The stored vectors are the document encoder's, and search ranks by their dot product.
     let index = DocumentIndex::open(&one, Device::Cpu).unwrap();
@@ -65,26 +101,49 @@ fn resumed_build_equals_one_go_and_search_is_exact() {
     assert!((read(&one) - &direct).abs().max().double_value(&[]) < 1e-5);
     let q = "where is the river bridge";
     let hits = index.search(&model, &[q], 3).unwrap();
-    let scores = model.embed_queries(&[q]).unwrap().matmul(&direct.transpose(0, 1)).squeeze();
+    let scores = model
+        .embed_queries(&[q])
+        .unwrap()
+        .matmul(&direct.transpose(0, 1))
+        .squeeze();
     let (_, best) = scores.topk(3, 0, true, true);
     let best: Vec<i64> = Vec::try_from(best).unwrap();
     let got: Vec<&str> = hits[0].iter().map(|(d, _)| d.id.as_str()).collect();
     let want: Vec<&str> = best.iter().map(|&i| docs[i as usize].id.as_str()).collect();
     assert_eq!(got, want);
     index.check_model(&model_dir).unwrap();
-    assert!(build_index(&model, &model_dir, &docs, &one, &opts, &mut |_, _| {}).unwrap_err().to_string().contains("exists"));
+    assert!(
+        build_index(&model, &model_dir, &docs, &one, &opts, &mut |_, _| {})
+            .unwrap_err()
+            .to_string()
+            .contains("exists")
+    );
 }
 
 #[test]
 fn clear_errors_for_missing_index_unknown_id_and_another_model() {
     let dir = tempfile::tempdir().unwrap();
-    let err = DocumentIndex::open(dir.path().join("nope"), Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("nope") && err.contains("no such index"), "{err}");
+    let err = DocumentIndex::open(dir.path().join("nope"), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("nope") && err.contains("no such index"),
+        "{err}"
+    );
 
     let ck = checkpoint(dir.path(), "m", 2);
     let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
     let idx = dir.path().join("idx");
-    build_index(&model, &model_dir, &corpus(), &idx, &BuildOptions::default(), &mut |_, _| {}).unwrap();
+    build_index(
+        &model,
+        &model_dir,
+        &corpus(),
+        &idx,
+        &BuildOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
     let err = index.document("missing-id").unwrap_err().to_string();
     assert!(err.contains("missing-id"), "{err}");
@@ -99,23 +158,51 @@ fn explanations_rank_by_the_scorer_and_escape_html() {
     let ck = checkpoint(dir.path(), "m", 4);
     let (model, _) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
     let doc = corpus().pop().unwrap();
-    let locate = LocateOptions { top_tokens: 10, ..LocateOptions::default() };
+    let locate = LocateOptions {
+        top_tokens: 10,
+        ..LocateOptions::default()
+    };
     let long_query = "river ".repeat(50);
-    let e = explain(&model, &long_query, &doc, &locate, Some(&GenerationOptions { max_len: 5, ..GenerationOptions::default() })).unwrap();
+    let e = explain(
+        &model,
+        &long_query,
+        &doc,
+        &locate,
+        Some(&GenerationOptions {
+            max_len: 5,
+            ..GenerationOptions::default()
+        }),
+    )
+    .unwrap();
     assert_eq!(e.sentences.len(), 2);
     let units = gear_data::split_sentences(&doc.text);
-    let direct = model.locate(&long_query, &doc.text, &units, &locate).unwrap();
+    let direct = model
+        .locate(&long_query, &doc.text, &units, &locate)
+        .unwrap();
     let order: Vec<usize> = direct.units.iter().map(|u| u.index).collect();
-    assert_eq!(e.sentences.iter().map(|s| s.index).collect::<Vec<_>>(), order);
+    assert_eq!(
+        e.sentences.iter().map(|s| s.index).collect::<Vec<_>>(),
+        order
+    );
     assert!(e.tokens.len() <= 10 && !e.tokens.is_empty());
     assert!(e.generated.is_some());
 
     let html = render_html(&e);
-    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"), "{html}");
+    assert!(
+        !html.contains("<script>") && html.contains("&lt;script&gt;"),
+        "{html}"
+    );
     assert!(html.contains("Tags &lt;b&gt;"));
-    for tag in ["mark", "span", "p", "ol", "li", "h1", "h2", "html", "body", "head", "style", "title"] {
-        let opened = html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
-        assert_eq!(opened, html.matches(&format!("</{tag}>")).count(), "<{tag}> unbalanced");
+    for tag in [
+        "mark", "span", "p", "ol", "li", "h1", "h2", "html", "body", "head", "style", "title",
+    ] {
+        let opened =
+            html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
+        assert_eq!(
+            opened,
+            html.matches(&format!("</{tag}>")).count(),
+            "<{tag}> unbalanced"
+        );
         assert!(opened > 0 || tag == "li", "<{tag}> missing");
     }
     let term = render_terminal(&e, true);

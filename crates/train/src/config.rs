@@ -224,7 +224,10 @@ impl TrainConfig {
                 "`optim.start_lr` and `optim.min_lr` must be ≥ 0 and `min_lr` ≤ `lr`".into(),
             );
         }
-        if self.loss.temperature.is_nan() || self.loss.temperature <= 0.001 || self.loss.temperature > 0.5 {
+        if self.loss.temperature.is_nan()
+            || self.loss.temperature <= 0.001
+            || self.loss.temperature > 0.5
+        {
             return Err(format!(
                 "`loss.temperature` must be in (0.001, 0.5], got {}",
                 self.loss.temperature

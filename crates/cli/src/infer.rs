@@ -1,0 +1,281 @@
+//! `gear index build`, `gear search`, `gear locate`, `gear generate`, `gear explain`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gear_data::{Document, DocumentReader};
+use gear_infer::{
+    build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
+    DocumentIndex, ModelSource,
+};
+use gear_model::{parse_device, GenerationOptions, LocateOptions, Search, UnitAggregation};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Which model: a checkpoint or the pretrained bi-encoder.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelChoice {
+    /// GeAR checkpoint folder (e.g. out/train-rir/run/checkpoint/model).
+    #[arg(long, conflicts_with = "pretrained")]
+    model: Option<PathBuf>,
+    /// Use the pretrained all-MiniLM-L6-v2 (cross-attention and decoder untrained).
+    #[arg(long)]
+    pretrained: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl ModelChoice {
+    fn source(&self) -> Result<ModelSource> {
+        match (&self.model, self.pretrained) {
+            (Some(dir), false) => Ok(ModelSource::Checkpoint(dir.clone())),
+            (None, true) => Ok(ModelSource::Pretrained),
+            _ => bail!("pass --model CHECKPOINT or --pretrained"),
+        }
+    }
+}
+
+/// `gear index` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Embed a corpus (`{id, title, text}` lines) with the document encoder into an index folder.
+    Build {
+        /// Corpus file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Index folder to create (resumes from `<out>.partial` when present).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelChoice,
+        /// Documents per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+}
+
+/// Where the document of `locate`/`generate`/`explain` comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DocChoice {
+    /// A text file holding the document.
+    #[arg(long, conflicts_with = "doc_id")]
+    doc: Option<PathBuf>,
+    /// A document of `--index` by id.
+    #[arg(long, requires = "index")]
+    doc_id: Option<String>,
+    /// The index to look `--doc-id` up in.
+    #[arg(long)]
+    index: Option<PathBuf>,
+}
+
+impl DocChoice {
+    fn load(&self) -> Result<Document> {
+        match (&self.doc, &self.doc_id, &self.index) {
+            (Some(path), _, _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok(Document {
+                    id: name.clone(),
+                    title: name,
+                    text: text.trim_end().to_owned(),
+                })
+            }
+            (None, Some(id), Some(index)) => Ok(DocumentIndex::open(index, tch::Device::Cpu)?
+                .document(id)?
+                .clone()),
+            _ => bail!("pass --doc FILE or --doc-id ID --index DIR"),
+        }
+    }
+}
+
+/// Options of `gear search`.
+#[derive(clap::Args, Debug)]
+pub struct SearchArgs {
+    /// Index folder.
+    #[arg(long)]
+    index: PathBuf,
+    /// Results.
+    #[arg(long, short, default_value_t = 10)]
+    k: usize,
+    /// Override the model recorded in the index (must be the same files).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// The query.
+    query: String,
+}
+
+/// Options of `gear locate`, `gear generate` and `gear explain`.
+#[derive(clap::Args, Debug)]
+pub struct PairArgs {
+    #[command(flatten)]
+    model: ModelChoice,
+    #[command(flatten)]
+    doc: DocChoice,
+    /// Sentences shown.
+    #[arg(long, short, default_value_t = 5)]
+    k: usize,
+    /// Unit score: `sum` (attention mass) or `mean` (per token).
+    #[arg(long, default_value = "sum")]
+    aggregation: String,
+    /// Beam width for generation (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beams: usize,
+    /// Write the explanation as a self-contained HTML page.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The query.
+    query: String,
+}
+
+pub fn index(cmd: &IndexCommand) -> Result<()> {
+    let IndexCommand::Build {
+        corpus,
+        out,
+        model,
+        batch_size,
+    } = cmd;
+    let device = parse_device(&model.device)?;
+    let (gear, dir) = load_model(&model.source()?, device)?;
+    let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} index [{bar:30}] {pos}/{len} shards ({eta})")
+            .context("template")?
+            .progress_chars("=> "),
+    );
+    let opts = BuildOptions {
+        batch_size: *batch_size,
+        ..BuildOptions::default()
+    };
+    let outcome = build_index(&gear, &dir, &docs, out, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    match outcome {
+        BuildOutcome::Complete => {
+            eprintln!("indexed {} documents into {}", docs.len(), out.display())
+        }
+        BuildOutcome::Partial { done, total } => {
+            eprintln!("{done}/{total} shards done; run again to finish")
+        }
+    }
+    Ok(())
+}
+
+pub fn search(args: &SearchArgs) -> Result<()> {
+    let index = DocumentIndex::open(&args.index, tch::Device::Cpu)?;
+    let dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| index.meta().model.clone());
+    index.check_model(&dir)?;
+    let is_pretrained = dir.join("config.json").is_file() && !dir.join("gear.toml").is_file();
+    let source = if is_pretrained {
+        ModelSource::Pretrained
+    } else {
+        ModelSource::Checkpoint(dir)
+    };
+    let (model, _) = load_model(&source, tch::Device::Cpu)?;
+    for (rank, (doc, score)) in index
+        .search(&model, &[args.query.as_str()], args.k)?
+        .remove(0)
+        .into_iter()
+        .enumerate()
+    {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title})
+            );
+        } else {
+            let preview: String = doc.text.chars().take(100).collect();
+            println!(
+                "{:>3}  {score:.4}  {}  {}  {preview}…",
+                rank + 1,
+                doc.id,
+                doc.title
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `locate`, `generate` or `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairMode {
+    /// Sentences only.
+    Locate,
+    /// Generated text only.
+    Generate,
+    /// Everything.
+    Explain,
+}
+
+pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
+    let device = parse_device(&args.model.device)?;
+    let (model, _) = load_model(&args.model.source()?, device)?;
+    let doc = args.doc.load()?;
+    let aggregation = match args.aggregation.as_str() {
+        "sum" => UnitAggregation::Sum,
+        "mean" => UnitAggregation::Mean,
+        other => bail!("--aggregation must be sum or mean, got {other}"),
+    };
+    let locate = LocateOptions {
+        aggregation,
+        top_tokens: 10,
+        layer: None,
+    };
+    let search = if args.beams > 1 {
+        Search::Beam {
+            width: args.beams,
+            length_penalty: 1.0,
+        }
+    } else {
+        Search::Greedy
+    };
+    let generation = GenerationOptions {
+        max_len: model.config().max_target_len,
+        search,
+        use_cache: true,
+    };
+    let e = explain(
+        &model,
+        &args.query,
+        &doc,
+        &locate,
+        (mode != PairMode::Locate).then_some(&generation),
+    )?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, render_html(&e))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(());
+    }
+    match mode {
+        PairMode::Locate => {
+            for s in e.sentences.iter().take(args.k) {
+                println!("{:.4}  [{}] {}", s.score, s.index, s.text);
+            }
+        }
+        PairMode::Generate => println!("{}", e.generated.unwrap_or_default()),
+        PairMode::Explain => {
+            let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            print!("{}", render_terminal(&e, color));
+        }
+    }
+    Ok(())
+}
