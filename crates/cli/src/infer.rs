@@ -279,3 +279,82 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     }
     Ok(())
 }
+
+/// Options of `gear eval squad`.
+#[derive(clap::Args, Debug)]
+pub struct SquadArgs {
+    /// SQuAD-format files; all their passages form the retrieval corpus.
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
+    /// Local-retrieval layers to sweep: `all` or a comma list (default: the model's).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Questions used for generation metrics.
+    #[arg(long, default_value_t = 0)]
+    generation_examples: usize,
+    /// Write every question's sentence spans and relevant indices (JSON lines) for an
+    /// independent cross-check (xtask/scripts/squad_baseline.py).
+    #[arg(long)]
+    export_sentences: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_squad(args: &SquadArgs) -> Result<()> {
+    let device = parse_device(&args.model.device)?;
+    let (model, _) = load_model(&args.model.source()?, device)?;
+    let mut data = gear_data::SquadImport::default();
+    for path in &args.data {
+        let part = gear_data::import_squad(path)?;
+        data.triples.extend(part.triples);
+        data.corpus.extend(part.corpus);
+        data.articles.extend(part.articles);
+    }
+    let n_layers = model.config().encoder.num_hidden_layers as usize;
+    let layers = match args.layers.as_deref() {
+        None => Vec::new(),
+        Some("all") => (1..=n_layers).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("--layers: `{x}` is not a layer number"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if let Some(path) = &args.export_sentences {
+        let mut w = gear_data::JsonlWriter::create(path)?;
+        for t in gear_infer::local_targets(&data) {
+            w.write(&t)?;
+        }
+        w.finish()?;
+    }
+    let options = gear_infer::SquadEvalOptions {
+        layers,
+        generation_examples: args.generation_examples,
+        cross_attention: true,
+        batch_size: 32,
+    };
+    let report = gear_infer::eval_squad(&model, &data, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} questions, {} passages",
+        report.questions, report.passages
+    );
+    for (method, m) in &report.methods {
+        let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        println!("{method:>10}: {}", cells.join("  "));
+    }
+    for (layer, m) in &report.layers {
+        let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        println!("  layer {layer:>2}: {}", cells.join("  "));
+    }
+    Ok(())
+}

@@ -59,6 +59,8 @@ enum Command {
 enum EvalCommand {
     /// Global R@5/MAP@5, local R@k/MAP@k and generation scores on a triples file.
     Triples(train::EvalArgs),
+    /// The paper's QA protocol on SQuAD files, for GeAR and the bi-encoder baseline.
+    Squad(infer::SquadArgs),
 }
 
 /// Options every command that loads an encoder shares.
@@ -142,6 +144,7 @@ fn main() {
         Command::Score(cmd) => score::run(&cmd),
         Command::Train(args) => train::train(&args),
         Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
+        Command::Eval(EvalCommand::Squad(args)) => infer::eval_squad(&args),
         Command::Index(cmd) => infer::index(&cmd),
         Command::Search(args) => infer::search(&args),
         Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),

@@ -21,6 +21,7 @@
 mod error;
 mod explain;
 mod search;
+mod squad_eval;
 mod store;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use explain::{
     escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
 };
 pub use search::{ExactIndex, Hit, VectorIndex};
+pub use squad_eval::{eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport};
 pub use store::{
     build_index, model_fingerprint, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
 };

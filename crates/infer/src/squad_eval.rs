@@ -1,0 +1,264 @@
+//! `gear eval squad`: the paper's QA evaluation protocol (method §5) on SQuAD-format files.
+//!
+//! - **Global**: every question against all passages of the given files; Recall@5 and MAP@5.
+//! - **Local**: the gold passage's sentences ranked for the question; the relevant sentences are
+//!   those holding a gold answer start (several answers may mark several); Recall@1 and MAP@1.
+//! - **Generation** (GeAR only): exact match and F1 of the decoder's text against the gold
+//!   answers.
+//!
+//! Methods: `gear` (bi-encoder global retrieval, cross-attention local retrieval, decoder) and
+//! `bi-encoder` (the same encoders as a plain bi-encoder: passages and sentences embedded with
+//! `E_d`, ranked by cosine to the `E_q` question embedding — the paper's "BGE-style" local
+//! baseline).
+
+use std::collections::{BTreeMap, HashMap};
+
+use gear_data::{split_sentences, Span, SquadImport};
+use gear_metrics::{exact_match, f1, RankingMetrics};
+use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::Result;
+
+/// Options of [`eval_squad`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SquadEvalOptions {
+    /// Local-retrieval layers to sweep for GeAR (1-based); empty: the model's `local_layer`.
+    pub layers: Vec<usize>,
+    /// Questions used for generation metrics (0: none).
+    pub generation_examples: usize,
+    /// Run GeAR's cross-attention local retrieval (off: bi-encoder metrics only).
+    pub cross_attention: bool,
+    /// Texts per forward.
+    pub batch_size: usize,
+}
+
+/// One question's local-retrieval target, as exported for the independent cross-check.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalTarget {
+    /// SQuAD question id.
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// Index of the gold passage in the corpus.
+    pub passage: usize,
+    /// The passage's sentences as character offsets `[start, end)`.
+    pub sentences: Vec<(usize, usize)>,
+    /// Indices of the sentences holding a gold answer start.
+    pub relevant: Vec<usize>,
+}
+
+/// The report: flat metric keys per method (`global.recall@5`, `local.map@1`, …) and the layer
+/// sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SquadReport {
+    /// Questions evaluated.
+    pub questions: usize,
+    /// Passages in the retrieval corpus.
+    pub passages: usize,
+    /// Metrics per method.
+    pub methods: BTreeMap<String, BTreeMap<String, f64>>,
+    /// GeAR's local R@1 / MAP@1 per swept layer.
+    pub layers: BTreeMap<usize, BTreeMap<String, f64>>,
+}
+
+/// The local-retrieval targets of every question (gold passage sentences, relevant indices).
+pub fn local_targets(data: &SquadImport) -> Vec<LocalTarget> {
+    let index: HashMap<&str, usize> = data
+        .corpus
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.as_str(), i))
+        .collect();
+    data.triples
+        .iter()
+        .map(|t| {
+            let text = &t.document.text;
+            let spans = split_sentences(text);
+            let gold = t.unit_spans();
+            let relevant = spans
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| gold.contains(s))
+                .map(|(i, _)| i)
+                .collect();
+            let to_chars = |b: usize| text[..b].chars().count();
+            LocalTarget {
+                id: t.id.clone().unwrap_or_default(),
+                question: t.query.clone(),
+                passage: index
+                    .get(t.document.id.as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX),
+                sentences: spans
+                    .iter()
+                    .map(|s| (to_chars(s.start), to_chars(s.end)))
+                    .collect(),
+                relevant,
+            }
+        })
+        .collect()
+}
+
+/// Embeds `texts` in length-sorted batches with `f`; rows come back in input order (CPU).
+fn embed_in_batches(
+    f: impl Fn(&[&str]) -> gear_model::Result<Tensor>,
+    texts: &[&str],
+    batch: usize,
+) -> Result<Tensor> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+    let mut parts = Vec::new();
+    for chunk in order.chunks(batch.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        parts.push(f(&refs)?.to_kind(Kind::Float));
+    }
+    let sorted = Tensor::cat(&parts, 0);
+    let mut inverse = vec![0i64; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        inverse[i] = pos as i64;
+    }
+    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+}
+
+fn add(map: &mut BTreeMap<String, f64>, prefix: &str, k: usize, m: &RankingMetrics) {
+    let s = m.summary();
+    map.insert(format!("{prefix}.recall@{k}"), s.recall);
+    map.insert(format!("{prefix}.map@{k}"), s.map);
+}
+
+/// Evaluates `model` on the questions and passages of `data` (see the module documentation).
+pub fn eval_squad(
+    model: &GearModel,
+    data: &SquadImport,
+    options: &SquadEvalOptions,
+) -> Result<SquadReport> {
+    let batch = options.batch_size.max(1);
+    let targets = local_targets(data);
+    let passages: Vec<&str> = data.corpus.iter().map(|d| d.text.as_str()).collect();
+    let questions: Vec<&str> = targets.iter().map(|t| t.question.as_str()).collect();
+    let mut methods: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+
+    // Global retrieval: GeAR's is its bi-encoder, so both methods share these numbers.
+    let p = embed_in_batches(|t| model.embed_documents(t), &passages, batch)?;
+    let q = embed_in_batches(|t| model.embed_queries(t), &questions, batch)?;
+    let k = 5.min(passages.len()) as i64;
+    let mut global = RankingMetrics::new(5);
+    if k > 0 {
+        let (_, top) = q.matmul(&p.transpose(0, 1)).topk(k, 1, true, true);
+        let top = Vec::<i64>::try_from(top.flatten(0, -1))?;
+        for (i, t) in targets.iter().enumerate() {
+            let ranked: Vec<usize> = top[i * k as usize..(i + 1) * k as usize]
+                .iter()
+                .map(|&x| x as usize)
+                .collect();
+            global.add(&ranked, &[t.passage]);
+        }
+    }
+
+    // Bi-encoder local retrieval: each distinct sentence embedded once with E_d.
+    let mut sentence_rows: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut sentence_texts: Vec<&str> = Vec::new();
+    let mut passage_spans: HashMap<usize, Vec<Span>> = HashMap::new();
+    for t in &targets {
+        let spans = passage_spans
+            .entry(t.passage)
+            .or_insert_with(|| split_sentences(passages[t.passage]));
+        for (j, s) in spans.iter().enumerate() {
+            sentence_rows.entry((t.passage, j)).or_insert_with(|| {
+                sentence_texts.push(&passages[t.passage][s.start..s.end]);
+                sentence_texts.len() - 1
+            });
+        }
+    }
+    let sentences = embed_in_batches(|t| model.embed_documents(t), &sentence_texts, batch)?;
+    let mut bi_local = RankingMetrics::new(1);
+    for (i, t) in targets.iter().enumerate() {
+        let rows: Vec<i64> = (0..t.sentences.len())
+            .map(|j| sentence_rows[&(t.passage, j)] as i64)
+            .collect();
+        let scores = sentences
+            .index_select(0, &Tensor::from_slice(&rows))
+            .matmul(&q.get(i as i64));
+        let scores = Vec::<f32>::try_from(scores)?;
+        let mut ranked: Vec<usize> = (0..scores.len()).collect();
+        ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        bi_local.add(&ranked, &t.relevant);
+    }
+    let bi = methods.entry("bi-encoder".into()).or_default();
+    add(bi, "global", 5, &global);
+    add(bi, "local", 1, &bi_local);
+
+    // GeAR local retrieval from cross-attention, for each swept layer.
+    let default_layer = model.config().local_layer();
+    let layers = match (options.cross_attention, options.layers.is_empty()) {
+        (false, _) => Vec::new(),
+        (true, true) => vec![default_layer],
+        (true, false) => options.layers.clone(),
+    };
+    let mut sweep = BTreeMap::new();
+    for &layer in &layers {
+        let mut local = RankingMetrics::new(1);
+        let locate = LocateOptions {
+            layer: Some(layer),
+            ..LocateOptions::default()
+        };
+        for chunk in targets.chunks(batch) {
+            let spans: Vec<&Vec<Span>> = chunk.iter().map(|t| &passage_spans[&t.passage]).collect();
+            let inputs: Vec<LocateInput<'_>> = chunk
+                .iter()
+                .zip(&spans)
+                .map(|(t, s)| LocateInput {
+                    query: &t.question,
+                    document: passages[t.passage],
+                    units: s,
+                })
+                .collect();
+            for (r, t) in model.locate_batch(&inputs, &locate)?.iter().zip(chunk) {
+                let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
+                local.add(&ranked, &t.relevant);
+            }
+        }
+        let mut m = BTreeMap::new();
+        add(&mut m, "local", 1, &local);
+        if layer == default_layer {
+            let g = methods.entry("gear".into()).or_default();
+            add(g, "global", 5, &global);
+            add(g, "local", 1, &local);
+        }
+        sweep.insert(layer, m);
+    }
+
+    // Generation on the first questions.
+    let n = options.generation_examples.min(targets.len());
+    if n > 0 {
+        let gen = GenerationOptions {
+            max_len: model.config().max_target_len,
+            search: Search::Greedy,
+            use_cache: true,
+        };
+        let (mut em, mut f) = (0.0, 0.0);
+        for (chunk, triples) in targets[..n]
+            .chunks(batch)
+            .zip(data.triples[..n].chunks(batch))
+        {
+            let qs: Vec<&str> = chunk.iter().map(|t| t.question.as_str()).collect();
+            let ds: Vec<&str> = chunk.iter().map(|t| passages[t.passage]).collect();
+            for (out, t) in model.generate(&qs, &ds, &gen)?.iter().zip(triples) {
+                let gold = [t.answer.clone().unwrap_or_default()];
+                em += exact_match(out, &gold);
+                f += f1(out, &gold);
+            }
+        }
+        let g = methods.entry("gear".into()).or_default();
+        g.insert("generation.exact_match".into(), 100.0 * em / n as f64);
+        g.insert("generation.f1".into(), 100.0 * f / n as f64);
+    }
+    Ok(SquadReport {
+        questions: targets.len(),
+        passages: passages.len(),
+        methods,
+        layers: sweep,
+    })
+}
