@@ -71,20 +71,25 @@ pub struct SquadStats {
     pub multi_unit: usize,
 }
 
-/// Reads a SQuAD-format file. A malformed file is an error naming the JSON path of the field.
-pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
-    let path = path.as_ref();
+/// Parses a SQuAD-format file; a malformed file is an error naming the JSON path of the field.
+fn read_file(path: &Path) -> Result<File> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
     })?;
     let de = &mut serde_json::Deserializer::from_str(&text);
-    let file: File = serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
+    serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
         path: path.to_owned(),
         line: e.inner().line(),
         field: e.path().to_string(),
         message: e.inner().to_string(),
-    })?;
+    })
+}
+
+/// Reads a SQuAD-format file. A malformed file is an error naming the JSON path of the field.
+pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
+    let path = path.as_ref();
+    let file = read_file(path)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -180,17 +185,7 @@ fn bad_answer(path: &Path, a: usize, p: usize, q: usize, k: usize, message: &str
 /// The gold answers of every answerable question, by question id (for `gear score squad`).
 pub fn squad_gold_answers(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<String>)>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    let file: File = serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
-        path: path.to_owned(),
-        line: e.inner().line(),
-        field: e.path().to_string(),
-        message: e.inner().to_string(),
-    })?;
+    let file = read_file(path)?;
     Ok(file
         .data
         .into_iter()

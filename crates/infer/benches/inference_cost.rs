@@ -63,22 +63,7 @@ fn setup() -> Setup {
 /// Embeds texts with `E_d` in length-sorted batches of 32, as an embedding server would, so that
 /// the baselines do not pay for padding short sentences to the longest one.
 fn embed_sorted(model: &GearModel, texts: &[&str]) -> Tensor {
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| texts[i].len());
-    let parts: Vec<Tensor> = order
-        .chunks(32)
-        .map(|c| {
-            model
-                .embed_documents(&c.iter().map(|&i| texts[i]).collect::<Vec<_>>())
-                .expect("embed")
-        })
-        .collect();
-    let sorted = Tensor::cat(&parts, 0);
-    let mut inverse = vec![0i64; order.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        inverse[i] = pos as i64;
-    }
-    sorted.index_select(0, &Tensor::from_slice(&inverse))
+    gear_model::embed_length_sorted(texts, 32, |b| model.embed_documents(b)).expect("embed")
 }
 
 fn bi_encoder(s: &Setup) -> usize {

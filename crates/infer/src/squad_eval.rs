@@ -17,7 +17,7 @@ use gear_data::{split_sentences, Span, SquadImport};
 use gear_metrics::{exact_match, f1, RankingMetrics};
 use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
 use serde::Serialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::Result;
 
@@ -107,19 +107,7 @@ fn embed_in_batches(
     texts: &[&str],
     batch: usize,
 ) -> Result<Tensor> {
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-    let mut parts = Vec::new();
-    for chunk in order.chunks(batch.max(1)) {
-        let refs: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-        parts.push(f(&refs)?.to_kind(Kind::Float));
-    }
-    let sorted = Tensor::cat(&parts, 0);
-    let mut inverse = vec![0i64; order.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        inverse[i] = pos as i64;
-    }
-    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+    Ok(gear_model::embed_length_sorted(texts, batch, f)?)
 }
 
 fn add(map: &mut BTreeMap<String, f64>, prefix: &str, k: usize, m: &RankingMetrics) {

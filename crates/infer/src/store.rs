@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use gear_data::{Document, DocumentReader, JsonlWriter};
 use gear_model::{read_tensors, save_tensors, GearModel};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::search::{ExactIndex, Hit, VectorIndex};
 use crate::{Error, Result};
@@ -218,21 +218,10 @@ pub fn build_index(
 
 /// Document embeddings `[n, dim]` (CPU) in input order, computed in length-sorted batches.
 fn embed_sorted(model: &GearModel, docs: &[Document], batch: usize) -> Result<Tensor> {
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(docs[i].text.len()));
-    let mut parts = Vec::new();
-    for chunk in order.chunks(batch) {
-        let texts: Vec<&str> = chunk.iter().map(|&i| docs[i].text.as_str()).collect();
-        parts.push(model.embed_documents(&texts)?);
-    }
-    let sorted = Tensor::cat(&parts, 0);
-    let mut inverse = vec![0i64; order.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        inverse[i] = pos as i64;
-    }
-    Ok(sorted
-        .index_select(0, &Tensor::from_slice(&inverse))
-        .to_kind(Kind::Float))
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    Ok(gear_model::embed_length_sorted(&texts, batch, |b| {
+        model.embed_documents(b)
+    })?)
 }
 
 /// A loaded index: documents, their vectors and the metadata.

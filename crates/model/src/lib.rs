@@ -55,4 +55,4 @@ pub use local::{
     rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
 };
 pub use pooling::{l2_normalize, mean_pool};
-pub use sentence::{EncoderOptions, SentenceEncoder};
+pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};

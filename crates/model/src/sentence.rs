@@ -133,23 +133,11 @@ impl SentenceEncoder {
     /// Texts are grouped into batches of similar length (longest first, as sentence-transformers
     /// does) so little compute is spent on padding.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().chars().count()));
-        let mut rows: Vec<Tensor> = Vec::with_capacity(order.len().div_ceil(self.batch_size));
-        for chunk in order.chunks(self.batch_size) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
-            rows.push(self.embed_batch(&batch)?);
-        }
-        if rows.is_empty() {
+        let refs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        if refs.is_empty() {
             return Ok(Tensor::zeros([0, self.dim()], (Kind::Float, Device::Cpu)));
         }
-        let sorted = Tensor::cat(&rows, 0);
-        // Scatter rows back to input order.
-        let mut inverse = vec![0i64; order.len()];
-        for (pos, &i) in order.iter().enumerate() {
-            inverse[i] = pos as i64;
-        }
-        Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+        embed_length_sorted(&refs, self.batch_size, |batch| self.embed_batch(batch))
     }
 
     /// Embeds `texts` as one padded batch → `[n, dim]` on the CPU.
@@ -178,6 +166,32 @@ impl SentenceEncoder {
         let flat = Vec::<f32>::try_from(t.flatten(0, -1))?;
         Ok(flat.chunks(dim.max(1)).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// Runs `embed` over `texts` in batches of `batch_size` grouped by length (longest first, as
+/// sentence-transformers does, so little compute goes to padding) and returns the rows in input
+/// order. `embed` gets one batch and returns `[batch, dim]`.
+pub fn embed_length_sorted(
+    texts: &[&str],
+    batch_size: usize,
+    mut embed: impl FnMut(&[&str]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+    let mut parts = Vec::with_capacity(order.len().div_ceil(batch_size.max(1)));
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+        parts.push(embed(&batch)?.to_kind(Kind::Float).to_device(Device::Cpu));
+    }
+    if parts.is_empty() {
+        return Err(Error::Input("nothing to embed".into()));
+    }
+    let sorted = Tensor::cat(&parts, 0);
+    let mut inverse = vec![0i64; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        inverse[i] = pos as i64;
+    }
+    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
 }
 
 /// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, if the folder has one.
