@@ -337,6 +337,7 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         layers,
         generation_examples: args.generation_examples,
         cross_attention: true,
+        cross_encoder: true,
         batch_size: 32,
     };
     let report = gear_infer::eval_squad(&model, &data, &options)?;

@@ -6,10 +6,12 @@
 //! - **Generation** (GeAR only): exact match and F1 of the decoder's text against the gold
 //!   answers.
 //!
-//! Methods: `gear` (bi-encoder global retrieval, cross-attention local retrieval, decoder) and
+//! Methods: `gear` (bi-encoder global retrieval, cross-attention local retrieval, decoder),
 //! `bi-encoder` (the same encoders as a plain bi-encoder: passages and sentences embedded with
 //! `E_d`, ranked by cosine to the `E_q` question embedding — the paper's "BGE-style" local
-//! baseline).
+//! baseline) and `cross-encoder` (local only: each `question [SEP] sentence` pair encoded jointly
+//! with full self-attention by `E_d`, scored by the cosine between the mean states of its two
+//! segments — the computation of a reranker; no trained reranker head exists here).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,6 +32,8 @@ pub struct SquadEvalOptions {
     pub generation_examples: usize,
     /// Run GeAR's cross-attention local retrieval (off: bi-encoder metrics only).
     pub cross_attention: bool,
+    /// Run the cross-encoder-style local baseline (one joint forward per question–sentence pair).
+    pub cross_encoder: bool,
     /// Texts per forward.
     pub batch_size: usize,
 }
@@ -178,6 +182,35 @@ pub fn eval_squad(
     add(bi, "global", 5, &global);
     add(bi, "local", 1, &bi_local);
 
+    if options.cross_encoder {
+        let mut ce_local = RankingMetrics::new(1);
+        for chunk in targets.chunks(batch) {
+            for t in chunk {
+                let spans = &passage_spans[&t.passage];
+                let pairs: Vec<String> = spans
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} [SEP] {}",
+                            t.question,
+                            &passages[t.passage][s.start..s.end]
+                        )
+                    })
+                    .collect();
+                let scores = pair_scores(model, &pairs)?;
+                let mut ranked: Vec<usize> = (0..scores.len()).collect();
+                ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+                ce_local.add(&ranked, &t.relevant);
+            }
+        }
+        add(
+            methods.entry("cross-encoder".into()).or_default(),
+            "local",
+            1,
+            &ce_local,
+        );
+    }
+
     // GeAR local retrieval from cross-attention, for each swept layer.
     let default_layer = model.config().local_layer();
     let layers = match (options.cross_attention, options.layers.is_empty()) {
@@ -249,4 +282,43 @@ pub fn eval_squad(
         methods,
         layers: sweep,
     })
+}
+
+/// Cross-encoder-style scores of `question [SEP] sentence` texts: one joint forward of `E_d`,
+/// cosine between the mean token states before and after the first `[SEP]`.
+fn pair_scores(model: &GearModel, pairs: &[String]) -> Result<Vec<f32>> {
+    let enc = model.encode_document_texts(pairs)?;
+    let sep = i64::from(model.tokenizer().token_to_id("[SEP]").unwrap_or(0));
+    let states = tch::no_grad(|| model.document_states_t(&enc.ids, &enc.mask, false))?;
+    let ids = Vec::<i64>::try_from(enc.ids.flatten(0, -1).to_device(tch::Device::Cpu))?;
+    let len = enc.batch.seq_len();
+    let mut first = vec![0f32; pairs.len() * len];
+    let mut second = vec![0f32; pairs.len() * len];
+    for b in 0..pairs.len() {
+        let n = enc.batch.token_count(b);
+        let row = &ids[b * len..b * len + n];
+        // [CLS] question [SEP] sentence [SEP]
+        let cut = row
+            .iter()
+            .skip(1)
+            .position(|&t| t == sep)
+            .map_or(n - 1, |p| p + 1);
+        for j in 1..cut {
+            first[b * len + j] = 1.0;
+        }
+        for j in cut + 1..n.saturating_sub(1) {
+            second[b * len + j] = 1.0;
+        }
+    }
+    let shape = [pairs.len() as i64, len as i64];
+    let device = states.device();
+    let m1 = Tensor::from_slice(&first).view(shape).to_device(device);
+    let m2 = Tensor::from_slice(&second).view(shape).to_device(device);
+    let a = gear_model::l2_normalize(&gear_model::mean_pool(&states, &m1));
+    let b = gear_model::l2_normalize(&gear_model::mean_pool(&states, &m2));
+    Ok(Vec::<f32>::try_from(
+        (a * b)
+            .sum_dim_intlist(1, false, tch::Kind::Float)
+            .to_device(tch::Device::Cpu),
+    )?)
 }

@@ -209,3 +209,62 @@ fn explanations_rank_by_the_scorer_and_escape_html() {
     assert!(term.contains("\x1b[4m") && term.contains("most attended tokens"));
     assert!(!render_terminal(&e, false).contains('\x1b'));
 }
+
+#[test]
+fn squad_evaluation_reports_every_method_and_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let squad = dir.path().join("tiny-squad.json");
+    let docs = corpus();
+    let d0 = &docs[0].text;
+    let d1 = &docs[1].text;
+    let start0 = d0.find("river").or_else(|| d0.find("the")).unwrap();
+    let start1 = d1.chars().count() / 2;
+    let json = serde_json::json!({"data": [{"title": "T", "paragraphs": [
+        {"context": d0, "qas": [{"id": "a", "question": "where is the river bridge", "answers": [{"text": "x", "answer_start": d0[..start0].chars().count()}]}]},
+        {"context": d1, "qas": [{"id": "b", "question": "the mill", "answers": [{"text": "y", "answer_start": start1}]}]}
+    ]}]});
+    std::fs::write(&squad, json.to_string()).unwrap();
+    let ck = checkpoint(dir.path(), "m", 5);
+    let (model, _) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
+    let data = gear_data::import_squad(&squad).unwrap();
+    let options = gear_infer::SquadEvalOptions {
+        layers: vec![1, 2],
+        generation_examples: 2,
+        cross_attention: true,
+        cross_encoder: true,
+        batch_size: 4,
+    };
+    let r = gear_infer::eval_squad(&model, &data, &options).unwrap();
+    assert_eq!((r.questions, r.passages), (2, 2));
+    for (method, keys) in [
+        (
+            "gear",
+            &[
+                "global.recall@5",
+                "global.map@5",
+                "local.recall@1",
+                "local.map@1",
+                "generation.exact_match",
+                "generation.f1",
+            ][..],
+        ),
+        (
+            "bi-encoder",
+            &[
+                "global.recall@5",
+                "global.map@5",
+                "local.recall@1",
+                "local.map@1",
+            ][..],
+        ),
+        ("cross-encoder", &["local.recall@1", "local.map@1"][..]),
+    ] {
+        for k in keys {
+            let v = r.methods[method][*k];
+            assert!((0.0..=100.0).contains(&v), "{method} {k} = {v}");
+        }
+    }
+    assert_eq!(r.layers.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    // Global retrieval over two passages always finds the gold one in the top 5.
+    assert_eq!(r.methods["bi-encoder"]["global.recall@5"], 1.0);
+}

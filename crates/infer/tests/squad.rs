@@ -32,6 +32,7 @@ fn pretrained_bi_encoder_matches_sentence_transformers_on_squad() {
         layers: Vec::new(),
         generation_examples: 0,
         cross_attention: false,
+        cross_encoder: false,
         batch_size: 32,
     };
     let report = eval_squad(&model, &import, &options).unwrap();
