@@ -107,6 +107,9 @@ pub struct SearchArgs {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
+    /// `exact`, or `hnsw` (approximate; the graph is built when the index is opened).
+    #[arg(long, default_value = "exact")]
+    backend: String,
     /// The query.
     query: String,
 }

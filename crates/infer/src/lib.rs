@@ -30,10 +30,10 @@ pub use error::{Error, Result};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
 };
-pub use search::{ExactIndex, Hit, VectorIndex};
+pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
 pub use squad_eval::{eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport};
 pub use store::{
-    build_index, model_fingerprint, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
+    build_index, model_fingerprint, Backend, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
 };
 
 use gear_model::GearModel;

@@ -10,7 +10,7 @@ use gear_model::{read_tensors, save_tensors, GearModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::search::{ExactIndex, Hit, VectorIndex};
+use crate::search::{ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
 use crate::{Error, Result};
 
 const META: &str = "index.json";
@@ -224,17 +224,32 @@ fn embed_sorted(model: &GearModel, docs: &[Document], batch: usize) -> Result<Te
     })?)
 }
 
+/// Which search backend serves an opened index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Exact matrix-product search (on the index's device).
+    #[default]
+    Exact,
+    /// Approximate HNSW search, the graph built in memory when the index is opened (CPU).
+    Hnsw(HnswConfig),
+}
+
 /// A loaded index: documents, their vectors and the metadata.
 pub struct DocumentIndex {
     dir: PathBuf,
     meta: IndexMeta,
     documents: Vec<Document>,
-    search: ExactIndex,
+    search: Box<dyn VectorIndex>,
 }
 
 impl DocumentIndex {
-    /// Opens the index folder `dir` onto `device`.
+    /// Opens the index folder `dir` onto `device` with exact search.
     pub fn open(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        Self::open_with(dir, device, Backend::Exact)
+    }
+
+    /// Opens the index folder `dir` with the given search backend.
+    pub fn open_with(dir: impl AsRef<Path>, device: Device, backend: Backend) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
         let bad = |message: String| Error::Index {
             path: dir.clone(),
@@ -279,8 +294,12 @@ impl DocumentIndex {
                 meta.dim
             )));
         }
+        let search: Box<dyn VectorIndex> = match backend {
+            Backend::Exact => Box::new(ExactIndex::new(&vectors, device)),
+            Backend::Hnsw(config) => Box::new(HnswIndex::new(&vectors, &config)?),
+        };
         Ok(Self {
-            search: ExactIndex::new(&vectors, device),
+            search,
             dir,
             meta,
             documents,

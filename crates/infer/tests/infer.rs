@@ -268,3 +268,58 @@ fn squad_evaluation_reports_every_method_and_layer() {
     // Global retrieval over two passages always finds the gold one in the top 5.
     assert_eq!(r.methods["bi-encoder"]["global.recall@5"], 1.0);
 }
+
+#[test]
+fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
+    // Pretrained MiniLM embeddings of the embedded corpus, queried with keyword queries.
+    let Ok((model, dir)) = load_model(&ModelSource::Pretrained, Device::Cpu) else {
+        panic!("the pretrained model is needed: run `cargo xtask setup`");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = generate_corpus(300, 2);
+    let idx = tmp.path().join("idx");
+    build_index(
+        &model,
+        &dir,
+        &docs,
+        &idx,
+        &BuildOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let queries: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            gear_data::extract_keywords(
+                &d.text[..d.text.find('.').unwrap_or(d.text.len())],
+                &Default::default(),
+            )
+            .join(", ")
+        })
+        .collect();
+    let exact = DocumentIndex::open(&idx, Device::Cpu).unwrap();
+    let hnsw = DocumentIndex::open_with(
+        &idx,
+        Device::Cpu,
+        gear_infer::Backend::Hnsw(Default::default()),
+    )
+    .unwrap();
+    let (a, b) = (
+        exact.search(&model, &queries, 10).unwrap(),
+        hnsw.search(&model, &queries, 10).unwrap(),
+    );
+    let mut found = 0usize;
+    for (x, y) in a.iter().zip(&b) {
+        found += x
+            .iter()
+            .filter(|(d, _)| y.iter().any(|(e, _)| e.id == d.id))
+            .count();
+    }
+    let recall = found as f64 / (10 * queries.len()) as f64;
+    eprintln!(
+        "HNSW recall@10 against exact search: {recall:.4} over {} queries, {} documents",
+        queries.len(),
+        docs.len()
+    );
+    assert!(recall >= 0.95, "{recall}");
+}
