@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// Output folder: checkpoint/, metrics.jsonl.
     #[arg(long)]
     out: PathBuf,
-    /// Continue from out/checkpoint.
+    /// Continue from the checkpoint in --out (a new run when there is none yet).
     #[arg(long)]
     resume: bool,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -80,10 +80,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let train = read_triples(&args.train)?;
     let dev = args.dev.as_ref().map(read_triples).transpose()?;
-    let mut trainer = if args.resume {
+    let mut trainer = if args.resume && gear_train::find_checkpoint(&args.out).is_some() {
         Trainer::resume(config.clone(), &args.out, device)?
+    } else if args.resume {
+        eprintln!(
+            "no checkpoint in {}: starting a new run",
+            args.out.display()
+        );
+        Trainer::new(config.clone(), &args.out, device)?
     } else {
-        if args.out.join("checkpoint").exists() {
+        if gear_train::find_checkpoint(&args.out).is_some() {
             anyhow::bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --out", args.out.display());
         }
         Trainer::new(config.clone(), &args.out, device)?

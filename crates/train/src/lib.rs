@@ -31,4 +31,4 @@ pub use losses::{contrastive_loss, lm_loss, soft_cross_entropy, soft_targets};
 pub use momentum::{sorted_variables, Momentum, Queue};
 pub use optim::{no_decay, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;
-pub use trainer::{gear_config, Event, StepLog, TrainState, Trainer};
+pub use trainer::{find_checkpoint, gear_config, Event, StepLog, TrainState, Trainer};

@@ -205,7 +205,10 @@ impl Trainer {
     /// the saved one except for `[run]` `max_steps`, `eval_every` and `checkpoint_every`.
     pub fn resume(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
         let out = out.into();
-        let ck = out.join("checkpoint");
+        let ck = find_checkpoint(&out).ok_or_else(|| Error::Resume {
+            path: out.join("checkpoint"),
+            message: "no checkpoint to resume from".into(),
+        })?;
         let bad = |message: String| Error::Resume {
             path: ck.clone(),
             message,
@@ -320,6 +323,15 @@ impl Trainer {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         } else {
             std::fs::rename(&tmp, &ck).map_err(io(&ck))?;
+        }
+        // Leftovers of runs killed mid-save are superseded now.
+        if let Ok(entries) = std::fs::read_dir(&self.out) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".checkpoint.tmp-") || name.starts_with(".checkpoint.old-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
         self.last_checkpoint = Some(ck.clone());
         Ok(ck)
@@ -574,6 +586,37 @@ impl Trainer {
             .open(&path)
             .map_err(|source| Error::Io { path, source })
     }
+}
+
+/// The checkpoint to resume from: `out/checkpoint`, or — when a process was killed between the
+/// two renames of a checkpoint swap — the complete new one (`.checkpoint.tmp-*` with its
+/// `train_state.json`, written last) or else the previous one (`.checkpoint.old-*`).
+pub fn find_checkpoint(out: &Path) -> Option<PathBuf> {
+    let ck = out.join("checkpoint");
+    if ck.join("train_state.json").is_file() {
+        return Some(ck);
+    }
+    let mut candidates: Vec<(u8, u64, PathBuf)> = std::fs::read_dir(out)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rank = if name.starts_with(".checkpoint.tmp-") {
+                0
+            } else if name.starts_with(".checkpoint.old-") {
+                1
+            } else {
+                return None;
+            };
+            let json = e.path().join("train_state.json");
+            let saved: SavedState =
+                serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
+            Some((rank, u64::MAX - saved.state.step, e.path()))
+        })
+        .collect();
+    // The most advanced complete checkpoint, preferring the new one of an interrupted swap.
+    candidates.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    candidates.into_iter().next().map(|c| c.2)
 }
 
 fn write_log(log: &mut std::fs::File, out: &Path, value: &serde_json::Value) -> Result<()> {
