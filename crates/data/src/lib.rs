@@ -41,7 +41,8 @@ pub use keywords::{extract_keywords, KeywordOptions};
 pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
 pub use rir::{
     candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led,
-    synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
+    stable_hash, synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig,
+    RirStats,
 };
 pub use sentences::split_sentences;
 pub use span::Span;

@@ -50,14 +50,8 @@ pub fn load_safetensors_mapped(
     key_of: impl Fn(&str) -> Option<String>,
 ) -> Result<LoadReport> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let bytes = read_bytes(path)?;
+    let st = parse(&bytes, path)?;
     let names: BTreeSet<String> = st.names().into_iter().map(str::to_owned).collect();
     let prefix = if !names.is_empty() && names.iter().all(|n| n.starts_with("bert.")) {
         "bert."
@@ -108,6 +102,20 @@ pub fn load_safetensors_mapped(
     Ok(report)
 }
 
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 fn tensor_from_view(view: &TensorView<'_>, path: &Path, name: &str) -> Result<Tensor> {
     let kind = match view.dtype() {
         Dtype::F32 => Kind::Float,
@@ -137,14 +145,8 @@ pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<()> {
 /// Reads every tensor of a safetensors file (on the CPU), sorted by name.
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let bytes = read_bytes(path)?;
+    let st = parse(&bytes, path)?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         out.push((name.clone(), tensor_from_view(&view, path, &name)?));

@@ -128,11 +128,9 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
     g
 }
 
+/// A non-negative id for the queue (−1 marks empty slots).
 fn doc_hash(id: &str) -> i64 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (h & (i64::MAX as u64)) as i64
+    (gear_data::stable_hash(id) & (i64::MAX as u64)) as i64
 }
 
 fn to_tensors(batch: &gear_data::Batch, device: Device) -> (Tensor, Tensor) {
