@@ -40,6 +40,10 @@ pub struct RirArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Data-parallel training with N processes on this machine (N GPUs with `--device cuda`,
+    /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
+    #[arg(long)]
+    nproc: Option<usize>,
 }
 
 /// Options of `cargo xtask train-qar`.
@@ -57,6 +61,10 @@ pub struct QarArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Data-parallel training with N processes on this machine (N GPUs with `--device cuda`,
+    /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
+    #[arg(long)]
+    nproc: Option<usize>,
 }
 
 fn gear(env: &Env, bin: &Path, args: &[&str]) -> Result<()> {
@@ -117,7 +125,12 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         }
         gear(env, &bin, &a)?;
     }
-    split_train(env, &bin, out, &triples, &args.config, &args.device, false)
+    let run = RunOptions {
+        config: &args.config,
+        device: &args.device,
+        nproc: args.nproc,
+    };
+    split_train(env, &bin, out, &triples, &run, false)
 }
 
 pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
@@ -139,15 +152,19 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
         }
         std::fs::write(&triples, all)?;
     }
-    split_train(
-        env,
-        &bin,
-        &args.out,
-        &triples,
-        &args.config,
-        &args.device,
-        true,
-    )
+    let run = RunOptions {
+        config: &args.config,
+        device: &args.device,
+        nproc: args.nproc,
+    };
+    split_train(env, &bin, &args.out, &triples, &run, true)
+}
+
+/// How to train: configuration, device, processes.
+struct RunOptions<'a> {
+    config: &'a Path,
+    device: &'a str,
+    nproc: Option<usize>,
 }
 
 fn split_train(
@@ -155,10 +172,14 @@ fn split_train(
     bin: &Path,
     out: &Path,
     triples: &Path,
-    config: &Path,
-    device: &str,
+    run_options: &RunOptions<'_>,
     by_title: bool,
 ) -> Result<()> {
+    let RunOptions {
+        config,
+        device,
+        nproc,
+    } = *run_options;
     let (train, dev, test) = (
         out.join("train.jsonl"),
         out.join("dev.jsonl"),
@@ -200,6 +221,10 @@ fn split_train(
     ];
     if run.join("checkpoint").exists() {
         a.push("--resume");
+    }
+    let nproc = nproc.map(|n| n.to_string());
+    if let Some(n) = &nproc {
+        a.extend(["--nproc", n]);
     }
     gear(env, bin, &a)?;
     step("evaluating the untrained start and the trained model on the held-out test split");

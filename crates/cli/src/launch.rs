@@ -2,7 +2,8 @@
 //!
 //! The launcher re-runs this very command N times without `--nproc`, each child with the
 //! variables torch.distributed's launchers set (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
-//! `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` = a free port), and waits for all of them. When one
+//! `MASTER_ADDR=127.0.0.1`, `MASTER_PORT` = a free port, and `OMP_NUM_THREADS` = cores / N
+//! unless set), and waits for all of them. When one
 //! fails the others fail too (their next collective sees the closed connection, or times out);
 //! stragglers still running after a grace period are killed. Across machines, run `gear train`
 //! on every node with those variables set by hand or by a scheduler instead (docs/training.md).
@@ -45,6 +46,11 @@ pub fn run(nproc: usize) -> Result<()> {
         .and_then(|p| p.parse().ok())
         .map_or_else(free_port, Ok)?;
     let args = child_args();
+    // Like torchrun: ranks on one machine share its cores instead of each taking all of them.
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        (cores / nproc).max(1).to_string()
+    });
     eprintln!("launching {nproc} training processes (rendezvous 127.0.0.1:{port})");
     let mut children: Vec<(usize, Child)> = Vec::with_capacity(nproc);
     for rank in 0..nproc {
@@ -55,6 +61,7 @@ pub fn run(nproc: usize) -> Result<()> {
             .env("WORLD_SIZE", nproc.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
+            .env("OMP_NUM_THREADS", &threads)
             .spawn()
             .with_context(|| format!("starting rank {rank}"));
         match child {

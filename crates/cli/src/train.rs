@@ -174,6 +174,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             if !interactive && (s.step % 10 == 0 || s.step == s.total_steps) {
                 eprintln!("step {}/{}: {msg}", s.step, s.total_steps);
             }
+            // The trainer's count is exact (a data tail too small to share joins a batch).
+            bar.set_length(
+                config
+                    .run
+                    .max_steps
+                    .map_or(s.total_steps, |m| m.min(s.total_steps)),
+            );
             bar.set_position(s.step);
             bar.set_message(msg);
         }
