@@ -14,6 +14,10 @@
 //! let report = trainer.train(&train, None, &mut |_event| {})?;
 //! # let _ = report; Ok(()) }
 //! ```
+//!
+//! Data-parallel: build the same trainer on every rank, then
+//! `trainer.distribute(gear_dist::ProcessGroup::new(&env, backend, timeout)?)?` — see
+//! [`Trainer::distribute`] and docs/distributed.md.
 
 mod config;
 mod error;
@@ -31,4 +35,6 @@ pub use losses::{contrastive_loss, lm_loss, soft_cross_entropy, soft_targets};
 pub use momentum::{sorted_variables, Momentum, Queue};
 pub use optim::{no_decay, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;
-pub use trainer::{find_checkpoint, gear_config, Event, StepLog, TrainState, Trainer};
+pub use trainer::{
+    find_checkpoint, gear_config, global_plan, shard, Event, StepLog, TrainState, Trainer,
+};

@@ -815,3 +815,51 @@ impl Accumulated {
         self.n += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_concatenate_to_the_batch_and_differ_by_at_most_one() {
+        let batch: Vec<usize> = (10..17).collect();
+        for world in 1..=7 {
+            let shares: Vec<&[usize]> = (0..world).map(|r| shard(&batch, r, world)).collect();
+            assert_eq!(shares.concat(), batch, "world {world}");
+            let sizes: Vec<usize> = shares.iter().map(|s| s.len()).collect();
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(hi - lo <= 1, "world {world}: {sizes:?}");
+            assert!(
+                sizes.windows(2).all(|w| w[0] >= w[1]),
+                "earlier ranks take extras"
+            );
+        }
+    }
+
+    #[test]
+    fn global_plan_merges_a_tail_too_small_to_share() {
+        let lengths = vec![5usize; 17];
+        let batching = gear_data::BatchingConfig {
+            batch_size: 8,
+            bucket_batches: 1,
+            seed: 3,
+        };
+        let single = global_plan(&lengths, &batching, 0, 1);
+        assert_eq!(
+            single,
+            plan_epoch(&lengths, &batching, 0),
+            "one process: unchanged"
+        );
+        assert_eq!(single.len(), 3);
+        let two = global_plan(&lengths, &batching, 0, 2);
+        assert_eq!(two.len(), 2, "the one-example batch joined another");
+        assert!(two.iter().all(|b| b.len() >= 2));
+        let mut seen: Vec<usize> = two.concat();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..17).collect::<Vec<_>>(),
+            "no example dropped or repeated"
+        );
+    }
+}
