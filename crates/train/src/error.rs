@@ -51,6 +51,9 @@ pub enum Error {
     /// libtorch failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// A collective of a data-parallel run failed (a peer died, stalled or never joined).
+    #[error(transparent)]
+    Distributed(#[from] gear_dist::Error),
 }
 
 /// Result alias for this crate.

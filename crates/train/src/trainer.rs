@@ -219,7 +219,6 @@ impl Trainer {
     /// gathered global batch, gradients are averaged over ranks in buckets, and only rank 0
     /// writes checkpoints, the metrics log and evaluations.
     pub fn distribute(mut self, group: ProcessGroup) -> Result<Self> {
-        let dist_err = |e: gear_dist::Error| Error::Train(e.to_string());
         let mut state: Vec<(String, Tensor)> =
             self.model.var_store().variables().into_iter().collect();
         state.extend(
@@ -232,8 +231,7 @@ impl Trainer {
         state.sort_by(|a, b| a.0.cmp(&b.0));
         state.push(("temp".into(), self.temp.shallow_clone()));
         let tensors: Vec<Tensor> = state.into_iter().map(|(_, t)| t).collect();
-        let calls = broadcast_tensors(&group, &tensors, 0, GradientBuckets::DEFAULT_BUCKET_BYTES)
-            .map_err(dist_err)?;
+        let calls = broadcast_tensors(&group, &tensors, 0, GradientBuckets::DEFAULT_BUCKET_BYTES)?;
         let buckets = GradientBuckets::new(&self.params, GradientBuckets::DEFAULT_BUCKET_BYTES);
         tracing::info!(
             rank = group.rank(),
@@ -330,8 +328,12 @@ impl Trainer {
     }
 
     /// Writes `out/checkpoint/{model/, train_state.safetensors, train_state.json}` atomically
-    /// (built in a temporary folder that replaces the old checkpoint only once complete).
+    /// (built in a temporary folder that replaces the old checkpoint only once complete). In a
+    /// data-parallel run only rank 0 writes; other ranks return the path without writing.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        if self.rank().0 != 0 {
+            return Ok(self.out.join("checkpoint"));
+        }
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| Error::Io { path, source }
@@ -490,9 +492,7 @@ impl Trainer {
                     continue;
                 }
                 if let Some(d) = &self.dist {
-                    d.buckets
-                        .all_reduce_mean(&d.group, &self.params)
-                        .map_err(|e| Error::Train(e.to_string()))?;
+                    d.buckets.all_reduce_mean(&d.group, &self.params)?;
                 }
                 let grad_norm = self.optimizer.clip_grad_norm(c.optim.clip_norm);
                 let lr = schedule.lr(self.state.step);
@@ -582,7 +582,6 @@ impl Trainer {
         distill: f64,
     ) -> Result<(Tensor, f64, f64, f64)> {
         let device = self.model.device();
-        let dist_err = |e: gear_dist::Error| Error::Train(e.to_string());
         let (q_ids, q_mask) = to_tensors(&batch.queries, device);
         let (d_ids, d_mask) = to_tensors(&batch.documents, device);
         let (t_ids, t_mask) = to_tensors(&batch.targets, device);
@@ -607,8 +606,8 @@ impl Trainer {
                 let g = &dist.group;
                 let dim = q.size()[1];
                 let packed = Tensor::cat(&[&q, &d, &q_m, &d_m], 1).detach();
-                let (all, counts) = all_gather_rows(g, &packed).map_err(dist_err)?;
-                let (all_ids, _) = all_gather_rows(g, &ids).map_err(dist_err)?;
+                let (all, counts) = all_gather_rows(g, &packed)?;
+                let (all_ids, _) = all_gather_rows(g, &ids)?;
                 let total: i64 = counts.iter().sum();
                 let before: i64 = counts[..g.rank()].iter().sum();
                 let mine = counts[g.rank()];
@@ -707,7 +706,7 @@ impl Trainer {
                 let totals = Tensor::stack(&[tokens.detach(), lm_sum.detach()], 0)
                     .to_kind(Kind::Double)
                     .contiguous();
-                dist.group.all_reduce_sum(&totals).map_err(dist_err)?;
+                dist.group.all_reduce_sum(&totals)?;
                 let global_tokens = totals.double_value(&[0]).max(1.0);
                 let lm = totals.double_value(&[1]) / global_tokens;
                 let loss = l_cl * world + lm_sum * (alpha * world / global_tokens);
