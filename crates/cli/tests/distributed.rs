@@ -1,110 +1,16 @@
 //! Data-parallel training with real processes on 127.0.0.1 (Gloo): `gear train --nproc 2` with
 //! batch B per rank ends where one process with batch 2B ends, and a rank that dies makes its
-//! peer fail with a clear error instead of hanging. Uses a tiny dropout-free BERT written here.
+//! peer fail with a clear error instead of hanging. Uses the tiny BERT of tests/common, without dropout.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gear_data::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig, Tokenizer};
-use gear_model::{save_safetensors, Bert, BertConfig};
-use tch::{nn::VarStore, Device};
-
-fn tiny_bert(dir: &Path, tok: &Tokenizer) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cfg = BertConfig::tiny(tok.vocab_size() as i64);
-    cfg.max_position_embeddings = 512;
-    // Dropout masks differ between one process and two; without dropout the runs must agree.
-    cfg.hidden_dropout_prob = 0.0;
-    cfg.attention_probs_dropout_prob = 0.0;
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&cfg).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _bert = Bert::new(&vs.root(), &cfg).unwrap();
-    save_safetensors(&vs, dir.join("model.safetensors")).unwrap();
-    tok.save(dir.join("tokenizer.json")).unwrap();
-}
-
-fn config(dir: &Path, init: &Path, batch_size: usize, name: &str) -> PathBuf {
-    let text = format!(
-        r#"
-scenario = "rir"
-[model]
-init = "{}"
-max_query_len = 16
-max_document_len = 128
-max_target_len = 24
-decoder_layers = 1
-[data]
-batch_size = {batch_size}
-bucket_batches = 2
-[optim]
-lr = 1e-3
-start_lr = 1e-4
-min_lr = 1e-5
-warmup_steps = 2
-beta1 = 0.9
-beta2 = 0.999
-eps = 1e-8
-weight_decay = 0.05
-clip_norm = 1.0
-[loss]
-alpha = 0.25
-temperature = 0.07
-momentum = 0.9
-queue_size = 8
-distill_weight = 0.4
-distill_ramp_epochs = 1.0
-[run]
-epochs = 2
-seed = 5
-checkpoint_every = 1
-eval_generation_examples = 0
-"#,
-        init.display()
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-struct Setup {
-    dir: tempfile::TempDir,
-    bert: PathBuf,
-    train: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let docs = generate_corpus(8, 3);
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let tok = Tokenizer::word_level(&texts, 512).unwrap();
-    let bert = dir.path().join("bert");
-    tiny_bert(&bert, &tok);
-    let train = dir.path().join("train.jsonl");
-    let cfg = RirConfig {
-        min_similarity: None,
-        min_tokens: 100,
-        ..RirConfig::default()
-    };
-    synthesize_rir(
-        docs.into_iter().map(Ok),
-        &train,
-        &tok,
-        &KeywordRewriter::default(),
-        None,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap();
-    Setup { dir, bert, train }
-}
+use common::{config, setup};
 
 fn gear_train(config: &Path, train: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gear"));
@@ -151,7 +57,8 @@ fn logged_losses(out: &Path) -> Vec<(u64, f64, f64)> {
 
 #[test]
 fn two_processes_with_batch_b_equal_one_process_with_batch_2b() {
-    let s = setup();
+    // Dropout masks differ between one process and two; without dropout the runs must agree.
+    let s = setup(false);
     let n = std::fs::read_to_string(&s.train).unwrap().lines().count();
     assert!(n >= 16, "{n} triples");
 
@@ -191,17 +98,7 @@ fn two_processes_with_batch_b_equal_one_process_with_batch_2b() {
     .unwrap();
     assert_eq!(state["state"]["examples"].as_u64(), Some(2 * n as u64));
 
-    let pa = gear_model::read_tensors(single.join("checkpoint/model/model.safetensors")).unwrap();
-    let pb = gear_model::read_tensors(pair.join("checkpoint/model/model.safetensors")).unwrap();
-    assert_eq!(pa.len(), pb.len());
-    let mut worst = (0.0f64, String::new());
-    for ((na, ta), (nb, tb)) in pa.iter().zip(&pb) {
-        assert_eq!(na, nb);
-        let diff = (ta - tb).abs().max().double_value(&[]);
-        if diff > worst.0 {
-            worst = (diff, na.clone());
-        }
-    }
+    let worst = common::max_parameter_difference(&single, &pair);
     println!(
         "largest parameter difference: {:.3e} ({})",
         worst.0, worst.1
@@ -223,7 +120,7 @@ fn two_processes_with_batch_b_equal_one_process_with_batch_2b() {
 
 #[test]
 fn a_rank_killed_mid_run_fails_its_peer_with_a_clear_error() {
-    let s = setup();
+    let s = setup(false);
     let config = config(s.dir.path(), &s.bert, 4, "b4.toml");
     let out = s.dir.path().join("run");
     let port = std::net::TcpListener::bind("127.0.0.1:0")

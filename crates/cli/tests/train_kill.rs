@@ -1,74 +1,13 @@
 //! `gear train` killed with SIGKILL and resumed ends with the same parameters as an uninterrupted
-//! run, at the same step. Uses a tiny BERT checkpoint written here.
+//! run, at the same step. Uses the tiny BERT of tests/common.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use gear_data::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig, Tokenizer};
-use gear_model::{save_safetensors, Bert, BertConfig};
-use tch::{nn::VarStore, Device};
-
-fn tiny_bert(dir: &Path, tok: &Tokenizer) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cfg = BertConfig::tiny(tok.vocab_size() as i64);
-    cfg.max_position_embeddings = 512;
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&cfg).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _bert = Bert::new(&vs.root(), &cfg).unwrap();
-    save_safetensors(&vs, dir.join("model.safetensors")).unwrap();
-    tok.save(dir.join("tokenizer.json")).unwrap();
-}
-
-fn config(dir: &Path, init: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-scenario = "rir"
-[model]
-init = "{}"
-max_query_len = 16
-max_document_len = 256
-max_target_len = 24
-decoder_layers = 1
-[data]
-batch_size = 4
-bucket_batches = 2
-[optim]
-lr = 1e-3
-start_lr = 1e-4
-min_lr = 1e-5
-warmup_steps = 2
-beta1 = 0.9
-beta2 = 0.999
-eps = 1e-8
-weight_decay = 0.05
-clip_norm = 1.0
-[loss]
-alpha = 0.25
-temperature = 0.07
-momentum = 0.9
-queue_size = 8
-distill_weight = 0.4
-distill_ramp_epochs = 1.0
-[run]
-epochs = 2
-seed = 5
-checkpoint_every = 1
-eval_generation_examples = 0
-"#,
-        init.display()
-    );
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn gear_train(config: &Path, train: &Path, out: &Path, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gear"));
@@ -93,29 +32,8 @@ fn state_step(out: &Path) -> Option<u64> {
 
 #[test]
 fn sigkill_then_resume_equals_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let docs = generate_corpus(8, 3);
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let tok = Tokenizer::word_level(&texts, 512).unwrap();
-    let bert = dir.path().join("bert");
-    tiny_bert(&bert, &tok);
-    let train = dir.path().join("train.jsonl");
-    let cfg = RirConfig {
-        min_similarity: None,
-        min_tokens: 100,
-        ..RirConfig::default()
-    };
-    synthesize_rir(
-        docs.into_iter().map(Ok),
-        &train,
-        &tok,
-        &KeywordRewriter::default(),
-        None,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap();
-    let config = config(dir.path(), &bert);
+    let common::Setup { dir, bert, train } = common::setup(true);
+    let config = common::config(dir.path(), &bert, 4, "tiny.toml");
 
     let straight = dir.path().join("straight");
     assert!(gear_train(&config, &train, &straight, false)
@@ -160,12 +78,6 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
         .success());
     assert_eq!(state_step(&killed), Some(final_step));
 
-    let a = gear_model::read_tensors(straight.join("checkpoint/model/model.safetensors")).unwrap();
-    let b = gear_model::read_tensors(killed.join("checkpoint/model/model.safetensors")).unwrap();
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        let diff = (ta - tb).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "{na} differs by {diff}");
-    }
+    let (diff, name) = common::max_parameter_difference(&straight, &killed);
+    assert!(diff < 1e-5, "{name} differs by {diff}");
 }

@@ -25,7 +25,7 @@ use crate::momentum::Momentum;
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
 use crate::{Error, Result, TrainConfig};
-use gear_dist::{all_gather_rows, broadcast_tensors, GradientBuckets, ProcessGroup};
+use gear_dist::{all_gather_counted, broadcast_tensors, row_counts, GradientBuckets, ProcessGroup};
 
 /// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
 /// `0 · log_softmax` stays 0.
@@ -606,8 +606,9 @@ impl Trainer {
                 let g = &dist.group;
                 let dim = q.size()[1];
                 let packed = Tensor::cat(&[&q, &d, &q_m, &d_m], 1).detach();
-                let (all, counts) = all_gather_rows(g, &packed)?;
-                let (all_ids, _) = all_gather_rows(g, &ids)?;
+                let counts = row_counts(g, packed.size()[0], device)?;
+                let all = all_gather_counted(g, &packed, &counts)?;
+                let all_ids = all_gather_counted(g, &ids, &counts)?;
                 let total: i64 = counts.iter().sum();
                 let before: i64 = counts[..g.rank()].iter().sum();
                 let mine = counts[g.rank()];
