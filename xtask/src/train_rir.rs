@@ -44,6 +44,9 @@ pub struct RirArgs {
     /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
     #[arg(long)]
     nproc: Option<usize>,
+    /// `fp32` or `bf16` mixed precision (for `--device cuda`); default: the config's.
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 /// Options of `cargo xtask train-qar`.
@@ -65,6 +68,9 @@ pub struct QarArgs {
     /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
     #[arg(long)]
     nproc: Option<usize>,
+    /// `fp32` or `bf16` mixed precision (for `--device cuda`); default: the config's.
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 fn gear(env: &Env, bin: &Path, args: &[&str]) -> Result<()> {
@@ -129,6 +135,7 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         config: &args.config,
         device: &args.device,
         nproc: args.nproc,
+        precision: args.precision.as_deref(),
     };
     split_train(env, &bin, out, &triples, &run, false)
 }
@@ -156,15 +163,17 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
         config: &args.config,
         device: &args.device,
         nproc: args.nproc,
+        precision: args.precision.as_deref(),
     };
     split_train(env, &bin, &args.out, &triples, &run, true)
 }
 
-/// How to train: configuration, device, processes.
+/// How to train: configuration, device, processes, precision.
 struct RunOptions<'a> {
     config: &'a Path,
     device: &'a str,
     nproc: Option<usize>,
+    precision: Option<&'a str>,
 }
 
 fn split_train(
@@ -179,6 +188,7 @@ fn split_train(
         config,
         device,
         nproc,
+        precision,
     } = *run_options;
     let (train, dev, test) = (
         out.join("train.jsonl"),
@@ -225,6 +235,9 @@ fn split_train(
     let nproc = nproc.map(|n| n.to_string());
     if let Some(n) = &nproc {
         a.extend(["--nproc", n]);
+    }
+    if let Some(p) = precision {
+        a.extend(["--precision", p]);
     }
     gear(env, bin, &a)?;
     step("evaluating the untrained start and the trained model on the held-out test split");

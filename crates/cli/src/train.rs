@@ -33,6 +33,9 @@ pub struct TrainArgs {
     /// Stop after this many optimiser steps (overrides `run.max_steps`).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// `fp32` or `bf16` (mixed precision, meant for `--device cuda`); overrides `run.precision`.
+    #[arg(long)]
+    precision: Option<String>,
     /// Data-parallel training on this machine: start N processes (Gloo on CPU, NCCL on CUDA,
     /// one GPU per process), each with `data.batch_size` examples of every global batch.
     /// Without it, `gear train` joins the job the launcher variables (`RANK`, `WORLD_SIZE`,
@@ -70,6 +73,10 @@ pub struct EvalArgs {
     /// average them (`mean`, no bias towards long sentences).
     #[arg(long, default_value = "sum")]
     aggregation: String,
+    /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
+    /// (10/12 of its depth).
+    #[arg(long)]
+    layer: Option<usize>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -95,6 +102,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut config = TrainConfig::from_toml_file(&args.config)?;
     if args.max_steps.is_some() {
         config.run.max_steps = args.max_steps;
+    }
+    match args.precision.as_deref() {
+        None => {}
+        Some("fp32") => config.run.precision = gear_train::Precision::Fp32,
+        Some("bf16") => config.run.precision = gear_train::Precision::Bf16,
+        Some(other) => anyhow::bail!("--precision must be fp32 or bf16, got {other}"),
     }
     let dist_env = DistEnv::from_env()?;
     let mut device = parse_device(&args.device)?;
@@ -166,8 +179,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     );
     trainer.train(&train, dev.as_deref(), &mut |event| match event {
         Event::Step(s) => {
+            let local = if config.loss.local_weight > 0.0 {
+                format!(", local {:.3}", s.loss_local)
+            } else {
+                String::new()
+            };
             let msg = format!(
-                "loss {:.3} (cl {:.3}, lm {:.3}) lr {:.1e} {:.1} ex/s",
+                "loss {:.3} (cl {:.3}, lm {:.3}{local}) lr {:.1e} {:.1} ex/s",
                 s.loss, s.loss_cl, s.loss_lm, s.lr, s.examples_per_second
             );
             // Without a terminal the bar is hidden: print a line every 10 steps instead.
@@ -234,6 +252,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     };
     let options = EvalOptions {
         aggregation,
+        layer: args.layer,
         ..EvalOptions::for_scenario(scenario, args.generation_examples)
     };
     let report = evaluate(&model, &triples, &options)?;

@@ -10,6 +10,9 @@
 //! (start every rank from rank 0's parameters) and [`all_gather_rows`] (the global batch of
 //! embeddings, ranks holding different numbers of rows).
 //!
+//! The crate also holds the trainer's other binding to libtorch's C++ API, [`Bf16Autocast`]
+//! (bfloat16 mixed precision), since it compiles against the same headers.
+//!
 //! The environment follows torch.distributed's launchers ([`DistEnv::from_env`]): `RANK`,
 //! `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`.
 //!
@@ -24,7 +27,10 @@
 //! # Ok(()) }
 //! ```
 
+mod amp;
 mod ffi;
+
+pub use amp::Bf16Autocast;
 
 use std::ffi::CString;
 use std::ptr::NonNull;

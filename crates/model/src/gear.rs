@@ -15,7 +15,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 use crate::checkpoint::{load_safetensors, load_safetensors_mapped, save_safetensors, LoadMode};
 use crate::decoder::Decoder;
 use crate::encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
-use crate::gear_config::{DecoderInit, GearConfig};
+use crate::gear_config::{CrossAttentionInit, DecoderInit, GearConfig};
 use crate::generate::{generate, GenerationOptions, GenerationTokens};
 use crate::local::{rank_units, token_weights, top_tokens, LocalRanking, UnitAggregation};
 use crate::pooling::{l2_normalize, mean_pool};
@@ -39,6 +39,14 @@ pub struct GearModel {
     document_tokenizer: Tokenizer,
     target_tokenizer: Tokenizer,
     tokens: GenerationTokens,
+}
+
+/// Whether the variable `name` (a [`GearModel`] VarStore key) is one GeAR adds to a BERT
+/// encoder: a cross-attention block (fusion encoder or decoder) or any decoder weight. These are
+/// the parameters [`GearModel::from_bert_checkpoint`] creates rather than loads (a decoder
+/// initialised from the encoder still counts as new: it starts in a new role).
+pub fn is_new_parameter(name: &str) -> bool {
+    name.starts_with("decoder.") || name.contains(".crossattention.")
 }
 
 /// What initialising from a plain BERT checkpoint did.
@@ -165,7 +173,7 @@ impl GearModel {
             Tokenizer::from_file(required(dir, TOKENIZER_FILE)?, config.max_document_len)?;
         let weights = required(dir, WEIGHTS_FILE)?;
         let mut model = Self::new(config, tokenizer, device)?;
-        let is_new = |name: &str| name.starts_with("decoder.") || name.contains(".crossattention.");
+        let is_new = is_new_parameter;
         let report = load_safetensors_mapped(&mut model.vs, &weights, LoadMode::Partial, |name| {
             if is_new(name) {
                 return None;
@@ -184,6 +192,9 @@ impl GearModel {
         }
         if model.config.decoder.init == DecoderInit::FromEncoder {
             model.copy_decoder_from_encoder()?;
+        }
+        if model.config.cross_attention_init == CrossAttentionInit::SelfAttention {
+            model.copy_cross_attention_from_self_attention()?;
         }
         Ok((
             model,
@@ -216,6 +227,34 @@ impl GearModel {
                 } else if rest == "embeddings.word_embeddings.weight" {
                     dst.narrow(0, 0, src.size()[0]).f_copy_(src)?;
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// Copies every layer's self-attention block (`….attention.*`) into the same layer's
+    /// cross-attention block (`….crossattention.*`), in the fusion encoder and the decoder.
+    fn copy_cross_attention_from_self_attention(&mut self) -> Result<()> {
+        let vars = self.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, dst) in &vars {
+                if !name.contains(".crossattention.") {
+                    continue;
+                }
+                let source = name.replacen(".crossattention.", ".attention.", 1);
+                let src = vars.get(&source).ok_or_else(|| {
+                    Error::Input(format!(
+                        "no self-attention `{source}` to copy into `{name}`"
+                    ))
+                })?;
+                if src.size() != dst.size() {
+                    return Err(Error::Input(format!(
+                        "`{source}` has shape {:?} but `{name}` {:?}",
+                        src.size(),
+                        dst.size()
+                    )));
+                }
+                dst.shallow_clone().f_copy_(src)?;
             }
             Ok(())
         })

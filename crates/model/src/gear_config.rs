@@ -19,6 +19,20 @@ pub enum DecoderInit {
     FromEncoder,
 }
 
+/// How the cross-attention blocks start when GeAR is built from a pretrained encoder
+/// ([`crate::GearModel::from_bert_checkpoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossAttentionInit {
+    /// Random (normal(0, initializer_range)), as BLIP creates them.
+    #[default]
+    Random,
+    /// Each block a copy of its own layer's self-attention (query/key/value projections,
+    /// output projection and LayerNorm): query tokens then start by attending to the document
+    /// tokens the pretrained encoder finds related, instead of near-uniformly.
+    SelfAttention,
+}
+
 /// The decoder's shape; its width is the encoders' and its vocabulary the tokenizer's
 /// (with `[Decode]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +69,10 @@ pub struct GearConfig {
     /// One encoder for queries and documents. The paper uses two (`false`).
     #[serde(default)]
     pub share_encoders: bool,
+    /// How cross-attention blocks start when built from a pretrained encoder (a saved model
+    /// loads its trained weights whatever this says).
+    #[serde(default)]
+    pub cross_attention_init: CrossAttentionInit,
     /// Shape of `E_q` and `E_d` (Hugging Face BERT field names).
     pub encoder: BertConfig,
     /// Shape of the decoder.
@@ -88,6 +106,7 @@ impl GearConfig {
             max_document_len: default_document_len().min(encoder.max_position_embeddings as usize),
             max_target_len: default_target_len(),
             share_encoders: false,
+            cross_attention_init: CrossAttentionInit::Random,
             decoder: DecoderConfig {
                 num_hidden_layers: encoder.num_hidden_layers,
                 num_attention_heads: encoder.num_attention_heads,

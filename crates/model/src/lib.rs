@@ -47,8 +47,12 @@ pub use device::parse_device;
 pub use embeddings::Embeddings;
 pub use encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 pub use error::{Error, Result};
-pub use gear::{Encoded, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN};
-pub use gear_config::{default_local_layer, DecoderConfig, DecoderInit, GearConfig};
+pub use gear::{
+    is_new_parameter, Encoded, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN,
+};
+pub use gear_config::{
+    default_local_layer, CrossAttentionInit, DecoderConfig, DecoderInit, GearConfig,
+};
 pub use generate::{generate, GenerationOptions, GenerationTokens, Search};
 pub use layer::{BertLayer, CrossInput, LayerOutput};
 pub use local::{

@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use anyhow::Result;
-use gear_model::{pretrained, DecoderInit, EncoderOptions, GearConfig, GearModel, SentenceEncoder};
+use gear_model::{
+    pretrained, CrossAttentionInit, DecoderInit, EncoderOptions, GearConfig, GearModel,
+    SentenceEncoder,
+};
 use tch::Device;
 
 #[test]
@@ -67,6 +70,53 @@ fn decoder_can_start_from_the_encoder() -> Result<()> {
         "decoder.bert.encoder.layer.0.crossattention.self.query.weight",
         "query_encoder.encoder.layer.0.crossattention.self.query.weight"
     ));
+    Ok(())
+}
+
+#[test]
+fn cross_attention_can_start_as_a_copy_of_self_attention() -> Result<()> {
+    let dir = pretrained::minilm_dir()?;
+    let mut cfg = GearConfig::for_encoder(gear_model::BertConfig::from_json_file(
+        dir.join("config.json"),
+    )?);
+    cfg.decoder.num_hidden_layers = 2;
+    cfg.decoder.init = DecoderInit::FromEncoder;
+    cfg.cross_attention_init = CrossAttentionInit::SelfAttention;
+    let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg.clone()), Device::Cpu)?;
+    let vars = model.var_store().variables();
+    let mut copied = 0;
+    for (name, value) in &vars {
+        if let Some((prefix, rest)) = name.split_once(".crossattention.") {
+            let source = &vars[&format!("{prefix}.attention.{rest}")];
+            assert!(
+                value.equal(source),
+                "{name} is not its layer's self-attention"
+            );
+            copied += 1;
+        }
+    }
+    // 6 fusion layers + 2 decoder layers, 10 tensors per block (query, key, value and output
+    // projections and the LayerNorm, weight and bias each).
+    assert_eq!(copied, (6 + 2) * 10);
+    // The pretrained (not the random) self-attention of the fusion encoder was copied.
+    let raw = gear_model::read_tensors(dir.join("model.safetensors"))?;
+    let pretrained_q = raw
+        .iter()
+        .find(|(n, _)| n == "encoder.layer.3.attention.self.query.weight")
+        .map(|(_, t)| t)
+        .expect("MiniLM has layer 3");
+    assert!(
+        vars["query_encoder.encoder.layer.3.crossattention.self.query.weight"].equal(pretrained_q)
+    );
+
+    // Saved and reloaded, the model keeps its (trained) weights whatever the init says.
+    let tmp = tempfile::tempdir()?;
+    model.save(tmp.path().join("m"))?;
+    let loaded = GearModel::load(tmp.path().join("m"), Device::Cpu)?;
+    assert_eq!(
+        loaded.config().cross_attention_init,
+        CrossAttentionInit::SelfAttention
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::{BatchingConfig, Scenario};
-use gear_model::DecoderInit;
+use gear_model::{CrossAttentionInit, DecoderInit};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWConfig;
@@ -48,6 +48,9 @@ pub struct ModelSection {
     /// Decoder initialisation (the paper: `random`).
     #[serde(default)]
     pub decoder_init: DecoderInit,
+    /// Cross-attention initialisation (BLIP and the paper: `random`).
+    #[serde(default)]
+    pub cross_attention_init: CrossAttentionInit,
     /// Local-retrieval layer, 1-based; default: 10/12 of the depth.
     #[serde(default)]
     pub local_layer: Option<usize>,
@@ -89,6 +92,17 @@ pub struct OptimSection {
     /// Micro-batches per optimiser step.
     #[serde(default = "one")]
     pub accumulation: usize,
+    /// Learning-rate multiplier for the parameters GeAR adds to the pretrained encoder (every
+    /// cross-attention block and the decoder, [`gear_model::is_new_parameter`]); 1 (the paper)
+    /// trains everything at `lr`. Short runs need more: new blocks start from small random
+    /// weights, and at a pretrained encoder's `lr` their attention stays near uniform for
+    /// hundreds of steps.
+    #[serde(default = "unit_scale")]
+    pub new_lr_scale: f64,
+}
+
+fn unit_scale() -> f64 {
+    1.0
 }
 
 fn one() -> usize {
@@ -111,6 +125,12 @@ pub struct LossSection {
     pub distill_weight: f64,
     /// Epochs over which that weight ramps up linearly from 0 (paper 2).
     pub distill_ramp_epochs: f64,
+    /// Weight β of a local-retrieval loss beyond the paper: `L += β·L_LOC`, with `L_LOC` the
+    /// mean of `−log(cross-attention mass on the unit's tokens)` at the local layer, the very
+    /// weights local retrieval ranks sentences by. 0 (the paper) leaves localisation to the LM
+    /// loss alone.
+    #[serde(default)]
+    pub local_weight: f64,
 }
 
 /// `[run]`.
@@ -133,6 +153,22 @@ pub struct RunSection {
     /// Stop after this many optimiser steps (the schedule still spans all epochs).
     #[serde(default)]
     pub max_steps: Option<u64>,
+    /// Arithmetic of the forward pass: `fp32`, or `bf16` mixed precision (libtorch autocast:
+    /// matrix products in bfloat16, weights, optimiser and losses in float32). Meant for GPUs;
+    /// on a CPU without bfloat16 units it is slower. May change when resuming.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// `[run] precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Float32 throughout.
+    #[default]
+    Fp32,
+    /// bfloat16 autocast for the forward pass.
+    Bf16,
 }
 
 fn default_eval_generation() -> usize {
@@ -187,6 +223,7 @@ impl TrainConfig {
             ("data.batch_size", self.data.batch_size as f64),
             ("optim.lr", self.optim.lr),
             ("optim.accumulation", self.optim.accumulation as f64),
+            ("optim.new_lr_scale", self.optim.new_lr_scale),
             ("loss.temperature", self.loss.temperature),
             ("run.epochs", self.run.epochs as f64),
         ];
@@ -209,6 +246,12 @@ impl TrainConfig {
         }
         if self.loss.alpha < 0.0 {
             return Err(format!("`loss.alpha` must be ≥ 0, got {}", self.loss.alpha));
+        }
+        if self.loss.local_weight.is_nan() || self.loss.local_weight < 0.0 {
+            return Err(format!(
+                "`loss.local_weight` must be ≥ 0, got {}",
+                self.loss.local_weight
+            ));
         }
         if self.loss.queue_size < 0
             || (self.loss.queue_size > 0 && self.loss.queue_size < self.data.batch_size as i64)

@@ -27,6 +27,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// How local retrieval adds token weights up per sentence.
     pub aggregation: UnitAggregation,
+    /// Fusion layer whose cross-attention ranks sentences (1-based); `None`: the model's.
+    pub layer: Option<usize>,
 }
 
 impl EvalOptions {
@@ -42,6 +44,7 @@ impl EvalOptions {
             generation_examples,
             batch_size: 16,
             aggregation: UnitAggregation::Sum,
+            layer: None,
         }
     }
 }
@@ -137,6 +140,7 @@ pub fn evaluate(
     let targets: Vec<(Vec<Span>, Vec<usize>)> = triples.iter().map(local_targets).collect();
     let locate = LocateOptions {
         aggregation: options.aggregation,
+        layer: options.layer,
         ..LocateOptions::default()
     };
     for (chunk, tg) in triples.chunks(batch).zip(targets.chunks(batch)) {

@@ -28,10 +28,15 @@ mod optim;
 mod schedule;
 mod trainer;
 
-pub use config::{DataSection, LossSection, ModelSection, OptimSection, RunSection, TrainConfig};
+pub use config::{
+    DataSection, LossSection, ModelSection, OptimSection, Precision, RunSection, TrainConfig,
+};
 pub use error::{Error, Result};
 pub use eval::{evaluate, local_targets, EvalOptions, EvalReport, GenerationScores};
-pub use losses::{contrastive_loss, lm_loss, soft_cross_entropy, soft_targets};
+pub use losses::{
+    contrastive_loss, lm_loss, local_loss_sum, soft_cross_entropy, soft_targets,
+    unit_attention_mass,
+};
 pub use momentum::{sorted_variables, Momentum, Queue};
 pub use optim::{no_decay, AdamW, AdamWConfig};
 pub use schedule::LrSchedule;

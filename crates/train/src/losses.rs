@@ -1,5 +1,6 @@
 //! The training objectives as small pure functions (method §2): the symmetric contrastive loss
-//! with momentum-distilled soft targets, and the decoder's language-modelling loss.
+//! with momentum-distilled soft targets, the decoder's language-modelling loss, and — beyond the
+//! paper, off unless `loss.local_weight > 0` — a local-retrieval loss on the cross-attention.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -56,6 +57,34 @@ pub fn lm_loss(logits: &Tensor, ids: &Tensor, mask: &Tensor) -> Tensor {
     )
 }
 
+/// Per-example attention mass on the unit: `Σ_j unit[b, j] · w[b, j]`, where `w[b, j]` is the
+/// cross-attention weight of document token `j` averaged over heads and over the query tokens
+/// with `query_keep[b, i] = 1` — exactly the token weights local retrieval ranks sentences by
+/// (`gear_model::local`). `probs [B, H, Q, D]`, `query_keep [B, Q]`, `unit [B, D]` (0/1).
+pub fn unit_attention_mass(probs: &Tensor, query_keep: &Tensor, unit: &Tensor) -> Tensor {
+    let keep = query_keep.to_kind(Kind::Float);
+    let per_query = probs.to_kind(Kind::Float).mean_dim(1, false, Kind::Float); // [B, Q, D]
+    let weights = (per_query * keep.unsqueeze(2)).sum_dim_intlist(1, false, Kind::Float)
+        / keep.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0); // [B, D]
+    (weights * unit.to_kind(Kind::Float)).sum_dim_intlist(1, false, Kind::Float)
+}
+
+/// The local-retrieval loss `−log(mass)` summed over the examples whose unit has at least one
+/// document token (a unit truncated away carries no signal), with that example count:
+/// `(Σ_b −log max(mass_b, 1e-6), n)`. Divide by `n` for the mean. Raising the unit's attention
+/// mass is raising its score under [`gear_model::UnitAggregation::Sum`].
+pub fn local_loss_sum(probs: &Tensor, query_keep: &Tensor, unit: &Tensor) -> (Tensor, i64) {
+    let mass = unit_attention_mass(probs, query_keep, unit);
+    let has_unit = unit
+        .to_kind(Kind::Float)
+        .sum_dim_intlist(1, false, Kind::Float)
+        .gt(0.0)
+        .to_kind(Kind::Float);
+    let n = has_unit.sum(Kind::Float).double_value(&[]) as i64;
+    let loss = (-mass.clamp_min(1e-6).log() * has_unit).sum(Kind::Float);
+    (loss, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +136,44 @@ mod tests {
         close(
             &soft_cross_entropy(&logits, &half),
             -0.5 * (p.ln() + (1.0 - p).ln()),
+        );
+    }
+
+    #[test]
+    fn local_loss_is_minus_log_the_attention_mass_on_the_unit() {
+        // 1 example, 2 heads, 3 query tokens ([CLS], word, [SEP]), 4 document tokens; the unit
+        // holds tokens 1 and 2. Only query token 1 counts: w = mean over heads of its rows.
+        #[rustfmt::skip]
+        let probs = t(&[
+            // head 0: rows for query tokens 0, 1, 2
+            0.7, 0.1, 0.1, 0.1,   0.1, 0.5, 0.2, 0.2,   0.7, 0.1, 0.1, 0.1,
+            // head 1
+            0.7, 0.1, 0.1, 0.1,   0.1, 0.1, 0.4, 0.4,   0.7, 0.1, 0.1, 0.1,
+        ], &[1, 2, 3, 4]);
+        let keep = t(&[0.0, 1.0, 0.0], &[1, 3]);
+        let unit = t(&[0.0, 1.0, 1.0, 0.0], &[1, 4]);
+        // w = [0.1, 0.3, 0.3, 0.3] → mass on tokens 1, 2 = 0.6.
+        close(
+            &unit_attention_mass(&probs, &keep, &unit).sum(Kind::Float),
+            0.6,
+        );
+        let (loss, n) = local_loss_sum(&probs, &keep, &unit);
+        assert_eq!(n, 1);
+        close(&loss, -(0.6f64).ln());
+
+        // A second example whose unit was truncated away adds nothing and is not counted.
+        let probs2 = Tensor::cat(&[&probs, &probs], 0);
+        let keep2 = Tensor::cat(&[&keep, &keep], 0);
+        let unit2 = Tensor::cat(&[&unit, &unit.zeros_like()], 0);
+        let (loss, n) = local_loss_sum(&probs2, &keep2, &unit2);
+        assert_eq!(n, 1);
+        close(&loss, -(0.6f64).ln());
+
+        // Averaging over two kept query tokens: token 0's rows give w0 = [0.7, 0.1, 0.1, 0.1].
+        let keep_both = t(&[1.0, 1.0, 0.0], &[1, 3]);
+        close(
+            &unit_attention_mass(&probs, &keep_both, &unit).sum(Kind::Float),
+            (0.2 + 0.6) / 2.0,
         );
     }
 

@@ -1,6 +1,8 @@
 //! AdamW written out over tensors, as `torch.optim.AdamW` computes it, so that its moments can
 //! be checkpointed and restored exactly (tch's optimiser state is not reachable from Rust).
-//! Biases and LayerNorm parameters get no weight decay.
+//! Biases and LayerNorm parameters get no weight decay. Each parameter may carry a learning-rate
+//! multiplier (as a torch parameter group with its own `lr` would), used to train newly
+//! initialised blocks faster than pretrained ones.
 
 use tch::{Kind, Tensor};
 
@@ -37,6 +39,7 @@ struct Param {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    lr_scale: f64,
 }
 
 /// The optimiser.
@@ -69,6 +72,7 @@ impl AdamW {
                     m,
                     v,
                     decay,
+                    lr_scale: 1.0,
                 }
             })
             .collect();
@@ -77,6 +81,20 @@ impl AdamW {
             config,
             step: 0,
         }
+    }
+
+    /// Multiplies the learning rate of every parameter for which `scale(name)` returns a value
+    /// other than 1 (the step's `lr` times that value, weight decay included, as torch does for
+    /// a parameter group with a larger `lr`). Returns how many parameters got a scale ≠ 1.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) -> usize {
+        let mut scaled = 0;
+        for p in &mut self.params {
+            p.lr_scale = scale(&p.name);
+            if p.lr_scale != 1.0 {
+                scaled += 1;
+            }
+        }
+        scaled
     }
 
     /// Optimiser steps taken.
@@ -121,7 +139,8 @@ impl AdamW {
         total
     }
 
-    /// One AdamW update at learning rate `lr` with the current gradients.
+    /// One AdamW update at learning rate `lr` (times each parameter's scale) with the current
+    /// gradients.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let AdamWConfig {
@@ -138,6 +157,7 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
+                let lr = lr * p.lr_scale;
                 if p.decay && weight_decay != 0.0 {
                     let _ = p.value.g_mul_scalar_(1.0 - lr * weight_decay);
                 }
@@ -228,6 +248,40 @@ mod tests {
             assert!((f64::from(*g) - e).abs() < 1e-6, "{got:?} vs {expect:?}");
         }
         assert_eq!(opt.steps(), 2);
+    }
+
+    #[test]
+    fn an_lr_scale_multiplies_the_step_and_the_decay_of_its_parameters_only() {
+        // Two identical weights, one with scale 10: after one step from the same gradient each
+        // moved by its own lr · (decay · w + m̂ / (√v̂ + ε)) — the scaled one exactly 10× as far.
+        let a = Tensor::from_slice(&[1.0f32, -2.0])
+            .view([1, 2])
+            .set_requires_grad(true);
+        let b = Tensor::from_slice(&[1.0f32, -2.0])
+            .view([1, 2])
+            .set_requires_grad(true);
+        let mut opt = AdamW::new(
+            vec![
+                ("encoder.dense.weight".into(), a.shallow_clone()),
+                ("decoder.dense.weight".into(), b.shallow_clone()),
+            ],
+            AdamWConfig::default(),
+        );
+        let scaled = opt.set_lr_scales(|n| if n.starts_with("decoder.") { 10.0 } else { 1.0 });
+        assert_eq!(scaled, 1);
+        ((&a * &a).sum(Kind::Float) + (&b * &b).sum(Kind::Float)).backward();
+        opt.step(0.01);
+        let start = [1.0f64, -2.0];
+        let got_a = Vec::<f32>::try_from(a.flatten(0, -1)).unwrap();
+        let got_b = Vec::<f32>::try_from(b.flatten(0, -1)).unwrap();
+        for i in 0..2 {
+            // First step: m̂ = g, v̂ = g², so the Adam term is sign(g) (up to ε).
+            let adam = start[i].signum();
+            let want_a = start[i] * (1.0 - 0.01 * 0.05) - 0.01 * adam;
+            let want_b = start[i] * (1.0 - 0.1 * 0.05) - 0.1 * adam;
+            assert!((f64::from(got_a[i]) - want_a).abs() < 1e-6, "{got_a:?}");
+            assert!((f64::from(got_b[i]) - want_b).abs() < 1e-6, "{got_b:?}");
+        }
     }
 
     #[test]

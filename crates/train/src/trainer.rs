@@ -1,4 +1,4 @@
-//! The training loop: `L = L_CL + α·L_LM` over length-bucketed batches, AdamW with warm-up and
+//! The training loop: `L = L_CL + α·L_LM (+ β·L_LOC)` over length-bucketed batches, AdamW with warm-up and
 //! cosine decay, momentum encoders and queues, periodic evaluation, a JSON-lines metrics log,
 //! atomic checkpoints and exact resume.
 //!
@@ -11,21 +11,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use gear_data::{plan_epoch, Triple, TripleBatch, TripleTokenizer};
+use gear_data::{plan_epoch, Span, Triple, TripleBatch, TripleTokenizer};
 use gear_model::{
     l2_normalize, load_safetensors_mapped, mean_pool, read_tensors, save_tensors, BertConfig,
-    Context, FusionOptions, GearConfig, GearModel, LoadMode,
+    Context, CrossProbs, FusionOptions, GearConfig, GearModel, LoadMode,
 };
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::eval::{evaluate, EvalOptions, EvalReport};
-use crate::losses::{contrastive_loss, lm_loss, soft_targets};
+use crate::losses::{contrastive_loss, lm_loss, local_loss_sum, soft_targets};
 use crate::momentum::Momentum;
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
-use crate::{Error, Result, TrainConfig};
-use gear_dist::{all_gather_counted, broadcast_tensors, row_counts, GradientBuckets, ProcessGroup};
+use crate::{Error, Precision, Result, TrainConfig};
+use gear_dist::{
+    all_gather_counted, broadcast_tensors, row_counts, Bf16Autocast, GradientBuckets, ProcessGroup,
+};
 
 /// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
 /// `0 · log_softmax` stays 0.
@@ -57,12 +59,14 @@ pub struct StepLog {
     pub epoch: u64,
     /// Learning rate used.
     pub lr: f64,
-    /// `L_CL + α·L_LM`.
+    /// `L_CL + α·L_LM + β·L_LOC`.
     pub loss: f64,
     /// Contrastive term.
     pub loss_cl: f64,
     /// Language-modelling term.
     pub loss_lm: f64,
+    /// Local-retrieval term (0 when `loss.local_weight` is 0).
+    pub loss_local: f64,
     /// Temperature after the step.
     pub temperature: f64,
     /// Soft-label weight used.
@@ -135,6 +139,7 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
         g.decoder.num_hidden_layers = layers;
     }
     g.decoder.init = m.decoder_init;
+    g.cross_attention_init = m.cross_attention_init;
     g
 }
 
@@ -196,7 +201,22 @@ impl Trainer {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params.push(("temp".into(), temp.shallow_clone()));
         let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
-        let optimizer = AdamW::new(params, config.optim.adamw);
+        let mut optimizer = AdamW::new(params, config.optim.adamw);
+        let new_scale = config.optim.new_lr_scale;
+        let scaled = optimizer.set_lr_scales(|name| {
+            if gear_model::is_new_parameter(name) {
+                new_scale
+            } else {
+                1.0
+            }
+        });
+        if scaled > 0 {
+            tracing::info!(
+                parameters = scaled,
+                scale = new_scale,
+                "cross-attention and decoder train at a scaled learning rate"
+            );
+        }
         Ok(Self {
             model,
             momentum,
@@ -253,7 +273,8 @@ impl Trainer {
     }
 
     /// Continues the run whose checkpoint is in `out/checkpoint`. The configuration must equal
-    /// the saved one except for `[run]` `max_steps`, `eval_every` and `checkpoint_every`.
+    /// the saved one except for `[run]` `max_steps`, `eval_every`, `checkpoint_every` and
+    /// `precision`.
     pub fn resume(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
         let out = out.into();
         let ck = find_checkpoint(&out).ok_or_else(|| Error::Resume {
@@ -274,6 +295,7 @@ impl Trainer {
             c.run.max_steps = None;
             c.run.eval_every = 0;
             c.run.checkpoint_every = 0;
+            c.run.precision = Precision::default();
             c
         };
         if comparable(&saved.config) != comparable(&config) {
@@ -460,6 +482,11 @@ impl Trainer {
                     .iter()
                     .map(|&i| doc_hash(&train[i].document.id))
                     .collect();
+                let units: Vec<Vec<Span>> = if c.loss.local_weight > 0.0 {
+                    local.iter().map(|&i| train[i].unit_spans()).collect()
+                } else {
+                    Vec::new()
+                };
                 let progress =
                     self.state.epoch as f64 + self.state.next_batch as f64 / plan.len() as f64;
                 let w = if c.loss.distill_ramp_epochs > 0.0 {
@@ -468,7 +495,8 @@ impl Trainer {
                     c.loss.distill_weight
                 };
                 tch::manual_seed((c.run.seed + self.state.micro_step) as i64);
-                let (loss, value, cl, lm) = self.forward(&batch, &doc_ids, w)?;
+                let terms = self.forward(&batch, &doc_ids, &units, w)?;
+                let value = terms.value;
                 if !value.is_finite() {
                     return Err(Error::NonFinite {
                         step: self.state.step,
@@ -479,8 +507,8 @@ impl Trainer {
                             .map_or("none".into(), |p| p.display().to_string()),
                     });
                 }
-                (loss / c.optim.accumulation as f64).backward();
-                acc.add(value, cl, lm);
+                (terms.loss / c.optim.accumulation as f64).backward();
+                acc.add(value, terms.cl, terms.lm, terms.local);
                 examples_in_step += indices.len();
                 self.state.micro_step += 1;
                 self.state.next_batch += 1;
@@ -515,6 +543,7 @@ impl Trainer {
                     loss: acc.loss / acc.n as f64,
                     loss_cl: acc.cl / acc.n as f64,
                     loss_lm: acc.lm / acc.n as f64,
+                    loss_local: acc.local / acc.n as f64,
                     temperature: self.temperature(),
                     distill_weight: w,
                     grad_norm,
@@ -567,7 +596,8 @@ impl Trainer {
     }
 
     /// One micro-batch: returns the loss to back-propagate, its reported value
-    /// (`L_CL + α·L_LM`), and the two terms. Also moves the momentum encoders and the queue.
+    /// (`L_CL + α·L_LM + β·L_LOC`), and the terms. Also moves the momentum encoders and the
+    /// queue. `units` holds each example's unit spans when β > 0 (else it may be empty).
     ///
     /// With a process group, the embeddings of every rank are gathered so that the contrastive
     /// loss runs over the global batch; only this rank's slice carries a gradient. Each rank
@@ -579,9 +609,12 @@ impl Trainer {
         &mut self,
         batch: &TripleBatch,
         doc_ids: &[i64],
+        units: &[Vec<Span>],
         distill: f64,
-    ) -> Result<(Tensor, f64, f64, f64)> {
+    ) -> Result<Terms> {
         let device = self.model.device();
+        let _autocast =
+            (self.config.run.precision == Precision::Bf16).then(|| Bf16Autocast::enter(device));
         let (q_ids, q_mask) = to_tensors(&batch.queries, device);
         let (d_ids, d_mask) = to_tensors(&batch.documents, device);
         let (t_ids, t_mask) = to_tensors(&batch.targets, device);
@@ -673,6 +706,16 @@ impl Trainer {
             queue.enqueue(&q_m, &d_m, &ids);
         }
 
+        let beta = self.config.loss.local_weight;
+        let local_layer = self.model.config().local_layer();
+        let fusion = if beta > 0.0 {
+            FusionOptions {
+                layers: None,
+                cross_probs: CrossProbs::Layer(local_layer),
+            }
+        } else {
+            FusionOptions::default()
+        };
         let fused = self.model.fuse_t(
             &q_ids,
             &q_mask,
@@ -680,7 +723,7 @@ impl Trainer {
                 states: &d_states,
                 mask: &d_mask,
             },
-            FusionOptions::default(),
+            fusion,
             true,
         )?;
         let logits = self.model.decoder_logits_t(
@@ -693,25 +736,67 @@ impl Trainer {
             true,
         )?;
         let l_lm = lm_loss(&logits, &t_ids, &t_mask);
+        // L_LOC as a sum over this rank's examples and their count, so that ranks can add up.
+        let (loc_sum, loc_rows) = if beta > 0.0 {
+            let probs = fused.cross_attention(local_layer).ok_or_else(|| {
+                Error::Train(format!(
+                    "layer {local_layer}'s cross-attention was not kept"
+                ))
+            })?;
+            local_loss_sum(
+                probs,
+                &query_keep(&batch.queries, device),
+                &unit_token_mask(&batch.documents, units, device),
+            )
+        } else {
+            (Tensor::zeros([], (Kind::Float, device)), 0)
+        };
         let alpha = self.config.loss.alpha;
         let cl = l_cl.double_value(&[]);
         match &self.dist {
             None => {
                 let lm = l_lm.double_value(&[]);
-                Ok((l_cl + l_lm * alpha, cl + alpha * lm, cl, lm))
+                let rows = loc_rows.max(1) as f64;
+                let local = loc_sum.double_value(&[]) / rows;
+                Ok(Terms {
+                    loss: l_cl + l_lm * alpha + loc_sum * (beta / rows),
+                    value: cl + alpha * lm + beta * local,
+                    cl,
+                    lm,
+                    local,
+                })
             }
             Some(dist) => {
                 let world = dist.group.world_size() as f64;
                 let tokens = t_mask.narrow(1, 1, t_mask.size()[1] - 1).sum(Kind::Float);
                 let lm_sum = &l_lm * &tokens;
-                let totals = Tensor::stack(&[tokens.detach(), lm_sum.detach()], 0)
-                    .to_kind(Kind::Double)
-                    .contiguous();
+                let rows = Tensor::from(loc_rows as f32).to_device(device);
+                let totals = Tensor::stack(
+                    &[
+                        tokens.detach(),
+                        lm_sum.detach(),
+                        loc_sum.detach().to_kind(Kind::Float),
+                        rows,
+                    ],
+                    0,
+                )
+                .to_kind(Kind::Double)
+                .contiguous();
                 dist.group.all_reduce_sum(&totals)?;
                 let global_tokens = totals.double_value(&[0]).max(1.0);
                 let lm = totals.double_value(&[1]) / global_tokens;
-                let loss = l_cl * world + lm_sum * (alpha * world / global_tokens);
-                Ok((loss, cl + alpha * lm, cl, lm))
+                let global_rows = totals.double_value(&[3]).max(1.0);
+                let local = totals.double_value(&[2]) / global_rows;
+                let loss = l_cl * world
+                    + lm_sum * (alpha * world / global_tokens)
+                    + loc_sum * (beta * world / global_rows);
+                Ok(Terms {
+                    loss,
+                    value: cl + alpha * lm + beta * local,
+                    cl,
+                    lm,
+                    local,
+                })
             }
         }
     }
@@ -804,21 +889,95 @@ struct Accumulated {
     loss: f64,
     cl: f64,
     lm: f64,
+    local: f64,
     n: usize,
 }
 
 impl Accumulated {
-    fn add(&mut self, loss: f64, cl: f64, lm: f64) {
+    fn add(&mut self, loss: f64, cl: f64, lm: f64, local: f64) {
         self.loss += loss;
         self.cl += cl;
         self.lm += lm;
+        self.local += local;
         self.n += 1;
     }
+}
+
+/// What one micro-batch's forward returns.
+struct Terms {
+    /// The loss to back-propagate.
+    loss: Tensor,
+    /// Its reported value, `L_CL + α·L_LM + β·L_LOC` (over the global batch).
+    value: f64,
+    /// `L_CL`.
+    cl: f64,
+    /// `L_LM`.
+    lm: f64,
+    /// `L_LOC` (0 when β is 0).
+    local: f64,
+}
+
+/// `[batch, len]` 0/1 mask of the real, non-special query tokens (those local retrieval
+/// averages over).
+fn query_keep(queries: &gear_data::Batch, device: Device) -> Tensor {
+    let keep: Vec<f32> = queries
+        .attention_mask()
+        .iter()
+        .zip(queries.special_tokens_mask())
+        .map(|(&m, &special)| if m == 1 && !special { 1.0 } else { 0.0 })
+        .collect();
+    Tensor::from_slice(&keep)
+        .view([queries.len() as i64, queries.seq_len() as i64])
+        .to_device(device)
+}
+
+/// `[batch, len]` 0/1 mask of the document tokens inside a unit: a token belongs to a unit when
+/// its first byte lies in one of the unit's byte spans (the rule local retrieval scores by);
+/// special and padding tokens never do.
+fn unit_token_mask(documents: &gear_data::Batch, units: &[Vec<Span>], device: Device) -> Tensor {
+    let len = documents.seq_len();
+    let special = documents.special_tokens_mask();
+    let mut mask = vec![0f32; documents.len() * len];
+    for (b, spans) in units.iter().enumerate().take(documents.len()) {
+        for (j, &(start, _)) in documents.offsets(b).iter().enumerate() {
+            if !special[b * len + j] && spans.iter().any(|s| s.contains(start)) {
+                mask[b * len + j] = 1.0;
+            }
+        }
+    }
+    Tensor::from_slice(&mask)
+        .view([documents.len() as i64, len as i64])
+        .to_device(device)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_tokens_and_kept_query_tokens_follow_the_local_retrieval_rules() {
+        let docs = ["Aa bb. Cc dd.", "Ee ff gg."];
+        let tok = gear_data::Tokenizer::word_level(&docs, 16).unwrap();
+        let batch = tok.encode_batch(&docs).unwrap();
+        // [CLS] aa bb . cc dd . [SEP] | [CLS] ee ff gg . [SEP] [PAD] [PAD]
+        let units = vec![vec![Span::new(7, 13)], vec![Span::new(3, 5)]];
+        let mask = unit_token_mask(&batch, &units, Device::Cpu);
+        let got = Vec::<f32>::try_from(mask.flatten(0, -1)).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0,
+            0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(got, want);
+        let keep = query_keep(&batch, Device::Cpu);
+        let got = Vec::<f32>::try_from(keep.flatten(0, -1)).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+            0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn shards_concatenate_to_the_batch_and_differ_by_at_most_one() {

@@ -60,6 +60,13 @@ fn paper_configs_hold_the_papers_values() {
             (c.run.epochs, c.model.max_document_len, c.model.local_layer),
             (10, 512, Some(10))
         );
+        // Nothing beyond the paper: one learning rate, no local-retrieval loss, random
+        // cross-attention.
+        assert_eq!((c.optim.new_lr_scale, c.loss.local_weight), (1.0, 0.0));
+        assert_eq!(
+            c.model.cross_attention_init,
+            gear_model::CrossAttentionInit::Random
+        );
     }
     let rir = TrainConfig::from_toml_file(configs().join("rir-paper.toml")).unwrap();
     let qar = TrainConfig::from_toml_file(configs().join("qar-paper.toml")).unwrap();

@@ -164,6 +164,46 @@ fn a_few_dozen_steps_overfit_one_batch() {
 }
 
 #[test]
+fn bf16_mixed_precision_learns_like_fp32_and_keeps_float32_weights() {
+    let _serial = serial();
+    let (triples, tok) = data(3, 2);
+    let batch: Vec<Triple> = triples.into_iter().take(8).collect();
+    let run = |precision| {
+        let mut config = config(20, 3e-3);
+        config.run.precision = precision;
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = Trainer::with_model(tiny_model(&tok, 2), config, dir.path()).unwrap();
+        let mut lm = Vec::new();
+        trainer
+            .train(&batch, None, &mut |e| {
+                if let gear_train::Event::Step(s) = e {
+                    lm.push(s.loss_lm);
+                }
+            })
+            .unwrap();
+        for (name, t) in trainer.model().var_store().variables() {
+            assert_eq!(t.kind(), tch::Kind::Float, "{name}");
+        }
+        lm
+    };
+    let fp32 = run(gear_train::Precision::Fp32);
+    let bf16 = run(gear_train::Precision::Bf16);
+    eprintln!("LM loss fp32 {fp32:?}\nLM loss bf16 {bf16:?}");
+    assert!(bf16.iter().all(|l| l.is_finite()));
+    let (first, last) = (bf16[0], bf16[bf16.len() - 1]);
+    assert!(last < 0.7 * first, "bf16 LM loss {first} → {last}");
+    // bf16 products really ran (the losses differ from fp32's by rounding) ...
+    assert_ne!(bf16[0], fp32[0], "no bf16 arithmetic happened");
+    // ... with the same start up to that rounding and the same end within 10 %.
+    assert!(
+        (bf16[0] - fp32[0]).abs() < 0.05 * fp32[0],
+        "{bf16:?} vs {fp32:?}"
+    );
+    let end = fp32[fp32.len() - 1];
+    assert!((last - end).abs() < 0.1 * end, "{bf16:?} vs {fp32:?}");
+}
+
+#[test]
 fn stopping_and_resuming_equals_an_uninterrupted_run() {
     let _serial = serial();
     let (triples, tok) = data(6, 3);
@@ -202,66 +242,84 @@ fn stopping_and_resuming_equals_an_uninterrupted_run() {
     assert!(err.to_string().contains("configuration differs"), "{err}");
 }
 
+/// The claim `cargo xtask train-rir` prints, on a reduced run: `configs/rir-demo.toml` as
+/// committed (MiniLM, its optimiser, learning-rate scale and loss weights) with a shorter
+/// warm-up, trained for two epochs on 48 generated documents, beats its untrained start on the
+/// local R@3 of 12 held-out documents.
 #[test]
-#[ignore = "does not hold yet (issue 5 stays open): on the template-generated corpus the LM loss falls \
-            without the cross-attention learning to find the held-out sentence; see docs/training.md"]
-fn training_beats_the_untrained_start_on_held_out_local_retrieval() {
+fn the_demo_config_beats_its_untrained_start_on_held_out_local_retrieval() {
     let _serial = serial();
-    let docs: usize = std::env::var("GEAR_TEST_DOCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let (triples, tok) = data(docs, 4);
-    // Split by document: the last 12 documents are held out.
+    let minilm = gear_model::pretrained::minilm_dir().unwrap();
+    let tok = Tokenizer::from_file(minilm.join("tokenizer.json"), 512).unwrap();
+    let corpus = generate_corpus(60, 11);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rir.jsonl");
+    let rir = RirConfig {
+        min_similarity: None,
+        seed: 11,
+        ..RirConfig::default()
+    };
+    synthesize_rir(
+        corpus.into_iter().map(Ok),
+        &path,
+        &tok,
+        &KeywordRewriter::default(),
+        None,
+        &rir,
+        &mut |_| {},
+    )
+    .unwrap();
+    let triples: Vec<Triple> = TripleReader::open(&path)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let ids: BTreeSet<&str> = triples.iter().map(|t| t.document.id.as_str()).collect();
     let held: BTreeSet<&str> = ids.iter().rev().take(12).copied().collect();
     let (test, train): (Vec<Triple>, Vec<Triple>) = triples
         .iter()
         .cloned()
         .partition(|t| held.contains(t.document.id.as_str()));
-    let aggregation = match std::env::var("GEAR_TEST_AGG").as_deref() {
-        Ok("sum") => gear_model::UnitAggregation::Sum,
-        _ => gear_model::UnitAggregation::Mean,
-    };
-    let opts = EvalOptions {
-        global_k: 5,
-        local_k: 3,
-        generation_examples: 0,
-        batch_size: 16,
-        aggregation,
-    };
-    let untrained = evaluate(&tiny_model(&tok, 5), &test, &opts).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let epochs: u64 = std::env::var("GEAR_TEST_EPOCHS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let mut trainer =
-        Trainer::with_model(tiny_model(&tok, 5), config(epochs, 3e-3), dir.path()).unwrap();
-    let mut lm = Vec::new();
+
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/rir-demo.toml");
+    let mut config = TrainConfig::from_toml_file(&demo).unwrap();
+    assert!(config.loss.local_weight > 0.0 && config.optim.new_lr_scale > 1.0);
+    config.data.batch_size = 8;
+    config.optim.warmup_steps = 5;
+    config.run.epochs = 2;
+    config.run.checkpoint_every = 0;
+    config.run.eval_generation_examples = 0;
+
+    let opts = EvalOptions::for_scenario(gear_data::Scenario::Rir, 0);
+    let out = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(config, out.path(), Device::Cpu).unwrap();
+    let untrained = evaluate(trainer.model(), &test, &opts).unwrap();
+    let mut local = Vec::new();
     trainer
         .train(&train, None, &mut |e| {
             if let gear_train::Event::Step(s) = e {
-                lm.push(s.loss_lm);
+                local.push(s.loss_local);
             }
         })
         .unwrap();
-    eprintln!(
-        "LM loss {:.3} → {:.3} over {} steps",
-        lm[0],
-        lm[lm.len() - 1],
-        lm.len()
-    );
     let trained = evaluate(trainer.model(), &test, &opts).unwrap();
     eprintln!(
-        "held-out local R@3: untrained {:.3} → trained {:.3}; global R@5 {:.3} → {:.3}",
+        "{} train / {} test triples, {} steps, L_LOC {:.3} → {:.3}; held-out local R@3 {:.3} → {:.3}, \
+         MAP@3 {:.3} → {:.3}; global R@5 {:.3} → {:.3}",
+        train.len(),
+        test.len(),
+        local.len(),
+        local[0],
+        local[local.len() - 1],
         untrained.local.recall,
         trained.local.recall,
+        untrained.local.map,
+        trained.local.map,
         untrained.global.recall,
         trained.global.recall
     );
     assert!(
-        trained.local.recall > untrained.local.recall + 0.05,
+        trained.local.recall > untrained.local.recall + 0.15,
         "{untrained:?} vs {trained:?}"
     );
+    assert!(trained.local.map > untrained.local.map);
 }
