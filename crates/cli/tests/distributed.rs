@@ -38,8 +38,8 @@ fn run_ok(mut cmd: Command) -> String {
     text
 }
 
-/// `(step, loss_cl, loss_lm)` per logged step.
-fn logged_losses(out: &Path) -> Vec<(u64, f64, f64)> {
+/// `(step, loss_cl, loss_lm, loss_local)` per logged step.
+fn logged_losses(out: &Path) -> Vec<(u64, f64, f64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -50,6 +50,7 @@ fn logged_losses(out: &Path) -> Vec<(u64, f64, f64)> {
                 t["step"].as_u64()?,
                 t["loss_cl"].as_f64()?,
                 t["loss_lm"].as_f64()?,
+                t["loss_local"].as_f64()?,
             ))
         })
         .collect()
@@ -86,10 +87,12 @@ fn two_processes_with_batch_b_equal_one_process_with_batch_2b() {
     let b = logged_losses(&pair);
     assert_eq!(a.len(), b.len(), "steps logged");
     assert!(a.len() >= 4, "{} steps", a.len());
-    for ((sa, cla, lma), (sb, clb, lmb)) in a.iter().zip(&b) {
+    for ((sa, cla, lma, loa), (sb, clb, lmb, lob)) in a.iter().zip(&b) {
         assert_eq!(sa, sb);
         assert!((cla - clb).abs() < 1e-4, "step {sa}: L_CL {cla} vs {clb}");
         assert!((lma - lmb).abs() < 1e-4, "step {sa}: L_LM {lma} vs {lmb}");
+        assert!(*loa > 0.0, "step {sa}: the local-retrieval loss is on");
+        assert!((loa - lob).abs() < 1e-4, "step {sa}: L_LOC {loa} vs {lob}");
     }
     // Only rank 0 wrote: one log line per step, one checkpoint.
     let state: serde_json::Value = serde_json::from_str(

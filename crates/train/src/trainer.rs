@@ -601,10 +601,10 @@ impl Trainer {
     ///
     /// With a process group, the embeddings of every rank are gathered so that the contrastive
     /// loss runs over the global batch; only this rank's slice carries a gradient. Each rank
-    /// back-propagates `W·L_CL(global) + α·W·Σ_local token losses / global tokens` and the
-    /// gradients are averaged over the `W` ranks, which gives exactly the gradient of one
-    /// process training on the global batch. The temperature appears in every rank's `L_CL`,
-    /// so only rank 0 lets it carry a gradient.
+    /// back-propagates `W·L_CL(global) + α·W·Σ_local token losses / global tokens
+    /// + β·W·Σ_local example losses / global examples` and the gradients are averaged over the
+    /// `W` ranks, which gives exactly the gradient of one process training on the global batch.
+    /// The temperature appears in every rank's `L_CL`, so only rank 0 lets it carry a gradient.
     fn forward(
         &mut self,
         batch: &TripleBatch,

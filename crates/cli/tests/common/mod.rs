@@ -64,7 +64,8 @@ fn tiny_bert(dir: &Path, tok: &Tokenizer, dropout: bool) {
     tok.save(dir.join("tokenizer.json")).unwrap();
 }
 
-/// Writes `dir/name`: a 2-epoch RIR config over the checkpoint `init`, checkpointing every step.
+/// Writes `dir/name`: a 2-epoch RIR config over the checkpoint `init`, checkpointing every step,
+/// with every loss term on (the local-retrieval loss included).
 pub fn config(dir: &Path, init: &Path, batch_size: usize, name: &str) -> PathBuf {
     let text = format!(
         r#"
@@ -95,6 +96,7 @@ momentum = 0.9
 queue_size = 8
 distill_weight = 0.4
 distill_ramp_epochs = 1.0
+local_weight = 0.5
 [run]
 epochs = 2
 seed = 5
