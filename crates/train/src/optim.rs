@@ -83,9 +83,9 @@ impl AdamW {
         }
     }
 
-    /// Multiplies the learning rate of every parameter for which `scale(name)` returns a value
-    /// other than 1 (the step's `lr` times that value, weight decay included, as torch does for
-    /// a parameter group with a larger `lr`). Returns how many parameters got a scale ≠ 1.
+    /// Sets each parameter's learning-rate multiplier to `scale(name)`: its updates use the
+    /// step's `lr` times that value, weight decay included, as torch does for a parameter group
+    /// with its own `lr`. Returns how many parameters got a multiplier other than 1.
     pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) -> usize {
         let mut scaled = 0;
         for p in &mut self.params {

@@ -1,6 +1,6 @@
-//! The training loop: `L = L_CL + α·L_LM (+ β·L_LOC)` over length-bucketed batches, AdamW with warm-up and
-//! cosine decay, momentum encoders and queues, periodic evaluation, a JSON-lines metrics log,
-//! atomic checkpoints and exact resume.
+//! The training loop: `L = L_CL + α·L_LM (+ β·L_LOC)` over length-bucketed batches, AdamW with
+//! warm-up and cosine decay, momentum encoders and queues, periodic evaluation, a JSON-lines
+//! metrics log, atomic checkpoints and exact resume.
 //!
 //! Reproducibility: the data order of epoch `e` depends only on `(seed, e)`, and libtorch's
 //! generator is re-seeded with `seed + micro-step` before every forward, so dropout masks depend
