@@ -47,14 +47,20 @@ fn init_from_bert_creates_exactly_the_new_parameters() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn decoder_can_start_from_the_encoder() -> Result<()> {
+/// The MiniLM folder and a GeAR config over it whose 2-layer decoder starts from the encoder.
+fn minilm_with_two_decoder_layers_from_the_encoder() -> Result<(std::path::PathBuf, GearConfig)> {
     let dir = pretrained::minilm_dir()?;
     let mut cfg = GearConfig::for_encoder(gear_model::BertConfig::from_json_file(
         dir.join("config.json"),
     )?);
     cfg.decoder.num_hidden_layers = 2;
     cfg.decoder.init = DecoderInit::FromEncoder;
+    Ok((dir, cfg))
+}
+
+#[test]
+fn decoder_can_start_from_the_encoder() -> Result<()> {
+    let (dir, cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
     let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg), Device::Cpu)?;
     let vars = model.var_store().variables();
     let same = |a: &str, b: &str| vars[a].equal(&vars[b]);
@@ -75,12 +81,7 @@ fn decoder_can_start_from_the_encoder() -> Result<()> {
 
 #[test]
 fn cross_attention_can_start_as_a_copy_of_self_attention() -> Result<()> {
-    let dir = pretrained::minilm_dir()?;
-    let mut cfg = GearConfig::for_encoder(gear_model::BertConfig::from_json_file(
-        dir.join("config.json"),
-    )?);
-    cfg.decoder.num_hidden_layers = 2;
-    cfg.decoder.init = DecoderInit::FromEncoder;
+    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
     cfg.cross_attention_init = CrossAttentionInit::SelfAttention;
     let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg.clone()), Device::Cpu)?;
     let vars = model.var_store().variables();

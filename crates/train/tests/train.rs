@@ -31,29 +31,33 @@ fn word_tokenizer(texts: &[String]) -> Tokenizer {
 fn data(docs: usize, seed: u64) -> (Vec<Triple>, Tokenizer) {
     let corpus = generate_corpus(docs, seed);
     let tok = word_tokenizer(&corpus.iter().map(|d| d.text.clone()).collect::<Vec<_>>());
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("rir.jsonl");
     let cfg = RirConfig {
         min_similarity: None,
         min_tokens: 100,
         seed,
         ..RirConfig::default()
     };
+    (synthesize(corpus, &tok, &cfg), tok)
+}
+
+/// The keyword-rewriter RIR triples of `corpus` (no similarity filter unless `cfg` asks).
+fn synthesize(corpus: Vec<gear_data::Document>, tok: &Tokenizer, cfg: &RirConfig) -> Vec<Triple> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rir.jsonl");
     synthesize_rir(
         corpus.into_iter().map(Ok),
         &out,
-        &tok,
+        tok,
         &KeywordRewriter::default(),
         None,
-        &cfg,
+        cfg,
         &mut |_| {},
     )
     .unwrap();
-    let triples = TripleReader::open(&out)
+    TripleReader::open(&out)
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    (triples, tok)
+        .unwrap()
 }
 
 fn tiny_model(tok: &Tokenizer, seed: i64) -> GearModel {
@@ -251,28 +255,12 @@ fn the_demo_config_beats_its_untrained_start_on_held_out_local_retrieval() {
     let _serial = serial();
     let minilm = gear_model::pretrained::minilm_dir().unwrap();
     let tok = Tokenizer::from_file(minilm.join("tokenizer.json"), 512).unwrap();
-    let corpus = generate_corpus(60, 11);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rir.jsonl");
     let rir = RirConfig {
         min_similarity: None,
         seed: 11,
         ..RirConfig::default()
     };
-    synthesize_rir(
-        corpus.into_iter().map(Ok),
-        &path,
-        &tok,
-        &KeywordRewriter::default(),
-        None,
-        &rir,
-        &mut |_| {},
-    )
-    .unwrap();
-    let triples: Vec<Triple> = TripleReader::open(&path)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let triples = synthesize(generate_corpus(60, 11), &tok, &rir);
     let ids: BTreeSet<&str> = triples.iter().map(|t| t.document.id.as_str()).collect();
     let held: BTreeSet<&str> = ids.iter().rev().take(12).copied().collect();
     let (test, train): (Vec<Triple>, Vec<Triple>) = triples
