@@ -52,9 +52,19 @@ pub struct RirArgs {
 /// Options of `cargo xtask train-qar`.
 #[derive(clap::Args, Debug)]
 pub struct QarArgs {
-    /// SQuAD-format files (split by article into train/dev/test).
-    #[arg(long, required = true, num_args = 1..)]
+    /// SQuAD-format files, split by article into train/dev/test (default: the two files in
+    /// `../shared/data`).
+    #[arg(long, num_args = 1..)]
     squad: Vec<PathBuf>,
+    /// Share of articles held out for the test table.
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Share of articles for the dev split (evaluated after each epoch; choose settings on it).
+    #[arg(long, default_value_t = 0.1)]
+    dev_fraction: f64,
+    /// Test questions whose answers the decoder generates (EM/F1; 0: none).
+    #[arg(long, default_value_t = 500)]
+    generation_examples: usize,
     /// Output folder.
     #[arg(long, default_value = "out/train-qar")]
     out: PathBuf,
@@ -137,10 +147,32 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         nproc: args.nproc,
         precision: args.precision.as_deref(),
     };
-    split_train(env, &bin, out, &triples, &run, false)
+    let split = SplitOptions {
+        by_title: false,
+        dev_fraction: 0.1,
+        test_fraction: 0.1,
+    };
+    split_train(env, &bin, out, &triples, &run, &split)?;
+    evaluate_triples(env, &bin, out, &run)
 }
 
 pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
+    let squad = if args.squad.is_empty() {
+        let data = crate::workspace_root().join("../shared/data");
+        let files = vec![
+            data.join("squad-v1.1-dev-a.json"),
+            data.join("squad-v2.0-train-first10.json"),
+        ];
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            bail!(
+                "{} not found: pass SQuAD-format files with --squad FILE…",
+                missing.display()
+            );
+        }
+        files
+    } else {
+        args.squad.clone()
+    };
     let bin = build_gear(env)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -148,7 +180,7 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     if !triples.exists() {
         step("importing SQuAD");
         let mut all = String::new();
-        for (i, f) in args.squad.iter().enumerate() {
+        for (i, f) in squad.iter().enumerate() {
             let part = args.out.join(format!("qar-{i}.jsonl"));
             gear(
                 env,
@@ -157,7 +189,9 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
             )?;
             all.push_str(&std::fs::read_to_string(&part)?);
         }
-        std::fs::write(&triples, all)?;
+        let tmp = args.out.join("qar.jsonl.tmp");
+        std::fs::write(&tmp, all)?;
+        std::fs::rename(&tmp, &triples)?;
     }
     let run = RunOptions {
         config: &args.config,
@@ -165,7 +199,141 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
         nproc: args.nproc,
         precision: args.precision.as_deref(),
     };
-    split_train(env, &bin, &args.out, &triples, &run, true)
+    let split = SplitOptions {
+        by_title: true,
+        dev_fraction: args.dev_fraction,
+        test_fraction: args.test_fraction,
+    };
+    split_train(env, &bin, &args.out, &triples, &run, &split)?;
+    let test = args.out.join("test.jsonl");
+    eprintln!(
+        "[train] held-out test articles: {}",
+        titles(&test)?.join(", ")
+    );
+    step("evaluating on the held-out articles (gear eval squad: every method, same sentences)");
+    let ck = args.out.join("run").join("checkpoint").join("model");
+    let generation = args.generation_examples.to_string();
+    let squad_eval = |model: &[&str], generation: &str| -> Result<serde_json::Value> {
+        let mut a = vec![
+            "eval",
+            "squad",
+            "--json",
+            "--no-cross-encoder",
+            "--data",
+            s(&test),
+            "--device",
+            &args.device,
+            "--generation-examples",
+            generation,
+        ];
+        a.extend(model);
+        json_of(env, &bin, &a)
+    };
+    let untrained = squad_eval(&["--pretrained"], "0")?;
+    let trained = squad_eval(&["--model", s(&ck)], &generation)?;
+    let table = qar_table(&untrained, &trained);
+    println!("\n{table}");
+    let results = args.out.join("results.md");
+    std::fs::write(
+        &results,
+        format!(
+            "# Results on {} (held-out articles: {})\n\n{table}\n",
+            test.display(),
+            titles(&test)?.join(", ")
+        ),
+    )?;
+    println!("written: {} (checkpoint: {})", results.display(), ck.display());
+    Ok(())
+}
+
+/// The distinct article titles of a triples file, in order of appearance.
+fn titles(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let title = v["document"]["title"].as_str().unwrap_or_default().to_string();
+        if !out.contains(&title) {
+            out.push(title);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `gear ARGS` and parses its standard output as JSON.
+fn json_of(env: &Env, bin: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = env
+        .command(bin)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run gear {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("gear {} failed ({})", args.join(" "), out.status);
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("gear {}: output is not JSON", args.join(" ")))
+}
+
+/// The QAR table: every method on the held-out articles' questions.
+fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> String {
+    let cell = |r: &serde_json::Value, method: &str, key: &str, scale: f64| {
+        r["methods"][method][key]
+            .as_f64()
+            .map_or("—".to_string(), |v| format!("{:.3}", v * scale))
+    };
+    let gen = |r: &serde_json::Value, key: &str| {
+        r["methods"]["gear"][key]
+            .as_f64()
+            .map_or("—".to_string(), |v| format!("{v:.1}"))
+    };
+    let time = |r: &serde_json::Value, method: &str| {
+        let t = r["local_seconds"][method].as_f64();
+        let base = r["local_seconds"]["bi-encoder"].as_f64();
+        match (t, base) {
+            (Some(t), Some(b)) if b > 0.0 => format!("{:.2}×", t / b),
+            _ => "—".into(),
+        }
+    };
+    let row = |name: &str, r: &serde_json::Value, method: &str, generation: bool| {
+        format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(r, method, "global.recall@5", 1.0),
+            cell(r, method, "global.map@5", 1.0),
+            cell(r, method, "local.recall@1", 1.0),
+            cell(r, method, "local.map@1", 1.0),
+            if generation { gen(r, "generation.exact_match") } else { "—".into() },
+            if generation { gen(r, "generation.f1") } else { "—".into() },
+            time(r, method),
+        )
+    };
+    let questions = trained["questions"].as_u64().unwrap_or(0);
+    let passages = trained["passages"].as_u64().unwrap_or(0);
+    let unlocatable = trained["unlocatable"].as_u64().unwrap_or(0);
+    [
+        format!("{questions} questions over {passages} passages ({unlocatable} questions have no sentence holding an answer start: a miss for every local method)."),
+        String::new(),
+        "| system | global R@5 | global MAP@5 | local R@1 | local MAP@1 | EM | F1 | local time vs bi-encoder |".into(),
+        "|---|---|---|---|---|---|---|---|".into(),
+        row("GeAR trained (cross-attention local retrieval, decoder)", trained, "gear", true),
+        row("GeAR untrained (MiniLM + new cross-attention/decoder)", untrained, "gear", false),
+        row("pretrained bi-encoder (all-MiniLM-L6-v2; sentences embedded)", untrained, "bi-encoder", false),
+        row("GeAR trained's own bi-encoder (E_q fine-tuned, E_d frozen)", trained, "bi-encoder", false),
+        row("BM25 (Okapi; passages / sentences)", untrained, "bm25", false),
+        row("hybrid: BM25 + pretrained bi-encoder (RRF)", untrained, "hybrid", false),
+        row("hybrid: BM25 + GeAR trained's bi-encoder (RRF)", trained, "hybrid", false),
+    ]
+    .join("\n")
+}
+
+/// How to split triples into train / dev / test.
+struct SplitOptions {
+    /// By the document title (the SQuAD article) instead of the document id.
+    by_title: bool,
+    dev_fraction: f64,
+    test_fraction: f64,
 }
 
 /// How to train: configuration, device, processes, precision.
@@ -182,7 +350,7 @@ fn split_train(
     out: &Path,
     triples: &Path,
     run_options: &RunOptions<'_>,
-    by_title: bool,
+    split: &SplitOptions,
 ) -> Result<()> {
     let RunOptions {
         config,
@@ -197,6 +365,8 @@ fn split_train(
     );
     if !test.exists() {
         step("splitting by document into train / dev / test");
+        let (dev_fraction, test_fraction) =
+            (split.dev_fraction.to_string(), split.test_fraction.to_string());
         let mut a = vec![
             "data",
             "split",
@@ -208,8 +378,12 @@ fn split_train(
             s(&dev),
             "--test",
             s(&test),
+            "--dev-fraction",
+            &dev_fraction,
+            "--test-fraction",
+            &test_fraction,
         ];
-        if by_title {
+        if split.by_title {
             a.push("--by-title");
         }
         gear(env, bin, &a)?;
@@ -239,7 +413,14 @@ fn split_train(
     if let Some(p) = precision {
         a.extend(["--precision", p]);
     }
-    gear(env, bin, &a)?;
+    gear(env, bin, &a)
+}
+
+/// The RIR table: the trained model and its untrained start on the held-out triples.
+fn evaluate_triples(env: &Env, bin: &Path, out: &Path, run_options: &RunOptions<'_>) -> Result<()> {
+    let RunOptions { config, device, .. } = *run_options;
+    let run = out.join("run");
+    let test = out.join("test.jsonl");
     step("evaluating the untrained start and the trained model on the held-out test split");
     let untrained = eval_json(env, bin, &["--untrained", s(config)], &test, device)?;
     let trained = eval_json(

@@ -286,11 +286,25 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
 /// Options of `gear eval squad`.
 #[derive(clap::Args, Debug)]
 pub struct SquadArgs {
-    /// SQuAD-format files; all their passages form the retrieval corpus.
+    /// SQuAD-format files (`.json`), or QAR triples files (`.jsonl`, e.g. a held-out split
+    /// written by `gear data split`); all their passages form the retrieval corpus.
     #[arg(long, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
+    /// Skip the cross-encoder-style local baseline (one joint forward per question–sentence
+    /// pair: the slowest method).
+    #[arg(long)]
+    no_cross_encoder: bool,
+    /// A trained cross-encoder reranker (`gear train-reranker`) to rank the same sentences
+    /// (method `reranker`).
+    #[arg(long)]
+    reranker: Option<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
+    /// Evaluate the untrained start of this training config (pretrained encoders, new
+    /// cross-attention and decoder initialised as training initialises them) instead of
+    /// `--model` / `--pretrained`.
+    #[arg(long, conflicts_with_all = ["model", "pretrained"])]
+    untrained: Option<PathBuf>,
     /// Local-retrieval layers to sweep: `all` or a comma list (default: the model's).
     #[arg(long)]
     layers: Option<String>,
@@ -308,13 +322,31 @@ pub struct SquadArgs {
 
 pub fn eval_squad(args: &SquadArgs) -> Result<()> {
     let device = parse_device(&args.model.device)?;
-    let (model, _) = load_model(&args.model.source()?, device)?;
+    let model = match &args.untrained {
+        Some(config) => crate::train::untrained_model(config, device)?,
+        None => load_model(&args.model.source()?, device)?.0,
+    };
     let mut data = gear_data::SquadImport::default();
     for path in &args.data {
-        let part = gear_data::import_squad(path)?;
-        data.triples.extend(part.triples);
-        data.corpus.extend(part.corpus);
-        data.articles.extend(part.articles);
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let mut seen = std::collections::HashSet::new();
+            for t in gear_data::TripleReader::open(path)? {
+                let t = t?;
+                if seen.insert(t.document.id.clone()) {
+                    data.corpus.push(t.document.clone());
+                    data.articles.push(t.document.title.clone());
+                }
+                data.triples.push(t);
+            }
+        } else {
+            let part = gear_data::import_squad(path)?;
+            data.triples.extend(part.triples);
+            data.corpus.extend(part.corpus);
+            data.articles.extend(part.articles);
+        }
+    }
+    if data.triples.is_empty() {
+        anyhow::bail!("no questions in {:?}", args.data);
     }
     let n_layers = model.config().encoder.num_hidden_layers as usize;
     let layers = match args.layers.as_deref() {
@@ -340,17 +372,24 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         layers,
         generation_examples: args.generation_examples,
         cross_attention: true,
-        cross_encoder: true,
+        cross_encoder: !args.no_cross_encoder,
         batch_size: 32,
     };
-    let report = gear_infer::eval_squad(&model, &data, &options)?;
+    let mut report = gear_infer::eval_squad(&model, &data, &options)?;
+    if let Some(dir) = &args.reranker {
+        let reranker = gear_model::CrossEncoder::load(dir, device)
+            .with_context(|| format!("loading the reranker in {}", dir.display()))?;
+        let (metrics, seconds) = gear_infer::eval_reranker(&reranker, &data, 64)?;
+        report.methods.insert("reranker".into(), metrics);
+        report.local_seconds.insert("reranker".into(), seconds);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{} questions, {} passages",
-        report.questions, report.passages
+        "{} questions ({} with no answer-holding sentence), {} passages",
+        report.questions, report.unlocatable, report.passages
     );
     for (method, m) in &report.methods {
         let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();

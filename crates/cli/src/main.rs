@@ -9,6 +9,7 @@ mod demo;
 mod embed;
 mod infer;
 mod launch;
+mod rerank;
 mod score;
 mod train;
 
@@ -39,6 +40,8 @@ enum Command {
     Score(score::Command),
     /// Train GeAR on triples with a TOML configuration.
     Train(train::TrainArgs),
+    /// Train the cross-encoder reranker baseline on the same triples.
+    TrainReranker(rerank::Args),
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -144,6 +147,7 @@ fn main() {
         Command::Data(cmd) => data::run(&cmd),
         Command::Score(cmd) => score::run(&cmd),
         Command::Train(args) => train::train(&args),
+        Command::TrainReranker(args) => rerank::run(&args),
         Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
         Command::Eval(EvalCommand::Squad(args)) => infer::eval_squad(&args),
         Command::Index(cmd) => infer::index(&cmd),

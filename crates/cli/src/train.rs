@@ -225,18 +225,22 @@ fn one_line(r: &EvalReport) -> String {
     )
 }
 
+/// The untrained start of a training config: GeAR from its `model.init`, seeded as training
+/// seeds it.
+pub fn untrained_model(config: &std::path::Path, device: tch::Device) -> Result<GearModel> {
+    let config = TrainConfig::from_toml_file(config)?;
+    let dir = config.init_dir()?;
+    let encoder = gear_model::BertConfig::from_json_file(dir.join("config.json"))?;
+    tch::manual_seed(config.run.seed as i64);
+    Ok(GearModel::from_bert_checkpoint(&dir, Some(gear_config(&config, encoder)), device)?.0)
+}
+
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let triples = read_triples(&args.data)?;
     let model = match (&args.model, &args.untrained) {
         (Some(dir), _) => GearModel::load(dir, device)?,
-        (None, Some(config)) => {
-            let config = TrainConfig::from_toml_file(config)?;
-            let dir = config.init_dir()?;
-            let encoder = gear_model::BertConfig::from_json_file(dir.join("config.json"))?;
-            tch::manual_seed(config.run.seed as i64);
-            GearModel::from_bert_checkpoint(&dir, Some(gear_config(&config, encoder)), device)?.0
-        }
+        (None, Some(config)) => untrained_model(config, device)?,
         (None, None) => anyhow::bail!("pass --model CHECKPOINT or --untrained CONFIG"),
     };
     let scenario = match args.scenario.as_deref() {

@@ -20,6 +20,7 @@
 
 mod error;
 mod explain;
+mod lexical;
 mod search;
 mod squad_eval;
 mod store;
@@ -30,8 +31,9 @@ pub use error::{Error, Result};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
 };
+pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
-pub use squad_eval::{eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport};
+pub use squad_eval::{eval_reranker, eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport};
 pub use store::{
     build_index, model_fingerprint, Backend, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
 };

@@ -6,7 +6,9 @@
 //! - **Generation** (GeAR only): exact match and F1 of the decoder's text against the gold
 //!   answers.
 //!
-//! Methods: `gear` (bi-encoder global retrieval, cross-attention local retrieval, decoder),
+//! Methods: `bm25` (Okapi BM25 over passages for global retrieval and over sentences for local
+//! retrieval, IDF from all sentences of the file), `hybrid` (global only: reciprocal-rank
+//! fusion of BM25's and the bi-encoder's top 100), `gear` (bi-encoder global retrieval, cross-attention local retrieval, decoder),
 //! `bi-encoder` (the same encoders as a plain bi-encoder: passages and sentences embedded with
 //! `E_d`, ranked by cosine to the `E_q` question embedding — the paper's "BGE-style" local
 //! baseline) and `cross-encoder` (local only: each `question [SEP] sentence` pair encoded jointly
@@ -21,7 +23,11 @@ use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Searc
 use serde::Serialize;
 use tch::Tensor;
 
+use crate::lexical::{reciprocal_rank_fusion, Bm25};
 use crate::Result;
+
+/// How deep each ranking goes into the hybrid's fusion (BM25 and dense, per question).
+const HYBRID_DEPTH: usize = 100;
 
 /// Options of [`eval_squad`].
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +67,17 @@ pub struct SquadReport {
     pub questions: usize,
     /// Passages in the retrieval corpus.
     pub passages: usize,
+    /// Questions whose gold answers start in no sentence of the splitter (they count as misses
+    /// for every local method).
+    pub unlocatable: usize,
     /// Metrics per method.
     pub methods: BTreeMap<String, BTreeMap<String, f64>>,
     /// GeAR's local R@1 / MAP@1 per swept layer.
     pub layers: BTreeMap<usize, BTreeMap<String, f64>>,
+    /// Wall-clock seconds of each method's local retrieval over all questions (embedding or
+    /// encoding included, metrics excluded): `bi-encoder`, `bm25`, `cross-encoder`, `gear`
+    /// (the model's own layer).
+    pub local_seconds: BTreeMap<String, f64>,
 }
 
 /// The local-retrieval targets of every question (gold passage sentences, relevant indices).
@@ -137,19 +150,33 @@ pub fn eval_squad(
     let q = embed_in_batches(|t| model.embed_queries(t), &questions, batch)?;
     let k = 5.min(passages.len()) as i64;
     let mut global = RankingMetrics::new(5);
+    let mut bm25_global = RankingMetrics::new(5);
+    let mut hybrid_global = RankingMetrics::new(5);
+    let bm25_passages = Bm25::fit(&passages);
+    let depth = HYBRID_DEPTH.min(passages.len()) as i64;
     if k > 0 {
-        let (_, top) = q.matmul(&p.transpose(0, 1)).topk(k, 1, true, true);
+        let (_, top) = q.matmul(&p.transpose(0, 1)).topk(depth, 1, true, true);
         let top = Vec::<i64>::try_from(top.flatten(0, -1))?;
         for (i, t) in targets.iter().enumerate() {
-            let ranked: Vec<usize> = top[i * k as usize..(i + 1) * k as usize]
+            let dense: Vec<usize> = top[i * depth as usize..(i + 1) * depth as usize]
                 .iter()
                 .map(|&x| x as usize)
                 .collect();
-            global.add(&ranked, &[t.passage]);
+            global.add(&dense[..k as usize], &[t.passage]);
+            let lexical: Vec<usize> = bm25_passages
+                .search(&t.question)
+                .into_iter()
+                .take(depth as usize)
+                .map(|(id, _)| id)
+                .collect();
+            bm25_global.add(&lexical, &[t.passage]);
+            hybrid_global.add(&reciprocal_rank_fusion(&[&dense, &lexical]), &[t.passage]);
         }
     }
 
+    let mut local_seconds = BTreeMap::new();
     // Bi-encoder local retrieval: each distinct sentence embedded once with E_d.
+    let started = std::time::Instant::now();
     let mut sentence_rows: HashMap<(usize, usize), usize> = HashMap::new();
     let mut sentence_texts: Vec<&str> = Vec::new();
     let mut passage_spans: HashMap<usize, Vec<Span>> = HashMap::new();
@@ -178,11 +205,34 @@ pub fn eval_squad(
         ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         bi_local.add(&ranked, &t.relevant);
     }
+    local_seconds.insert("bi-encoder".into(), started.elapsed().as_secs_f64());
     let bi = methods.entry("bi-encoder".into()).or_default();
     add(bi, "global", 5, &global);
     add(bi, "local", 1, &bi_local);
 
+    // BM25 local retrieval: the same sentences, IDF over every sentence of the file.
+    let started = std::time::Instant::now();
+    let bm25_sentences = Bm25::fit(&sentence_texts);
+    let mut bm25_local = RankingMetrics::new(1);
+    for t in &targets {
+        let rows: Vec<usize> = (0..t.sentences.len())
+            .map(|j| sentence_rows[&(t.passage, j)])
+            .collect();
+        let order = bm25_sentences.rank(&t.question, &rows);
+        let ranked: Vec<usize> = order
+            .iter()
+            .map(|r| rows.iter().position(|x| x == r).unwrap_or(usize::MAX))
+            .collect();
+        bm25_local.add(&ranked, &t.relevant);
+    }
+    local_seconds.insert("bm25".into(), started.elapsed().as_secs_f64());
+    let bm = methods.entry("bm25".into()).or_default();
+    add(bm, "global", 5, &bm25_global);
+    add(bm, "local", 1, &bm25_local);
+    add(methods.entry("hybrid".into()).or_default(), "global", 5, &hybrid_global);
+
     if options.cross_encoder {
+        let started = std::time::Instant::now();
         let mut ce_local = RankingMetrics::new(1);
         for chunk in targets.chunks(batch) {
             for t in chunk {
@@ -203,6 +253,7 @@ pub fn eval_squad(
                 ce_local.add(&ranked, &t.relevant);
             }
         }
+        local_seconds.insert("cross-encoder".into(), started.elapsed().as_secs_f64());
         add(
             methods.entry("cross-encoder".into()).or_default(),
             "local",
@@ -220,6 +271,7 @@ pub fn eval_squad(
     };
     let mut sweep = BTreeMap::new();
     for &layer in &layers {
+        let started = std::time::Instant::now();
         let mut local = RankingMetrics::new(1);
         let locate = LocateOptions {
             layer: Some(layer),
@@ -244,6 +296,7 @@ pub fn eval_squad(
         let mut m = BTreeMap::new();
         add(&mut m, "local", 1, &local);
         if layer == default_layer {
+            local_seconds.insert("gear".into(), started.elapsed().as_secs_f64());
             let g = methods.entry("gear".into()).or_default();
             add(g, "global", 5, &global);
             add(g, "local", 1, &local);
@@ -279,8 +332,10 @@ pub fn eval_squad(
     Ok(SquadReport {
         questions: targets.len(),
         passages: passages.len(),
+        unlocatable: targets.iter().filter(|t| t.relevant.is_empty()).count(),
         methods,
         layers: sweep,
+        local_seconds,
     })
 }
 
@@ -321,4 +376,36 @@ fn pair_scores(model: &GearModel, pairs: &[String]) -> Result<Vec<f32>> {
             .sum_dim_intlist(1, false, tch::Kind::Float)
             .to_device(tch::Device::Cpu),
     )?)
+}
+
+/// Local retrieval with a trained cross-encoder reranker over the same sentences as
+/// [`eval_squad`]: every `question [SEP] sentence` pair scored, `batch` pairs per forward.
+/// Returns `local.recall@1` / `local.map@1` and the seconds it took.
+pub fn eval_reranker(
+    reranker: &gear_model::CrossEncoder,
+    data: &SquadImport,
+    batch: usize,
+) -> Result<(BTreeMap<String, f64>, f64)> {
+    let started = std::time::Instant::now();
+    let targets = local_targets(data);
+    let mut local = RankingMetrics::new(1);
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for (t, triple) in targets.iter().zip(&data.triples) {
+        let text = &triple.document.text;
+        groups.push((pairs.len(), t.sentences.len()));
+        for s in split_sentences(text) {
+            pairs.push((&t.question, &text[s.start..s.end]));
+        }
+    }
+    let scores = reranker.score(&pairs, batch)?;
+    for (t, &(start, len)) in targets.iter().zip(&groups) {
+        let s = &scores[start..start + len];
+        let mut ranked: Vec<usize> = (0..len).collect();
+        ranked.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+        local.add(&ranked, &t.relevant);
+    }
+    let mut m = BTreeMap::new();
+    add(&mut m, "local", 1, &local);
+    Ok((m, started.elapsed().as_secs_f64()))
 }

@@ -16,8 +16,40 @@ pub struct Attention {
     layer_norm: nn::LayerNorm,
     heads: i64,
     head_dim: i64,
+    normalize: bool,
     attn_dropout: f64,
     hidden_dropout: f64,
+}
+
+/// The shape of a cross-attention block: the attended states' width, its heads, and whether
+/// queries and attended states are RMS-normalised before the projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossAttentionShape {
+    /// Width of the attended states.
+    pub kv_width: i64,
+    /// Attention heads (must divide the hidden size).
+    pub heads: i64,
+    /// Scale every query state and attended state to RMS 1 (norm `√width`) before the query,
+    /// key and value projections (the residual keeps the raw state). With identity projections
+    /// the attention logits are then scaled cosine similarities of token states.
+    pub normalize: bool,
+}
+
+impl CrossAttentionShape {
+    /// BLIP's block: the layer's own heads, no normalisation.
+    pub fn plain(cfg: &BertConfig, kv_width: i64) -> Self {
+        Self {
+            kv_width,
+            heads: cfg.num_attention_heads,
+            normalize: false,
+        }
+    }
+}
+
+/// `x / rms(x)` over the last axis (rows of zeros stay zeros).
+fn rms_normalize(x: &Tensor) -> Tensor {
+    let rms = (x.square().mean_dim(-1, true, x.kind()) + 1e-6).sqrt();
+    x / rms
 }
 
 /// Projected keys and values, `[batch, heads, kv_len, head_dim]` each — the KV cache of one
@@ -71,18 +103,33 @@ impl Attention {
     /// Creates the variables under `p` (`…/attention` or `…/crossattention`); keys and values are
     /// projected from `kv_width`-wide states.
     pub fn new(p: &nn::Path<'_>, cfg: &BertConfig, kv_width: i64) -> Self {
+        Self::with_shape(p, cfg, CrossAttentionShape::plain(cfg, kv_width))
+    }
+
+    /// As [`Attention::new`] with `shape`'s heads and normalisation.
+    pub fn with_shape(p: &nn::Path<'_>, cfg: &BertConfig, shape: CrossAttentionShape) -> Self {
         let s = p / "self";
         let o = p / "output";
         Self {
             query: linear(&(&s / "query"), cfg.hidden_size, cfg.hidden_size, cfg),
-            key: linear(&(&s / "key"), kv_width, cfg.hidden_size, cfg),
-            value: linear(&(&s / "value"), kv_width, cfg.hidden_size, cfg),
+            key: linear(&(&s / "key"), shape.kv_width, cfg.hidden_size, cfg),
+            value: linear(&(&s / "value"), shape.kv_width, cfg.hidden_size, cfg),
             dense: linear(&(&o / "dense"), cfg.hidden_size, cfg.hidden_size, cfg),
             layer_norm: layer_norm(&(&o / "LayerNorm"), cfg),
-            heads: cfg.num_attention_heads,
-            head_dim: cfg.head_dim(),
+            heads: shape.heads,
+            head_dim: cfg.hidden_size / shape.heads,
+            normalize: shape.normalize,
             attn_dropout: cfg.attention_probs_dropout_prob,
             hidden_dropout: cfg.hidden_dropout_prob,
+        }
+    }
+
+    /// What the projections read: `x`, or `x / rms(x)` when the block normalises.
+    fn projected_input(&self, x: &Tensor) -> Tensor {
+        if self.normalize {
+            rms_normalize(x)
+        } else {
+            x.shallow_clone()
         }
     }
 
@@ -111,6 +158,7 @@ impl Attention {
 
     /// Keys and values of `states [batch, len, kv_width]`.
     pub fn keys_values(&self, states: &Tensor) -> KvCache {
+        let states = self.projected_input(states);
         KvCache {
             key: self.split_heads(&states.apply(&self.key)),
             value: self.split_heads(&states.apply(&self.value)),
@@ -139,7 +187,7 @@ impl Attention {
         mask: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let q = self.split_heads(&hidden.apply(&self.query));
+        let q = self.split_heads(&self.projected_input(hidden).apply(&self.query));
         let p = if train { self.attn_dropout } else { 0.0 };
         let ctx = Tensor::scaled_dot_product_attention(
             &q, &kv.key, &kv.value, mask, p, false, None, false,
@@ -167,7 +215,7 @@ impl Attention {
         mask: &Tensor,
         train: bool,
     ) -> AttentionOutput {
-        let q = self.split_heads(&hidden.apply(&self.query));
+        let q = self.split_heads(&self.projected_input(hidden).apply(&self.query));
         let scores = q.matmul(&kv.key.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
         let probs = scores.softmax(-1, scores.kind());
         let ctx = probs.dropout(self.attn_dropout, train).matmul(&kv.value);
@@ -211,4 +259,50 @@ pub fn causal_mask(mask: &Tensor, kind: Kind) -> Tensor {
             &Tensor::full([1], lowest(kind), (kind, mask.device())),
         )
         .unsqueeze(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tch::{nn::VarStore, Device};
+
+    /// One normalised head with identity key and `s·I` query projections computes
+    /// `softmax(s·√width·cos(x_i, y_j))`, whatever the states' norms.
+    #[test]
+    fn normalised_identity_attention_is_scaled_cosine() {
+        let cfg = BertConfig::tiny(10);
+        let width = cfg.hidden_size;
+        let vs = VarStore::new(Device::Cpu);
+        let shape = CrossAttentionShape {
+            kv_width: width,
+            heads: 1,
+            normalize: true,
+        };
+        let block = Attention::with_shape(&vs.root(), &cfg, shape);
+        let s = 2.5;
+        tch::no_grad(|| {
+            let eye = Tensor::eye(width, (Kind::Float, Device::Cpu));
+            let mut vars = vs.variables();
+            for (name, scale) in [("self.query", s), ("self.key", 1.0), ("self.value", 1.0)] {
+                vars.get_mut(&format!("{name}.weight")).unwrap().copy_(&(&eye * scale));
+                let _ = vars.get_mut(&format!("{name}.bias")).unwrap().zero_();
+            }
+        });
+        tch::manual_seed(1);
+        let x = Tensor::randn([1, 3, width], (Kind::Float, Device::Cpu));
+        // Rows of very different norms: normalisation must remove them.
+        let y = Tensor::randn([1, 5, width], (Kind::Float, Device::Cpu))
+            * Tensor::from_slice(&[0.1f32, 1.0, 10.0, 3.0, 0.5]).view([1, 5, 1]);
+        let mask = Tensor::zeros([1, 1, 1, 5], (Kind::Float, Device::Cpu));
+        let kv = block.keys_values(&y);
+        let probs = block.forward_kv_with_probs_t(&x, &kv, &mask, false).probs;
+        let xn = &x / x.norm_scalaropt_dim(2, [-1], true);
+        let yn = &y / y.norm_scalaropt_dim(2, [-1], true);
+        let cos = xn.matmul(&yn.transpose(-1, -2));
+        let want = (cos * (s * (width as f64).sqrt())).softmax(-1, Kind::Float);
+        let diff = (probs.squeeze_dim(1) - want).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{diff}");
+    }
 }

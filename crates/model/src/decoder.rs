@@ -63,7 +63,13 @@ impl Decoder {
         let bert = p / "bert";
         let layers_path = &bert / "encoder" / "layer";
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| BertLayer::with_cross_attention(&(&layers_path / i), cfg, memory_width))
+            .map(|i| {
+                BertLayer::with_cross_attention(
+                    &(&layers_path / i),
+                    cfg,
+                    crate::CrossAttentionShape::plain(cfg, memory_width),
+                )
+            })
             .collect();
         let head = p / "cls" / "predictions";
         let transform = &head / "transform";

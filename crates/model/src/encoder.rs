@@ -4,7 +4,7 @@
 
 use tch::{nn, Tensor};
 
-use crate::attention::additive_mask;
+use crate::attention::{additive_mask, CrossAttentionShape};
 use crate::embeddings::Embeddings;
 use crate::layer::{BertLayer, CrossInput};
 use crate::{BertConfig, Error, Result};
@@ -74,17 +74,26 @@ impl Bert {
         Self::build(p, cfg, None)
     }
 
-    /// An encoder whose every layer also has a cross-attention block over `ctx_width`-wide states
+    /// An encoder whose every layer also has a cross-attention block of shape `cross`
     /// (`p/encoder/layer/{i}/crossattention/…`).
     pub fn with_cross_attention(
         p: &nn::Path<'_>,
         cfg: &BertConfig,
-        ctx_width: i64,
+        cross: CrossAttentionShape,
     ) -> Result<Self> {
-        Self::build(p, cfg, Some(ctx_width))
+        if cross.heads <= 0 || cfg.hidden_size % cross.heads != 0 {
+            return Err(Error::Config {
+                path: crate::config::memory_path(),
+                message: format!(
+                    "cross-attention heads ({}) must divide the hidden size ({})",
+                    cross.heads, cfg.hidden_size
+                ),
+            });
+        }
+        Self::build(p, cfg, Some(cross))
     }
 
-    fn build(p: &nn::Path<'_>, cfg: &BertConfig, ctx_width: Option<i64>) -> Result<Self> {
+    fn build(p: &nn::Path<'_>, cfg: &BertConfig, cross: Option<CrossAttentionShape>) -> Result<Self> {
         cfg.validate().map_err(|message| Error::Config {
             path: crate::config::memory_path(),
             message,
@@ -93,8 +102,8 @@ impl Bert {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let lp = &layers_path / i;
-                match ctx_width {
-                    Some(w) => BertLayer::with_cross_attention(&lp, cfg, w),
+                match cross {
+                    Some(c) => BertLayer::with_cross_attention(&lp, cfg, c),
                     None => BertLayer::new(&lp, cfg),
                 }
             })
@@ -288,7 +297,12 @@ mod tests {
     fn fused() -> (VarStore, Bert) {
         tch::manual_seed(11);
         let vs = VarStore::new(Device::Cpu);
-        let bert = Bert::with_cross_attention(&vs.root(), &BertConfig::tiny(50), 32).unwrap();
+        let bert = Bert::with_cross_attention(
+            &vs.root(),
+            &BertConfig::tiny(50),
+            crate::CrossAttentionShape::plain(&BertConfig::tiny(50), 32),
+        )
+        .unwrap();
         (vs, bert)
     }
 

@@ -122,8 +122,11 @@ impl GearModel {
         let vs = VarStore::new(device);
         let root = vs.root();
         let width = config.encoder.hidden_size;
-        let query_encoder =
-            Bert::with_cross_attention(&(&root / "query_encoder"), &config.encoder, width)?;
+        let query_encoder = Bert::with_cross_attention(
+            &(&root / "query_encoder"),
+            &config.encoder,
+            config.fusion_cross_attention(),
+        )?;
         let document_encoder = if config.share_encoders {
             None
         } else {
@@ -193,8 +196,10 @@ impl GearModel {
         if model.config.decoder.init == DecoderInit::FromEncoder {
             model.copy_decoder_from_encoder()?;
         }
-        if model.config.cross_attention_init == CrossAttentionInit::SelfAttention {
-            model.copy_cross_attention_from_self_attention()?;
+        match model.config.cross_attention_init {
+            CrossAttentionInit::Random => {}
+            CrossAttentionInit::SelfAttention => model.copy_cross_attention_from_self_attention()?,
+            CrossAttentionInit::Similarity => model.init_similarity_cross_attention()?,
         }
         Ok((
             model,
@@ -227,6 +232,44 @@ impl GearModel {
                 } else if rest == "embeddings.word_embeddings.weight" {
                     dst.narrow(0, 0, src.size()[0]).f_copy_(src)?;
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// [`CrossAttentionInit::Similarity`] for every fusion-encoder block.
+    fn init_similarity_cross_attention(&mut self) -> Result<()> {
+        let vars = self.vs.variables();
+        let heads = self.config.fusion_cross_attention().heads;
+        let scale = 3.0 * (heads as f64).sqrt();
+        let get = |name: &str| {
+            vars.get(name)
+                .map(Tensor::shallow_clone)
+                .ok_or_else(|| Error::Input(format!("no variable `{name}` to initialise")))
+        };
+        tch::no_grad(|| -> Result<()> {
+            for i in 0..self.config.encoder.num_hidden_layers {
+                let layer = format!("query_encoder.encoder.layer.{i}");
+                let block = format!("{layer}.crossattention");
+                for (proj, s) in [("query", scale), ("key", 1.0), ("value", 1.0)] {
+                    let mut w = get(&format!("{block}.self.{proj}.weight"))?;
+                    let n = w.size()[0];
+                    w.f_copy_(&(Tensor::eye(n, (w.kind(), w.device())) * s))?;
+                    let _ = get(&format!("{block}.self.{proj}.bias"))?.zero_();
+                }
+                let _ = get(&format!("{block}.output.dense.weight"))?.zero_();
+                let _ = get(&format!("{block}.output.dense.bias"))?.zero_();
+                // The input is the self-attention LayerNorm's output `γ⊙n + β`; re-normalising it
+                // with gain rms(γ, β) and bias mean(β) nearly returns it.
+                let gamma = get(&format!("{layer}.attention.output.LayerNorm.weight"))?;
+                let beta = get(&format!("{layer}.attention.output.LayerNorm.bias"))?;
+                let gain = (gamma.square().mean(Kind::Float)
+                    + beta.var(false))
+                .sqrt()
+                .double_value(&[]);
+                let bias = beta.mean(Kind::Float).double_value(&[]);
+                let _ = get(&format!("{block}.output.LayerNorm.weight"))?.fill_(gain);
+                let _ = get(&format!("{block}.output.LayerNorm.bias"))?.fill_(bias);
             }
             Ok(())
         })

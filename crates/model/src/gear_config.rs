@@ -31,6 +31,15 @@ pub enum CrossAttentionInit {
     /// output projection and LayerNorm): query tokens then start by attending to the document
     /// tokens the pretrained encoder finds related, instead of near-uniformly.
     SelfAttention,
+    /// Beyond BLIP: fusion blocks that start as token-similarity attention and add nothing to
+    /// the query states. Query projection `s·I` (`s = 3·√heads`), key and value projections
+    /// `I`, zero biases; zero output projection; output LayerNorm with one gain and one bias
+    /// (the root mean square and the mean of the layer's self-attention LayerNorm affine) so
+    /// that it nearly returns its input. With `cross_attention_normalize` the logits are then
+    /// scaled cosine similarities between query and document token states, which rank a
+    /// passage's sentences well before any training (docs/training.md). The decoder's blocks
+    /// stay random.
+    Similarity,
 }
 
 /// The decoder's shape; its width is the encoders' and its vocabulary the tokenizer's
@@ -73,6 +82,14 @@ pub struct GearConfig {
     /// loads its trained weights whatever this says).
     #[serde(default)]
     pub cross_attention_init: CrossAttentionInit,
+    /// Attention heads of the fusion encoder's cross-attention blocks; omitted: the encoder's.
+    /// (No weight shape depends on it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attention_heads: Option<i64>,
+    /// Scale query and document token states to RMS 1 before the fusion cross-attention's
+    /// projections (beyond BLIP; see [`crate::CrossAttentionShape::normalize`]).
+    #[serde(default)]
+    pub cross_attention_normalize: bool,
     /// Shape of `E_q` and `E_d` (Hugging Face BERT field names).
     pub encoder: BertConfig,
     /// Shape of the decoder.
@@ -107,6 +124,8 @@ impl GearConfig {
             max_target_len: default_target_len(),
             share_encoders: false,
             cross_attention_init: CrossAttentionInit::Random,
+            cross_attention_heads: None,
+            cross_attention_normalize: false,
             decoder: DecoderConfig {
                 num_hidden_layers: encoder.num_hidden_layers,
                 num_attention_heads: encoder.num_attention_heads,
@@ -154,6 +173,17 @@ impl GearConfig {
             .unwrap_or_else(|| default_local_layer(self.encoder.num_hidden_layers as usize))
     }
 
+    /// The fusion encoder's cross-attention shape.
+    pub fn fusion_cross_attention(&self) -> crate::CrossAttentionShape {
+        crate::CrossAttentionShape {
+            kv_width: self.encoder.hidden_size,
+            heads: self
+                .cross_attention_heads
+                .unwrap_or(self.encoder.num_attention_heads),
+            normalize: self.cross_attention_normalize,
+        }
+    }
+
     /// The decoder as a BERT shape with `vocab_size` tokens (the tokenizer's, `[Decode]` included).
     pub fn decoder_bert(&self, vocab_size: i64) -> BertConfig {
         BertConfig {
@@ -187,6 +217,14 @@ impl GearConfig {
             if !(2..=positions).contains(&value) {
                 return Err(format!(
                     "field `{field}` ({value}) must be within 2..={positions} (the encoder's positions)"
+                ));
+            }
+        }
+        if let Some(h) = self.cross_attention_heads {
+            if h <= 0 || self.encoder.hidden_size % h != 0 {
+                return Err(format!(
+                    "field `cross_attention_heads` ({h}) must divide the encoder width ({})",
+                    self.encoder.hidden_size
                 ));
             }
         }

@@ -3,7 +3,7 @@
 
 use tch::{nn, Tensor};
 
-use crate::attention::{Attention, KvCache};
+use crate::attention::{Attention, CrossAttentionShape, KvCache};
 use crate::config::Activation;
 use crate::layers::{layer_norm, linear};
 use crate::BertConfig;
@@ -46,17 +46,20 @@ impl BertLayer {
         Self::build(p, cfg, None)
     }
 
-    /// A layer with a cross-attention block (`p/crossattention`) attending to `kv_width`-wide
-    /// states.
-    pub fn with_cross_attention(p: &nn::Path<'_>, cfg: &BertConfig, kv_width: i64) -> Self {
-        Self::build(p, cfg, Some(kv_width))
+    /// A layer with a cross-attention block (`p/crossattention`) of the given shape.
+    pub fn with_cross_attention(
+        p: &nn::Path<'_>,
+        cfg: &BertConfig,
+        cross: CrossAttentionShape,
+    ) -> Self {
+        Self::build(p, cfg, Some(cross))
     }
 
-    fn build(p: &nn::Path<'_>, cfg: &BertConfig, cross_width: Option<i64>) -> Self {
+    fn build(p: &nn::Path<'_>, cfg: &BertConfig, cross: Option<CrossAttentionShape>) -> Self {
         let out = p / "output";
         Self {
             attention: Attention::new(&(p / "attention"), cfg, cfg.hidden_size),
-            crossattention: cross_width.map(|w| Attention::new(&(p / "crossattention"), cfg, w)),
+            crossattention: cross.map(|c| Attention::with_shape(&(p / "crossattention"), cfg, c)),
             intermediate: linear(
                 &(p / "intermediate" / "dense"),
                 cfg.hidden_size,

@@ -21,6 +21,7 @@
 mod attention;
 mod checkpoint;
 mod config;
+mod cross_encoder;
 mod decoder;
 mod device;
 mod embeddings;
@@ -36,12 +37,15 @@ mod pooling;
 pub mod pretrained;
 mod sentence;
 
-pub use attention::{additive_mask, causal_mask, Attention, AttentionOutput, KvCache};
+pub use attention::{
+    additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
+};
 pub use checkpoint::{
     load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors, save_tensors,
     LoadMode, LoadReport,
 };
 pub use config::{Activation, BertConfig};
+pub use cross_encoder::{CrossEncoder, EncodedPairs};
 pub use decoder::{Decoder, DecoderCache};
 pub use device::parse_device;
 pub use embeddings::Embeddings;

@@ -132,3 +132,48 @@ fn a_config_whose_encoder_differs_from_the_checkpoint_is_refused() -> Result<()>
     assert!(err.to_string().contains("config.json"), "{err}");
     Ok(())
 }
+
+/// `cross_attention_init = "similarity"` with one normalised head: every fusion block starts
+/// as token-similarity attention that adds nothing (zero output projection), so the local
+/// layer's probabilities are `softmax(3·√384·cos(q_i, d_j))` over the document tokens, and a
+/// query ranks the sentence that repeats its words first.
+#[test]
+fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
+    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
+    cfg.cross_attention_init = CrossAttentionInit::Similarity;
+    cfg.cross_attention_heads = Some(1);
+    cfg.cross_attention_normalize = true;
+    cfg.local_layer = Some(6);
+    let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg), Device::Cpu)?;
+    let vars = model.var_store().variables();
+    let eye = tch::Tensor::eye(384, (tch::Kind::Float, Device::Cpu));
+    for i in 0..6 {
+        let block = format!("query_encoder.encoder.layer.{i}.crossattention");
+        let w = |n: &str| vars[&format!("{block}.{n}")].shallow_clone();
+        assert!(w("self.query.weight").equal(&(&eye * 3.0)));
+        assert!(w("self.key.weight").equal(&eye) && w("self.value.weight").equal(&eye));
+        assert_eq!(w("self.query.bias").abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(w("output.dense.weight").abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+        // One gain and one bias for the whole LayerNorm.
+        let gain = w("output.LayerNorm.weight");
+        assert!(gain.equal(&gain.get(0).expand([384], false)));
+        assert!(gain.double_value(&[0]) > 0.1);
+    }
+    // The decoder's blocks stay random.
+    assert!(!vars["decoder.bert.encoder.layer.0.crossattention.self.key.weight"].equal(&eye));
+
+    let document = "The bridge was designed by a Scottish engineer in 1890. \
+                    Bread and cheese are sold at the weekly market. \
+                    The river floods every spring.";
+    let units = gear_data::split_sentences(document);
+    assert_eq!(units.len(), 3);
+    for (query, want) in [
+        ("cheese market", 1),
+        ("who designed the bridge", 0),
+        ("river floods", 2),
+    ] {
+        let ranking = model.locate(query, document, &units, &gear_model::LocateOptions::default())?;
+        assert_eq!(ranking.units[0].index, want, "{query}: {:?}", ranking.units);
+    }
+    Ok(())
+}

@@ -54,6 +54,14 @@ pub struct ModelSection {
     /// Local-retrieval layer, 1-based; default: 10/12 of the depth.
     #[serde(default)]
     pub local_layer: Option<usize>,
+    /// Heads of the fusion cross-attention blocks; default: the encoder's.
+    #[serde(default)]
+    pub cross_attention_heads: Option<i64>,
+    /// RMS-normalise query and document states before the fusion cross-attention's projections
+    /// (beyond BLIP; with `cross_attention_init = "similarity"` the logits start as scaled
+    /// cosine similarities).
+    #[serde(default)]
+    pub cross_attention_normalize: bool,
 }
 
 /// `[data]`.
@@ -99,6 +107,21 @@ pub struct OptimSection {
     /// (docs/training.md).
     #[serde(default = "unit_scale")]
     pub new_lr_scale: f64,
+    /// Learning-rate multiplier for the query and key projections of the fusion encoder's
+    /// cross-attention blocks — the attention pattern local retrieval reads; default:
+    /// `new_lr_scale`. Blocks that start as token-similarity attention
+    /// (`model.cross_attention_init = "similarity"`) need no boost there: at 20× their
+    /// localisation degrades within a hundred steps, while their value and output projections
+    /// (what the decoder reads) do need it (docs/training.md).
+    #[serde(default)]
+    pub cross_attention_qk_lr_scale: Option<f64>,
+    /// Keep the document encoder `E_d` at its initial weights (beyond the paper): its token
+    /// states are computed once per distinct document, in evaluation mode, and reused every
+    /// epoch, so a step costs only the query side (query encoder, fusion encoder, decoder). The
+    /// contrastive loss then trains `E_q` against fixed document embeddings — an index built
+    /// with the initial encoder stays valid. Requires `model.share_encoders = false`.
+    #[serde(default)]
+    pub freeze_document_encoder: bool,
 }
 
 fn unit_scale() -> f64 {
@@ -227,10 +250,24 @@ impl TrainConfig {
             ("loss.temperature", self.loss.temperature),
             ("run.epochs", self.run.epochs as f64),
         ];
+        if let Some(v) = self.optim.cross_attention_qk_lr_scale {
+            if v.is_nan() || v <= 0.0 {
+                return Err(format!(
+                    "`optim.cross_attention_qk_lr_scale` must be positive, got {v}"
+                ));
+            }
+        }
         for (field, v) in positive {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!("`{field}` must be positive, got {v}"));
             }
+        }
+        if self.optim.freeze_document_encoder && self.model.share_encoders {
+            return Err(
+                "`optim.freeze_document_encoder` needs `model.share_encoders = false` (a shared \
+                 encoder would freeze the query side too)"
+                    .into(),
+            );
         }
         if !(0.0..1.0).contains(&self.loss.momentum) {
             return Err(format!(

@@ -20,11 +20,13 @@
 //! [`Trainer::distribute`] and docs/distributed.md.
 
 mod config;
+mod document_cache;
 mod error;
 mod eval;
 mod losses;
 mod momentum;
 mod optim;
+mod rerank;
 mod schedule;
 mod trainer;
 
@@ -39,6 +41,7 @@ pub use losses::{
 };
 pub use momentum::{sorted_variables, Momentum, Queue};
 pub use optim::{no_decay, AdamW, AdamWConfig};
+pub use rerank::{train_cross_encoder, RerankConfig, RerankStep};
 pub use schedule::LrSchedule;
 pub use trainer::{
     find_checkpoint, gear_config, global_plan, shard, Event, StepLog, TrainState, Trainer,

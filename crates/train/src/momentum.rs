@@ -159,6 +159,14 @@ impl Momentum {
         })
     }
 
+    /// Unit-norm momentum query embeddings (no gradient).
+    pub fn embed_queries(&self, q_ids: &Tensor, q_mask: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let q = self.query.forward_t(q_ids, q_mask, false)?.hidden;
+            Ok(l2_normalize(&mean_pool(&q, q_mask)))
+        })
+    }
+
     /// The queues, if any.
     pub fn queue(&self) -> Option<&Queue> {
         self.queue.as_ref()

@@ -19,6 +19,7 @@ use gear_model::{
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+use crate::document_cache::DocumentCache;
 use crate::eval::{evaluate, EvalOptions, EvalReport};
 use crate::losses::{contrastive_loss, lm_loss, local_loss_sum, soft_targets};
 use crate::momentum::Momentum;
@@ -112,6 +113,8 @@ pub struct Trainer {
     /// Trainable parameters in optimiser order (gradient buckets follow it).
     params: Vec<Tensor>,
     dist: Option<Distributed>,
+    /// With `optim.freeze_document_encoder`: each distinct document's `E_d` token states.
+    documents: DocumentCache,
 }
 
 /// Data-parallel state: the process group and the gradient buckets over [`Trainer::params`].
@@ -140,6 +143,8 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
     }
     g.decoder.init = m.decoder_init;
     g.cross_attention_init = m.cross_attention_init;
+    g.cross_attention_heads = m.cross_attention_heads;
+    g.cross_attention_normalize = m.cross_attention_normalize;
     g
 }
 
@@ -192,19 +197,30 @@ impl Trainer {
         let temp = temp_vs
             .root()
             .var_copy("temp", &Tensor::from(config.loss.temperature as f32));
-        let mut params: Vec<(String, Tensor)> = model
-            .var_store()
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let frozen = config.optim.freeze_document_encoder;
+        let mut params: Vec<(String, Tensor)> = Vec::new();
+        for (name, mut t) in model.var_store().variables() {
+            if frozen && name.starts_with("document_encoder.") {
+                let _ = t.requires_grad_(false);
+            } else if t.requires_grad() {
+                params.push((name, t));
+            }
+        }
+        if frozen {
+            tracing::info!("the document encoder is frozen; its states are computed once per document");
+        }
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params.push(("temp".into(), temp.shallow_clone()));
         let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
         let mut optimizer = AdamW::new(params, config.optim.adamw);
         let new_scale = config.optim.new_lr_scale;
+        let fusion_scale = config.optim.cross_attention_qk_lr_scale.unwrap_or(new_scale);
         let scaled = optimizer.set_lr_scales(|name| {
-            if gear_model::is_new_parameter(name) {
+            let pattern = name.contains(".crossattention.self.query.")
+                || name.contains(".crossattention.self.key.");
+            if name.starts_with("query_encoder.") && pattern {
+                fusion_scale
+            } else if gear_model::is_new_parameter(name) {
                 new_scale
             } else {
                 1.0
@@ -213,8 +229,9 @@ impl Trainer {
         if scaled > 0 {
             tracing::info!(
                 parameters = scaled,
-                scale = new_scale,
-                "cross-attention and decoder train at a scaled learning rate"
+                decoder = new_scale,
+                cross_attention_query_key = fusion_scale,
+                "new blocks train at a scaled learning rate"
             );
         }
         Ok(Self {
@@ -229,6 +246,7 @@ impl Trainer {
             last_checkpoint: None,
             params: tensors,
             dist: None,
+            documents: DocumentCache::default(),
         })
     }
 
@@ -482,6 +500,10 @@ impl Trainer {
                     .iter()
                     .map(|&i| doc_hash(&train[i].document.id))
                     .collect();
+                let doc_keys: Vec<u64> = local
+                    .iter()
+                    .map(|&i| gear_data::stable_hash(&train[i].document.text))
+                    .collect();
                 let units: Vec<Vec<Span>> = if c.loss.local_weight > 0.0 {
                     local.iter().map(|&i| train[i].unit_spans()).collect()
                 } else {
@@ -495,7 +517,7 @@ impl Trainer {
                     c.loss.distill_weight
                 };
                 tch::manual_seed((c.run.seed + self.state.micro_step) as i64);
-                let terms = self.forward(&batch, &doc_ids, &units, w)?;
+                let terms = self.forward(&batch, &doc_ids, &doc_keys, &units, w)?;
                 let value = terms.value;
                 if !value.is_finite() {
                     return Err(Error::NonFinite {
@@ -597,7 +619,8 @@ impl Trainer {
 
     /// One micro-batch: returns the loss to back-propagate, its reported value
     /// (`L_CL + α·L_LM + β·L_LOC`), and the terms. Also moves the momentum encoders and the
-    /// queue. `units` holds each example's unit spans when β > 0 (else it may be empty).
+    /// queue. `units` holds each example's unit spans when β > 0 (else it may be empty);
+    /// `doc_keys` are hashes of the documents' texts (the frozen document encoder's cache keys).
     ///
     /// With a process group, the embeddings of every rank are gathered so that the contrastive
     /// loss runs over the global batch; only this rank's slice carries a gradient. Each rank
@@ -609,6 +632,7 @@ impl Trainer {
         &mut self,
         batch: &TripleBatch,
         doc_ids: &[i64],
+        doc_keys: &[u64],
         units: &[Vec<Span>],
         distill: f64,
     ) -> Result<Terms> {
@@ -624,13 +648,24 @@ impl Trainer {
             .fill_(self.model.generation_tokens().start);
         let ids = Tensor::from_slice(doc_ids).to_device(device);
 
+        let frozen = self.config.optim.freeze_document_encoder;
         let q = self.model.encode_queries_t(&q_ids, &q_mask, true)?;
-        let d_states = self.model.document_states_t(&d_ids, &d_mask, true)?;
+        let d_states = if frozen {
+            self.documents
+                .batch_states(&self.model, &d_ids, &d_mask, doc_keys)?
+        } else {
+            self.model.document_states_t(&d_ids, &d_mask, true)?
+        };
         let d = l2_normalize(&mean_pool(&d_states, &d_mask));
 
         self.momentum
             .copy_from(&self.model, self.config.loss.momentum)?;
-        let (q_m, d_m) = self.momentum.embed(&q_ids, &q_mask, &d_ids, &d_mask)?;
+        let (q_m, d_m) = if frozen {
+            // The momentum copy of a frozen encoder is that encoder: its embeddings are `d`.
+            (self.momentum.embed_queries(&q_ids, &q_mask)?, d.detach())
+        } else {
+            self.momentum.embed(&q_ids, &q_mask, &d_ids, &d_mask)?
+        };
 
         // The global batch: gathered rows, this rank's live (differentiable) rows in place.
         let (q, d, q_m, d_m, ids, temp) = match &self.dist {

@@ -1,0 +1,183 @@
+//! A cross-encoder reranker (the paper's BGE-Reranker role, method §5): BERT reads
+//! `[CLS] query [SEP] text [SEP]` with full self-attention and a linear head on the `[CLS]`
+//! state gives one relevance score. Variables follow Hugging Face's
+//! `BertForSequenceClassification` with one label (`bert.*`, `classifier.{weight,bias}`), so a
+//! saved folder (`config.json`, `model.safetensors`, `tokenizer.json`) has that layout.
+
+use std::path::{Path, PathBuf};
+
+use gear_data::Tokenizer;
+use tch::{nn, nn::Module, nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint::{load_safetensors_mapped, save_safetensors, LoadMode};
+use crate::{Bert, BertConfig, Error, Result};
+
+const WEIGHTS: &str = "model.safetensors";
+const CONFIG: &str = "config.json";
+const TOKENIZER: &str = "tokenizer.json";
+
+/// The reranker: encoder, head, tokenizer.
+#[derive(Debug)]
+pub struct CrossEncoder {
+    vs: VarStore,
+    bert: Bert,
+    classifier: nn::Linear,
+    tokenizer: Tokenizer,
+}
+
+/// Tokenised `(query, text)` pairs as tensors on the model's device.
+#[derive(Debug)]
+pub struct EncodedPairs {
+    /// `[pairs, len]`.
+    pub ids: Tensor,
+    /// `[pairs, len]`, 1 = token.
+    pub mask: Tensor,
+}
+
+fn file(dir: &Path, name: &'static str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::MissingFile {
+            dir: dir.to_owned(),
+            file: name,
+        })
+    }
+}
+
+impl CrossEncoder {
+    fn build(config: &BertConfig, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let bert = Bert::new(&(&root / "bert"), config)?;
+        let classifier = nn::linear(
+            &root / "classifier",
+            config.hidden_size,
+            1,
+            nn::LinearConfig::default(),
+        );
+        Ok(Self {
+            vs,
+            bert,
+            classifier,
+            tokenizer,
+        })
+    }
+
+    /// A new reranker over a pretrained BERT folder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`): the encoder is loaded, the head is new (seeded by libtorch's
+    /// generator); pairs are cut at `max_len` tokens.
+    pub fn from_bert_checkpoint(dir: impl AsRef<Path>, max_len: usize, device: Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
+        let tokenizer = Tokenizer::from_file(file(dir, TOKENIZER)?, max_len)?;
+        let mut model = Self::build(&config, tokenizer, device)?;
+        let report = load_safetensors_mapped(&mut model.vs, file(dir, WEIGHTS)?, LoadMode::Partial, |name| {
+            name.strip_prefix("bert.").map(str::to_owned)
+        })?;
+        let unexpected: Vec<&String> = report
+            .missing
+            .iter()
+            .filter(|n| !n.starts_with("classifier."))
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::Input(format!(
+                "{}: the encoder lacks {unexpected:?}",
+                dir.join(WEIGHTS).display()
+            )));
+        }
+        Ok(model)
+    }
+
+    /// Loads a reranker saved by [`CrossEncoder::save`] (every tensor must be present).
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
+        let tokenizer = Tokenizer::from_file(file(dir, TOKENIZER)?, config.max_position_embeddings as usize)?;
+        let mut model = Self::build(&config, tokenizer, device)?;
+        load_safetensors_mapped(&mut model.vs, file(dir, WEIGHTS)?, LoadMode::Strict, |n| {
+            Some(n.to_owned())
+        })?;
+        Ok(model)
+    }
+
+    /// Writes `dir/{config.json, model.safetensors, tokenizer.json}`, built in a temporary
+    /// folder beside `dir` that replaces it only once complete.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let name = dir
+            .file_name()
+            .map_or_else(|| "cross-encoder".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        save_safetensors(&self.vs, tmp.join(WEIGHTS))?;
+        let config = serde_json::to_string_pretty(self.bert.config())
+            .map_err(|e| Error::Input(format!("cannot write the configuration: {e}")))?;
+        std::fs::write(tmp.join(CONFIG), config).map_err(io(&tmp))?;
+        self.tokenizer.save(tmp.join(TOKENIZER))?;
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            std::fs::rename(dir, &old).map_err(io(dir))?;
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        }
+        Ok(())
+    }
+
+    /// The variables (encoder and head), for an optimiser.
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Tokenises `(query, text)` pairs as `query [SEP] text` (one segment id, as the encoder
+    /// was pretrained), cut at the tokenizer's limit.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<EncodedPairs> {
+        let texts: Vec<String> = pairs.iter().map(|(q, t)| format!("{q} [SEP] {t}")).collect();
+        let batch = self.tokenizer.encode_batch(&texts)?;
+        let shape = [batch.len() as i64, batch.seq_len() as i64];
+        let device = self.device();
+        Ok(EncodedPairs {
+            ids: Tensor::from_slice(batch.ids()).view(shape).to_device(device),
+            mask: Tensor::from_slice(batch.attention_mask())
+                .view(shape)
+                .to_device(device),
+        })
+    }
+
+    /// Relevance logits `[pairs]` of encoded pairs.
+    pub fn forward_t(&self, pairs: &EncodedPairs, train: bool) -> Result<Tensor> {
+        let hidden = self.bert.forward_t(&pairs.ids, &pairs.mask, train)?.hidden;
+        Ok(self.classifier.forward(&hidden.select(1, 0)).squeeze_dim(1))
+    }
+
+    /// Scores `(query, text)` pairs (evaluation mode), in input order, `batch` pairs per forward.
+    pub fn score(&self, pairs: &[(&str, &str)], batch: usize) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(batch.max(1)) {
+            let enc = self.encode_pairs(chunk)?;
+            let s = tch::no_grad(|| self.forward_t(&enc, false))?;
+            out.extend(Vec::<f32>::try_from(s.to_kind(Kind::Float).to_device(Device::Cpu))?);
+        }
+        Ok(out)
+    }
+}
