@@ -65,6 +65,9 @@ pub struct QarArgs {
     /// Test questions whose answers the decoder generates (EM/F1; 0: none).
     #[arg(long, default_value_t = 500)]
     generation_examples: usize,
+    /// Epochs of the cross-encoder reranker baseline (trained on the same triples).
+    #[arg(long, default_value_t = 1)]
+    reranker_epochs: u64,
     /// Output folder.
     #[arg(long, default_value = "out/train-qar")]
     out: PathBuf,
@@ -206,6 +209,26 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     };
     split_train(env, &bin, &args.out, &triples, &run, &split)?;
     let test = args.out.join("test.jsonl");
+    let reranker = args.out.join("reranker");
+    if !reranker.join("model.safetensors").is_file() {
+        step("training the cross-encoder reranker baseline on the same triples");
+        let epochs = args.reranker_epochs.to_string();
+        gear(
+            env,
+            &bin,
+            &[
+                "train-reranker",
+                "--train",
+                s(&args.out.join("train.jsonl")),
+                "--out",
+                s(&reranker),
+                "--epochs",
+                &epochs,
+                "--device",
+                &args.device,
+            ],
+        )?;
+    }
     eprintln!(
         "[train] held-out test articles: {}",
         titles(&test)?.join(", ")
@@ -229,8 +252,11 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
         a.extend(model);
         json_of(env, &bin, &a)
     };
-    let untrained = squad_eval(&["--pretrained"], "0")?;
-    let trained = squad_eval(&["--model", s(&ck)], &generation)?;
+    let untrained = squad_eval(&["--untrained", s(&args.config)], "0")?;
+    let trained = squad_eval(
+        &["--model", s(&ck), "--reranker", s(&reranker)],
+        &generation,
+    )?;
     let table = qar_table(&untrained, &trained);
     println!("\n{table}");
     let results = args.out.join("results.md");
@@ -321,6 +347,7 @@ fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> Stri
         row("GeAR untrained (MiniLM + new cross-attention/decoder)", untrained, "gear", false),
         row("pretrained bi-encoder (all-MiniLM-L6-v2; sentences embedded)", untrained, "bi-encoder", false),
         row("GeAR trained's own bi-encoder (E_q fine-tuned, E_d frozen)", trained, "bi-encoder", false),
+        row("cross-encoder reranker trained on the same triples (MiniLM, question [SEP] sentence)", trained, "reranker", false),
         row("BM25 (Okapi; passages / sentences)", untrained, "bm25", false),
         row("hybrid: BM25 + pretrained bi-encoder (RRF)", untrained, "hybrid", false),
         row("hybrid: BM25 + GeAR trained's bi-encoder (RRF)", trained, "hybrid", false),

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use gear_data::{split_sentences, Span, SquadImport};
 use gear_metrics::{exact_match, f1, RankingMetrics};
-use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
+use gear_model::{GearModel, GenerationOptions, LocateOptions, Search};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -269,6 +269,10 @@ pub fn eval_squad(
         (true, true) => vec![default_layer],
         (true, false) => options.layers.clone(),
     };
+    let mut by_passage: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        by_passage.entry(t.passage).or_default().push(i);
+    }
     let mut sweep = BTreeMap::new();
     for &layer in &layers {
         let started = std::time::Instant::now();
@@ -277,20 +281,17 @@ pub fn eval_squad(
             layer: Some(layer),
             ..LocateOptions::default()
         };
-        for chunk in targets.chunks(batch) {
-            let spans: Vec<&Vec<Span>> = chunk.iter().map(|t| &passage_spans[&t.passage]).collect();
-            let inputs: Vec<LocateInput<'_>> = chunk
-                .iter()
-                .zip(&spans)
-                .map(|(t, s)| LocateInput {
-                    query: &t.question,
-                    document: passages[t.passage],
-                    units: s,
-                })
-                .collect();
-            for (r, t) in model.locate_batch(&inputs, &locate)?.iter().zip(chunk) {
-                let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
-                local.add(&ranked, &t.relevant);
+        // Each passage's states once, shared by all its questions.
+        for (&passage, questions) in &by_passage {
+            let spans = &passage_spans[&passage];
+            for chunk in questions.chunks(batch) {
+                let queries: Vec<&str> =
+                    chunk.iter().map(|&i| targets[i].question.as_str()).collect();
+                let rankings = model.locate_many(&queries, passages[passage], spans, &locate)?;
+                for (r, &i) in rankings.iter().zip(chunk) {
+                    let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
+                    local.add(&ranked, &targets[i].relevant);
+                }
             }
         }
         let mut m = BTreeMap::new();

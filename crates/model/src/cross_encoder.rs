@@ -149,11 +149,15 @@ impl CrossEncoder {
         self.vs.device()
     }
 
-    /// Tokenises `(query, text)` pairs as `query [SEP] text` (one segment id, as the encoder
-    /// was pretrained), cut at the tokenizer's limit.
-    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<EncodedPairs> {
-        let texts: Vec<String> = pairs.iter().map(|(q, t)| format!("{q} [SEP] {t}")).collect();
-        let batch = self.tokenizer.encode_batch(&texts)?;
+    /// The text a pair is read as: `query [SEP] text` (one segment id, as the encoder was
+    /// pretrained); the tokenizer adds `[CLS]` and the final `[SEP]` and cuts at its limit.
+    pub fn pair_text(query: &str, text: &str) -> String {
+        format!("{query} [SEP] {text}")
+    }
+
+    /// Tokenises pair texts ([`CrossEncoder::pair_text`]).
+    pub fn encode_pairs<S: AsRef<str>>(&self, texts: &[S]) -> Result<EncodedPairs> {
+        let batch = self.tokenizer.encode_batch(texts)?;
         let shape = [batch.len() as i64, batch.seq_len() as i64];
         let device = self.device();
         Ok(EncodedPairs {
@@ -170,14 +174,23 @@ impl CrossEncoder {
         Ok(self.classifier.forward(&hidden.select(1, 0)).squeeze_dim(1))
     }
 
+    /// Logits `[pairs]` (CPU) of pair texts in input order, computed in length-sorted forwards of
+    /// `batch` pairs (little padding); differentiable when `train` and outside `no_grad`.
+    pub fn logits_t(&self, texts: &[&str], batch: usize, train: bool) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Ok(Tensor::zeros([0], (Kind::Float, Device::Cpu)));
+        }
+        let rows = crate::embed_length_sorted(texts, batch, |chunk| {
+            Ok(self.forward_t(&self.encode_pairs(chunk)?, train)?.unsqueeze(1))
+        })?;
+        Ok(rows.squeeze_dim(1))
+    }
+
     /// Scores `(query, text)` pairs (evaluation mode), in input order, `batch` pairs per forward.
     pub fn score(&self, pairs: &[(&str, &str)], batch: usize) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(batch.max(1)) {
-            let enc = self.encode_pairs(chunk)?;
-            let s = tch::no_grad(|| self.forward_t(&enc, false))?;
-            out.extend(Vec::<f32>::try_from(s.to_kind(Kind::Float).to_device(Device::Cpu))?);
-        }
-        Ok(out)
+        let texts: Vec<String> = pairs.iter().map(|(q, t)| Self::pair_text(q, t)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let logits = tch::no_grad(|| self.logits_t(&refs, batch, false))?;
+        Ok(Vec::<f32>::try_from(logits)?)
     }
 }

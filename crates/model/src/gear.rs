@@ -521,6 +521,50 @@ impl GearModel {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        let layer = self.checked_local_layer(options)?;
+        let queries: Vec<&str> = inputs.iter().map(|i| i.query).collect();
+        let documents: Vec<&str> = inputs.iter().map(|i| i.document).collect();
+        let q = self.encode_query_texts(&queries)?;
+        let d = self.encode_document_texts(&documents)?;
+        let probs = tch::no_grad(|| -> Result<Tensor> {
+            let states = self.document_states_t(&d.ids, &d.mask, false)?;
+            self.local_probs(&q, &states, &d.mask, layer)
+        })?;
+        let units: Vec<&[Span]> = inputs.iter().map(|i| i.units).collect();
+        let rows: Vec<usize> = (0..inputs.len()).collect();
+        self.rankings(&probs, &q, &d, &rows, &units, options)
+    }
+
+    /// Local retrieval of several queries against one document: the document's token states
+    /// are computed once and shared by one fusion forward over all the queries (what a search
+    /// does when several questions hit the same passage). Rankings come back in query order.
+    pub fn locate_many(
+        &self,
+        queries: &[&str],
+        document: &str,
+        units: &[Span],
+        options: &LocateOptions,
+    ) -> Result<Vec<LocalRanking>> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layer = self.checked_local_layer(options)?;
+        let n = queries.len() as i64;
+        let q = self.encode_query_texts(queries)?;
+        let d = self.encode_document_texts(&[document])?;
+        let probs = tch::no_grad(|| -> Result<Tensor> {
+            let states = self.document_states_t(&d.ids, &d.mask, false)?;
+            let size = states.size();
+            let states = states.expand([n, size[1], size[2]], false);
+            let mask = d.mask.expand([n, size[1]], false);
+            self.local_probs(&q, &states, &mask, layer)
+        })?;
+        let units: Vec<&[Span]> = vec![units; queries.len()];
+        let rows = vec![0; queries.len()];
+        self.rankings(&probs, &q, &d, &rows, &units, options)
+    }
+
+    fn checked_local_layer(&self, options: &LocateOptions) -> Result<usize> {
         let layer = options.layer.unwrap_or_else(|| self.config.local_layer());
         let layers = self.config.encoder.num_hidden_layers as usize;
         if layer == 0 || layer > layers {
@@ -528,51 +572,62 @@ impl GearModel {
                 "local layer {layer} is outside 1..={layers}"
             )));
         }
-        let queries: Vec<&str> = inputs.iter().map(|i| i.query).collect();
-        let documents: Vec<&str> = inputs.iter().map(|i| i.document).collect();
-        let q = self.encode_query_texts(&queries)?;
-        let d = self.encode_document_texts(&documents)?;
-        let probs = tch::no_grad(|| -> Result<Tensor> {
-            let states = self.document_states_t(&d.ids, &d.mask, false)?;
-            let options = FusionOptions {
-                layers: Some(layer),
-                cross_probs: CrossProbs::Layer(layer),
-            };
-            let out = self.fuse_t(
-                &q.ids,
-                &q.mask,
-                Context {
-                    states: &states,
-                    mask: &d.mask,
-                },
-                options,
-                false,
-            )?;
-            out.cross_attention(layer)
-                .map(|p| p.to_kind(Kind::Float).to_device(Device::Cpu))
-                .ok_or_else(|| Error::Input("cross-attention probabilities missing".into()))
-        })?;
+        Ok(layer)
+    }
+
+    /// Layer `layer`'s cross-attention probabilities `[batch, heads, q_len, d_len]` (CPU,
+    /// float32) for encoded queries against document states; the fusion stops at that layer.
+    fn local_probs(
+        &self,
+        q: &Encoded,
+        states: &Tensor,
+        mask: &Tensor,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let options = FusionOptions {
+            layers: Some(layer),
+            cross_probs: CrossProbs::Layer(layer),
+        };
+        let out = self.fuse_t(
+            &q.ids,
+            &q.mask,
+            Context {
+                states,
+                mask,
+            },
+            options,
+            false,
+        )?;
+        out.cross_attention(layer)
+            .map(|p| p.to_kind(Kind::Float).to_device(Device::Cpu))
+            .ok_or_else(|| Error::Input("cross-attention probabilities missing".into()))
+    }
+
+    /// Rankings from probabilities: query `b` against document row `doc_rows[b]` of `d`.
+    fn rankings(
+        &self,
+        probs: &Tensor,
+        q: &Encoded,
+        d: &Encoded,
+        doc_rows: &[usize],
+        units: &[&[Span]],
+        options: &LocateOptions,
+    ) -> Result<Vec<LocalRanking>> {
         let (heads, q_len, d_len) = {
             let s = probs.size();
             (s[1] as usize, s[2] as usize, s[3] as usize)
         };
-        let mut results = Vec::with_capacity(inputs.len());
-        for (b, input) in inputs.iter().enumerate() {
-            let row = Vec::<f32>::try_from(probs.get(b as i64).flatten(0, -1))?;
+        let mut results = Vec::with_capacity(doc_rows.len());
+        for (b, (&row, units)) in doc_rows.iter().zip(units).enumerate() {
+            let p = Vec::<f32>::try_from(probs.get(b as i64).flatten(0, -1))?;
             let q_special = &q.batch.special_tokens_mask()[b * q_len..(b + 1) * q_len];
             let keep: Vec<bool> = q_special.iter().map(|s| !s).collect();
-            let weights = token_weights(&row, heads, q_len, d_len, &keep);
-            let n = d.batch.token_count(b);
-            let offsets = d.batch.offsets(b);
-            let special = &d.batch.special_tokens_mask()[b * d_len..b * d_len + n];
+            let weights = token_weights(&p, heads, q_len, d_len, &keep);
+            let n = d.batch.token_count(row);
+            let offsets = d.batch.offsets(row);
+            let special = &d.batch.special_tokens_mask()[row * d_len..row * d_len + n];
             results.push(LocalRanking {
-                units: rank_units(
-                    &weights[..n],
-                    offsets,
-                    special,
-                    input.units,
-                    options.aggregation,
-                ),
+                units: rank_units(&weights[..n], offsets, special, units, options.aggregation),
                 top_tokens: top_tokens(&weights[..n], offsets, special, options.top_tokens),
             });
         }

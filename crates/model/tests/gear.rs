@@ -393,3 +393,42 @@ fn shared_encoders_have_no_document_encoder() -> Result<()> {
     assert_eq!(q.kind(), Kind::Float);
     Ok(())
 }
+
+/// `locate_many` (one document, its states computed once, many queries) ranks exactly as
+/// `locate_batch` does pair by pair, scores included.
+#[test]
+fn locate_many_equals_locate_batch() -> Result<()> {
+    let m = model(8);
+    let queries = ["the old mill", "where does the river go ?", "bridge"];
+    let opts = LocateOptions {
+        layer: Some(2),
+        top_tokens: 5,
+        ..LocateOptions::default()
+    };
+    let many = m.locate_many(&queries, DOC, &DOC_UNITS, &opts)?;
+    let inputs: Vec<gear_model::LocateInput<'_>> = queries
+        .iter()
+        .map(|q| gear_model::LocateInput {
+            query: q,
+            document: DOC,
+            units: &DOC_UNITS,
+        })
+        .collect();
+    let batch = m.locate_batch(&inputs, &opts)?;
+    assert_eq!(many.len(), 3);
+    for (a, b) in many.iter().zip(&batch) {
+        assert_eq!(
+            a.units.iter().map(|u| u.index).collect::<Vec<_>>(),
+            b.units.iter().map(|u| u.index).collect::<Vec<_>>()
+        );
+        for (x, y) in a.units.iter().zip(&b.units) {
+            assert!((x.score - y.score).abs() < 1e-5, "{x:?} vs {y:?}");
+        }
+        assert_eq!(
+            a.top_tokens.iter().map(|t| t.position).collect::<Vec<_>>(),
+            b.top_tokens.iter().map(|t| t.position).collect::<Vec<_>>()
+        );
+    }
+    assert!(m.locate_many(&[], DOC, &DOC_UNITS, &opts)?.is_empty());
+    Ok(())
+}

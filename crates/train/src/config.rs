@@ -107,14 +107,13 @@ pub struct OptimSection {
     /// (docs/training.md).
     #[serde(default = "unit_scale")]
     pub new_lr_scale: f64,
-    /// Learning-rate multiplier for the query and key projections of the fusion encoder's
-    /// cross-attention blocks — the attention pattern local retrieval reads; default:
-    /// `new_lr_scale`. Blocks that start as token-similarity attention
-    /// (`model.cross_attention_init = "similarity"`) need no boost there: at 20× their
-    /// localisation degrades within a hundred steps, while their value and output projections
-    /// (what the decoder reads) do need it (docs/training.md).
+    /// Learning-rate multiplier for the fusion encoder's cross-attention blocks alone (the
+    /// decoder keeps `new_lr_scale`); default: `new_lr_scale`. Blocks that start as
+    /// token-similarity attention (`model.cross_attention_init = "similarity"`) need no boost:
+    /// at 20× — even for their value and output projections alone — their localisation
+    /// degrades within a few hundred steps (docs/training.md).
     #[serde(default)]
-    pub cross_attention_qk_lr_scale: Option<f64>,
+    pub cross_attention_lr_scale: Option<f64>,
     /// Keep the document encoder `E_d` at its initial weights (beyond the paper): its token
     /// states are computed once per distinct document, in evaluation mode, and reused every
     /// epoch, so a step costs only the query side (query encoder, fusion encoder, decoder). The
@@ -250,10 +249,10 @@ impl TrainConfig {
             ("loss.temperature", self.loss.temperature),
             ("run.epochs", self.run.epochs as f64),
         ];
-        if let Some(v) = self.optim.cross_attention_qk_lr_scale {
+        if let Some(v) = self.optim.cross_attention_lr_scale {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!(
-                    "`optim.cross_attention_qk_lr_scale` must be positive, got {v}"
+                    "`optim.cross_attention_lr_scale` must be positive, got {v}"
                 ));
             }
         }

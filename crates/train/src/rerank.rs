@@ -15,6 +15,9 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::LrSchedule;
 use crate::{Error, Result};
 
+/// Pairs per forward pass within a step (length-sorted, so little padding).
+const PAIRS_PER_FORWARD: usize = 32;
+
 /// Settings of [`train_cross_encoder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RerankConfig {
@@ -114,18 +117,21 @@ pub fn train_cross_encoder(
     for epoch in 0..config.epochs {
         for batch in plan_epoch(&lengths, &batching, epoch) {
             let started = Instant::now();
-            let mut pairs: Vec<(&str, &str)> = Vec::new();
+            let mut pairs: Vec<String> = Vec::new();
             let mut groups: Vec<(i64, i64, &[usize])> = Vec::new();
             for &e in &batch {
                 let (i, sentences, relevant) = &examples[e];
                 let t = &train[*i];
                 groups.push((pairs.len() as i64, sentences.len() as i64, relevant));
                 for s in sentences {
-                    pairs.push((&t.query, &t.document.text[s.start..s.end]));
+                    pairs.push(CrossEncoder::pair_text(
+                        &t.query,
+                        &t.document.text[s.start..s.end],
+                    ));
                 }
             }
-            let enc = model.encode_pairs(&pairs)?;
-            let logits = model.forward_t(&enc, true)?;
+            let texts: Vec<&str> = pairs.iter().map(String::as_str).collect();
+            let logits = model.logits_t(&texts, PAIRS_PER_FORWARD, true)?;
             let mut losses = Vec::with_capacity(groups.len());
             for (start, len, relevant) in groups {
                 let log_p = logits.narrow(0, start, len).log_softmax(0, Kind::Float);

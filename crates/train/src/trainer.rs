@@ -214,11 +214,9 @@ impl Trainer {
         let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
         let mut optimizer = AdamW::new(params, config.optim.adamw);
         let new_scale = config.optim.new_lr_scale;
-        let fusion_scale = config.optim.cross_attention_qk_lr_scale.unwrap_or(new_scale);
+        let fusion_scale = config.optim.cross_attention_lr_scale.unwrap_or(new_scale);
         let scaled = optimizer.set_lr_scales(|name| {
-            let pattern = name.contains(".crossattention.self.query.")
-                || name.contains(".crossattention.self.key.");
-            if name.starts_with("query_encoder.") && pattern {
+            if name.starts_with("query_encoder.") && name.contains(".crossattention.") {
                 fusion_scale
             } else if gear_model::is_new_parameter(name) {
                 new_scale
@@ -230,7 +228,7 @@ impl Trainer {
             tracing::info!(
                 parameters = scaled,
                 decoder = new_scale,
-                cross_attention_query_key = fusion_scale,
+                fusion_cross_attention = fusion_scale,
                 "new blocks train at a scaled learning rate"
             );
         }
