@@ -319,6 +319,7 @@ fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> Stri
         let t = r["local_seconds"][method].as_f64();
         let base = r["local_seconds"]["bi-encoder"].as_f64();
         match (t, base) {
+            (Some(t), Some(b)) if b > 0.0 && t / b < 0.01 => "< 0.01×".into(),
             (Some(t), Some(b)) if b > 0.0 => format!("{:.2}×", t / b),
             _ => "—".into(),
         }

@@ -77,5 +77,6 @@ fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
     assert!(trained.local.map > untrained.local.map);
 }
 
-/// The gain the test requires (measured: see docs/training.md).
-const MARGIN: f64 = 0.0;
+/// The gain the test requires: half of what the same run measured with `gear eval squad`
+/// (local R@1 0.789 → 0.830 on these 485 questions, 38 steps; docs/training.md).
+const MARGIN: f64 = 0.02;
