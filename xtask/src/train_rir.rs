@@ -268,19 +268,30 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
             titles(&test)?.join(", ")
         ),
     )?;
-    println!("written: {} (checkpoint: {})", results.display(), ck.display());
+    println!(
+        "written: {} (checkpoint: {})",
+        results.display(),
+        ck.display()
+    );
     Ok(())
 }
 
 /// The distinct article titles of a triples file, in order of appearance.
 fn titles(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out: Vec<String> = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        let title = v["document"]["title"].as_str().unwrap_or_default().to_string();
+        let title = v["document"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !out.contains(&title) {
             out.push(title);
         }
@@ -331,8 +342,16 @@ fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> Stri
             cell(r, method, "global.map@5", 1.0),
             cell(r, method, "local.recall@1", 1.0),
             cell(r, method, "local.map@1", 1.0),
-            if generation { gen(r, "generation.exact_match") } else { "—".into() },
-            if generation { gen(r, "generation.f1") } else { "—".into() },
+            if generation {
+                gen(r, "generation.exact_match")
+            } else {
+                "—".into()
+            },
+            if generation {
+                gen(r, "generation.f1")
+            } else {
+                "—".into()
+            },
             time(r, method),
         )
     };
@@ -393,8 +412,10 @@ fn split_train(
     );
     if !test.exists() {
         step("splitting by document into train / dev / test");
-        let (dev_fraction, test_fraction) =
-            (split.dev_fraction.to_string(), split.test_fraction.to_string());
+        let (dev_fraction, test_fraction) = (
+            split.dev_fraction.to_string(),
+            split.test_fraction.to_string(),
+        );
         let mut a = vec![
             "data",
             "split",

@@ -45,7 +45,10 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     anyhow::ensure!(args.epochs > 0, "--epochs must be at least 1");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    anyhow::ensure!(args.lr > 0.0 && args.lr.is_finite(), "--lr must be positive");
+    anyhow::ensure!(
+        args.lr > 0.0 && args.lr.is_finite(),
+        "--lr must be positive"
+    );
     anyhow::ensure!(args.max_len >= 8, "--max-len must be at least 8");
     let device = parse_device(&args.device)?;
     let init = match &args.init {
@@ -73,7 +76,10 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let skipped = train_cross_encoder(&model, &train, &config, &mut |s| {
-        let msg = format!("loss {:.3} lr {:.1e} {:.1} q/s", s.loss, s.lr, s.questions_per_second);
+        let msg = format!(
+            "loss {:.3} lr {:.1e} {:.1} q/s",
+            s.loss, s.lr, s.questions_per_second
+        );
         if !interactive && (s.step % 20 == 0 || s.step == s.total_steps) {
             eprintln!("reranker step {}/{}: {msg}", s.step, s.total_steps);
         }

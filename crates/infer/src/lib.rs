@@ -33,7 +33,9 @@ pub use explain::{
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
-pub use squad_eval::{eval_reranker, eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport};
+pub use squad_eval::{
+    eval_reranker, eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport,
+};
 pub use store::{
     build_index, model_fingerprint, Backend, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
 };

@@ -229,7 +229,12 @@ pub fn eval_squad(
     let bm = methods.entry("bm25".into()).or_default();
     add(bm, "global", 5, &bm25_global);
     add(bm, "local", 1, &bm25_local);
-    add(methods.entry("hybrid".into()).or_default(), "global", 5, &hybrid_global);
+    add(
+        methods.entry("hybrid".into()).or_default(),
+        "global",
+        5,
+        &hybrid_global,
+    );
 
     if options.cross_encoder {
         let started = std::time::Instant::now();
@@ -285,8 +290,10 @@ pub fn eval_squad(
         for (&passage, questions) in &by_passage {
             let spans = &passage_spans[&passage];
             for chunk in questions.chunks(batch) {
-                let queries: Vec<&str> =
-                    chunk.iter().map(|&i| targets[i].question.as_str()).collect();
+                let queries: Vec<&str> = chunk
+                    .iter()
+                    .map(|&i| targets[i].question.as_str())
+                    .collect();
                 let rankings = model.locate_many(&queries, passages[passage], spans, &locate)?;
                 for (r, &i) in rankings.iter().zip(chunk) {
                     let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();

@@ -286,7 +286,9 @@ mod tests {
             let eye = Tensor::eye(width, (Kind::Float, Device::Cpu));
             let mut vars = vs.variables();
             for (name, scale) in [("self.query", s), ("self.key", 1.0), ("self.value", 1.0)] {
-                vars.get_mut(&format!("{name}.weight")).unwrap().copy_(&(&eye * scale));
+                vars.get_mut(&format!("{name}.weight"))
+                    .unwrap()
+                    .copy_(&(&eye * scale));
                 let _ = vars.get_mut(&format!("{name}.bias")).unwrap().zero_();
             }
         });

@@ -68,14 +68,21 @@ impl CrossEncoder {
     /// A new reranker over a pretrained BERT folder (`config.json`, `model.safetensors`,
     /// `tokenizer.json`): the encoder is loaded, the head is new (seeded by libtorch's
     /// generator); pairs are cut at `max_len` tokens.
-    pub fn from_bert_checkpoint(dir: impl AsRef<Path>, max_len: usize, device: Device) -> Result<Self> {
+    pub fn from_bert_checkpoint(
+        dir: impl AsRef<Path>,
+        max_len: usize,
+        device: Device,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
         let tokenizer = Tokenizer::from_file(file(dir, TOKENIZER)?, max_len)?;
         let mut model = Self::build(&config, tokenizer, device)?;
-        let report = load_safetensors_mapped(&mut model.vs, file(dir, WEIGHTS)?, LoadMode::Partial, |name| {
-            name.strip_prefix("bert.").map(str::to_owned)
-        })?;
+        let report = load_safetensors_mapped(
+            &mut model.vs,
+            file(dir, WEIGHTS)?,
+            LoadMode::Partial,
+            |name| name.strip_prefix("bert.").map(str::to_owned),
+        )?;
         let unexpected: Vec<&String> = report
             .missing
             .iter()
@@ -94,7 +101,10 @@ impl CrossEncoder {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
-        let tokenizer = Tokenizer::from_file(file(dir, TOKENIZER)?, config.max_position_embeddings as usize)?;
+        let tokenizer = Tokenizer::from_file(
+            file(dir, TOKENIZER)?,
+            config.max_position_embeddings as usize,
+        )?;
         let mut model = Self::build(&config, tokenizer, device)?;
         load_safetensors_mapped(&mut model.vs, file(dir, WEIGHTS)?, LoadMode::Strict, |n| {
             Some(n.to_owned())
@@ -115,9 +125,10 @@ impl CrossEncoder {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let name = dir
-            .file_name()
-            .map_or_else(|| "cross-encoder".into(), |n| n.to_string_lossy().into_owned());
+        let name = dir.file_name().map_or_else(
+            || "cross-encoder".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -161,7 +172,9 @@ impl CrossEncoder {
         let shape = [batch.len() as i64, batch.seq_len() as i64];
         let device = self.device();
         Ok(EncodedPairs {
-            ids: Tensor::from_slice(batch.ids()).view(shape).to_device(device),
+            ids: Tensor::from_slice(batch.ids())
+                .view(shape)
+                .to_device(device),
             mask: Tensor::from_slice(batch.attention_mask())
                 .view(shape)
                 .to_device(device),
@@ -181,7 +194,9 @@ impl CrossEncoder {
             return Ok(Tensor::zeros([0], (Kind::Float, Device::Cpu)));
         }
         let rows = crate::embed_length_sorted(texts, batch, |chunk| {
-            Ok(self.forward_t(&self.encode_pairs(chunk)?, train)?.unsqueeze(1))
+            Ok(self
+                .forward_t(&self.encode_pairs(chunk)?, train)?
+                .unsqueeze(1))
         })?;
         Ok(rows.squeeze_dim(1))
     }

@@ -93,7 +93,11 @@ impl Bert {
         Self::build(p, cfg, Some(cross))
     }
 
-    fn build(p: &nn::Path<'_>, cfg: &BertConfig, cross: Option<CrossAttentionShape>) -> Result<Self> {
+    fn build(
+        p: &nn::Path<'_>,
+        cfg: &BertConfig,
+        cross: Option<CrossAttentionShape>,
+    ) -> Result<Self> {
         cfg.validate().map_err(|message| Error::Config {
             path: crate::config::memory_path(),
             message,

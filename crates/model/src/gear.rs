@@ -198,7 +198,9 @@ impl GearModel {
         }
         match model.config.cross_attention_init {
             CrossAttentionInit::Random => {}
-            CrossAttentionInit::SelfAttention => model.copy_cross_attention_from_self_attention()?,
+            CrossAttentionInit::SelfAttention => {
+                model.copy_cross_attention_from_self_attention()?
+            }
             CrossAttentionInit::Similarity => model.init_similarity_cross_attention()?,
         }
         Ok((
@@ -263,10 +265,9 @@ impl GearModel {
                 // with gain rms(γ, β) and bias mean(β) nearly returns it.
                 let gamma = get(&format!("{layer}.attention.output.LayerNorm.weight"))?;
                 let beta = get(&format!("{layer}.attention.output.LayerNorm.bias"))?;
-                let gain = (gamma.square().mean(Kind::Float)
-                    + beta.var(false))
-                .sqrt()
-                .double_value(&[]);
+                let gain = (gamma.square().mean(Kind::Float) + beta.var(false))
+                    .sqrt()
+                    .double_value(&[]);
                 let bias = beta.mean(Kind::Float).double_value(&[]);
                 let _ = get(&format!("{block}.output.LayerNorm.weight"))?.fill_(gain);
                 let _ = get(&format!("{block}.output.LayerNorm.bias"))?.fill_(bias);
@@ -588,16 +589,7 @@ impl GearModel {
             layers: Some(layer),
             cross_probs: CrossProbs::Layer(layer),
         };
-        let out = self.fuse_t(
-            &q.ids,
-            &q.mask,
-            Context {
-                states,
-                mask,
-            },
-            options,
-            false,
-        )?;
+        let out = self.fuse_t(&q.ids, &q.mask, Context { states, mask }, options, false)?;
         out.cross_attention(layer)
             .map(|p| p.to_kind(Kind::Float).to_device(Device::Cpu))
             .ok_or_else(|| Error::Input("cross-attention probabilities missing".into()))

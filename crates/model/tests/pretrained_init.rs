@@ -152,8 +152,20 @@ fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
         let w = |n: &str| vars[&format!("{block}.{n}")].shallow_clone();
         assert!(w("self.query.weight").equal(&(&eye * 3.0)));
         assert!(w("self.key.weight").equal(&eye) && w("self.value.weight").equal(&eye));
-        assert_eq!(w("self.query.bias").abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
-        assert_eq!(w("output.dense.weight").abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(
+            w("self.query.bias")
+                .abs()
+                .sum(tch::Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert_eq!(
+            w("output.dense.weight")
+                .abs()
+                .sum(tch::Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
         // One gain and one bias for the whole LayerNorm.
         let gain = w("output.LayerNorm.weight");
         assert!(gain.equal(&gain.get(0).expand([384], false)));
@@ -172,7 +184,12 @@ fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
         ("who designed the bridge", 0),
         ("river floods", 2),
     ] {
-        let ranking = model.locate(query, document, &units, &gear_model::LocateOptions::default())?;
+        let ranking = model.locate(
+            query,
+            document,
+            &units,
+            &gear_model::LocateOptions::default(),
+        )?;
         assert_eq!(ranking.units[0].index, want, "{query}: {:?}", ranking.units);
     }
     Ok(())

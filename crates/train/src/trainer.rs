@@ -207,7 +207,9 @@ impl Trainer {
             }
         }
         if frozen {
-            tracing::info!("the document encoder is frozen; its states are computed once per document");
+            tracing::info!(
+                "the document encoder is frozen; its states are computed once per document"
+            );
         }
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params.push(("temp".into(), temp.shallow_clone()));

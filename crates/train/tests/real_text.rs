@@ -15,7 +15,13 @@ use tch::Device;
 /// Articles of `squad-v1.1-dev-a.json` held out (never trained on).
 const HELD_OUT: [&str; 2] = ["Oxygen", "Immune_system"];
 /// Articles trained on.
-const TRAIN: [&str; 5] = ["Warsaw", "Teacher", "Genghis_Khan", "Apollo_program", "Force"];
+const TRAIN: [&str; 5] = [
+    "Warsaw",
+    "Teacher",
+    "Genghis_Khan",
+    "Apollo_program",
+    "Force",
+];
 
 #[test]
 fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
@@ -27,7 +33,11 @@ fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
         file.display()
     );
     let import = gear_data::import_squad(&file).unwrap();
-    let titles: BTreeSet<&str> = import.triples.iter().map(|t| t.document.title.as_str()).collect();
+    let titles: BTreeSet<&str> = import
+        .triples
+        .iter()
+        .map(|t| t.document.title.as_str())
+        .collect();
     for t in HELD_OUT.iter().chain(&TRAIN) {
         assert!(titles.contains(t), "no article {t} in {}", file.display());
     }

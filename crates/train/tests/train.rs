@@ -351,7 +351,9 @@ fn a_frozen_document_encoder_stays_put_while_the_query_side_learns() {
         changed.iter().all(|k| !k.starts_with("document_encoder.")),
         "{changed:?}"
     );
-    assert!(changed.iter().any(|k| k.starts_with("query_encoder.encoder.layer.0.attention.self")));
+    assert!(changed
+        .iter()
+        .any(|k| k.starts_with("query_encoder.encoder.layer.0.attention.self")));
     assert!(changed.iter().any(|k| k.contains(".crossattention.")));
     let (free, changed) = run(false);
     assert!(changed.iter().any(|k| k.starts_with("document_encoder.")));
