@@ -4,12 +4,14 @@
 //! `BertForSequenceClassification` with one label (`bert.*`, `classifier.{weight,bias}`), so a
 //! saved folder (`config.json`, `model.safetensors`, `tokenizer.json`) has that layout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gear_data::Tokenizer;
 use tch::{nn, nn::Module, nn::VarStore, Device, Kind, Tensor};
 
-use crate::checkpoint::{load_safetensors_mapped, save_safetensors, LoadMode};
+use crate::checkpoint::{
+    load_safetensors_mapped, required_file, save_safetensors, write_folder_atomically, LoadMode,
+};
 use crate::{Bert, BertConfig, Error, Result};
 
 const WEIGHTS: &str = "model.safetensors";
@@ -32,18 +34,6 @@ pub struct EncodedPairs {
     pub ids: Tensor,
     /// `[pairs, len]`, 1 = token.
     pub mask: Tensor,
-}
-
-fn file(dir: &Path, name: &'static str) -> Result<PathBuf> {
-    let p = dir.join(name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::MissingFile {
-            dir: dir.to_owned(),
-            file: name,
-        })
-    }
 }
 
 impl CrossEncoder {
@@ -74,12 +64,12 @@ impl CrossEncoder {
         device: Device,
     ) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
-        let tokenizer = Tokenizer::from_file(file(dir, TOKENIZER)?, max_len)?;
+        let config = BertConfig::from_json_file(required_file(dir, CONFIG)?)?;
+        let tokenizer = Tokenizer::from_file(required_file(dir, TOKENIZER)?, max_len)?;
         let mut model = Self::build(&config, tokenizer, device)?;
         let report = load_safetensors_mapped(
             &mut model.vs,
-            file(dir, WEIGHTS)?,
+            required_file(dir, WEIGHTS)?,
             LoadMode::Partial,
             |name| name.strip_prefix("bert.").map(str::to_owned),
         )?;
@@ -100,54 +90,34 @@ impl CrossEncoder {
     /// Loads a reranker saved by [`CrossEncoder::save`] (every tensor must be present).
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_json_file(file(dir, CONFIG)?)?;
+        let config = BertConfig::from_json_file(required_file(dir, CONFIG)?)?;
         let tokenizer = Tokenizer::from_file(
-            file(dir, TOKENIZER)?,
+            required_file(dir, TOKENIZER)?,
             config.max_position_embeddings as usize,
         )?;
         let mut model = Self::build(&config, tokenizer, device)?;
-        load_safetensors_mapped(&mut model.vs, file(dir, WEIGHTS)?, LoadMode::Strict, |n| {
-            Some(n.to_owned())
-        })?;
+        load_safetensors_mapped(
+            &mut model.vs,
+            required_file(dir, WEIGHTS)?,
+            LoadMode::Strict,
+            |n| Some(n.to_owned()),
+        )?;
         Ok(model)
     }
 
     /// Writes `dir/{config.json, model.safetensors, tokenizer.json}`, built in a temporary
     /// folder beside `dir` that replaces it only once complete.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { path, source }
-        };
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let name = dir.file_name().map_or_else(
-            || "cross-encoder".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        save_safetensors(&self.vs, tmp.join(WEIGHTS))?;
-        let config = serde_json::to_string_pretty(self.bert.config())
-            .map_err(|e| Error::Input(format!("cannot write the configuration: {e}")))?;
-        std::fs::write(tmp.join(CONFIG), config).map_err(io(&tmp))?;
-        self.tokenizer.save(tmp.join(TOKENIZER))?;
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(io(dir))?;
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        } else {
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        }
-        Ok(())
+        write_folder_atomically(dir.as_ref(), "cross-encoder", |tmp| {
+            save_safetensors(&self.vs, tmp.join(WEIGHTS))?;
+            let config = serde_json::to_string_pretty(self.bert.config())
+                .map_err(|e| Error::Input(format!("cannot write the configuration: {e}")))?;
+            std::fs::write(tmp.join(CONFIG), config).map_err(|source| Error::Io {
+                path: tmp.to_owned(),
+                source,
+            })?;
+            Ok(self.tokenizer.save(tmp.join(TOKENIZER))?)
+        })
     }
 
     /// The variables (encoder and head), for an optimiser.

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use gear_data::{Span, Tokenizer};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::checkpoint::{load_safetensors, load_safetensors_mapped, save_safetensors, LoadMode};
+use crate::checkpoint::{
+    load_safetensors, load_safetensors_mapped, required_file, save_safetensors,
+    write_folder_atomically, LoadMode,
+};
 use crate::decoder::Decoder;
 use crate::encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 use crate::gear_config::{CrossAttentionInit, DecoderInit, GearConfig};
@@ -159,7 +162,7 @@ impl GearModel {
         device: Device,
     ) -> Result<(Self, InitReport)> {
         let dir = dir.as_ref();
-        let bert = BertConfig::from_json_file(required(dir, "config.json")?)?;
+        let bert = BertConfig::from_json_file(required_file(dir, "config.json")?)?;
         let config = match config {
             Some(c) if c.encoder != bert => {
                 return Err(Error::Config {
@@ -173,8 +176,8 @@ impl GearModel {
             None => GearConfig::for_encoder(bert),
         };
         let tokenizer =
-            Tokenizer::from_file(required(dir, TOKENIZER_FILE)?, config.max_document_len)?;
-        let weights = required(dir, WEIGHTS_FILE)?;
+            Tokenizer::from_file(required_file(dir, TOKENIZER_FILE)?, config.max_document_len)?;
+        let weights = required_file(dir, WEIGHTS_FILE)?;
         let mut model = Self::new(config, tokenizer, device)?;
         let is_new = is_new_parameter;
         let report = load_safetensors_mapped(&mut model.vs, &weights, LoadMode::Partial, |name| {
@@ -307,8 +310,8 @@ impl GearModel {
     /// Loads a checkpoint folder written by [`GearModel::save`], strictly.
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = GearConfig::from_toml_file(required(dir, CONFIG_FILE)?)?;
-        let tokenizer_path = required(dir, TOKENIZER_FILE)?;
+        let config = GearConfig::from_toml_file(required_file(dir, CONFIG_FILE)?)?;
+        let tokenizer_path = required_file(dir, TOKENIZER_FILE)?;
         let tokenizer = Tokenizer::from_file(&tokenizer_path, config.max_document_len)?;
         if tokenizer.token_to_id(DECODE_TOKEN).is_none() {
             return Err(Error::Config {
@@ -316,7 +319,7 @@ impl GearModel {
                 message: format!("no `{DECODE_TOKEN}` token: not a GeAR checkpoint's tokenizer"),
             });
         }
-        let weights = required(dir, WEIGHTS_FILE)?;
+        let weights = required_file(dir, WEIGHTS_FILE)?;
         let mut model = Self::new(config, tokenizer, device)?;
         load_safetensors(&mut model.vs, &weights, LoadMode::Strict)?;
         Ok(model)
@@ -325,37 +328,16 @@ impl GearModel {
     /// Writes `dir/{gear.toml, model.safetensors, tokenizer.json}` atomically: everything goes to
     /// a temporary folder beside `dir` that replaces `dir` only once complete.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { path, source }
-        };
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkpoint".into());
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        save_safetensors(&self.vs, tmp.join(WEIGHTS_FILE))?;
-        std::fs::write(tmp.join(CONFIG_FILE), self.config.to_toml_string()?).map_err(io(&tmp))?;
-        self.document_tokenizer.save(tmp.join(TOKENIZER_FILE))?;
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(io(dir))?;
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        } else {
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        }
-        Ok(())
+        write_folder_atomically(dir.as_ref(), "checkpoint", |tmp| {
+            save_safetensors(&self.vs, tmp.join(WEIGHTS_FILE))?;
+            std::fs::write(tmp.join(CONFIG_FILE), self.config.to_toml_string()?).map_err(
+                |source| Error::Io {
+                    path: tmp.to_owned(),
+                    source,
+                },
+            )?;
+            Ok(self.document_tokenizer.save(tmp.join(TOKENIZER_FILE))?)
+        })
     }
 
     /// The configuration.
@@ -674,17 +656,5 @@ impl GearModel {
                 Ok(self.target_tokenizer.decode(&ids)?)
             })
             .collect()
-    }
-}
-
-fn required(dir: &Path, file: &'static str) -> Result<PathBuf> {
-    let p = dir.join(file);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::MissingFile {
-            dir: dir.to_owned(),
-            file,
-        })
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use gear_data::Tokenizer;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::checkpoint::{load_safetensors, LoadMode, LoadReport};
+use crate::checkpoint::{load_safetensors, required_file, LoadMode, LoadReport};
 use crate::pooling::{l2_normalize, mean_pool};
 use crate::{Bert, BertConfig, Error, Result};
 
@@ -50,17 +50,7 @@ impl SentenceEncoder {
     /// Loads `dir/config.json`, `dir/model.safetensors` (strictly) and `dir/tokenizer.json`.
     pub fn load(dir: impl AsRef<Path>, opts: &EncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let file = |name: &'static str| -> Result<PathBuf> {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(Error::MissingFile {
-                    dir: dir.to_owned(),
-                    file: name,
-                })
-            }
-        };
+        let file = |name: &'static str| required_file(dir, name);
         let config = BertConfig::from_json_file(file("config.json")?)?;
         let weights = file("model.safetensors")?;
         let tokenizer_path = file("tokenizer.json")?;
