@@ -22,7 +22,7 @@ pub enum Error {
         message: String,
     },
     /// A line of a data file is malformed.
-    #[error("{path}:{line}: field `{field}`: {message}")]
+    #[error("{}", bad_line(path, *line, field, message))]
     BadLine {
         /// The file.
         path: PathBuf,
@@ -63,6 +63,16 @@ pub enum Error {
         /// Why it is invalid.
         message: String,
     },
+}
+
+/// `file:line: field `f`: message`, without the line where there is none (line 0: a whole-file
+/// JSON document whose field path says where).
+fn bad_line(path: &std::path::Path, line: usize, field: &str, message: &str) -> String {
+    if line == 0 {
+        format!("{}: field `{field}`: {message}", path.display())
+    } else {
+        format!("{}:{line}: field `{field}`: {message}", path.display())
+    }
 }
 
 /// Result alias for this crate.

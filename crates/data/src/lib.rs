@@ -23,6 +23,7 @@
 mod batching;
 mod corpus;
 mod error;
+mod guard;
 mod keywords;
 mod openai;
 mod rir;
@@ -37,6 +38,7 @@ pub use batching::{
 };
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
+pub use guard::{read_text, Fingerprint, OutputLock};
 pub use keywords::{extract_keywords, KeywordOptions};
 pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
 pub use rir::{

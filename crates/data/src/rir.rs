@@ -19,9 +19,14 @@
 //!    least `min_similarity` (0.5).
 //!
 //! Output is resumable: finished documents are appended to `<output>.partial` (one record per
-//! document); a rerun skips them, and the triples file appears only when the run completes.
+//! document); a rerun skips them, and the triples file appears only when the run completes. A
+//! resume must be the same job: the partial file starts with a fingerprint of the settings that
+//! shape the output (every [`RirConfig`] field but `concurrency`, and the rewriter's name), and
+//! each record keeps a hash of its document — a rerun with other settings, or with an input whose
+//! finished documents changed or disappeared, is refused rather than mixed in. One writer at a
+//! time: `<output>.lock` is held for the whole run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -297,6 +302,8 @@ pub fn document_rng(seed: u64, id: &str) -> ChaCha8Rng {
 #[derive(Serialize, Deserialize)]
 struct DocRecord {
     document_id: String,
+    /// [`document_hash`] of the document the record was made from.
+    document_hash: String,
     stats: RirStats,
     triples: Vec<Triple>,
 }
@@ -324,8 +331,10 @@ pub fn synthesize_rir(
             message: "the relevance filter needs an embedder (or set it to none)".into(),
         });
     }
+    let _lock = crate::OutputLock::acquire(output)?;
     let partial = partial_path(output);
-    let (done, mut stats) = read_partial(&partial)?;
+    let settings = settings_fingerprint(cfg, rewriter);
+    let (mut done, mut stats) = read_partial(&partial, &settings)?;
     let mut sink = OpenOptions::new()
         .create(true)
         .append(true)
@@ -334,6 +343,15 @@ pub fn synthesize_rir(
             path: partial.clone(),
             source,
         })?;
+    if done.is_empty() && stats == RirStats::default() {
+        let header = serde_json::json!({ PARTIAL_HEADER: settings }).to_string() + "\n";
+        sink.write_all(header.as_bytes())
+            .and_then(|()| sink.sync_data())
+            .map_err(|source| Error::Io {
+                path: partial.clone(),
+                source,
+            })?;
+    }
     stats.resumed = done.len();
     stats.documents = 0;
 
@@ -346,8 +364,20 @@ pub fn synthesize_rir(
             match documents.next() {
                 Some(doc) => {
                     let doc = doc?;
-                    if !done.contains(&doc.id) {
-                        buffer.push(doc);
+                    match done.remove(&doc.id) {
+                        None => buffer.push(doc),
+                        Some(hash) if hash == document_hash(&doc) => {}
+                        Some(_) => {
+                            return Err(Error::Output {
+                                path: partial,
+                                message: format!(
+                                    "document `{}` differs from the one the interrupted run \
+                                     processed: resume with the same input, or remove the \
+                                     partial file to start over",
+                                    doc.id
+                                ),
+                            })
+                        }
                     }
                 }
                 None => break,
@@ -357,8 +387,40 @@ pub fn synthesize_rir(
             &buffer, tokenizer, rewriter, embedder, cfg, &mut sink, &partial, &mut stats, progress,
         )?;
     }
+    if let Some(id) = done.keys().min() {
+        return Err(Error::Output {
+            path: partial,
+            message: format!(
+                "the interrupted run processed {} document(s) this input lacks (`{id}` among \
+                 them): resume with the same input, or remove the partial file to start over",
+                done.len()
+            ),
+        });
+    }
     finish(&partial, output, &mut stats)?;
     Ok(stats)
+}
+
+/// The first line of a partial file: `{"gear_rir_settings": "<fingerprint>"}`.
+const PARTIAL_HEADER: &str = "gear_rir_settings";
+
+/// What must not change between a run and its resume.
+fn settings_fingerprint(cfg: &RirConfig, rewriter: &dyn Rewriter) -> String {
+    let mut shaping = cfg.clone();
+    shaping.concurrency = 0;
+    crate::Fingerprint::new()
+        .json("config", &shaping)
+        .value("rewriter", rewriter.name())
+        .finish()
+}
+
+/// A hash of a document's id, title and text.
+fn document_hash(doc: &Document) -> String {
+    crate::Fingerprint::new()
+        .value("id", &doc.id)
+        .value("title", &doc.title)
+        .value("text", &doc.text)
+        .finish()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -379,7 +441,7 @@ fn process_chunk(
         picked: Vec<usize>,
         rng: ChaCha8Rng,
     }
-    let mut work: Vec<(String, Option<Work>, RirStats)> = Vec::with_capacity(docs.len());
+    let mut work: Vec<(&Document, Option<Work>, RirStats)> = Vec::with_capacity(docs.len());
     for doc in docs {
         let mut s = RirStats {
             documents: 1,
@@ -404,7 +466,7 @@ fn process_chunk(
                 }
             }
         };
-        work.push((doc.id.clone(), item, s));
+        work.push((doc, item, s));
     }
 
     // Step 4: every picked sentence of the chunk, `concurrency` at a time.
@@ -430,8 +492,9 @@ fn process_chunk(
 
     // Steps 5–6, then one record per document.
     let mut q_index = 0;
-    let mut pending: Vec<(String, Vec<Triple>, RirStats)> = Vec::with_capacity(work.len());
-    for (id, item, mut s) in work {
+    let mut pending: Vec<(&Document, Vec<Triple>, RirStats)> = Vec::with_capacity(work.len());
+    for (doc, item, mut s) in work {
+        let id = &doc.id;
         let mut triples = Vec::new();
         if let Some(mut w) = item {
             for (k, &u) in w.picked.iter().enumerate() {
@@ -457,15 +520,16 @@ fn process_chunk(
                 });
             }
         }
-        pending.push((id, triples, s));
+        pending.push((doc, triples, s));
     }
     if let (Some(embedder), Some(threshold)) = (embedder, cfg.min_similarity) {
         filter_by_similarity(&mut pending, embedder, threshold)?;
     }
-    for (document_id, triples, mut s) in pending {
+    for (doc, triples, mut s) in pending {
         s.triples = triples.len();
         let record = DocRecord {
-            document_id,
+            document_id: doc.id.clone(),
+            document_hash: document_hash(doc),
             stats: s.clone(),
             triples,
         };
@@ -525,7 +589,7 @@ fn rewrite_all(
 }
 
 fn filter_by_similarity(
-    pending: &mut [(String, Vec<Triple>, RirStats)],
+    pending: &mut [(&Document, Vec<Triple>, RirStats)],
     embedder: &dyn Embedder,
     threshold: f32,
 ) -> Result<()> {
@@ -594,9 +658,10 @@ pub fn partial_path(output: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Finished document ids and their summed stats; a torn last line (a crash mid-write) is cut off.
-fn read_partial(partial: &Path) -> Result<(HashSet<String>, RirStats)> {
-    let mut done = HashSet::new();
+/// Finished document ids (with their documents' hashes) and their summed stats; a torn last line
+/// (a crash mid-write) is cut off. A partial file made with other settings is refused.
+fn read_partial(partial: &Path, settings: &str) -> Result<(HashMap<String, String>, RirStats)> {
+    let mut done = HashMap::new();
     let mut stats = RirStats::default();
     if !partial.exists() {
         return Ok((done, stats));
@@ -620,14 +685,41 @@ fn read_partial(partial: &Path) -> Result<(HashSet<String>, RirStats)> {
         if !line.ends_with('\n') {
             break; // torn tail of an interrupted run: redone
         }
-        let rec: DocRecord = serde_json::from_str(line.trim_end()).map_err(|e| Error::BadLine {
+        let bad = |message: String| Error::BadLine {
             path: partial.to_owned(),
             line: number,
             field: "(line)".into(),
-            message: e.to_string(),
-        })?;
-        done.insert(rec.document_id);
-        add(&mut stats, &rec.stats);
+            message,
+        };
+        if number == 1 {
+            let header: serde_json::Value =
+                serde_json::from_str(line.trim_end()).map_err(|e| bad(e.to_string()))?;
+            match header.get(PARTIAL_HEADER).and_then(|v| v.as_str()) {
+                Some(fp) if fp == settings => {}
+                Some(_) => {
+                    return Err(Error::Output {
+                        path: partial.to_owned(),
+                        message: "an interrupted run with other settings (seed, threshold, \
+                                  rewriter, limits) left this: rerun with its settings, or \
+                                  remove it to start over"
+                            .into(),
+                    })
+                }
+                None => {
+                    return Err(Error::Output {
+                        path: partial.to_owned(),
+                        message: "not a partial RIR file of this version (no settings line): \
+                                  remove it to start over"
+                            .into(),
+                    })
+                }
+            }
+        } else {
+            let rec: DocRecord =
+                serde_json::from_str(line.trim_end()).map_err(|e| bad(e.to_string()))?;
+            done.insert(rec.document_id, rec.document_hash);
+            add(&mut stats, &rec.stats);
+        }
         good_len += n as u64;
     }
     OpenOptions::new()
@@ -646,7 +738,7 @@ fn finish(partial: &Path, output: &Path, stats: &mut RirStats) -> Result<()> {
     };
     let file = File::open(partial).map_err(io)?;
     let mut writer = JsonlWriter::create(output)?;
-    for line in BufReader::new(file).lines() {
+    for line in BufReader::new(file).lines().skip(1) {
         let rec: DocRecord = serde_json::from_str(&line.map_err(io)?).map_err(|e| io(e.into()))?;
         for t in &rec.triples {
             writer.write(t)?;

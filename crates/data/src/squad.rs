@@ -73,10 +73,7 @@ pub struct SquadStats {
 
 /// Parses a SQuAD-format file; a malformed file is an error naming the JSON path of the field.
 fn read_file(path: &Path) -> Result<File> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = crate::read_text(path)?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| Error::BadLine {
         path: path.to_owned(),
@@ -108,6 +105,14 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
             let byte_at = char_to_byte(&doc.text);
             for (q, qa) in para.qas.iter().enumerate() {
                 out.stats.questions += 1;
+                if qa.question.trim().is_empty() {
+                    return Err(Error::BadLine {
+                        path: path.to_owned(),
+                        line: 0,
+                        field: format!("data[{a}].paragraphs[{p}].qas[{q}].question"),
+                        message: "is empty".into(),
+                    });
+                }
                 if qa.is_impossible || qa.answers.is_empty() {
                     out.stats.unanswerable += 1;
                     continue;
@@ -124,6 +129,20 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                             "answer_start is past the end of the context",
                         )
                     })?;
+                    let found: String = doc.text[at..].chars().take(ans.text.chars().count()).collect();
+                    if found != ans.text {
+                        return Err(bad_answer(
+                            path,
+                            a,
+                            p,
+                            q,
+                            k,
+                            &format!(
+                                "{} points at {found:?}, not at the answer text {:?}",
+                                ans.answer_start, ans.text
+                            ),
+                        ));
+                    }
                     let sentence = sentences
                         .iter()
                         .find(|s| s.contains(at))

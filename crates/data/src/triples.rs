@@ -12,6 +12,7 @@
 //! error naming the file, the line and the field — or, with [`TripleReader::skip_bad`], counted
 //! and reported, never dropped silently.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -125,7 +126,16 @@ impl Triple {
         }
         let chars = self.document.text.chars().count();
         for (i, (unit, span)) in self.units.iter().zip(self.unit_spans()).enumerate() {
-            if unit.start >= unit.end || unit.end > chars {
+            if unit.start >= unit.end {
+                return Err((
+                    format!("units[{i}]"),
+                    format!(
+                        "is empty: start {} must be below end {}",
+                        unit.start, unit.end
+                    ),
+                ));
+            }
+            if unit.end > chars {
                 return Err((
                     format!("units[{i}]"),
                     format!(
@@ -149,6 +159,11 @@ impl Triple {
 pub trait Record: serde::de::DeserializeOwned {
     /// The offending field and why, if the record is invalid.
     fn check(&self) -> std::result::Result<(), (String, String)>;
+
+    /// The field that must be unique within a file, and its value (`None`: no such field).
+    fn key(&self) -> Option<(&'static str, &str)> {
+        None
+    }
 }
 
 impl Record for Triple {
@@ -162,7 +177,14 @@ impl Record for Document {
         if self.id.trim().is_empty() {
             return Err(("id".into(), "is empty".into()));
         }
+        if self.text.trim().is_empty() {
+            return Err(("text".into(), "is empty".into()));
+        }
         Ok(())
+    }
+
+    fn key(&self) -> Option<(&'static str, &str)> {
+        Some(("id", &self.id))
     }
 }
 
@@ -175,8 +197,11 @@ pub type DocumentReader = JsonlReader<Document>;
 /// Streams checked records from a JSON-lines file.
 pub struct JsonlReader<T> {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
+    reader: BufReader<File>,
+    buf: Vec<u8>,
     line: usize,
+    /// Unique keys seen so far and the line of each.
+    keys: HashMap<String, usize>,
     skip_bad: bool,
     skipped: Vec<Error>,
     _record: std::marker::PhantomData<fn() -> T>,
@@ -192,8 +217,10 @@ impl<T: Record> JsonlReader<T> {
         })?;
         Ok(Self {
             path,
-            lines: BufReader::new(file).lines(),
+            reader: BufReader::new(file),
+            buf: Vec::new(),
             line: 0,
+            keys: HashMap::new(),
             skip_bad: false,
             skipped: Vec::new(),
             _record: std::marker::PhantomData,
@@ -239,24 +266,55 @@ impl<T: Record> Iterator for JsonlReader<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let text = match self.lines.next()? {
-                Ok(t) => t,
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
                 Err(source) => {
                     return Some(Err(Error::Io {
                         path: self.path.clone(),
                         source,
                     }))
                 }
-            };
-            self.line += 1;
-            if text.trim().is_empty() {
-                continue;
             }
-            match Self::parse_line(&self.path, self.line, &text) {
+            self.line += 1;
+            let parsed = match std::str::from_utf8(&self.buf) {
+                Err(e) => Err(Error::BadLine {
+                    path: self.path.clone(),
+                    line: self.line,
+                    field: "(line)".into(),
+                    message: format!(
+                        "invalid UTF-8 at byte {} of the line",
+                        e.valid_up_to() + 1
+                    ),
+                }),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => Self::parse_line(&self.path, self.line, text.trim_end_matches(['\n', '\r'])),
+            };
+            let parsed = parsed.and_then(|record| self.check_unique(record));
+            match parsed {
                 Err(e) if self.skip_bad => self.skipped.push(e),
                 other => return Some(other),
             }
         }
+    }
+}
+
+impl<T: Record> JsonlReader<T> {
+    /// Fails on a record whose key an earlier line of the file holds already.
+    fn check_unique(&mut self, record: T) -> Result<T> {
+        if let Some((field, key)) = record.key() {
+            if let Some(first) = self.keys.get(key) {
+                return Err(Error::BadLine {
+                    path: self.path.clone(),
+                    line: self.line,
+                    field: field.to_owned(),
+                    message: format!("`{key}` repeats line {first}; ids must be unique"),
+                });
+            }
+            self.keys.insert(key.to_owned(), self.line);
+        }
+        Ok(record)
     }
 }
 
@@ -412,6 +470,35 @@ mod tests {
             msgs[2]
         );
         assert!(msgs[3].contains(":6"), "{}", msgs[3]);
+    }
+
+    #[test]
+    fn invalid_utf8_duplicate_ids_empty_texts_and_empty_units_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.jsonl");
+        let mut bytes = b"{\"id\":\"a\",\"text\":\"one\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"id\":\"b\",\"text\":\"t\xe9\"}\n");
+        bytes.extend_from_slice(b"{\"id\":\"a\",\"text\":\"two\"}\n");
+        bytes.extend_from_slice(b"{\"id\":\"c\",\"text\":\"  \"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let mut reader = DocumentReader::open(&path).unwrap().skip_bad(true);
+        let ok: Vec<_> = reader.by_ref().collect::<Result<_>>().unwrap();
+        assert_eq!(ok.len(), 1);
+        let msgs: Vec<String> = reader.skipped().iter().map(ToString::to_string).collect();
+        assert!(msgs[0].contains("corpus.jsonl:2:") && msgs[0].contains("invalid UTF-8"));
+        assert!(
+            msgs[1].contains(":3:") && msgs[1].contains("`id`") && msgs[1].contains("line 1"),
+            "{}",
+            msgs[1]
+        );
+        assert!(msgs[2].contains(":4:") && msgs[2].contains("`text`: is empty"));
+
+        let mut t = triple();
+        t.units[0].end = t.units[0].start;
+        t.units[0].text.clear();
+        let err = t.validate().unwrap_err();
+        assert_eq!(err.0, "units[0]");
+        assert!(err.1.contains("is empty"), "{}", err.1);
     }
 
     #[test]

@@ -49,7 +49,8 @@ struct Flaky {
 
 impl Rewriter for Flaky {
     fn name(&self) -> &str {
-        "flaky"
+        // The keyword rewriter behind a connection that fails: the same job for a resume.
+        "keywords"
     }
     fn rewrite(&self, sentence: &str) -> Result<String> {
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok {
@@ -162,6 +163,39 @@ fn an_interrupted_run_resumes_to_the_same_output() {
     );
     assert!(err.unwrap_err().to_string().contains("server gone"));
     assert!(!resumed.exists());
+
+    // A resume must be the same job: other settings, or a finished document that changed or
+    // disappeared from the input, are refused (and leave the partial file usable).
+    let resume_with = |docs: &[Document], cfg: &RirConfig| {
+        synthesize_rir(
+            docs.iter().cloned().map(Ok),
+            &resumed,
+            &tok,
+            &KeywordRewriter::default(),
+            Some(&BagOfWords),
+            cfg,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let other_seed = RirConfig {
+        seed: config().seed + 1,
+        ..config()
+    };
+    let held = gear_data::OutputLock::acquire(&resumed).unwrap();
+    let err = resume_with(&docs, &config());
+    assert!(err.contains("another process is writing it"), "{err}");
+    drop(held);
+    let err = resume_with(&docs, &other_seed);
+    assert!(err.contains("other settings"), "{err}");
+    let mut edited = docs.clone();
+    edited[3].text.push_str(" An extra sentence.");
+    let err = resume_with(&edited, &config());
+    assert!(err.contains(&format!("`{}` differs", docs[3].id)), "{err}");
+    let err = resume_with(&docs[..5], &config());
+    assert!(err.contains("11 document(s) this input lacks"), "{err}");
+
     let mut seen: Option<RirStats> = None;
     let stats = synthesize_rir(
         docs.iter().cloned().map(Ok),

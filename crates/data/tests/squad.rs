@@ -130,3 +130,28 @@ fn squad_v1_import_marks_several_sentences_for_spread_answers() {
     );
     assert!(import.triples.iter().all(|t| !t.units.is_empty()));
 }
+
+#[test]
+fn answers_that_do_not_point_at_their_text_and_empty_questions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |question: &str, start: usize| {
+        serde_json::json!({"data": [{"title": "T", "paragraphs": [{
+            "context": "The river is long. It flows north.",
+            "qas": [{"id": "q1", "question": question,
+                     "answers": [{"text": "north", "answer_start": start}]}]}]}]})
+        .to_string()
+    };
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, file("Which way?", 28)).unwrap();
+    assert_eq!(import_squad(&path).unwrap().triples.len(), 1);
+
+    std::fs::write(&path, file("Which way?", 27)).unwrap();
+    let err = import_squad(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("qas[0].answers[0].answer_start") && err.contains("not at the answer"),
+        "{err}"
+    );
+    std::fs::write(&path, file("  ", 28)).unwrap();
+    let err = import_squad(&path).unwrap_err().to_string();
+    assert!(err.contains("qas[0].question`: is empty"), "{err}");
+}
