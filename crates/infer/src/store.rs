@@ -1,7 +1,12 @@
 //! The document index on disk: `embeddings.safetensors` (`[N, dim]`, unit rows from `E_d`),
 //! `documents.jsonl` (the corpus, same order) and `index.json` (format, backend, the model's
 //! path and fingerprint). Building is sharded and resumable — finished shards wait in
-//! `<out>.partial/` — and the index folder appears only when complete.
+//! `<out>.partial/` — and the index folder appears only when complete. A resume must be the same
+//! build: the partial folder records a fingerprint of the corpus (every document's id, title and
+//! text, in order), the model and the shard size, and a rerun with anything else is refused. One
+//! writer at a time: `<out>.lock` is held for the whole build. Opening checks what a reader can
+//! check cheaply: a known format and backend, `documents.jsonl` unchanged since the build (its
+//! SHA-256 is in `index.json`), ids unique, and every embedding finite.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +37,17 @@ pub struct IndexMeta {
     pub dim: usize,
     /// Number of documents.
     pub documents: usize,
+    /// SHA-256 of `documents.jsonl` (see [`gear_data::Fingerprint`]); absent in indexes built
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents_sha256: Option<String>,
 }
+
+/// The layout version this code writes and reads.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// The backends an index may record.
+const BACKENDS: &[&str] = &["exact"];
 
 /// Options of [`build_index`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,16 +140,23 @@ pub fn build_index(
     if corpus.is_empty() {
         return Err(Error::Input("the corpus holds no documents".into()));
     }
+    check_corpus(corpus)?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Io { path, source }
     };
+    let _lock = gear_data::OutputLock::acquire(out)?;
     let fingerprint = model_fingerprint(model_dir)?;
     let partial = partial_dir(out);
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
     let shard_size = options.shard_size.max(1);
     let total = corpus.len().div_ceil(shard_size);
-    let plan = serde_json::json!({ "fingerprint": fingerprint, "documents": corpus.len(), "shard_size": shard_size });
+    let plan = serde_json::json!({
+        "fingerprint": fingerprint,
+        "corpus": corpus_fingerprint(corpus),
+        "documents": corpus.len(),
+        "shard_size": shard_size,
+    });
     let plan_path = partial.join("build.json");
     if plan_path.exists() {
         let old: serde_json::Value =
@@ -144,9 +166,27 @@ pub fn build_index(
                     message: e.to_string(),
                 })?;
         if old != plan {
+            let differs: Vec<&str> = [
+                ("fingerprint", "model"),
+                ("corpus", "corpus"),
+                ("documents", "document count"),
+                ("shard_size", "shard size"),
+            ]
+            .into_iter()
+            .filter(|(key, _)| old.get(key) != plan.get(key))
+            .map(|(_, what)| what)
+            .collect();
             return Err(Error::Index {
                 path: partial.clone(),
-                message: "a partial build with another model, corpus or shard size is in the way; remove it".into(),
+                message: format!(
+                    "a partial build with another {} is in the way: resume with the same \
+                     inputs, or remove it to start over",
+                    if differs.is_empty() {
+                        "format".to_owned()
+                    } else {
+                        differs.join(", ")
+                    }
+                ),
             });
         }
     } else {
@@ -157,8 +197,20 @@ pub fn build_index(
     for s in 0..total {
         let path = shard_path(s);
         if path.exists() {
-            progress(s + 1, total);
-            continue;
+            let rows = ((s + 1) * shard_size).min(corpus.len()) - s * shard_size;
+            match read_shard(&path) {
+                Ok(t) if t.size().first() == Some(&(rows as i64)) => {
+                    progress(s + 1, total);
+                    continue;
+                }
+                Ok(t) => tracing::warn!(
+                    "{}: {} rows where {rows} belong; embedding the shard again",
+                    path.display(),
+                    t.size().first().copied().unwrap_or(0)
+                ),
+                Err(e) => tracing::warn!("{e}; embedding the shard again"),
+            }
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
         if options.max_shards.is_some_and(|m| built >= m) {
             let done = (0..total).filter(|&i| shard_path(i).exists()).count();
@@ -166,6 +218,8 @@ pub fn build_index(
         }
         let docs = &corpus[s * shard_size..((s + 1) * shard_size).min(corpus.len())];
         let vectors = embed_sorted(model, docs, options.batch_size.max(1))?;
+        gear_model::check_finite(&vectors, &path, "embeddings")
+            .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
         save_tensors(vec![("embeddings".into(), vectors)], &path)?;
         built += 1;
         progress(s + 1, total);
@@ -173,16 +227,7 @@ pub fn build_index(
 
     // All shards present: assemble the index in a temporary folder, then move it into place.
     let shards = (0..total)
-        .map(|s| {
-            read_tensors(shard_path(s))?
-                .into_iter()
-                .next()
-                .map(|(_, t)| t)
-                .ok_or_else(|| Error::Index {
-                    path: shard_path(s),
-                    message: "empty shard".into(),
-                })
-        })
+        .map(|s| read_shard(&shard_path(s)))
         .collect::<Result<Vec<_>>>()?;
     let embeddings = Tensor::cat(&shards, 0);
     let mut tmp = out.as_os_str().to_owned();
@@ -192,14 +237,7 @@ pub fn build_index(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let meta = IndexMeta {
-        format: 1,
-        backend: "exact".into(),
-        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
-        fingerprint,
-        dim: embeddings.size()[1] as usize,
-        documents: corpus.len(),
-    };
+    let dim = embeddings.size()[1] as usize;
     save_tensors(
         vec![("embeddings".into(), embeddings)],
         tmp.join(EMBEDDINGS),
@@ -209,11 +247,73 @@ pub fn build_index(
         w.write(d)?;
     }
     w.finish()?;
+    let meta = IndexMeta {
+        format: INDEX_FORMAT,
+        backend: "exact".into(),
+        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
+        fingerprint,
+        dim,
+        documents: corpus.len(),
+        documents_sha256: Some(
+            gear_data::Fingerprint::new()
+                .file(&tmp.join(DOCUMENTS))?
+                .finish(),
+        ),
+    };
     let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
     std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
     std::fs::rename(&tmp, out).map_err(io(out))?;
     std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     Ok(BuildOutcome::Complete)
+}
+
+/// The embeddings of one finished shard.
+fn read_shard(path: &Path) -> Result<Tensor> {
+    read_tensors(path)?
+        .into_iter()
+        .find(|(n, _)| n == "embeddings")
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::Index {
+            path: path.to_owned(),
+            message: "no `embeddings` tensor in the shard".into(),
+        })
+}
+
+/// Ids unique and texts non-empty (what [`DocumentReader`] checks per file, for callers that
+/// build a corpus in memory).
+fn check_corpus(corpus: &[Document]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(corpus.len());
+    for (i, d) in corpus.iter().enumerate() {
+        if d.id.trim().is_empty() || d.text.trim().is_empty() {
+            return Err(Error::Input(format!(
+                "corpus document {} (`{}`): empty {}",
+                i + 1,
+                d.id,
+                if d.id.trim().is_empty() { "id" } else { "text" }
+            )));
+        }
+        if let Some(first) = seen.insert(d.id.as_str(), i) {
+            return Err(Error::Input(format!(
+                "corpus documents {} and {} share the id `{}`; ids must be unique",
+                first + 1,
+                i + 1,
+                d.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a resume must match: every document's id, title and text, in order.
+fn corpus_fingerprint(corpus: &[Document]) -> String {
+    corpus
+        .iter()
+        .fold(gear_data::Fingerprint::new(), |f, d| {
+            f.value("id", &d.id)
+                .value("title", &d.title)
+                .value("text", &d.text)
+        })
+        .finish()
 }
 
 /// Document embeddings `[n, dim]` (CPU) in input order, computed in length-sorted batches.
@@ -276,6 +376,31 @@ impl DocumentIndex {
                 }
             })?)
             .map_err(|e| bad(format!("{META}: {e}")))?;
+        if meta.format != INDEX_FORMAT {
+            return Err(bad(format!(
+                "{META}: format {} is not the format this version reads ({INDEX_FORMAT}); \
+                 rebuild the index with this version",
+                meta.format
+            )));
+        }
+        if !BACKENDS.contains(&meta.backend.as_str()) {
+            return Err(bad(format!(
+                "{META}: unknown backend `{}` (known: {})",
+                meta.backend,
+                BACKENDS.join(", ")
+            )));
+        }
+        if let Some(expected) = &meta.documents_sha256 {
+            let found = gear_data::Fingerprint::new()
+                .file(&dir.join(DOCUMENTS))?
+                .finish();
+            if &found != expected {
+                return Err(bad(format!(
+                    "{DOCUMENTS} changed since the index was built (its rows no longer match \
+                     the embeddings); rebuild the index"
+                )));
+            }
+        }
         let documents =
             DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
         let vectors = read_tensors(dir.join(EMBEDDINGS))?
@@ -283,6 +408,7 @@ impl DocumentIndex {
             .find(|(n, _)| n == "embeddings")
             .map(|(_, t)| t)
             .ok_or_else(|| bad(format!("{EMBEDDINGS} has no `embeddings` tensor")))?;
+        // (`read_tensors` has refused non-finite values, naming the first one's flat index.)
         if vectors.size() != [documents.len() as i64, meta.dim as i64]
             || documents.len() != meta.documents
         {

@@ -133,7 +133,32 @@ fn tensor_from_view(view: &TensorView<'_>, path: &Path, name: &str) -> Result<Te
         }
     };
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
+    let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+    check_finite(&tensor, path, name)?;
+    Ok(tensor)
+}
+
+/// Fails when a floating-point tensor holds NaN or infinite values; `path` and `name` say where.
+pub fn check_finite(tensor: &Tensor, path: &Path, name: &str) -> Result<()> {
+    if !tensor.is_floating_point() || tensor.numel() == 0 {
+        return Ok(());
+    }
+    let bad = tensor.isfinite().logical_not();
+    let count = bad.sum(Kind::Int64).int64_value(&[]);
+    if count == 0 {
+        return Ok(());
+    }
+    let first = bad
+        .to_kind(Kind::Int64)
+        .flatten(0, -1)
+        .argmax(0, false)
+        .int64_value(&[]);
+    Err(Error::NonFinite {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        count,
+        first,
+    })
 }
 
 /// Writes every variable of `vs` to `path` as safetensors, atomically: the data goes to a

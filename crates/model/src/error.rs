@@ -61,6 +61,18 @@ pub enum Error {
         /// The dtype found.
         dtype: String,
     },
+    /// A floating-point tensor holds NaN or infinite values.
+    #[error("{path}: tensor `{name}` holds {count} non-finite value(s) (NaN or infinity), the first at flat index {first}: the file is damaged or the run that wrote it diverged")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// How many values are not finite.
+        count: i64,
+        /// Flat index of the first.
+        first: i64,
+    },
     /// A safetensors file could not be parsed.
     #[error("{path}: not a valid safetensors file: {message}")]
     Safetensors {

@@ -41,7 +41,7 @@ pub use attention::{
     additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
 };
 pub use checkpoint::{
-    load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors, save_tensors,
+    load_safetensors, load_safetensors_mapped, check_finite, read_tensors, save_safetensors, save_tensors,
     LoadMode, LoadReport,
 };
 pub use config::{Activation, BertConfig};
