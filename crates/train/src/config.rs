@@ -233,14 +233,89 @@ impl TrainConfig {
     /// The model folder `init` names: the pretrained package or a path.
     pub fn init_dir(&self) -> Result<PathBuf> {
         if self.model.init == "minilm" {
-            Ok(gear_model::pretrained::minilm_dir()?)
-        } else {
-            Ok(PathBuf::from(&self.model.init))
+            return Ok(gear_model::pretrained::minilm_dir()?);
         }
+        let dir = PathBuf::from(&self.model.init);
+        if !dir.join("config.json").is_file() {
+            return Err(Error::Config {
+                path: dir,
+                message: format!(
+                    "`model.init` = {:?} is neither `minilm` nor a model folder (a folder with \
+                     config.json, model.safetensors and tokenizer.json)",
+                    self.model.init
+                ),
+            });
+        }
+        Ok(dir)
     }
 
     /// Checks invariants; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        let o = &self.optim;
+        let l = &self.loss;
+        let finite = [
+            ("optim.lr", o.lr),
+            ("optim.start_lr", o.start_lr),
+            ("optim.min_lr", o.min_lr),
+            ("optim.beta1", o.adamw.beta1),
+            ("optim.beta2", o.adamw.beta2),
+            ("optim.eps", o.adamw.eps),
+            ("optim.weight_decay", o.adamw.weight_decay),
+            ("optim.clip_norm", o.clip_norm),
+            ("optim.new_lr_scale", o.new_lr_scale),
+            ("loss.alpha", l.alpha),
+            ("loss.temperature", l.temperature),
+            ("loss.momentum", l.momentum),
+            ("loss.distill_weight", l.distill_weight),
+            ("loss.distill_ramp_epochs", l.distill_ramp_epochs),
+            ("loss.local_weight", l.local_weight),
+        ];
+        for (field, v) in finite {
+            if !v.is_finite() {
+                return Err(format!("`{field}` must be a finite number, got {v}"));
+            }
+        }
+        for (field, v) in [("optim.beta1", o.adamw.beta1), ("optim.beta2", o.adamw.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("`{field}` must be in [0, 1), got {v}"));
+            }
+        }
+        if o.adamw.eps <= 0.0 {
+            return Err(format!("`optim.eps` must be positive, got {}", o.adamw.eps));
+        }
+        for (field, v) in [
+            ("optim.weight_decay", o.adamw.weight_decay),
+            ("optim.clip_norm", o.clip_norm),
+            ("loss.distill_ramp_epochs", l.distill_ramp_epochs),
+        ] {
+            if v < 0.0 {
+                return Err(format!("`{field}` must be ≥ 0, got {v}"));
+            }
+        }
+        if self.data.bucket_batches == 0 {
+            return Err("`data.bucket_batches` must be at least 1 (1: no bucketing)".into());
+        }
+        const MAX_WARMUP: u64 = 100_000_000;
+        if o.warmup_steps > MAX_WARMUP {
+            return Err(format!(
+                "`optim.warmup_steps` = {} is beyond any run (at most {MAX_WARMUP})",
+                o.warmup_steps
+            ));
+        }
+        for (field, v) in [
+            ("model.max_query_len", self.model.max_query_len),
+            ("model.max_document_len", self.model.max_document_len),
+            ("model.max_target_len", self.model.max_target_len),
+        ] {
+            if v < 3 {
+                return Err(format!(
+                    "`{field}` must be at least 3 (two special tokens and one of text), got {v}"
+                ));
+            }
+        }
+        if self.model.init.trim().is_empty() {
+            return Err("`model.init` is empty (use `minilm` or a model folder)".into());
+        }
         let positive = [
             ("data.batch_size", self.data.batch_size as f64),
             ("optim.lr", self.optim.lr),

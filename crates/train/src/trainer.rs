@@ -47,6 +47,19 @@ pub struct TrainState {
     pub micro_step: u64,
     /// Training examples processed.
     pub examples: u64,
+    /// Fingerprint of the training triples (see [`data_fingerprint`]): a resume must train on
+    /// the same data. Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// A SHA-256 over the training triples, in order: what a resumed run must see again.
+pub fn data_fingerprint(train: &[Triple]) -> String {
+    train
+        .iter()
+        .fold(gear_data::Fingerprint::new(), |f, t| f.json("triple", t))
+        .value("count", train.len())
+        .finish()
 }
 
 /// One optimiser step, as logged.
@@ -317,9 +330,15 @@ impl Trainer {
             c
         };
         if comparable(&saved.config) != comparable(&config) {
-            return Err(bad(
-                "the configuration differs from the one the checkpoint was trained with".into(),
-            ));
+            let then = serde_json::to_value(comparable(&saved.config)).unwrap_or_default();
+            let now = serde_json::to_value(comparable(&config)).unwrap_or_default();
+            let what = first_difference(&then, &now, "").map_or_else(String::new, |(field, a, b)| {
+                format!(": `{field}` was {a}, now {b}")
+            });
+            return Err(bad(format!(
+                "the configuration differs from the one the checkpoint was trained with{what} \
+                 (only [run] max_steps, eval_every, checkpoint_every and precision may change)"
+            )));
         }
         let model = GearModel::load(ck.join("model"), device)?;
         let mut trainer = Self::with_model(model, config, out.clone())?;
@@ -444,6 +463,29 @@ impl Trainer {
         if train.is_empty() {
             return Err(Error::Train("the training file holds no triples".into()));
         }
+        let fingerprint = data_fingerprint(train);
+        match &self.state.data {
+            Some(old) if *old != fingerprint => {
+                return Err(Error::Resume {
+                    path: self
+                        .last_checkpoint
+                        .clone()
+                        .unwrap_or_else(|| self.out.join("checkpoint")),
+                    message: format!(
+                        "the checkpoint was trained on other data than these {} triples: \
+                         resume with the same training file, or start a new run",
+                        train.len()
+                    ),
+                })
+            }
+            Some(_) => {}
+            None if self.state.step > 0 => tracing::warn!(
+                "the checkpoint does not record its training data (an older version wrote it): \
+                 resuming on the data given, unchecked"
+            ),
+            None => {}
+        }
+        self.state.data = Some(fingerprint);
         let c = self.config.clone();
         let tok = TripleTokenizer::new(
             self.model.tokenizer(),
@@ -465,6 +507,14 @@ impl Trainer {
         let batches_per_epoch = global_plan(&lengths, &batching, 0, world).len();
         let steps_per_epoch = batches_per_epoch.div_ceil(c.optim.accumulation) as u64;
         let total_steps = steps_per_epoch * c.run.epochs;
+        if main && c.optim.warmup_steps > total_steps {
+            tracing::warn!(
+                "`optim.warmup_steps` ({}) exceeds the run's {total_steps} steps: the learning \
+                 rate never reaches `optim.lr` ({})",
+                c.optim.warmup_steps,
+                c.optim.lr
+            );
+        }
         let schedule = LrSchedule {
             start_lr: c.optim.start_lr,
             peak_lr: c.optim.lr,
@@ -482,6 +532,19 @@ impl Trainer {
         while self.state.epoch < c.run.epochs {
             let epoch = self.state.epoch;
             let plan = global_plan(&lengths, &batching, epoch, world);
+            if self.state.next_batch >= plan.len() {
+                // Only a checkpoint made on other data can point past this epoch's plan (and
+                // looping on it would never end).
+                return Err(Error::Resume {
+                    path: self.out.join("checkpoint"),
+                    message: format!(
+                        "the checkpoint is at batch {} of epoch {epoch}, which has {} batches \
+                         with this data: resume with the training file it was made on",
+                        self.state.next_batch,
+                        plan.len()
+                    ),
+                });
+            }
             while self.state.epoch == epoch && self.state.next_batch < plan.len() {
                 if c.run.max_steps.is_some_and(|m| self.state.step >= m) {
                     if main {
@@ -910,6 +973,36 @@ pub fn find_checkpoint(out: &Path) -> Option<PathBuf> {
     // The most advanced complete checkpoint, preferring the new one of an interrupted swap.
     candidates.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     candidates.into_iter().next().map(|c| c.2)
+}
+
+/// The first field (dotted path) where two JSON values differ, with both values.
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    path: &str,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let field = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &field,
+                )
+            })
+        }
+        _ if a != b => Some((path.to_owned(), a.to_string(), b.to_string())),
+        _ => None,
+    }
 }
 
 fn write_log(log: &mut std::fs::File, out: &Path, value: &serde_json::Value) -> Result<()> {

@@ -93,3 +93,60 @@ fn a_bad_field_names_file_and_field() {
         .to_string();
     assert!(err.contains("beta"), "{err}");
 }
+
+#[test]
+fn nonsense_values_are_refused_by_name() {
+    let demo = std::fs::read_to_string(configs().join("rir-demo.toml")).unwrap();
+    let with = |section: &str, line: &str| {
+        // Replace the key if the demo sets it, else add it to its section.
+        let key = line.split('=').next().unwrap().trim();
+        let mut out = String::new();
+        let mut replaced = false;
+        for l in demo.lines() {
+            if l.trim_start().starts_with(&format!("{key} ")) || l.trim_start().starts_with(&format!("{key}=")) {
+                out.push_str(line);
+                replaced = true;
+            } else {
+                out.push_str(l);
+            }
+            out.push('\n');
+        }
+        if !replaced {
+            out = out.replace(&format!("[{section}]\n"), &format!("[{section}]\n{line}\n"));
+        }
+        TrainConfig::from_toml_str(&out, std::path::Path::new("c.toml"))
+            .err()
+            .map(|e| e.to_string())
+    };
+    for (section, line, field) in [
+        ("optim", "beta1 = 1.5", "optim.beta1"),
+        ("optim", "beta2 = -0.1", "optim.beta2"),
+        ("optim", "eps = -1e-8", "optim.eps"),
+        ("optim", "clip_norm = -1.0", "optim.clip_norm"),
+        ("optim", "weight_decay = -0.01", "optim.weight_decay"),
+        ("optim", "lr = nan", "optim.lr"),
+        ("optim", "warmup_steps = 9223372036854775807", "optim.warmup_steps"),
+        ("loss", "distill_ramp_epochs = -2.0", "loss.distill_ramp_epochs"),
+        ("loss", "alpha = inf", "loss.alpha"),
+        ("data", "bucket_batches = 0", "data.bucket_batches"),
+        ("model", "max_document_len = 0", "model.max_document_len"),
+        ("model", "max_query_len = 1", "model.max_query_len"),
+    ] {
+        let err = with(section, line).unwrap_or_else(|| panic!("`{line}` was accepted"));
+        assert!(
+            err.contains("c.toml") && err.contains(&format!("`{field}`")),
+            "`{line}`: {err}"
+        );
+    }
+    assert_eq!(with("optim", "clip_norm = 0.0"), None, "0 turns clipping off");
+}
+
+#[test]
+fn a_model_init_that_names_no_folder_is_refused_by_key() {
+    let text = std::fs::read_to_string(configs().join("rir-demo.toml"))
+        .unwrap()
+        .replace("init = \"minilm\"", "init = \"/no/such/model\"");
+    let c = TrainConfig::from_toml_str(&text, std::path::Path::new("c.toml")).unwrap();
+    let err = c.init_dir().unwrap_err().to_string();
+    assert!(err.contains("`model.init`") && err.contains("/no/such/model"), "{err}");
+}

@@ -244,6 +244,35 @@ fn stopping_and_resuming_equals_an_uninterrupted_run() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("configuration differs"), "{err}");
+    assert!(err.to_string().contains("`loss.alpha` was 1.0, now 0.5"), "{err}");
+
+    // Resuming on other data is refused — a smaller file used to spin forever, a same-sized one
+    // to mix the two runs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut first_cfg = config(2, 1e-3);
+    first_cfg.run.max_steps = Some(4);
+    Trainer::with_model(tiny_model(&tok, 3), first_cfg, dir.path())
+        .unwrap()
+        .train(&train, None, &mut |_| {})
+        .unwrap();
+    for other in [&train[..10], &train[1..]] {
+        let mut resumed = Trainer::resume(config(2, 1e-3), dir.path(), Device::Cpu).unwrap();
+        let err = resumed.train(other, None, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("trained on other data"), "{err}");
+    }
+    // A checkpoint from before the data was recorded still cannot loop forever.
+    let state = dir.path().join("checkpoint/train_state.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    json["state"].as_object_mut().unwrap().remove("data").unwrap();
+    std::fs::write(&state, json.to_string()).unwrap();
+    let mut resumed = Trainer::resume(config(2, 1e-3), dir.path(), Device::Cpu).unwrap();
+    assert_eq!((resumed.state().epoch, resumed.state().next_batch), (1, 1));
+    let err = resumed
+        .train(&train[..4], None, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is at batch 1 of epoch 1, which has 1 batches"), "{err}");
 }
 
 /// The claim `cargo xtask train-rir` prints, on a reduced run: `configs/rir-demo.toml` as
