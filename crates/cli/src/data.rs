@@ -32,9 +32,9 @@ pub enum Command {
         /// Output file.
         #[arg(long)]
         output: PathBuf,
-        /// Number of documents.
-        #[arg(long, default_value_t = 400)]
-        count: usize,
+        /// Number of documents (1 to 10,000,000).
+        #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        count: u32,
         /// Generator seed.
         #[arg(long, default_value_t = 13)]
         seed: u64,
@@ -126,7 +126,7 @@ pub fn run(cmd: &Command) -> Result<()> {
             seed,
         } => {
             let mut w = JsonlWriter::create(output)?;
-            for d in generate_corpus(*count, *seed) {
+            for d in generate_corpus(*count as usize, *seed) {
                 w.write(&d)?;
             }
             let n = w.finish()?;

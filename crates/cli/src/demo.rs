@@ -59,11 +59,11 @@ pub fn run(args: &Args) -> Result<()> {
     let k = args.top_k.clamp(1, CORPUS.len()) as i64;
     let (top_scores, top_ids) = scores.topk(k, 1, true, true);
     for (i, query) in queries.iter().enumerate() {
-        println!("\nquery: {query}");
+        outln!("\nquery: {query}")?;
         for j in 0..k {
             let doc = top_ids.int64_value(&[i as i64, j]) as usize;
             let score = top_scores.double_value(&[i as i64, j]);
-            println!("  {score:.3}  {}", CORPUS[doc]);
+            outln!("  {score:.3}  {}", CORPUS[doc])?;
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `gear embed`: stream stdin lines through the sentence encoder.
 
-use std::io::{BufRead, BufWriter, ErrorKind, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -34,7 +34,7 @@ pub fn run(args: &Args) -> Result<()> {
     let stdout = std::io::stdout().lock();
     let started = Instant::now();
     let count = match embed_stream(&encoder, stdin, BufWriter::new(stdout)) {
-        Err(e) if is_broken_pipe(&e) => return Ok(()),
+        Err(e) if crate::is_broken_pipe(&e) => return Ok(()),
         other => other?,
     };
     if args.stats {
@@ -88,14 +88,4 @@ pub fn embed_stream(
     }
     output.flush()?;
     Ok(total)
-}
-
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
-            || e.downcast_ref::<serde_json::Error>()
-                .and_then(|j| j.io_error_kind())
-                .is_some_and(|k| k == ErrorKind::BrokenPipe)
-    })
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use gear_data::{Document, DocumentReader};
 use gear_infer::{
-    build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
-    DocumentIndex, ModelSource,
+    build_index, explain, load_model, render_html, render_terminal, Backend, BuildOptions,
+    BuildOutcome, DocumentIndex, HnswConfig, ModelSource,
 };
 use gear_model::{parse_device, GenerationOptions, LocateOptions, Search, UnitAggregation};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,7 +99,7 @@ pub struct SearchArgs {
     #[arg(long)]
     index: PathBuf,
     /// Results.
-    #[arg(long, short, default_value_t = 10)]
+    #[arg(long, short, default_value_t = 10, value_parser = at_least_one)]
     k: usize,
     /// Override the model recorded in the index (must be the same files).
     #[arg(long)]
@@ -107,11 +107,33 @@ pub struct SearchArgs {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
-    /// `exact`, or `hnsw` (approximate; the graph is built when the index is opened).
-    #[arg(long, default_value = "exact")]
-    backend: String,
+    /// Search backend: exact, or HNSW (approximate; the graph is built when the index is
+    /// opened).
+    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
+    backend: SearchBackend,
+    /// HNSW candidate list size while searching (recall vs speed; `--backend hnsw` only).
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    ef_search: usize,
     /// The query.
     query: String,
+}
+
+/// `gear search --backend`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchBackend {
+    /// Exact matrix-product search.
+    Exact,
+    /// Approximate HNSW search.
+    Hnsw,
+}
+
+/// A count that must be at least 1 (`-k`, `--beams`).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Options of `gear locate`, `gear generate` and `gear explain`.
@@ -122,13 +144,13 @@ pub struct PairArgs {
     #[command(flatten)]
     doc: DocChoice,
     /// Sentences shown.
-    #[arg(long, short, default_value_t = 5)]
+    #[arg(long, short, default_value_t = 5, value_parser = at_least_one)]
     k: usize,
     /// Unit score: `sum` (attention mass) or `mean` (per token).
     #[arg(long, default_value = "sum")]
     aggregation: String,
     /// Beam width for generation (1: greedy).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     beams: usize,
     /// Write the explanation as a self-contained HTML page.
     #[arg(long)]
@@ -177,7 +199,20 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
-    let index = DocumentIndex::open(&args.index, tch::Device::Cpu)?;
+    if args.query.trim().is_empty() {
+        bail!("the query is empty");
+    }
+    if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
+        bail!("--ef-search applies to --backend hnsw only");
+    }
+    let backend = match args.backend {
+        SearchBackend::Exact => Backend::Exact,
+        SearchBackend::Hnsw => Backend::Hnsw(HnswConfig {
+            ef_search: args.ef_search.max(args.k),
+            ..HnswConfig::default()
+        }),
+    };
+    let index = DocumentIndex::open_with(&args.index, tch::Device::Cpu, backend)?;
     let dir = args
         .model
         .clone()
@@ -197,18 +232,18 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         .enumerate()
     {
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title})
-            );
+            )?;
         } else {
             let preview: String = doc.text.chars().take(100).collect();
-            println!(
+            outln!(
                 "{:>3}  {score:.4}  {}  {}  {preview}…",
                 rank + 1,
                 doc.id,
                 doc.title
-            );
+            )?;
         }
     }
     Ok(())
@@ -226,6 +261,9 @@ pub enum PairMode {
 }
 
 pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
+    if args.query.trim().is_empty() {
+        bail!("the query is empty");
+    }
     let device = parse_device(&args.model.device)?;
     let (model, _) = load_model(&args.model.source()?, device)?;
     let doc = args.doc.load()?;
@@ -265,19 +303,19 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        outln!("{}", serde_json::to_string_pretty(&e)?)?;
         return Ok(());
     }
     match mode {
         PairMode::Locate => {
             for s in e.sentences.iter().take(args.k) {
-                println!("{:.4}  [{}] {}", s.score, s.index, s.text);
+                outln!("{:.4}  [{}] {}", s.score, s.index, s.text)?;
             }
         }
-        PairMode::Generate => println!("{}", e.generated.unwrap_or_default()),
+        PairMode::Generate => outln!("{}", e.generated.unwrap_or_default())?,
         PairMode::Explain => {
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            print!("{}", render_terminal(&e, color));
+            out!("{}", render_terminal(&e, color))?;
         }
     }
     Ok(())
@@ -384,20 +422,22 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         report.local_seconds.insert("reranker".into(), seconds);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{} questions ({} with no answer-holding sentence), {} passages",
-        report.questions, report.unlocatable, report.passages
-    );
+        report.questions,
+        report.unlocatable,
+        report.passages
+    )?;
     for (method, m) in &report.methods {
         let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        println!("{method:>10}: {}", cells.join("  "));
+        outln!("{method:>10}: {}", cells.join("  "))?;
     }
     for (layer, m) in &report.layers {
         let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        println!("  layer {layer:>2}: {}", cells.join("  "));
+        outln!("  layer {layer:>2}: {}", cells.join("  "))?;
     }
     Ok(())
 }

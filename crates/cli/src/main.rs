@@ -4,6 +4,22 @@
 //! small built-in corpus). Run through `cargo xtask embed` / `cargo xtask train-rir` to get the
 //! managed libtorch on the library path.
 
+/// `println!` that returns the write's `io::Result` instead of panicking (on a closed pipe, say).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's `io::Result`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod data;
 mod demo;
 mod embed;
@@ -135,6 +151,7 @@ fn main() {
     tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -156,8 +173,25 @@ fn main() {
         Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
         Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),
     };
-    if let Err(err) = result {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    match result {
+        // The reader of our output has gone (`gear search … | head -1`): a normal end.
+        Err(err) if is_broken_pipe(&err) => {}
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(1);
+        }
+        Ok(()) => {}
     }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has closed it.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == ErrorKind::BrokenPipe)
+    })
 }

@@ -44,10 +44,10 @@ pub fn run(cmd: &Command) -> Result<()> {
         eprintln!("{unanswered} question(s) unanswered: they score 0");
     }
     // Python's `json.dumps` layout (", " and ": "), as the official script prints it.
-    println!(
+    outln!(
         "{{\"exact_match\": {}, \"f1\": {}}}",
         serde_json::to_string(&scores.exact_match)?,
         serde_json::to_string(&scores.f1)?
-    );
+    )?;
     Ok(())
 }

@@ -84,9 +84,13 @@ pub struct EvalArgs {
 
 /// Reads a whole triples file (errors name file, line and field).
 pub fn read_triples(path: &PathBuf) -> Result<Vec<Triple>> {
-    TripleReader::open(path)?
+    let triples = TripleReader::open(path)?
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading {}", path.display()))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if triples.is_empty() {
+        anyhow::bail!("{}: holds no triples", path.display());
+    }
+    Ok(triples)
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
@@ -261,9 +265,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     };
     let report = evaluate(&model, &triples, &options)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("{}", one_line(&report));
+        outln!("{}", one_line(&report))?;
     }
     Ok(())
 }

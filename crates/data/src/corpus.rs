@@ -592,7 +592,7 @@ pub fn generate_corpus(count: usize, seed: u64) -> Vec<Document> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let world = World::new(&mut rng);
     let mut titles = std::collections::HashSet::new();
-    let mut docs = Vec::with_capacity(count);
+    let mut docs = Vec::with_capacity(count.min(1 << 16));
     while docs.len() < count {
         let kind = docs.len() % 5;
         let title = match kind {

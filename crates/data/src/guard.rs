@@ -231,7 +231,10 @@ mod tests {
         let first = OutputLock::acquire(&out).unwrap();
         let err = OutputLock::acquire(&out).unwrap_err().to_string();
         assert!(err.contains("another process is writing it"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         assert!(!dir.path().join("index.lock").exists());
         OutputLock::acquire(&out).unwrap();

@@ -129,7 +129,10 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                             "answer_start is past the end of the context",
                         )
                     })?;
-                    let found: String = doc.text[at..].chars().take(ans.text.chars().count()).collect();
+                    let found: String = doc.text[at..]
+                        .chars()
+                        .take(ans.text.chars().count())
+                        .collect();
                     if found != ans.text {
                         return Err(bad_answer(
                             path,

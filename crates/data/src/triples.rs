@@ -283,13 +283,12 @@ impl<T: Record> Iterator for JsonlReader<T> {
                     path: self.path.clone(),
                     line: self.line,
                     field: "(line)".into(),
-                    message: format!(
-                        "invalid UTF-8 at byte {} of the line",
-                        e.valid_up_to() + 1
-                    ),
+                    message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
                 }),
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => Self::parse_line(&self.path, self.line, text.trim_end_matches(['\n', '\r'])),
+                Ok(text) => {
+                    Self::parse_line(&self.path, self.line, text.trim_end_matches(['\n', '\r']))
+                }
             };
             let parsed = parsed.and_then(|record| self.check_unique(record));
             match parsed {

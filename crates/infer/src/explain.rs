@@ -21,6 +21,22 @@ pub struct Explanation {
     pub tokens: Vec<AttendedSpan>,
     /// The decoder's text, when asked for.
     pub generated: Option<String>,
+    /// Set when the document is longer than the model reads (`max_document_len` tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
+}
+
+/// How much of a document the model did not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    /// Tokens of the whole document, special tokens included.
+    pub tokens: usize,
+    /// Tokens the model reads (`max_document_len`).
+    pub kept: usize,
+    /// Sentences that start past the cut: they cannot be located (they score 0).
+    pub unreachable_sentences: usize,
+    /// Sentences in all.
+    pub sentences: usize,
 }
 
 /// One ranked sentence.
@@ -55,6 +71,15 @@ pub fn explain(
     locate: &LocateOptions,
     generation: Option<&GenerationOptions>,
 ) -> Result<Explanation> {
+    if query.trim().is_empty() {
+        return Err(crate::Error::Input("the query is empty".into()));
+    }
+    if document.text.trim().is_empty() {
+        return Err(crate::Error::Input(format!(
+            "document `{}` is empty",
+            document.id
+        )));
+    }
     let max = model.config().max_query_len;
     if model.tokenizer().count_tokens(query)? > max {
         tracing::warn!(
@@ -63,6 +88,17 @@ pub fn explain(
         );
     }
     let units = split_sentences(&document.text);
+    let truncated = truncation(model, &document.text, &units)?;
+    if let Some(t) = &truncated {
+        tracing::warn!(
+            "the document has {} tokens and the model reads {}: {} of its {} sentences lie past \
+             the cut and cannot be located (split it into passages to search all of it)",
+            t.tokens,
+            t.kept,
+            t.unreachable_sentences,
+            t.sentences
+        );
+    }
     let ranking: LocalRanking = model.locate(query, &document.text, &units, locate)?;
     let text = &document.text;
     let sentences = ranking
@@ -94,7 +130,33 @@ pub fn explain(
         sentences,
         tokens,
         generated,
+        truncated,
     })
+}
+
+/// What truncation at `max_document_len` cuts off `text`, if anything.
+fn truncation(model: &GearModel, text: &str, units: &[Span]) -> Result<Option<Truncation>> {
+    let kept = model.config().max_document_len;
+    let tokens = model.tokenizer().count_tokens(text)?;
+    if tokens <= kept {
+        return Ok(None);
+    }
+    let batch = model
+        .tokenizer()
+        .with_max_len(kept)?
+        .encode_batch(&[text])?;
+    let cut = batch
+        .offsets(0)
+        .iter()
+        .map(|&(_, end)| end)
+        .max()
+        .unwrap_or(0);
+    Ok(Some(Truncation {
+        tokens,
+        kept,
+        unreachable_sentences: units.iter().filter(|u| u.start >= cut).count(),
+        sentences: units.len(),
+    }))
 }
 
 /// Cuts `text` at every boundary of the top sentence and of the attended tokens; each piece knows

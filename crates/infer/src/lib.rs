@@ -30,6 +30,7 @@ use std::path::PathBuf;
 pub use error::{Error, Result};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
+    Truncation,
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};

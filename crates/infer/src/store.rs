@@ -194,6 +194,8 @@ pub fn build_index(
     }
     let shard_path = |s: usize| partial.join(format!("shard-{s:06}.safetensors"));
     let mut built = 0usize;
+    let (mut truncated, mut embedded) = (0usize, 0usize);
+    let max_len = model.config().max_document_len;
     for s in 0..total {
         let path = shard_path(s);
         if path.exists() {
@@ -214,9 +216,16 @@ pub fn build_index(
         }
         if options.max_shards.is_some_and(|m| built >= m) {
             let done = (0..total).filter(|&i| shard_path(i).exists()).count();
+            warn_truncated(truncated, embedded, max_len);
             return Ok(BuildOutcome::Partial { done, total });
         }
         let docs = &corpus[s * shard_size..((s + 1) * shard_size).min(corpus.len())];
+        for d in docs {
+            if model.tokenizer().count_tokens(&d.text)? > max_len {
+                truncated += 1;
+            }
+        }
+        embedded += docs.len();
         let vectors = embed_sorted(model, docs, options.batch_size.max(1))?;
         gear_model::check_finite(&vectors, &path, "embeddings")
             .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
@@ -224,6 +233,7 @@ pub fn build_index(
         built += 1;
         progress(s + 1, total);
     }
+    warn_truncated(truncated, embedded, max_len);
 
     // All shards present: assemble the index in a temporary folder, then move it into place.
     let shards = (0..total)
@@ -265,6 +275,16 @@ pub fn build_index(
     std::fs::rename(&tmp, out).map_err(io(out))?;
     std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     Ok(BuildOutcome::Complete)
+}
+
+fn warn_truncated(truncated: usize, embedded: usize, max_len: usize) {
+    if truncated > 0 {
+        tracing::warn!(
+            "{truncated} of the {embedded} documents embedded in this run are longer than the \
+             model's {max_len} tokens: only their beginning is indexed (split long documents \
+             into passages to index all of their text)"
+        );
+    }
 }
 
 /// The embeddings of one finished shard.
@@ -477,6 +497,12 @@ impl DocumentIndex {
         queries: &[S],
         k: usize,
     ) -> Result<Vec<Vec<(&Document, f32)>>> {
+        if k == 0 {
+            return Err(Error::Input("k must be at least 1".into()));
+        }
+        if let Some(i) = queries.iter().position(|q| q.as_ref().trim().is_empty()) {
+            return Err(Error::Input(format!("query {} is empty", i + 1)));
+        }
         let q = model.embed_queries(queries)?;
         let hits: Vec<Vec<Hit>> = self.search.search(&q, k)?;
         Ok(hits

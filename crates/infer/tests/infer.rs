@@ -167,16 +167,33 @@ fn a_resume_is_the_same_build_and_a_damaged_shard_is_redone() {
     // Duplicate ids and empty texts never reach an index.
     let mut dup = docs.clone();
     dup[2].id = dup[0].id.clone();
-    let err = build_index(&model, &model_dir, &dup, &dir.path().join("d"), &full, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let err = build_index(
+        &model,
+        &model_dir,
+        &dup,
+        &dir.path().join("d"),
+        &full,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("documents 1 and 3 share the id"), "{err}");
     let mut empty = docs.clone();
     empty[4].text = " \n".into();
-    let err = build_index(&model, &model_dir, &empty, &dir.path().join("e"), &full, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("document 5") && err.contains("empty text"), "{err}");
+    let err = build_index(
+        &model,
+        &model_dir,
+        &empty,
+        &dir.path().join("e"),
+        &full,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("document 5") && err.contains("empty text"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,8 +203,15 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
     let fresh = |name: &str| {
         let idx = dir.path().join(name);
-        build_index(&model, &model_dir, &corpus(), &idx, &BuildOptions::default(), &mut |_, _| {})
-            .unwrap();
+        build_index(
+            &model,
+            &model_dir,
+            &corpus(),
+            &idx,
+            &BuildOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
         idx
     };
     let open_err = |idx: &Path| {
@@ -223,7 +247,10 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     let _ = vectors[0].1.get(3).get(0).fill_(f64::NAN);
     gear_model::save_tensors(vectors, idx.join("embeddings.safetensors")).unwrap();
     let err = open_err(&idx);
-    assert!(err.contains("1 non-finite value") && err.contains("embeddings"), "{err}");
+    assert!(
+        err.contains("1 non-finite value") && err.contains("embeddings"),
+        "{err}"
+    );
 }
 
 #[test]

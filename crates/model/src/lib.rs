@@ -41,8 +41,8 @@ pub use attention::{
     additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
 };
 pub use checkpoint::{
-    load_safetensors, load_safetensors_mapped, check_finite, read_tensors, save_safetensors, save_tensors,
-    LoadMode, LoadReport,
+    check_finite, load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors,
+    save_tensors, LoadMode, LoadReport,
 };
 pub use config::{Activation, BertConfig};
 pub use cross_encoder::{CrossEncoder, EncodedPairs};

@@ -275,7 +275,10 @@ impl TrainConfig {
                 return Err(format!("`{field}` must be a finite number, got {v}"));
             }
         }
-        for (field, v) in [("optim.beta1", o.adamw.beta1), ("optim.beta2", o.adamw.beta2)] {
+        for (field, v) in [
+            ("optim.beta1", o.adamw.beta1),
+            ("optim.beta2", o.adamw.beta2),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 return Err(format!("`{field}` must be in [0, 1), got {v}"));
             }

@@ -96,6 +96,9 @@ pub fn evaluate(
     triples: &[Triple],
     options: &EvalOptions,
 ) -> Result<EvalReport> {
+    if triples.is_empty() {
+        return Err(crate::Error::Train("no triples to evaluate".into()));
+    }
     let batch = options.batch_size.max(1);
     // Global: distinct documents of the file form the corpus.
     let mut doc_index: HashMap<&str, usize> = HashMap::new();

@@ -332,9 +332,10 @@ impl Trainer {
         if comparable(&saved.config) != comparable(&config) {
             let then = serde_json::to_value(comparable(&saved.config)).unwrap_or_default();
             let now = serde_json::to_value(comparable(&config)).unwrap_or_default();
-            let what = first_difference(&then, &now, "").map_or_else(String::new, |(field, a, b)| {
-                format!(": `{field}` was {a}, now {b}")
-            });
+            let what = first_difference(&then, &now, "")
+                .map_or_else(String::new, |(field, a, b)| {
+                    format!(": `{field}` was {a}, now {b}")
+                });
             return Err(bad(format!(
                 "the configuration differs from the one the checkpoint was trained with{what} \
                  (only [run] max_steps, eval_every, checkpoint_every and precision may change)"

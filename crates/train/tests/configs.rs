@@ -103,7 +103,9 @@ fn nonsense_values_are_refused_by_name() {
         let mut out = String::new();
         let mut replaced = false;
         for l in demo.lines() {
-            if l.trim_start().starts_with(&format!("{key} ")) || l.trim_start().starts_with(&format!("{key}=")) {
+            if l.trim_start().starts_with(&format!("{key} "))
+                || l.trim_start().starts_with(&format!("{key}="))
+            {
                 out.push_str(line);
                 replaced = true;
             } else {
@@ -125,8 +127,16 @@ fn nonsense_values_are_refused_by_name() {
         ("optim", "clip_norm = -1.0", "optim.clip_norm"),
         ("optim", "weight_decay = -0.01", "optim.weight_decay"),
         ("optim", "lr = nan", "optim.lr"),
-        ("optim", "warmup_steps = 9223372036854775807", "optim.warmup_steps"),
-        ("loss", "distill_ramp_epochs = -2.0", "loss.distill_ramp_epochs"),
+        (
+            "optim",
+            "warmup_steps = 9223372036854775807",
+            "optim.warmup_steps",
+        ),
+        (
+            "loss",
+            "distill_ramp_epochs = -2.0",
+            "loss.distill_ramp_epochs",
+        ),
         ("loss", "alpha = inf", "loss.alpha"),
         ("data", "bucket_batches = 0", "data.bucket_batches"),
         ("model", "max_document_len = 0", "model.max_document_len"),
@@ -138,7 +148,11 @@ fn nonsense_values_are_refused_by_name() {
             "`{line}`: {err}"
         );
     }
-    assert_eq!(with("optim", "clip_norm = 0.0"), None, "0 turns clipping off");
+    assert_eq!(
+        with("optim", "clip_norm = 0.0"),
+        None,
+        "0 turns clipping off"
+    );
 }
 
 #[test]
@@ -148,5 +162,8 @@ fn a_model_init_that_names_no_folder_is_refused_by_key() {
         .replace("init = \"minilm\"", "init = \"/no/such/model\"");
     let c = TrainConfig::from_toml_str(&text, std::path::Path::new("c.toml")).unwrap();
     let err = c.init_dir().unwrap_err().to_string();
-    assert!(err.contains("`model.init`") && err.contains("/no/such/model"), "{err}");
+    assert!(
+        err.contains("`model.init`") && err.contains("/no/such/model"),
+        "{err}"
+    );
 }

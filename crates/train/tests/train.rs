@@ -244,7 +244,10 @@ fn stopping_and_resuming_equals_an_uninterrupted_run() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("configuration differs"), "{err}");
-    assert!(err.to_string().contains("`loss.alpha` was 1.0, now 0.5"), "{err}");
+    assert!(
+        err.to_string().contains("`loss.alpha` was 1.0, now 0.5"),
+        "{err}"
+    );
 
     // Resuming on other data is refused — a smaller file used to spin forever, a same-sized one
     // to mix the two runs.
@@ -257,14 +260,21 @@ fn stopping_and_resuming_equals_an_uninterrupted_run() {
         .unwrap();
     for other in [&train[..10], &train[1..]] {
         let mut resumed = Trainer::resume(config(2, 1e-3), dir.path(), Device::Cpu).unwrap();
-        let err = resumed.train(other, None, &mut |_| {}).unwrap_err().to_string();
+        let err = resumed
+            .train(other, None, &mut |_| {})
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("trained on other data"), "{err}");
     }
     // A checkpoint from before the data was recorded still cannot loop forever.
     let state = dir.path().join("checkpoint/train_state.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    json["state"].as_object_mut().unwrap().remove("data").unwrap();
+    json["state"]
+        .as_object_mut()
+        .unwrap()
+        .remove("data")
+        .unwrap();
     std::fs::write(&state, json.to_string()).unwrap();
     let mut resumed = Trainer::resume(config(2, 1e-3), dir.path(), Device::Cpu).unwrap();
     assert_eq!((resumed.state().epoch, resumed.state().next_batch), (1, 1));
@@ -272,7 +282,10 @@ fn stopping_and_resuming_equals_an_uninterrupted_run() {
         .train(&train[..4], None, &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("is at batch 1 of epoch 1, which has 1 batches"), "{err}");
+    assert!(
+        err.contains("is at batch 1 of epoch 1, which has 1 batches"),
+        "{err}"
+    );
 }
 
 /// The claim `cargo xtask train-rir` prints, on a reduced run: `configs/rir-demo.toml` as
