@@ -467,3 +467,52 @@ fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
     );
     assert!(recall >= 0.95, "{recall}");
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 120,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// `index.json` with any one edit: opening never panics, and refuses with the index's
+        /// path in the message — or opens an index that still searches.
+        #[test]
+        fn generated_index_metadata(
+            cut in (0usize..400, 0usize..400),
+            insert in proptest::collection::vec(any::<u8>(), 0..6),
+        ) {
+            static INDEX: std::sync::OnceLock<(tempfile::TempDir, PathBuf, Vec<u8>)> =
+                std::sync::OnceLock::new();
+            let (_dir, idx, meta) = INDEX.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let ck = checkpoint(dir.path(), "m", 4);
+                let (model, model_dir) =
+                    load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
+                let idx = dir.path().join("idx");
+                build_index(&model, &model_dir, &corpus(), &idx, &BuildOptions::default(), &mut |_, _| {})
+                    .unwrap();
+                let meta = std::fs::read(idx.join("index.json")).unwrap();
+                (dir, idx, meta)
+            });
+            let mut bytes = meta.clone();
+            let (a, b) = (cut.0.min(bytes.len()), cut.1.min(bytes.len()));
+            bytes.drain(a.min(b)..a.max(b));
+            let at = a.min(bytes.len());
+            bytes.splice(at..at, insert);
+            std::fs::write(idx.join("index.json"), &bytes).unwrap();
+            match DocumentIndex::open(idx, Device::Cpu) {
+                Ok(index) => prop_assert_eq!(index.documents().len(), corpus().len()),
+                Err(e) => {
+                    let e = e.to_string();
+                    prop_assert!(e.contains(&idx.display().to_string()), "{}", e);
+                }
+            }
+        }
+    }
+}

@@ -201,10 +201,7 @@ impl TrainConfig {
     /// Reads and validates a TOML file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = gear_data::read_text(path)?;
         Self::from_toml_str(&text, path)
     }
 

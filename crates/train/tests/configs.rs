@@ -167,3 +167,85 @@ fn a_model_init_that_names_no_folder_is_refused_by_key() {
         "{err}"
     );
 }
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The demo config with one edit: a range cut, bytes inserted, or a value replaced.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let valid = std::fs::read_to_string(configs().join("rir-demo.toml")).unwrap();
+        let len = valid.len();
+        let (a, b, c) = (valid.clone(), valid.clone(), valid);
+        prop_oneof![
+            (0..len, 0..len).prop_map(move |(x, y)| {
+                let mut v = a.as_bytes().to_vec();
+                v.drain(x.min(y)..x.max(y));
+                v
+            }),
+            (0..len, proptest::collection::vec(any::<u8>(), 1..8)).prop_map(move |(at, bytes)| {
+                let mut v = b.as_bytes().to_vec();
+                v.splice(at..at, bytes);
+                v
+            }),
+            (
+                0..len,
+                prop::sample::select(vec![
+                    "-1",
+                    "0",
+                    "nan",
+                    "inf",
+                    "-inf",
+                    "1e308",
+                    "\"x\"",
+                    "[]",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "true",
+                ])
+            )
+                .prop_map(move |(at, value)| {
+                    // Replace the value of the first `key = value` line at or after `at`.
+                    let mut out = String::new();
+                    let mut done = false;
+                    let mut offset = 0;
+                    for line in c.lines() {
+                        match line.split_once(" = ") {
+                            Some((key, _)) if !done && offset >= at => {
+                                out.push_str(&format!("{key} = {value}"));
+                                done = true;
+                            }
+                            _ => out.push_str(line),
+                        }
+                        out.push('\n');
+                        offset += line.len() + 1;
+                    }
+                    out.into_bytes()
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Never a panic; a refusal names the file; an accepted config passes validation.
+        #[test]
+        fn generated_configs(bytes in mutated()) {
+            let Ok(text) = String::from_utf8(bytes) else {
+                return Ok(());
+            };
+            match TrainConfig::from_toml_str(&text, std::path::Path::new("c.toml")) {
+                Ok(c) => prop_assert!(c.validate().is_ok()),
+                Err(e) => {
+                    let e = e.to_string();
+                    prop_assert!(e.contains("c.toml"), "{}", e);
+                }
+            }
+        }
+    }
+}
