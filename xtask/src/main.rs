@@ -58,6 +58,9 @@ enum Command {
     ParityFixture,
     /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
     BenchEncode(bench_encode::Args),
+    /// The bad-input sweep: every `gear` command fed input a user can get wrong, closed pipes and
+    /// a second writer; prints the table of outcomes (also part of `cargo xtask test`).
+    Sweep,
     /// Print the environment variables other tools need to use the managed libtorch
     /// (`eval "$(cargo xtask env)"`).
     Env,
@@ -68,6 +71,18 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Setup => setup::ensure().map(|_| ()),
         Command::Test { args } => test::run(&args),
+        Command::Sweep => {
+            let env = setup::ensure()?;
+            cmd::status(cmd::cargo(&env).args([
+                "test",
+                "-p",
+                "gear-cli",
+                "--test",
+                "sweep",
+                "--",
+                "--nocapture",
+            ]))
+        }
         Command::Gear { args } => {
             let env = setup::ensure()?;
             let gear = cmd::build_gear(&env)?;

@@ -84,9 +84,8 @@ pub struct EvalArgs {
 
 /// Reads a whole triples file (errors name file, line and field).
 pub fn read_triples(path: &PathBuf) -> Result<Vec<Triple>> {
-    let triples = TripleReader::open(path)?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading {}", path.display()))?;
+    // (Errors name the file, the line and the field.)
+    let triples = TripleReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
     if triples.is_empty() {
         anyhow::bail!("{}: holds no triples", path.display());
     }

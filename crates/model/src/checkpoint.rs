@@ -148,11 +148,19 @@ pub fn check_finite(tensor: &Tensor, path: &Path, name: &str) -> Result<()> {
     if count == 0 {
         return Ok(());
     }
-    let first = bad
+    let flat = bad
         .to_kind(Kind::Int64)
         .flatten(0, -1)
         .argmax(0, false)
         .int64_value(&[]);
+    // The flat index as one index per dimension (row, column, …).
+    let mut first = Vec::new();
+    let mut rest = flat;
+    for &d in tensor.size().iter().rev() {
+        first.push(rest % d.max(1));
+        rest /= d.max(1);
+    }
+    first.reverse();
     Err(Error::NonFinite {
         path: path.to_owned(),
         name: name.to_owned(),

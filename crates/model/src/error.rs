@@ -62,7 +62,7 @@ pub enum Error {
         dtype: String,
     },
     /// A floating-point tensor holds NaN or infinite values.
-    #[error("{path}: tensor `{name}` holds {count} non-finite value(s) (NaN or infinity), the first at flat index {first}: the file is damaged or the run that wrote it diverged")]
+    #[error("{path}: tensor `{name}` holds {count} non-finite value(s) (NaN or infinity), the first at {first:?}: the file is damaged or the run that wrote it diverged")]
     NonFinite {
         /// The file.
         path: PathBuf,
@@ -70,8 +70,8 @@ pub enum Error {
         name: String,
         /// How many values are not finite.
         count: i64,
-        /// Flat index of the first.
-        first: i64,
+        /// Index of the first, one entry per dimension (`[row, column]` for a matrix).
+        first: Vec<i64>,
     },
     /// A safetensors file could not be parsed.
     #[error("{path}: not a valid safetensors file: {message}")]

@@ -1,0 +1,856 @@
+//! The bad-input sweep: every `gear` command that reads user files or text, fed input a user can
+//! get wrong, plus closed pipes and a second writer. Each case runs the real binary under a time
+//! limit and is classed as
+//!
+//! - **panic** — `panicked at` on stderr, or death by a signal (an abort);
+//! - **hang** — still running after the limit (killed);
+//! - **silent** — exit 0 where a refusal is due, or a wrong result;
+//! - **unclear** — refused, but without naming what is wrong (the file, line, field or option);
+//! - **ok** — otherwise.
+//!
+//! The table is printed (`cargo xtask sweep` shows it) and every class but `ok` must be empty.
+//! Uses the tiny BERT of tests/common, trained for one step into a GeAR checkpoint.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a case may run: far above any case's real time, far below a CI timeout.
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Panic,
+    Hang,
+    Silent,
+    Unclear,
+}
+
+/// What a case must do.
+enum Expect {
+    /// Exit non-zero with every needle on stderr.
+    Refused(Vec<String>),
+    /// Exit 0 and pass the check on (stdout, stderr).
+    Succeeds(Box<dyn Fn(&str, &str) -> bool>),
+    /// The reader closes stdout after the first line: exit 0, nothing on stderr about it.
+    ReaderLeavesEarly,
+}
+
+struct Case {
+    class: &'static str,
+    name: String,
+    args: Vec<String>,
+    expect: Expect,
+}
+
+fn refused(class: &'static str, name: &str, args: &[&str], needles: &[&str]) -> Case {
+    Case {
+        class,
+        name: name.into(),
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        expect: Expect::Refused(needles.iter().map(|s| (*s).to_owned()).collect()),
+    }
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gear"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to [`LIMIT`]; `None` when the child had to be killed.
+fn wait(mut child: Child) -> Option<(std::process::ExitStatus, String, String)> {
+    let stdout = child.stdout.take();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Some((status, out.join().unwrap(), err.join().unwrap()))
+}
+
+fn run(case: &Case) -> (Outcome, String) {
+    let result = match case.expect {
+        Expect::ReaderLeavesEarly => {
+            let mut child = spawn(&case.args);
+            let mut lines = BufReader::new(child.stdout.take().unwrap());
+            let mut first = String::new();
+            let _ = lines.read_line(&mut first);
+            drop(lines);
+            wait(child).map(|(s, _, e)| (s, first, e))
+        }
+        _ => wait(spawn(&case.args)),
+    };
+    let Some((status, stdout, stderr)) = result else {
+        return (Outcome::Hang, format!("killed after {LIMIT:?}"));
+    };
+    let first_line = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("error") || l.contains("WARN"))
+            .or_else(|| s.lines().next())
+            .unwrap_or("")
+            .chars()
+            .take(150)
+            .collect::<String>()
+    };
+    if stderr.contains("panicked at") || status.code().is_none() {
+        return (Outcome::Panic, format!("{status}: {}", first_line(&stderr)));
+    }
+    match &case.expect {
+        Expect::Refused(needles) => {
+            if status.success() {
+                (Outcome::Silent, "exit 0".into())
+            } else if needles.iter().all(|n| stderr.contains(n.as_str())) {
+                (Outcome::Ok, first_line(&stderr))
+            } else {
+                (
+                    Outcome::Unclear,
+                    format!("wanted {needles:?} in: {}", first_line(&stderr)),
+                )
+            }
+        }
+        Expect::Succeeds(check) => {
+            if status.success() && check(&stdout, &stderr) {
+                (Outcome::Ok, first_line(&stderr))
+            } else {
+                (
+                    Outcome::Silent,
+                    format!("{status}: {}", first_line(&stderr)),
+                )
+            }
+        }
+        Expect::ReaderLeavesEarly => {
+            if status.success() && stderr.trim().is_empty() && !stdout.is_empty() {
+                (Outcome::Ok, "exit 0 after the reader left".into())
+            } else {
+                (
+                    Outcome::Silent,
+                    format!("{status}: {}", first_line(&stderr)),
+                )
+            }
+        }
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn gear_ok(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gear"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gear {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_input_sweep() {
+    let common::Setup { dir, bert, train } = common::setup(false);
+    let d = dir.path();
+    let config = common::config(d, &bert, 4, "train.toml");
+    let run_dir = d.join("run");
+    gear_ok(&[
+        "train",
+        "--config",
+        &s(&config),
+        "--train",
+        &s(&train),
+        "--out",
+        &s(&run_dir),
+        "--max-steps",
+        "1",
+    ]);
+    let model = run_dir.join("checkpoint/model");
+    let m = s(&model);
+
+    // A corpus and its index.
+    let docs = gear_data::generate_corpus(8, 3);
+    let corpus_text: String = docs
+        .iter()
+        .map(|doc| serde_json::to_string(doc).unwrap() + "\n")
+        .collect();
+    let corpus = write(d, "corpus.jsonl", &corpus_text);
+    let index = d.join("index");
+    gear_ok(&[
+        "index",
+        "build",
+        "--corpus",
+        &s(&corpus),
+        "--out",
+        &s(&index),
+        "--model",
+        &m,
+    ]);
+    let idx = s(&index);
+    let query = docs[0]
+        .text
+        .split_whitespace()
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let doc_file = write(d, "doc.txt", &docs[1].text);
+
+    // Damaged copies of the index.
+    let copy_index = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let to = d.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["index.json", "documents.jsonl", "embeddings.safetensors"] {
+            std::fs::copy(index.join(f), to.join(f)).unwrap();
+        }
+        edit(&to);
+        s(&to)
+    };
+    let edit_meta = |from: &'static str, to: &'static str| {
+        move |p: &Path| {
+            let meta = std::fs::read_to_string(p.join("index.json")).unwrap();
+            assert!(meta.contains(from));
+            std::fs::write(p.join("index.json"), meta.replace(from, to)).unwrap();
+        }
+    };
+    let future = copy_index("future", &edit_meta("\"format\": 1", "\"format\": 2"));
+    let banana = copy_index("banana", &edit_meta("\"exact\"", "\"banana\""));
+    let reordered = copy_index("reordered", &|p: &Path| {
+        let text = std::fs::read_to_string(p.join("documents.jsonl")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.swap(2, 5);
+        std::fs::write(p.join("documents.jsonl"), lines.join("\n") + "\n").unwrap();
+    });
+    let nan = copy_index("nan", &|p: &Path| {
+        let t = gear_model::read_tensors(p.join("embeddings.safetensors")).unwrap();
+        let _ = t[0].1.get(4).get(7).fill_(f64::NAN);
+        gear_model::save_tensors(t, p.join("embeddings.safetensors")).unwrap();
+    });
+
+    // A model whose weights hold a NaN.
+    let nan_model = d.join("nan-model");
+    std::fs::create_dir_all(&nan_model).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), nan_model.join(entry.file_name())).unwrap();
+    }
+    let weights = nan_model.join("model.safetensors");
+    let mut tensors = gear_model::read_tensors(&weights).unwrap();
+    let (poisoned, t) = tensors
+        .iter_mut()
+        .find(|(n, t)| n.ends_with("query.weight") && t.dim() == 2)
+        .unwrap();
+    let _ = t.get(1).get(2).fill_(f64::NAN);
+    let poisoned = format!("tensor `{poisoned}`");
+    gear_model::save_tensors(tensors, &weights).unwrap();
+
+    // Bad data files.
+    let dup = write(
+        d,
+        "dup.jsonl",
+        format!(
+            "{corpus_text}{}\n",
+            serde_json::to_string(&docs[2]).unwrap()
+        ),
+    );
+    let blank_doc = write(
+        d,
+        "blank.jsonl",
+        format!("{corpus_text}{{\"id\":\"x\",\"title\":\"\",\"text\":\"   \"}}\n"),
+    );
+    let mut latin1 = corpus_text.clone().into_bytes();
+    latin1.extend_from_slice(b"{\"id\":\"y\",\"title\":\"\",\"text\":\"caf\xe9\"}\n");
+    let latin1 = write(d, "latin1.jsonl", latin1);
+    let empty = write(d, "empty.jsonl", "");
+    let empty_doc = write(d, "empty.txt", " \n");
+    let long_doc = write(
+        d,
+        "long.txt",
+        docs.iter()
+            .map(|x| x.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let squad = |name: &str, question: &str, start: usize| {
+        let json = serde_json::json!({"version": "1.1", "data": [{"title": "T", "paragraphs": [{
+            "context": "The river is long. It flows north.",
+            "qas": [{"id": "q1", "question": question,
+                     "answers": [{"text": "north", "answer_start": start}]}]}]}]});
+        s(&write(d, name, json.to_string()))
+    };
+    let squad_start = squad("start.json", "Which way?", 3);
+    let squad_question = squad("question.json", " ", 28);
+    let train_line = std::fs::read_to_string(&train).unwrap();
+    let first = train_line.lines().next().unwrap();
+    let empty_unit = first.replacen("\"end\":", "\"end_\":", 1);
+    let empty_unit = {
+        // Same start and end: an empty unit.
+        let v: serde_json::Value = serde_json::from_str(first).unwrap();
+        let start = v["units"][0]["start"].as_u64().unwrap();
+        let mut v2 = v.clone();
+        v2["units"][0]["end"] = start.into();
+        v2["units"][0]["text"] = "".into();
+        let _ = empty_unit;
+        write(d, "empty-unit.jsonl", v2.to_string() + "\n")
+    };
+    let small_train = write(
+        d,
+        "small.jsonl",
+        train_line.lines().take(2).collect::<Vec<_>>().join("\n") + "\n",
+    );
+
+    // Bad configs.
+    let base_config = std::fs::read_to_string(&config).unwrap();
+    let bad_config = |name: &str, from: &str, to: &str| {
+        assert!(base_config.contains(from), "{from}");
+        s(&write(d, name, base_config.replace(from, to)))
+    };
+    let cfg_beta = bad_config("beta.toml", "beta1 = 0.9", "beta1 = 1.5");
+    let cfg_eps = bad_config("eps.toml", "eps = 1e-8", "eps = -1e-8");
+    let cfg_clip = bad_config("clip.toml", "clip_norm = 1.0", "clip_norm = -1.0");
+    let cfg_wd = bad_config("wd.toml", "weight_decay = 0.05", "weight_decay = -0.05");
+    let cfg_ramp = bad_config(
+        "ramp.toml",
+        "distill_ramp_epochs = 1.0",
+        "distill_ramp_epochs = -1.0",
+    );
+    let cfg_bucket = bad_config("bucket.toml", "bucket_batches = 2", "bucket_batches = 0");
+    let cfg_warm = bad_config(
+        "warm.toml",
+        "warmup_steps = 2",
+        "warmup_steps = 9223372036854775807",
+    );
+    let cfg_len = bad_config("len.toml", "max_document_len = 256", "max_document_len = 0");
+    let cfg_init = bad_config(
+        "init.toml",
+        &format!("init = \"{}\"", bert.display()),
+        "init = \"/no/such/model\"",
+    );
+    let cfg_lr = bad_config("lr.toml", "lr = 1e-3", "lr = 2e-3");
+    let mut cfg_utf8 = base_config.clone().into_bytes();
+    cfg_utf8.extend_from_slice(b"# caf\xe9\n");
+    let cfg_utf8 = s(&write(d, "utf8.toml", cfg_utf8));
+
+    let tr = |cfg: &str, data: &Path, out: &Path, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--config",
+            cfg,
+            "--train",
+            &s(data),
+            "--out",
+            &s(out),
+        ]
+        .iter()
+        .map(|x| (*x).to_owned())
+        .collect();
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let c = s(&config);
+    let fresh = |n: &str| d.join(n);
+
+    let mut cases: Vec<Case> = vec![
+        // Panics, aborts and hangs.
+        Case {
+            class: "closed pipe",
+            name: "search | head -1".into(),
+            args: vec![
+                "search".into(),
+                "--index".into(),
+                idx.clone(),
+                "-k".into(),
+                "8".into(),
+                query.clone(),
+            ],
+            expect: Expect::ReaderLeavesEarly,
+        },
+        Case {
+            class: "closed pipe",
+            name: "locate --json | head -1".into(),
+            args: vec![
+                "locate".into(),
+                "--model".into(),
+                m.clone(),
+                "--doc".into(),
+                s(&doc_file),
+                "--json".into(),
+                query.clone(),
+            ],
+            expect: Expect::ReaderLeavesEarly,
+        },
+        refused(
+            "size bound",
+            "data corpus --count 2^64-1",
+            &[
+                "data",
+                "corpus",
+                "--output",
+                &s(&d.join("c1.jsonl")),
+                "--count",
+                "18446744073709551615",
+            ],
+            &["--count"],
+        ),
+        refused(
+            "size bound",
+            "data corpus --count 10^12",
+            &[
+                "data",
+                "corpus",
+                "--output",
+                &s(&d.join("c2.jsonl")),
+                "--count",
+                "1000000000000",
+            ],
+            &["--count"],
+        ),
+        Case {
+            class: "resume identity",
+            name: "train --resume on a smaller file".into(),
+            args: tr(&c, &small_train, &run_dir, true),
+            expect: Expect::Refused(vec!["other data".into()]),
+        },
+        // Resume and concurrency.
+        Case {
+            class: "resume identity",
+            name: "train --resume with another lr".into(),
+            args: tr(&cfg_lr, &train, &run_dir, true),
+            expect: Expect::Refused(vec!["`optim.lr` was 0.001, now 0.002".into()]),
+        },
+        // Data that cannot be right.
+        refused(
+            "bad data",
+            "squad: answer_start misses the answer",
+            &[
+                "data",
+                "squad",
+                "--input",
+                &squad_start,
+                "--output",
+                &s(&d.join("sq1.jsonl")),
+            ],
+            &["start.json", "answers[0].answer_start", "not at the answer"],
+        ),
+        refused(
+            "bad data",
+            "squad: empty question",
+            &[
+                "data",
+                "squad",
+                "--input",
+                &squad_question,
+                "--output",
+                &s(&d.join("sq2.jsonl")),
+            ],
+            &["question.json", "qas[0].question", "is empty"],
+        ),
+        refused(
+            "bad data",
+            "index build: duplicate id",
+            &[
+                "index",
+                "build",
+                "--corpus",
+                &s(&dup),
+                "--out",
+                &s(&fresh("i-dup")),
+                "--model",
+                &m,
+            ],
+            &["dup.jsonl:9", "`id`", "repeats line 3"],
+        ),
+        refused(
+            "bad data",
+            "index build: blank document",
+            &[
+                "index",
+                "build",
+                "--corpus",
+                &s(&blank_doc),
+                "--out",
+                &s(&fresh("i-blank")),
+                "--model",
+                &m,
+            ],
+            &["blank.jsonl:9", "`text`", "is empty"],
+        ),
+        refused(
+            "bad data",
+            "search: NaN embedding row",
+            &["search", "--index", &nan, &query],
+            &["embeddings", "non-finite", "the first at [4, 7]"],
+        ),
+        refused(
+            "bad data",
+            "locate with NaN model weights",
+            &[
+                "locate",
+                "--model",
+                &s(&nan_model),
+                "--doc",
+                &s(&doc_file),
+                &query,
+            ],
+            &["model.safetensors", &poisoned, "[1, 2]"],
+        ),
+        refused(
+            "bad data",
+            "search: unknown format version",
+            &["search", "--index", &future, &query],
+            &["index.json", "format 2"],
+        ),
+        refused(
+            "bad data",
+            "search: unknown backend",
+            &["search", "--index", &banana, &query],
+            &["unknown backend `banana`"],
+        ),
+        refused(
+            "bad data",
+            "search: documents.jsonl reordered",
+            &["search", "--index", &reordered, &query],
+            &["documents.jsonl changed"],
+        ),
+        // Empty work.
+        refused(
+            "empty work",
+            "eval triples on an empty file",
+            &["eval", "triples", "--data", &s(&empty), "--model", &m],
+            &["empty.jsonl", "no triples"],
+        ),
+        refused(
+            "empty work",
+            "search with an empty query",
+            &["search", "--index", &idx, ""],
+            &["query is empty"],
+        ),
+        refused(
+            "empty work",
+            "search with a blank query",
+            &["search", "--index", &idx, "  \t "],
+            &["query is empty"],
+        ),
+        refused(
+            "empty work",
+            "search -k 0",
+            &["search", "--index", &idx, "-k", "0", &query],
+            &["-k", "at least 1"],
+        ),
+        refused(
+            "empty work",
+            "locate with an empty query",
+            &["locate", "--model", &m, "--doc", &s(&doc_file), " "],
+            &["query is empty"],
+        ),
+        refused(
+            "empty work",
+            "locate in an empty document",
+            &["locate", "--model", &m, "--doc", &s(&empty_doc), &query],
+            &["empty.txt", "is empty"],
+        ),
+        refused(
+            "empty work",
+            "generate --beams 0",
+            &[
+                "generate",
+                "--model",
+                &m,
+                "--doc",
+                &s(&doc_file),
+                "--beams",
+                "0",
+                &query,
+            ],
+            &["--beams", "at least 1"],
+        ),
+        // Truncation.
+        Case {
+            class: "truncation",
+            name: "locate in a document past max_document_len".into(),
+            args: vec![
+                "locate".into(),
+                "--model".into(),
+                m.clone(),
+                "--doc".into(),
+                s(&long_doc),
+                query.clone(),
+            ],
+            expect: Expect::Succeeds(Box::new(|_, err| {
+                err.contains("cannot be located")
+                    && err.contains("sentences")
+                    && !err.contains('\x1b')
+            })),
+        },
+        // Nonsense configuration.
+        refused(
+            "config",
+            "beta1 = 1.5",
+            &[
+                "train",
+                "--config",
+                &cfg_beta,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t1")),
+            ],
+            &["beta.toml", "`optim.beta1`"],
+        ),
+        refused(
+            "config",
+            "eps < 0",
+            &[
+                "train",
+                "--config",
+                &cfg_eps,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t2")),
+            ],
+            &["eps.toml", "`optim.eps`"],
+        ),
+        refused(
+            "config",
+            "clip_norm < 0",
+            &[
+                "train",
+                "--config",
+                &cfg_clip,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t3")),
+            ],
+            &["clip.toml", "`optim.clip_norm`"],
+        ),
+        refused(
+            "config",
+            "weight_decay < 0",
+            &[
+                "train",
+                "--config",
+                &cfg_wd,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t4")),
+            ],
+            &["wd.toml", "`optim.weight_decay`"],
+        ),
+        refused(
+            "config",
+            "distill_ramp_epochs < 0",
+            &[
+                "train",
+                "--config",
+                &cfg_ramp,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t5")),
+            ],
+            &["ramp.toml", "`loss.distill_ramp_epochs`"],
+        ),
+        refused(
+            "config",
+            "bucket_batches = 0",
+            &[
+                "train",
+                "--config",
+                &cfg_bucket,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t6")),
+            ],
+            &["bucket.toml", "`data.bucket_batches`"],
+        ),
+        refused(
+            "config",
+            "warmup_steps = i64::MAX",
+            &[
+                "train",
+                "--config",
+                &cfg_warm,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t7")),
+            ],
+            &["warm.toml", "`optim.warmup_steps`"],
+        ),
+        refused(
+            "config",
+            "max_document_len = 0",
+            &[
+                "train",
+                "--config",
+                &cfg_len,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t8")),
+            ],
+            &["len.toml", "`model.max_document_len`"],
+        ),
+        refused(
+            "config",
+            "model.init names no folder",
+            &[
+                "train",
+                "--config",
+                &cfg_init,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t9")),
+            ],
+            &["`model.init`", "/no/such/model"],
+        ),
+        refused(
+            "options",
+            "search --backend banana",
+            &["search", "--index", &idx, "--backend", "banana", &query],
+            &["--backend", "possible values"],
+        ),
+        // Unclear errors.
+        refused(
+            "clear errors",
+            "invalid UTF-8 in a corpus",
+            &[
+                "index",
+                "build",
+                "--corpus",
+                &s(&latin1),
+                "--out",
+                &s(&fresh("i-utf8")),
+                "--model",
+                &m,
+            ],
+            &["latin1.jsonl:9", "invalid UTF-8"],
+        ),
+        refused(
+            "clear errors",
+            "invalid UTF-8 in a config",
+            &[
+                "train",
+                "--config",
+                &cfg_utf8,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t10")),
+            ],
+            &["utf8.toml:", "invalid UTF-8"],
+        ),
+        refused(
+            "clear errors",
+            "an empty unit",
+            &["eval", "triples", "--data", &s(&empty_unit), "--model", &m],
+            &["empty-unit.jsonl:1", "`units[0]`", "is empty"],
+        ),
+        Case {
+            class: "options",
+            name: "search --backend hnsw".into(),
+            args: vec![
+                "search".into(),
+                "--index".into(),
+                idx.clone(),
+                "--backend".into(),
+                "hnsw".into(),
+                "-k".into(),
+                "3".into(),
+                "--json".into(),
+                query.clone(),
+            ],
+            expect: Expect::Succeeds(Box::new(|out, _| out.lines().count() == 3)),
+        },
+    ];
+
+    // A second writer while the first holds the output.
+    let held_out = fresh("i-held");
+    let held = gear_data::OutputLock::acquire(&held_out).unwrap();
+    cases.push(refused(
+        "concurrency",
+        "index build while another build writes the output",
+        &[
+            "index",
+            "build",
+            "--corpus",
+            &s(&corpus),
+            "--out",
+            &s(&held_out),
+            "--model",
+            &m,
+        ],
+        &[
+            "another process is writing it",
+            &format!("pid {}", std::process::id()),
+        ],
+    ));
+
+    let mut table = String::from("| class | case | outcome | message |\n|---|---|---|---|\n");
+    let mut bad = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for case in &cases {
+        let (outcome, message) = run(case);
+        *counts.entry(format!("{outcome:?}")).or_insert(0) += 1;
+        table.push_str(&format!(
+            "| {} | {} | {outcome:?} | {} |\n",
+            case.class,
+            case.name.replace('|', "\\|"),
+            message.replace('|', "\\|")
+        ));
+        if outcome != Outcome::Ok {
+            bad.push(format!("{} — {outcome:?}: {message}", case.name));
+        }
+    }
+    drop(held);
+    // The refused build left nothing behind.
+    assert!(
+        !held_out.exists() && !d.join("c1.jsonl.tmp").exists() && !d.join("c2.jsonl.tmp").exists()
+    );
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{table}\n{} cases: {counts:?}", cases.len()).unwrap();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
