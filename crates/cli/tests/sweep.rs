@@ -32,12 +32,15 @@ enum Outcome {
     Unclear,
 }
 
+/// A check of a successful run's (stdout, stderr).
+type OutputCheck = Box<dyn Fn(&str, &str) -> bool>;
+
 /// What a case must do.
 enum Expect {
     /// Exit non-zero with every needle on stderr.
     Refused(Vec<String>),
     /// Exit 0 and pass the check on (stdout, stderr).
-    Succeeds(Box<dyn Fn(&str, &str) -> bool>),
+    Succeeds(OutputCheck),
     /// The reader closes stdout after the first line: exit 0, nothing on stderr about it.
     ReaderLeavesEarly,
 }

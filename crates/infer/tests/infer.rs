@@ -243,7 +243,7 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     assert!(open_err(&idx).contains("changed since the index was built"));
 
     let idx = fresh("nan");
-    let mut vectors = gear_model::read_tensors(idx.join("embeddings.safetensors")).unwrap();
+    let vectors = gear_model::read_tensors(idx.join("embeddings.safetensors")).unwrap();
     let _ = vectors[0].1.get(3).get(0).fill_(f64::NAN);
     gear_model::save_tensors(vectors, idx.join("embeddings.safetensors")).unwrap();
     let err = open_err(&idx);

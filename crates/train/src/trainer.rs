@@ -600,7 +600,10 @@ impl Trainer {
                 self.state.next_batch += 1;
                 self.state.examples += indices.len() as u64;
 
-                let boundary = self.state.micro_step % c.optim.accumulation as u64 == 0
+                let boundary = self
+                    .state
+                    .micro_step
+                    .is_multiple_of(c.optim.accumulation as u64)
                     || self.state.next_batch == plan.len();
                 if !boundary {
                     continue;
@@ -643,7 +646,8 @@ impl Trainer {
                 examples_in_step = 0;
 
                 let epoch_done = self.state.next_batch == 0;
-                let eval_now = (c.run.eval_every > 0 && self.state.step % c.run.eval_every == 0)
+                let eval_now = (c.run.eval_every > 0
+                    && self.state.step.is_multiple_of(c.run.eval_every))
                     || (c.run.eval_every == 0 && epoch_done);
                 if let (true, Some(dev), Some(log)) = (eval_now, dev, log.as_mut()) {
                     let report = evaluate(&self.model, dev, &eval_options)?;
@@ -660,7 +664,7 @@ impl Trainer {
                 }
                 if main
                     && c.run.checkpoint_every > 0
-                    && self.state.step % c.run.checkpoint_every == 0
+                    && self.state.step.is_multiple_of(c.run.checkpoint_every)
                 {
                     let p = self.save_checkpoint()?;
                     events(Event::Checkpoint {
