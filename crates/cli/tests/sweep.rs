@@ -832,6 +832,23 @@ fn bad_input_sweep() {
         ],
     ));
 
+    let held_run = gear_data::OutputLock::acquire(&run_dir).unwrap();
+    cases.push(Case {
+        class: "concurrency",
+        name: "train while another run writes the output folder".into(),
+        args: tr(&c, &train, &run_dir, true),
+        expect: Expect::Refused(vec!["another process is writing it".into()]),
+    });
+    let squad_out = fresh("held.jsonl");
+    let held_squad = gear_data::OutputLock::acquire(&squad_out).unwrap();
+    let good_squad = squad("good.json", "Which way?", 28);
+    cases.push(refused(
+        "concurrency",
+        "data squad into a file another process writes",
+        &["data", "squad", "--input", &good_squad, "--output", &s(&squad_out)],
+        &["held.jsonl", "another process is writing it"],
+    ));
+
     let mut table = String::from("| class | case | outcome | message |\n|---|---|---|---|\n");
     let mut bad = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
@@ -848,7 +865,7 @@ fn bad_input_sweep() {
             bad.push(format!("{} — {outcome:?}: {message}", case.name));
         }
     }
-    drop(held);
+    drop((held, held_run, held_squad));
     // The refused build left nothing behind.
     assert!(
         !held_out.exists() && !d.join("c1.jsonl.tmp").exists() && !d.join("c2.jsonl.tmp").exists()

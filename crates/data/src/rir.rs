@@ -737,7 +737,8 @@ fn finish(partial: &Path, output: &Path, stats: &mut RirStats) -> Result<()> {
         source,
     };
     let file = File::open(partial).map_err(io)?;
-    let mut writer = JsonlWriter::create(output)?;
+    // (The run holds the output's lock.)
+    let mut writer = JsonlWriter::create_unlocked(output)?;
     for line in BufReader::new(file).lines().skip(1) {
         let rec: DocRecord = serde_json::from_str(&line.map_err(io)?).map_err(|e| io(e.into()))?;
         for t in &rec.triples {

@@ -318,17 +318,29 @@ impl<T: Record> JsonlReader<T> {
 }
 
 /// Writes JSON lines atomically: to `path.tmp` first, renamed to `path` by
-/// [`JsonlWriter::finish`]. Dropping the writer without finishing leaves `path` untouched.
+/// [`JsonlWriter::finish`]. Dropping the writer without finishing leaves `path` untouched. While
+/// it writes, the writer holds `path`'s [`OutputLock`](crate::OutputLock): a second writer of the
+/// same file fails at once instead of interleaving.
 pub struct JsonlWriter {
     path: PathBuf,
     tmp: PathBuf,
     out: BufWriter<File>,
     count: usize,
+    _lock: Option<crate::OutputLock>,
 }
 
 impl JsonlWriter {
-    /// Starts writing `path`.
+    /// Starts writing `path`, locking it.
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let lock = crate::OutputLock::acquire(path.as_ref())?;
+        let mut writer = Self::create_unlocked(path)?;
+        writer._lock = Some(lock);
+        Ok(writer)
+    }
+
+    /// Starts writing `path` without taking its lock: for callers that hold a lock covering it
+    /// already (a job's output lock, a private temporary folder).
+    pub fn create_unlocked(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
@@ -342,6 +354,7 @@ impl JsonlWriter {
             tmp,
             out: BufWriter::new(file),
             count: 0,
+            _lock: None,
         })
     }
 

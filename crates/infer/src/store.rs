@@ -252,7 +252,8 @@ pub fn build_index(
         vec![("embeddings".into(), embeddings)],
         tmp.join(EMBEDDINGS),
     )?;
-    let mut w = JsonlWriter::create(tmp.join(DOCUMENTS))?;
+    // (Inside the build's private temporary folder, under the index lock.)
+    let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
     for d in corpus {
         w.write(d)?;
     }

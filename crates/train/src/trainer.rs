@@ -497,6 +497,12 @@ impl Trainer {
         let lengths = tok.document_lengths(train)?;
         let (rank, world) = self.rank();
         let main = rank == 0;
+        // One run at a time writes `out` (rank 0 writes for all ranks).
+        let _lock = if main {
+            Some(gear_data::OutputLock::acquire(&self.out)?)
+        } else {
+            None
+        };
         let mut batching = c.batching();
         batching.batch_size *= world;
         if lengths.len() < world {
