@@ -845,7 +845,14 @@ fn bad_input_sweep() {
     cases.push(refused(
         "concurrency",
         "data squad into a file another process writes",
-        &["data", "squad", "--input", &good_squad, "--output", &s(&squad_out)],
+        &[
+            "data",
+            "squad",
+            "--input",
+            &good_squad,
+            "--output",
+            &s(&squad_out),
+        ],
         &["held.jsonl", "another process is writing it"],
     ));
 
