@@ -97,9 +97,9 @@ pub struct SynthArgs {
     /// Model name for `--rewriter openai`.
     #[arg(long)]
     llm_model: Option<String>,
-    /// Requests in flight for `--rewriter openai`.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    /// Requests in flight for `--rewriter openai` (1 to 256).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
     /// Relevance threshold (query–document cosine under the pretrained encoder); `0` keeps all.
     #[arg(long, default_value_t = 0.5)]
     min_similarity: f32,
@@ -249,7 +249,7 @@ fn synth(args: &SynthArgs) -> Result<()> {
         min_similarity: (args.min_similarity > 0.0).then_some(args.min_similarity),
         seed: args.seed,
         concurrency: if args.rewriter == RewriterKind::Openai {
-            args.concurrency.max(1)
+            usize::from(args.concurrency)
         } else {
             1
         },

@@ -49,7 +49,7 @@ pub enum IndexCommand {
         #[command(flatten)]
         model: ModelChoice,
         /// Documents per forward pass.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         batch_size: usize,
     },
 }
@@ -128,7 +128,7 @@ pub enum SearchBackend {
 }
 
 /// A count that must be at least 1 (`-k`, `--beams`).
-fn at_least_one(s: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),

@@ -95,7 +95,7 @@ pub struct ModelArgs {
     #[arg(long)]
     max_len: Option<usize>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = infer::at_least_one)]
     batch_size: usize,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]

@@ -61,7 +61,7 @@ impl SentenceEncoder {
             Some(n) => n,
             None => default_max_len(dir)?.unwrap_or(config.max_position_embeddings as usize),
         };
-        if max_len as i64 > config.max_position_embeddings {
+        if i64::try_from(max_len).map_or(true, |m| m > config.max_position_embeddings) {
             return Err(Error::Input(format!(
                 "max length {max_len} exceeds the model's {} positions",
                 config.max_position_embeddings
