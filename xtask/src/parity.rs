@@ -18,6 +18,8 @@ pub fn run(env: &Env) -> Result<()> {
             .arg("--texts")
             .arg(fixtures.join("parity_texts.json"))
             .arg("--out")
-            .arg(fixtures.join("minilm_parity.json")),
+            .arg(fixtures.join("minilm_parity.json"))
+            .arg("--pooling-out")
+            .arg(fixtures.join("pooling_parity.json")),
     )
 }

@@ -588,6 +588,18 @@ fn rewrite_all(
         .collect()
 }
 
+/// Cosine similarity (0 for a zero vector), whatever the embedder's normalisation.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let denominator = norm(a) * norm(b);
+    if denominator > 0.0 {
+        dot / denominator
+    } else {
+        0.0
+    }
+}
+
 fn filter_by_similarity(
     pending: &mut [(&Document, Vec<Triple>, RirStats)],
     embedder: &dyn Embedder,
@@ -626,7 +638,7 @@ fn filter_by_similarity(
         let before = triples.len();
         let mut keep = Vec::with_capacity(before);
         for t in triples.drain(..) {
-            let cos: f32 = q[qi].iter().zip(doc).map(|(a, b)| a * b).sum();
+            let cos = cosine(&q[qi], doc);
             qi += 1;
             if cos >= threshold {
                 keep.push(t);

@@ -2,8 +2,9 @@
 //!
 //! Today: a BERT encoder whose VarStore paths are exactly a Hugging Face `BertModel`
 //! checkpoint's keys (`embeddings.word_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`,
-//! …), strict safetensors loading, and [`SentenceEncoder`], which reproduces sentence-transformers'
-//! all-MiniLM-L6-v2 embeddings (mean pooling + L2 normalisation) to within 1e-4.
+//! …), strict safetensors loading, and [`SentenceEncoder`], which reads a sentence-transformers
+//! folder's pipeline ([`SentenceLayout`]: `modules.json`, the pooling mode, `Normalize`,
+//! `sentence_bert_config.json`) and reproduces sentence-transformers' embeddings to within 1e-4.
 //!
 //! ```no_run
 //! use gear_model::{pretrained, EncoderOptions, SentenceEncoder};
@@ -36,6 +37,7 @@ mod local;
 mod pooling;
 pub mod pretrained;
 mod sentence;
+mod st_folder;
 
 pub use attention::{
     additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
@@ -62,5 +64,6 @@ pub use layer::{BertLayer, CrossInput, LayerOutput};
 pub use local::{
     rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
 };
-pub use pooling::{l2_normalize, mean_pool};
+pub use pooling::{l2_normalize, mean_pool, pool};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};
+pub use st_folder::{Pooling, SentenceLayout};

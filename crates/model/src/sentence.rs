@@ -1,5 +1,6 @@
-//! A sentence-embedding model as sentence-transformers runs all-MiniLM-L6-v2: tokenizer, BERT,
-//! mean pooling, L2 normalisation — loaded from a Hugging Face model folder.
+//! A sentence-embedding model as sentence-transformers runs it: tokenizer, BERT, the folder's
+//! pooling (see [`SentenceLayout`]: CLS, mean, max, mean/√len or last token) and, when the folder
+//! says so, L2 normalisation — loaded from a sentence-transformers or Hugging Face model folder.
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +8,8 @@ use gear_data::Tokenizer;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint::{load_safetensors, required_file, LoadMode, LoadReport};
-use crate::pooling::{l2_normalize, mean_pool};
-use crate::{Bert, BertConfig, Error, Result};
+use crate::pooling::{l2_normalize, pool};
+use crate::{Bert, BertConfig, Error, Result, SentenceLayout};
 
 /// Options for [`SentenceEncoder::load`].
 #[derive(Debug, Clone)]
@@ -44,14 +45,18 @@ pub struct SentenceEncoder {
     batch_size: usize,
     dir: PathBuf,
     report: LoadReport,
+    layout: SentenceLayout,
 }
 
 impl SentenceEncoder {
     /// Loads `dir/config.json`, `dir/model.safetensors` (strictly) and `dir/tokenizer.json`.
     pub fn load(dir: impl AsRef<Path>, opts: &EncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let file = |name: &'static str| required_file(dir, name);
+        let layout = SentenceLayout::read(dir)?;
+        let model_dir = layout.transformer_dir.clone();
+        let file = |name: &'static str| required_file(&model_dir, name);
         let config = BertConfig::from_json_file(file("config.json")?)?;
+        SentenceLayout::check_width(dir, config.hidden_size)?;
         let weights = file("model.safetensors")?;
         let tokenizer_path = file("tokenizer.json")?;
         if opts.batch_size == 0 {
@@ -59,7 +64,9 @@ impl SentenceEncoder {
         }
         let max_len = match opts.max_len {
             Some(n) => n,
-            None => default_max_len(dir)?.unwrap_or(config.max_position_embeddings as usize),
+            None => layout
+                .max_seq_length
+                .unwrap_or(config.max_position_embeddings as usize),
         };
         if i64::try_from(max_len).map_or(true, |m| m > config.max_position_embeddings) {
             return Err(Error::Input(format!(
@@ -90,6 +97,7 @@ impl SentenceEncoder {
             batch_size: opts.batch_size,
             dir: dir.to_owned(),
             report,
+            layout,
         })
     }
 
@@ -113,12 +121,18 @@ impl SentenceEncoder {
         &self.report
     }
 
+    /// The folder's pooling, normalisation and text settings.
+    pub fn layout(&self) -> &SentenceLayout {
+        &self.layout
+    }
+
     /// Embedding width.
     pub fn dim(&self) -> i64 {
         self.bert.config().hidden_size
     }
 
-    /// Embeds `texts` → unit-norm `[n, dim]` float tensor on the CPU, rows in input order.
+    /// Embeds `texts` → `[n, dim]` float tensor on the CPU, rows in input order (unit rows when
+    /// the folder normalises, as all-MiniLM-L6-v2 does).
     ///
     /// Texts are grouped into batches of similar length (longest first, as sentence-transformers
     /// does) so little compute is spent on padding.
@@ -132,7 +146,12 @@ impl SentenceEncoder {
 
     /// Embeds `texts` as one padded batch → `[n, dim]` on the CPU.
     pub fn embed_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
-        let batch = self.tokenizer.encode_batch(texts)?;
+        let batch = if self.layout.do_lower_case {
+            let lower: Vec<String> = texts.iter().map(|t| t.as_ref().to_lowercase()).collect();
+            self.tokenizer.encode_batch(&lower)?
+        } else {
+            self.tokenizer.encode_batch(texts)?
+        };
         let shape = [batch.len() as i64, batch.seq_len() as i64];
         let ids = Tensor::from_slice(batch.ids())
             .view(shape)
@@ -142,10 +161,13 @@ impl SentenceEncoder {
             .to_device(self.device);
         tch::no_grad(|| {
             let out = self.bert.forward_t(&ids, &mask, false)?;
-            let pooled = mean_pool(&out.hidden, &mask);
-            Ok(l2_normalize(&pooled)
-                .to_kind(Kind::Float)
-                .to_device(Device::Cpu))
+            let pooled = pool(&out.hidden, &mask, self.layout.pooling);
+            let pooled = if self.layout.normalize {
+                l2_normalize(&pooled)
+            } else {
+                pooled
+            };
+            Ok(pooled.to_kind(Kind::Float).to_device(Device::Cpu))
         })
     }
 
@@ -182,32 +204,6 @@ pub fn embed_length_sorted(
         inverse[i] = pos as i64;
     }
     Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
-}
-
-/// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, if the folder has one.
-fn default_max_len(dir: &Path) -> Result<Option<usize>> {
-    let path = dir.join("sentence_bert_config.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    match value.get("max_seq_length") {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::Config {
-                path,
-                message: format!("field `max_seq_length` must be a positive integer, got {v}"),
-            }),
-    }
 }
 
 /// The relevance filter of the RIR pipeline embeds with the pretrained bi-encoder.

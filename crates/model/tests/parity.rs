@@ -117,3 +117,128 @@ fn two_forwards_are_identical() -> Result<()> {
     assert!(a.equal(&b));
     Ok(())
 }
+
+#[derive(Deserialize)]
+struct PoolingFixture {
+    texts: Vec<String>,
+    variants: Vec<PoolingVariant>,
+}
+
+#[derive(Deserialize)]
+struct PoolingVariant {
+    name: String,
+    /// The `pooling_mode_*` key set true.
+    mode: String,
+    normalize: bool,
+    embeddings: Vec<Vec<f32>>,
+}
+
+/// MiniLM's files with one pooling mode on and `Normalize` kept or dropped — made as
+/// `xtask/scripts/parity_fixture.py` makes the folders it embeds with sentence-transformers.
+fn variant_folder(src: &std::path::Path, dst: &std::path::Path, mode: &str, normalize: bool) {
+    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() && entry.file_name() != "modules.json" {
+            std::os::unix::fs::symlink(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+    }
+    let mut pooling: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(src.join("1_Pooling/config.json")).unwrap())
+            .unwrap();
+    for (key, value) in pooling.iter_mut() {
+        if key.starts_with("pooling_mode_") {
+            *value = false.into();
+        }
+    }
+    pooling.insert(mode.to_owned(), true.into());
+    std::fs::write(
+        dst.join("1_Pooling/config.json"),
+        serde_json::to_string(&pooling).unwrap(),
+    )
+    .unwrap();
+    let mut modules: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(src.join("modules.json")).unwrap()).unwrap();
+    if !normalize {
+        modules.retain(|m| !m["type"].as_str().unwrap().ends_with("Normalize"));
+    }
+    std::fs::write(
+        dst.join("modules.json"),
+        serde_json::to_string(&modules).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The folder's pooling is honoured: CLS, max, mean/√len, last token, and mean without
+/// `Normalize`, each equal to sentence-transformers on the same folder (fixture from
+/// `cargo xtask parity-fixture`).
+#[test]
+fn every_pooling_mode_matches_sentence_transformers() -> Result<()> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pooling_parity.json"
+    );
+    let fx: PoolingFixture = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    assert_eq!(fx.variants.len(), 5);
+    let src = pretrained::minilm_dir().context("the parity test needs `cargo xtask setup`")?;
+    let tmp = tempfile::tempdir()?;
+    let mut seen = Vec::new();
+    for v in &fx.variants {
+        let dir = tmp.path().join(&v.name);
+        variant_folder(&src, &dir, &v.mode, v.normalize);
+        let enc = SentenceEncoder::load(&dir, &EncoderOptions::default())?;
+        seen.push(enc.layout().pooling);
+        let ours = enc.embed_vecs(&fx.texts)?;
+        let mut worst = 0.0f32;
+        for (a, b) in ours.iter().zip(&v.embeddings) {
+            for (x, y) in a.iter().zip(b) {
+                // Relative to the vector's scale: un-normalised pools run to tens.
+                let scale = b.iter().map(|y| y.abs()).fold(1.0, f32::max);
+                worst = worst.max((x - y).abs() / scale);
+            }
+        }
+        assert!(worst <= 1e-4, "{}: max relative |diff| {worst}", v.name);
+        eprintln!("{}: max relative |diff| {worst:.2e}", v.name);
+    }
+    use gear_model::Pooling::*;
+    assert_eq!(seen, [Cls, Max, MeanSqrtLen, LastToken, Mean]);
+    Ok(())
+}
+
+/// A pipeline GeAR-rs cannot run is refused by name, never run without its extra module.
+#[test]
+fn unknown_modules_and_mixed_pooling_are_refused() -> Result<()> {
+    let src = pretrained::minilm_dir().context("the parity test needs `cargo xtask setup`")?;
+    let tmp = tempfile::tempdir()?;
+    let dense = tmp.path().join("dense");
+    variant_folder(&src, &dense, "pooling_mode_mean_tokens", true);
+    let mut modules: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dense.join("modules.json"))?)?;
+    modules.insert(
+        2,
+        serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense",
+                           "type": "sentence_transformers.models.Dense"}),
+    );
+    std::fs::write(dense.join("modules.json"), serde_json::to_string(&modules)?)?;
+    let err = SentenceEncoder::load(&dense, &EncoderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("modules.json") && err.contains("sentence_transformers.models.Dense"),
+        "{err}"
+    );
+
+    let mixed = tmp.path().join("mixed");
+    variant_folder(&src, &mixed, "pooling_mode_cls_token", true);
+    let config = mixed.join("1_Pooling/config.json");
+    let text = std::fs::read_to_string(&config)?.replace(
+        "\"pooling_mode_max_tokens\":false",
+        "\"pooling_mode_max_tokens\":true",
+    );
+    std::fs::write(&config, text)?;
+    let err = SentenceEncoder::load(&mixed, &EncoderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("several pooling modes"), "{err}");
+    Ok(())
+}
