@@ -111,11 +111,32 @@ pub struct SearchArgs {
     /// opened).
     #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
     backend: SearchBackend,
+    /// `cpu`, `cuda` or `cuda:N`: where the query encoder and exact search run.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// HNSW candidate list size while searching (recall vs speed; `--backend hnsw` only).
     #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     ef_search: usize,
     /// The query.
     query: String,
+}
+
+/// How a sentence's token weights become its score (`--aggregation`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// The attention mass on the sentence's tokens (the paper's).
+    Sum,
+    /// The mean weight per token (no bias towards long sentences).
+    Mean,
+}
+
+impl From<Aggregation> for UnitAggregation {
+    fn from(a: Aggregation) -> Self {
+        match a {
+            Aggregation::Sum => UnitAggregation::Sum,
+            Aggregation::Mean => UnitAggregation::Mean,
+        }
+    }
 }
 
 /// `gear search --backend`.
@@ -146,9 +167,13 @@ pub struct PairArgs {
     /// Sentences shown.
     #[arg(long, short, default_value_t = 5, value_parser = at_least_one)]
     k: usize,
-    /// Unit score: `sum` (attention mass) or `mean` (per token).
-    #[arg(long, default_value = "sum")]
-    aggregation: String,
+    /// Sentence score: the attention mass on its tokens (`sum`) or its mean per token (`mean`).
+    #[arg(long, value_enum, default_value_t = Aggregation::Sum)]
+    aggregation: Aggregation,
+    /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
+    /// `local_layer`.
+    #[arg(long, value_parser = at_least_one)]
+    layer: Option<usize>,
     /// Beam width for generation (1: greedy).
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     beams: usize,
@@ -212,7 +237,8 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             ..HnswConfig::default()
         }),
     };
-    let index = DocumentIndex::open_with(&args.index, tch::Device::Cpu, backend)?;
+    let device = parse_device(&args.device)?;
+    let index = DocumentIndex::open_with(&args.index, device, backend)?;
     let dir = args
         .model
         .clone()
@@ -224,7 +250,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     } else {
         ModelSource::Checkpoint(dir)
     };
-    let (model, _) = load_model(&source, tch::Device::Cpu)?;
+    let (model, _) = load_model(&source, device)?;
     for (rank, (doc, score)) in index
         .search(&model, &[args.query.as_str()], args.k)?
         .remove(0)
@@ -267,15 +293,10 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     let device = parse_device(&args.model.device)?;
     let (model, _) = load_model(&args.model.source()?, device)?;
     let doc = args.doc.load()?;
-    let aggregation = match args.aggregation.as_str() {
-        "sum" => UnitAggregation::Sum,
-        "mean" => UnitAggregation::Mean,
-        other => bail!("--aggregation must be sum or mean, got {other}"),
-    };
     let locate = LocateOptions {
-        aggregation,
+        aggregation: args.aggregation.into(),
         top_tokens: 10,
-        layer: None,
+        layer: args.layer,
     };
     let search = if args.beams > 1 {
         Search::Beam {
@@ -298,7 +319,7 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
         (mode != PairMode::Locate).then_some(&generation),
     )?;
     if let Some(path) = &args.html {
-        std::fs::write(path, render_html(&e))
+        std::fs::write(path, render_html(&e, args.k))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -315,7 +336,7 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
         PairMode::Generate => outln!("{}", e.generated.unwrap_or_default())?,
         PairMode::Explain => {
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            out!("{}", render_terminal(&e, color))?;
+            out!("{}", render_terminal(&e, color, args.k))?;
         }
     }
     Ok(())

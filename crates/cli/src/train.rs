@@ -34,8 +34,8 @@ pub struct TrainArgs {
     #[arg(long)]
     max_steps: Option<u64>,
     /// `fp32` or `bf16` (mixed precision, meant for `--device cuda`); overrides `run.precision`.
-    #[arg(long)]
-    precision: Option<String>,
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     /// Data-parallel training on this machine: start N processes (Gloo on CPU, NCCL on CUDA,
     /// one GPU per process), each with `data.batch_size` examples of every global batch.
     /// Without it, `gear train` joins the job the launcher variables (`RANK`, `WORLD_SIZE`,
@@ -45,6 +45,24 @@ pub struct TrainArgs {
     /// Seconds a rank waits for its peers (rendezvous and every collective) before failing.
     #[arg(long, default_value_t = 1800)]
     dist_timeout: u64,
+}
+
+/// `--precision`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// Float32 throughout.
+    Fp32,
+    /// bfloat16 autocast for the forward pass.
+    Bf16,
+}
+
+/// `--scenario`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScenarioArg {
+    /// Relevant-information retrieval (local R@3, ROUGE).
+    Rir,
+    /// Question-answer retrieval (local R@1, EM/F1).
+    Qar,
 }
 
 /// Options of `gear eval triples`.
@@ -61,8 +79,8 @@ pub struct EvalArgs {
     #[arg(long)]
     untrained: Option<PathBuf>,
     /// `rir` (local R@3, ROUGE) or `qar` (local R@1, EM/F1); default: the triples' own.
-    #[arg(long)]
-    scenario: Option<String>,
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
     /// Examples used for generation metrics.
     #[arg(long, default_value_t = 64)]
     generation_examples: usize,
@@ -71,8 +89,8 @@ pub struct EvalArgs {
     json: bool,
     /// Local retrieval: add token weights up per sentence (`sum`, the paper's attention mass) or
     /// average them (`mean`, no bias towards long sentences).
-    #[arg(long, default_value = "sum")]
-    aggregation: String,
+    #[arg(long, value_enum, default_value_t = crate::infer::Aggregation::Sum)]
+    aggregation: crate::infer::Aggregation,
     /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
     /// (10/12 of its depth).
     #[arg(long)]
@@ -106,11 +124,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.max_steps.is_some() {
         config.run.max_steps = args.max_steps;
     }
-    match args.precision.as_deref() {
+    match args.precision {
         None => {}
-        Some("fp32") => config.run.precision = gear_train::Precision::Fp32,
-        Some("bf16") => config.run.precision = gear_train::Precision::Bf16,
-        Some(other) => anyhow::bail!("--precision must be fp32 or bf16, got {other}"),
+        Some(PrecisionArg::Fp32) => config.run.precision = gear_train::Precision::Fp32,
+        Some(PrecisionArg::Bf16) => config.run.precision = gear_train::Precision::Bf16,
     }
     let dist_env = DistEnv::from_env()?;
     let mut device = parse_device(&args.device)?;
@@ -246,19 +263,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         (None, Some(config)) => untrained_model(config, device)?,
         (None, None) => anyhow::bail!("pass --model CHECKPOINT or --untrained CONFIG"),
     };
-    let scenario = match args.scenario.as_deref() {
-        Some("rir") => Scenario::Rir,
-        Some("qar") => Scenario::Qar,
-        Some(other) => anyhow::bail!("--scenario must be rir or qar, got {other}"),
+    let scenario = match args.scenario {
+        Some(ScenarioArg::Rir) => Scenario::Rir,
+        Some(ScenarioArg::Qar) => Scenario::Qar,
         None => triples.first().map_or(Scenario::Rir, |t| t.scenario),
     };
-    let aggregation = match args.aggregation.as_str() {
-        "sum" => gear_model::UnitAggregation::Sum,
-        "mean" => gear_model::UnitAggregation::Mean,
-        other => anyhow::bail!("--aggregation must be sum or mean, got {other}"),
-    };
     let options = EvalOptions {
-        aggregation,
+        aggregation: args.aggregation.into(),
         layer: args.layer,
         ..EvalOptions::for_scenario(scenario, args.generation_examples)
     };

@@ -856,6 +856,98 @@ fn bad_input_sweep() {
         },
     ];
 
+    // Options do what they say.
+    let explain_k = |k: &str| -> Vec<String> {
+        [
+            "explain",
+            "--model",
+            &m,
+            "--doc",
+            &s(&doc_file),
+            "-k",
+            k,
+            &query,
+        ]
+        .iter()
+        .map(|x| (*x).to_owned())
+        .collect()
+    };
+    let ranked_lines = |out: &str| {
+        out.split("sentences by cross-attention:\n")
+            .nth(1)
+            .map_or(0, |rest| rest.lines().take_while(|l| !l.is_empty()).count())
+    };
+    cases.push(Case {
+        class: "options",
+        name: "explain -k 2 shows two sentences".into(),
+        args: explain_k("2"),
+        expect: Expect::Succeeds(Box::new(move |out, _| ranked_lines(out) == 2)),
+    });
+    let locate_at = |layer: Option<&str>| -> Vec<u8> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gear"));
+        cmd.args(["locate", "--model", &m, "--doc", &s(&doc_file), "--json"]);
+        if let Some(l) = layer {
+            cmd.args(["--layer", l]);
+        }
+        cmd.arg(&query).output().unwrap().stdout
+    };
+    let (default_layer, first_layer) = (locate_at(None), locate_at(Some("1")));
+    assert!(!default_layer.is_empty() && !first_layer.is_empty());
+    cases.push(Case {
+        class: "options",
+        name: "locate --layer 1 ranks by another layer than the default".into(),
+        args: vec![
+            "locate".into(),
+            "--model".into(),
+            m.clone(),
+            "--doc".into(),
+            s(&doc_file),
+            "--layer".into(),
+            "1".into(),
+            "--json".into(),
+            query.clone(),
+        ],
+        expect: Expect::Succeeds(Box::new(move |out, _| {
+            out.as_bytes() == first_layer.as_slice() && first_layer != default_layer
+        })),
+    });
+    cases.push(refused(
+        "options",
+        "locate --layer past the model's depth",
+        &[
+            "locate",
+            "--model",
+            &m,
+            "--doc",
+            &s(&doc_file),
+            "--layer",
+            "99",
+            &query,
+        ],
+        &["local layer 99 is outside 1..="],
+    ));
+    cases.push(refused(
+        "options",
+        "locate --aggregation banana",
+        &[
+            "locate",
+            "--model",
+            &m,
+            "--doc",
+            &s(&doc_file),
+            "--aggregation",
+            "banana",
+            &query,
+        ],
+        &["--aggregation", "possible values: sum, mean"],
+    ));
+    cases.push(refused(
+        "options",
+        "search --device cuda on a machine without one",
+        &["search", "--index", &idx, "--device", "cuda", &query],
+        &["device `cuda`"],
+    ));
+
     // A second writer while the first holds the output.
     let held_out = fresh("i-held");
     let held = gear_data::OutputLock::acquire(&held_out).unwrap();

@@ -205,8 +205,9 @@ pub fn escape_html(s: &str) -> String {
 }
 
 /// A self-contained HTML page: the document with the top sentence underlined and the attended
-/// tokens highlighted (darker = more attention), the ranked sentences, and the generated text.
-pub fn render_html(e: &Explanation) -> String {
+/// tokens highlighted (darker = more attention), the `sentences` best ranked sentences, and the
+/// generated text.
+pub fn render_html(e: &Explanation, sentences: usize) -> String {
     let max = e
         .tokens
         .first()
@@ -226,7 +227,7 @@ pub fn render_html(e: &Explanation) -> String {
         }
     }
     let mut ranked = String::new();
-    for s in e.sentences.iter().take(5) {
+    for s in e.sentences.iter().take(sentences) {
         ranked.push_str(&format!(
             "<li><b>{:.4}</b> {}</li>",
             s.score,
@@ -251,8 +252,9 @@ mark{{border-radius:3px;padding:0 1px}}.gen{{background:#eef;padding:.5em}}</sty
 }
 
 /// The explanation for a terminal: the document with the top sentence underlined and attended
-/// tokens in reverse video (with `color`), then the ranked sentences and the generated text.
-pub fn render_terminal(e: &Explanation, color: bool) -> String {
+/// tokens in reverse video (with `color`), then the `sentences` best ranked sentences and the
+/// generated text.
+pub fn render_terminal(e: &Explanation, color: bool, sentences: usize) -> String {
     let mut doc = String::new();
     for (span, in_top, weight) in segments(e) {
         let piece = span.slice(&e.document.text).unwrap_or("");
@@ -273,7 +275,7 @@ pub fn render_terminal(e: &Explanation, color: bool) -> String {
         "query: {}\n\n{doc}\n\nsentences by cross-attention:\n",
         e.query
     );
-    for s in e.sentences.iter().take(5) {
+    for s in e.sentences.iter().take(sentences) {
         out.push_str(&format!("  {:.4}  {}\n", s.score, s.text));
     }
     let tokens: Vec<&str> = e.tokens.iter().map(|t| t.text.as_str()).collect();

@@ -14,7 +14,7 @@
 //! let (best, _score) = hits[0][0];
 //! let e = explain(&model, "river, bridge, engineer", best, &LocateOptions { top_tokens: 10, ..Default::default() },
 //!                 Some(&GenerationOptions::default()))?;
-//! println!("{}", render_terminal(&e, true));
+//! println!("{}", render_terminal(&e, true, 5));
 //! # Ok(()) }
 //! ```
 

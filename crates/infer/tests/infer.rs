@@ -320,7 +320,7 @@ fn explanations_rank_by_the_scorer_and_escape_html() {
     assert!(e.tokens.len() <= 10 && !e.tokens.is_empty());
     assert!(e.generated.is_some());
 
-    let html = render_html(&e);
+    let html = render_html(&e, 5);
     assert!(
         !html.contains("<script>") && html.contains("&lt;script&gt;"),
         "{html}"
@@ -338,9 +338,21 @@ fn explanations_rank_by_the_scorer_and_escape_html() {
         );
         assert!(opened > 0 || tag == "li", "<{tag}> missing");
     }
-    let term = render_terminal(&e, true);
+    let term = render_terminal(&e, true, 5);
     assert!(term.contains("\x1b[4m") && term.contains("most attended tokens"));
-    assert!(!render_terminal(&e, false).contains('\x1b'));
+    assert!(!render_terminal(&e, false, 5).contains('\x1b'));
+    // The number of ranked sentences shown is the caller's.
+    let shown = |k| {
+        render_terminal(&e, false, k)
+            .split("sentences by cross-attention:\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .count()
+    };
+    assert_eq!((shown(1), shown(2)), (1, 2.min(e.sentences.len())));
+    assert_eq!(render_html(&e, 1).matches("<li>").count(), 1);
 }
 
 #[test]
