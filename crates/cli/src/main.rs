@@ -1,8 +1,11 @@
 //! `gear`: the GeAR-rs command-line tool.
 //!
-//! Subcommands today: `embed` (one JSON line per stdin line) and `demo` (embed and search a
-//! small built-in corpus). Run through `cargo xtask embed` / `cargo xtask train-rir` to get the
-//! managed libtorch on the library path.
+//! Subcommands: `embed` (one JSON line per stdin line), `demo`, `data` (SQuAD import, the
+//! embedded corpus, RIR synthesis, splits), `score`, `train`, `train-reranker`, `eval` (triples,
+//! SQuAD), `index build`, `search`, `locate`, `generate`, `explain`, `export` — `gear --help` lists them
+//! with their options. Run through `cargo xtask gear …` (or after `eval "$(cargo xtask env)"`) to
+//! get the managed libtorch on the library path. Every error goes to stderr with status 1; output
+//! piped into a reader that stops early ends quietly (docs/reliability.md).
 
 /// `println!` that returns the write's `io::Result` instead of panicking (on a closed pipe, say).
 macro_rules! outln {
@@ -23,6 +26,7 @@ macro_rules! out {
 mod data;
 mod demo;
 mod embed;
+mod export;
 mod infer;
 mod launch;
 mod rerank;
@@ -72,6 +76,8 @@ enum Command {
     Generate(infer::PairArgs),
     /// Sentences, generated text and the ten most attended tokens, in colour and as HTML.
     Explain(infer::PairArgs),
+    /// Write a checkpoint's bi-encoder as a sentence-transformers folder.
+    Export(export::Args),
 }
 
 /// `gear eval` subcommands.
@@ -172,6 +178,7 @@ fn main() {
         Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),
         Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
         Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),
+        Command::Export(args) => export::run(&args),
     };
     match result {
         // The reader of our output has gone (`gear search … | head -1`): a normal end.

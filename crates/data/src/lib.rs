@@ -1,9 +1,14 @@
 //! Data layer of GeAR-rs: everything between raw text and id tensors, with no libtorch dependency.
 //!
-//! Today this crate holds tokenisation: a thin, checked wrapper over the Hugging Face `tokenizers`
-//! crate that loads a model's `tokenizer.json`, truncates the way sentence-transformers does, pads
-//! a batch to its longest member, and keeps each token's byte offsets into the source text so later
-//! stages can map sentences (units) to token spans.
+//! - tokenisation ([`Tokenizer`]): a checked wrapper over the Hugging Face `tokenizers` crate that
+//!   loads a model's `tokenizer.json`, truncates the way sentence-transformers does, pads a batch
+//!   to its longest member, and keeps each token's byte offsets into the source text so later
+//!   stages can map sentences (units) to token spans;
+//! - the (q, d, u) triple and corpus formats ([`Triple`], [`Document`]) with validating readers
+//!   that name file, line and field, and an atomic writer ([`JsonlWriter`]);
+//! - sentence splitting, SQuAD import, the RIR synthesis pipeline, the embedded generated corpus
+//!   and length-bucketed batching;
+//! - what keeps resumable jobs honest: input [`Fingerprint`]s and [`OutputLock`]s.
 //!
 //! ```no_run
 //! use gear_data::Tokenizer;

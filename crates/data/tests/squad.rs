@@ -1,5 +1,5 @@
-//! The sentence splitter and SQuAD importer on the real SQuAD files in `../shared/data`
-//! (skipped with a message when that folder is absent).
+//! The sentence splitter and SQuAD importer on the real SQuAD files in `../shared/data` (CI has
+//! it; the tests fail without it rather than passing silently).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -7,26 +7,21 @@ use std::path::PathBuf;
 
 use gear_data::{import_squad, split_sentences, TripleReader};
 
-fn shared(name: &str) -> Option<PathBuf> {
+fn shared(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data")
         .join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} not found (the shared data folder sits beside the repository)",
-            path.display()
-        );
-        None
-    }
+    assert!(
+        path.is_file(),
+        "{} is missing: these tests need the shared SQuAD data (../shared/data beside the repository)",
+        path.display()
+    );
+    path
 }
 
 #[test]
 fn every_gold_answer_start_falls_in_exactly_one_sentence() {
-    let Some(path) = shared("squad-v1.1-dev-a.json") else {
-        return;
-    };
+    let path = shared("squad-v1.1-dev-a.json");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let (mut passages, mut answers, mut sentences) = (0, 0, 0);
@@ -74,9 +69,7 @@ fn every_gold_answer_start_falls_in_exactly_one_sentence() {
 
 #[test]
 fn squad_v2_import_counts_and_round_trips() {
-    let Some(path) = shared("squad-v2.0-train-first10.json") else {
-        return;
-    };
+    let path = shared("squad-v2.0-train-first10.json");
     let import = import_squad(&path).unwrap();
     let s = import.stats;
     assert_eq!((s.articles, s.passages, s.questions), (10, 694, 4719));
@@ -118,9 +111,7 @@ fn squad_v2_import_counts_and_round_trips() {
 
 #[test]
 fn squad_v1_import_marks_several_sentences_for_spread_answers() {
-    let Some(path) = shared("squad-v1.1-dev-a.json") else {
-        return;
-    };
+    let path = shared("squad-v1.1-dev-a.json");
     let import = import_squad(&path).unwrap();
     assert_eq!(import.stats.questions, 4961);
     assert_eq!(import.stats.answerable, 4961);

@@ -1,7 +1,7 @@
-//! GeAR inference (method §3), as a library the `gear` CLI is built on: a document index and
-//! exact search (global retrieval, bi-encoder cost), sentence location from the fusion encoder's
-//! cross-attention (local retrieval), generation, and explanations rendered for a terminal or
-//! as HTML.
+//! GeAR inference (method §3), as a library the `gear` CLI is built on: a document index with
+//! exact or HNSW search (global retrieval, bi-encoder cost), BM25 and reciprocal-rank fusion,
+//! sentence location from the fusion encoder's cross-attention (local retrieval), generation,
+//! explanations rendered for a terminal or as HTML, and the SQuAD evaluation protocol.
 //!
 //! ```no_run
 //! use gear_infer::{explain, load_model, render_terminal, DocumentIndex, ModelSource};

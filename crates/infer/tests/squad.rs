@@ -1,7 +1,7 @@
 //! `gear eval squad --pretrained` against an independent computation: the fixture was written by
 //! `xtask/scripts/squad_baseline.py` (sentence-transformers, same protocol, fed the sentence spans
-//! `gear eval squad --export-sentences` wrote) — see docs/inference.md. Skipped with a message
-//! when `../shared/data` is absent.
+//! `gear eval squad --export-sentences` wrote) — see docs/inference.md. Needs `../shared/data`
+//! (CI has it) and fails without it rather than passing silently.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -14,10 +14,11 @@ use tch::Device;
 fn pretrained_bi_encoder_matches_sentence_transformers_on_squad() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/data/squad-v1.1-dev-a.json");
-    if !data.is_file() {
-        eprintln!("skipped: {} not found", data.display());
-        return;
-    }
+    assert!(
+        data.is_file(),
+        "{} is missing: this test needs the shared SQuAD data (../shared/data beside the repository)",
+        data.display()
+    );
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
