@@ -12,6 +12,9 @@ use crate::setup;
 pub fn run(extra: &[String]) -> Result<()> {
     check_leaf_layers()?;
     let env = setup::ensure()?;
+    // The reference stack some tests compare with (export, parity): normally installed with the
+    // pretrained package already.
+    setup::ensure_sentence_transformers(&env)?;
     let mut total = Counts::default();
     // Benches once each in test mode, so they cannot rot unnoticed.
     total.add(run_counted(

@@ -948,6 +948,29 @@ fn bad_input_sweep() {
         &["device `cuda`"],
     ));
 
+    // Export.
+    let exported = d.join("exported");
+    cases.push(Case {
+        class: "options",
+        name: "export writes a sentence-transformers folder".into(),
+        args: vec![
+            "export".into(),
+            "--model".into(),
+            m.clone(),
+            "--out".into(),
+            s(&exported),
+        ],
+        expect: Expect::Succeeds(Box::new(move |_, err| {
+            err.contains("wrote") && exported.join("modules.json").is_file()
+        })),
+    });
+    cases.push(refused(
+        "options",
+        "export into an existing folder",
+        &["export", "--model", &m, "--out", &idx],
+        &["exists already"],
+    ));
+
     // A second writer while the first holds the output.
     let held_out = fresh("i-held");
     let held = gear_data::OutputLock::acquire(&held_out).unwrap();

@@ -365,6 +365,11 @@ impl GearModel {
         &self.document_tokenizer
     }
 
+    /// The tokenizer for queries (truncating to `max_query_len`).
+    pub fn query_tokenizer(&self) -> &Tokenizer {
+        &self.query_tokenizer
+    }
+
     /// `[Decode]` and end token ids.
     pub fn generation_tokens(&self) -> GenerationTokens {
         self.tokens

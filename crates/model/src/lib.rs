@@ -28,6 +28,7 @@ mod device;
 mod embeddings;
 mod encoder;
 mod error;
+mod export;
 mod gear;
 mod gear_config;
 mod generate;
@@ -53,6 +54,7 @@ pub use device::parse_device;
 pub use embeddings::Embeddings;
 pub use encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 pub use error::{Error, Result};
+pub use export::EncoderSide;
 pub use gear::{
     is_new_parameter, Encoded, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN,
 };

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use gear_data::Tokenizer;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use crate::checkpoint::{load_safetensors, required_file, LoadMode, LoadReport};
+use crate::checkpoint::{
+    load_safetensors, load_safetensors_mapped, required_file, LoadMode, LoadReport,
+};
 use crate::pooling::{l2_normalize, pool};
 use crate::{Bert, BertConfig, Error, Result, SentenceLayout};
 
@@ -49,14 +51,37 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// Loads `dir/config.json`, `dir/model.safetensors` (strictly) and `dir/tokenizer.json`.
+    /// Loads a model folder: a sentence-transformers or Hugging Face BERT folder
+    /// (`config.json`, `model.safetensors` loaded strictly, `tokenizer.json`, and the pipeline
+    /// files [`SentenceLayout`] reads), or a GeAR checkpoint (`gear.toml`), whose document
+    /// encoder `E_d` it loads — the embeddings [`crate::GearModel::embed_documents`] gives.
     pub fn load(dir: impl AsRef<Path>, opts: &EncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let layout = SentenceLayout::read(dir)?;
+        let gear_toml = dir.join("gear.toml");
+        let (layout, config, gear_prefix) = if gear_toml.is_file() {
+            let gear = crate::GearConfig::from_toml_file(&gear_toml)?;
+            let layout = SentenceLayout {
+                transformer_dir: dir.to_owned(),
+                pooling: crate::Pooling::Mean,
+                normalize: true,
+                max_seq_length: Some(gear.max_document_len),
+                do_lower_case: false,
+            };
+            let prefix = if gear.share_encoders {
+                "query_encoder."
+            } else {
+                "document_encoder."
+            };
+            (layout, gear.encoder, Some(prefix))
+        } else {
+            let layout = SentenceLayout::read(dir)?;
+            let config =
+                BertConfig::from_json_file(required_file(&layout.transformer_dir, "config.json")?)?;
+            SentenceLayout::check_width(dir, config.hidden_size)?;
+            (layout, config, None)
+        };
         let model_dir = layout.transformer_dir.clone();
         let file = |name: &'static str| required_file(&model_dir, name);
-        let config = BertConfig::from_json_file(file("config.json")?)?;
-        SentenceLayout::check_width(dir, config.hidden_size)?;
         let weights = file("model.safetensors")?;
         let tokenizer_path = file("tokenizer.json")?;
         if opts.batch_size == 0 {
@@ -75,7 +100,11 @@ impl SentenceEncoder {
             )));
         }
         let tokenizer = Tokenizer::from_file(&tokenizer_path, max_len)?;
-        if tokenizer.vocab_size() as i64 > config.vocab_size {
+        // A GeAR checkpoint's tokenizer carries `[Decode]`, which only its decoder reads.
+        let decoder_only = usize::from(
+            gear_prefix.is_some() && tokenizer.token_to_id(crate::gear::DECODE_TOKEN).is_some(),
+        );
+        if (tokenizer.vocab_size() - decoder_only) as i64 > config.vocab_size {
             return Err(Error::Config {
                 path: dir.join("config.json"),
                 message: format!(
@@ -87,7 +116,12 @@ impl SentenceEncoder {
         }
         let mut vs = VarStore::new(opts.device);
         let bert = Bert::new(&vs.root(), &config)?;
-        let report = load_safetensors(&mut vs, &weights, LoadMode::Strict)?;
+        let report = match gear_prefix {
+            None => load_safetensors(&mut vs, &weights, LoadMode::Strict)?,
+            Some(prefix) => load_safetensors_mapped(&mut vs, &weights, LoadMode::Strict, |name| {
+                Some(format!("{prefix}{name}"))
+            })?,
+        };
         vs.freeze();
         Ok(Self {
             _vs: vs,
