@@ -223,22 +223,28 @@ pub fn python_print(python: &Path, code: &str) -> Result<String> {
 /// Makes sure `sentence-transformers` (the reference stack) is importable in the venv. It comes
 /// with the pretrained package normally; with a user `LIBTORCH` it is installed on first use.
 pub fn ensure_sentence_transformers(env: &Env) -> Result<()> {
-    if python_print(&env.python, "import sentence_transformers; print(1)").is_ok() {
+    ensure_python_module(env, "sentence_transformers", "sentence-transformers")
+}
+
+/// Makes sure the Python module `module` is importable in the venv, installing the PyPI
+/// `package` when it is not (reference checks in tests only; never the product path).
+pub fn ensure_python_module(env: &Env, module: &str, package: &str) -> Result<()> {
+    if python_print(&env.python, &format!("import {module}; print(1)")).is_ok() {
         return Ok(());
     }
-    eprintln!("[setup] installing sentence-transformers (the Python reference stack)");
+    eprintln!("[setup] installing {package} into the virtual environment (a test reference)");
     let status = Command::new(&env.python)
         .args([
             "-m",
             "pip",
             "install",
             "--disable-pip-version-check",
-            "sentence-transformers",
+            package,
         ])
         .status()
         .context("cannot run pip in the virtual environment")?;
     if !status.success() {
-        bail!("pip install sentence-transformers failed ({status})");
+        bail!("pip install {package} failed ({status})");
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     // The reference stack some tests compare with (export, parity): normally installed with the
     // pretrained package already.
     setup::ensure_sentence_transformers(&env)?;
+    // trec_eval's measures, for the BEIR evaluation's parity test.
+    setup::ensure_python_module(&env, "pytrec_eval", "pytrec-eval-terrier")?;
     let mut total = Counts::default();
     // Benches once each in test mode, so they cannot rot unnoticed.
     total.add(run_counted(

@@ -342,6 +342,63 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     Ok(())
 }
 
+/// Options of `gear eval beir`.
+#[derive(clap::Args, Debug)]
+pub struct BeirArgs {
+    /// A BEIR dataset folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The qrels split.
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[command(flatten)]
+    model: ModelChoice,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_beir(args: &BeirArgs) -> Result<()> {
+    let data = gear_data::read_beir(&args.data, &args.split)?;
+    let device = parse_device(&args.model.device)?;
+    let (model, _) = load_model(&args.model.source()?, device)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} beir: {msg} ({elapsed})").context("template")?,
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = gear_infer::eval_beir(Some(&model), &data, args.batch_size, &mut |step| {
+        bar.set_message(step.to_owned());
+    })?;
+    bar.finish_and_clear();
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    outln!(
+        "{} judged queries, {} documents ({})",
+        report.queries,
+        report.documents,
+        args.data.display()
+    )?;
+    outln!(
+        "{:>10}  {}",
+        "method",
+        gear_infer::MEASURES.map(|m| format!("{m:>10}")).join("  ")
+    )?;
+    for (method, m) in &report.methods {
+        let cells: Vec<String> = gear_infer::MEASURES
+            .iter()
+            .map(|k| format!("{:>10.4}", m[*k]))
+            .collect();
+        outln!("{method:>10}  {}", cells.join("  "))?;
+    }
+    Ok(())
+}
+
 /// Options of `gear eval squad`.
 #[derive(clap::Args, Debug)]
 pub struct SquadArgs {

@@ -87,6 +87,9 @@ enum EvalCommand {
     Triples(train::EvalArgs),
     /// The paper's QA protocol on SQuAD files, for GeAR and the bi-encoder baseline.
     Squad(infer::SquadArgs),
+    /// BEIR's measures (nDCG@10, Recall@100, MAP@100, MRR@10) on a BEIR dataset, for the
+    /// bi-encoder, BM25 and their hybrid.
+    Beir(infer::BeirArgs),
 }
 
 /// Options every command that loads an encoder shares.
@@ -173,6 +176,7 @@ fn main() {
         Command::TrainReranker(args) => rerank::run(&args),
         Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
         Command::Eval(EvalCommand::Squad(args)) => infer::eval_squad(&args),
+        Command::Eval(EvalCommand::Beir(args)) => infer::eval_beir(&args),
         Command::Index(cmd) => infer::index(&cmd),
         Command::Search(args) => infer::search(&args),
         Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),

@@ -26,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod batching;
+mod beir;
 mod corpus;
 mod error;
 mod guard;
@@ -41,6 +42,7 @@ mod triples;
 pub use batching::{
     padding_waste, plan_epoch, split_of, BatchingConfig, Split, TripleBatch, TripleTokenizer,
 };
+pub use beir::{read_beir, BeirData};
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use guard::{read_text, Fingerprint, OutputLock};

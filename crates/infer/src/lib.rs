@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod beir_eval;
 mod error;
 mod explain;
 mod lexical;
@@ -27,6 +28,7 @@ mod store;
 
 use std::path::PathBuf;
 
+pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use error::{Error, Result};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,

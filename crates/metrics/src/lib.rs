@@ -22,8 +22,8 @@ mod rouge;
 mod squad;
 
 pub use ranking::{
-    average_precision_at_k, ndcg_at_k, recall_at_k, reciprocal_rank_at_k, RankingMetrics,
-    RankingSummary,
+    average_precision_at_k, average_precision_trec_at_k, ndcg_at_k, ndcg_at_k_graded, recall_at_k,
+    reciprocal_rank_at_k, RankingMetrics, RankingSummary,
 };
 pub use rouge::{rouge_l, rouge_n, rouge_tokens, RougeScore};
 pub use squad::{exact_match, f1, normalize_answer, squad_scores, SquadScores};

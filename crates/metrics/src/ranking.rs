@@ -74,6 +74,68 @@ pub fn ndcg_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k: usize) -> f64 {
     dcg / ideal
 }
 
+/// Graded nDCG@k as `trec_eval`'s `ndcg_cut` (and so BEIR) computes it: the gain of a ranked
+/// item is its judged relevance (0 when unjudged or ≤ 0), discounted by `log2(rank + 1)`; the
+/// ideal DCG ranks the positive judgements by relevance. 0 when nothing is relevant.
+pub fn ndcg_at_k_graded<T: PartialEq>(ranked: &[T], judged: &[(T, i32)], k: usize) -> f64 {
+    let gain = |item: &T| {
+        judged
+            .iter()
+            .find(|(j, _)| j == item)
+            .map_or(0.0, |(_, g)| f64::from((*g).max(0)))
+    };
+    let mut seen: Vec<&T> = Vec::new();
+    let mut dcg = 0.0;
+    for (i, item) in ranked.iter().take(k).enumerate() {
+        if seen.contains(&item) {
+            continue;
+        }
+        seen.push(item);
+        dcg += gain(item) / ((i + 2) as f64).log2();
+    }
+    let mut ideal: Vec<f64> = judged
+        .iter()
+        .map(|(_, g)| f64::from((*g).max(0)))
+        .filter(|g| *g > 0.0)
+        .collect();
+    ideal.sort_by(|a, b| b.total_cmp(a));
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, g)| g / ((i + 2) as f64).log2())
+        .sum();
+    if idcg > 0.0 {
+        dcg / idcg
+    } else {
+        0.0
+    }
+}
+
+/// AP@k as `trec_eval`'s `map_cut` (and so BEIR) computes it: the precision at each relevant
+/// item within the top `k`, summed and divided by the number of relevant items (all of them,
+/// not `min(|relevant|, k)` as [`average_precision_at_k`], the paper's definition).
+pub fn average_precision_trec_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k: usize) -> f64 {
+    let relevant = dedup(relevant);
+    if relevant.is_empty() {
+        return 0.0;
+    }
+    let mut hits = 0usize;
+    let mut sum = 0.0;
+    let mut seen: Vec<&T> = Vec::new();
+    for (i, item) in ranked.iter().take(k).enumerate() {
+        if seen.contains(&item) {
+            continue;
+        }
+        seen.push(item);
+        if relevant.contains(&item) {
+            hits += 1;
+            sum += hits as f64 / (i + 1) as f64;
+        }
+    }
+    sum / relevant.len() as f64
+}
+
 fn dedup<T: PartialEq>(items: &[T]) -> Vec<&T> {
     let mut out: Vec<&T> = Vec::with_capacity(items.len());
     for item in items {
