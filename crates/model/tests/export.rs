@@ -61,14 +61,14 @@ fn an_exported_bi_encoder_embeds_the_same_in_sentence_transformers() -> Result<(
         // Our own loader reads the folder back.
         let back = SentenceEncoder::load(&out, &EncoderOptions::default())?.embed_vecs(TEXTS)?;
         // sentence-transformers reads it too.
-        let script = format!(
-            "import json, sys\nfrom sentence_transformers import SentenceTransformer\n\
-             m = SentenceTransformer(sys.argv[1], device='cpu')\n\
-             print(json.dumps(m.encode(json.loads(sys.argv[2]), convert_to_numpy=True).tolist()))"
+        let script = concat!(
+            "import json, sys\nfrom sentence_transformers import SentenceTransformer\n",
+            "m = SentenceTransformer(sys.argv[1], device='cpu')\n",
+            "print(json.dumps(m.encode(json.loads(sys.argv[2]), convert_to_numpy=True).tolist()))"
         );
         let run = Command::new(python())
             .env("HF_HUB_OFFLINE", "1")
-            .args(["-c", &script])
+            .args(["-c", script])
             .arg(&out)
             .arg(serde_json::to_string(TEXTS)?)
             .output()?;
