@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::cargo;
+use crate::cmd::{cargo, status};
 use crate::setup;
 
 pub fn run(extra: &[String]) -> Result<()> {
@@ -28,7 +28,96 @@ pub fn run(extra: &[String]) -> Result<()> {
     total.add(run_counted(
         cargo(&env).args(["test", "--workspace"]).args(extra),
     )?);
+    check_crates_stand_alone(&env)?;
     println!("\ntests: {} passed, {} failed", total.passed, total.failed);
+    Ok(())
+}
+
+/// What a project depending on single crates needs: the leaf crates build and run in a project
+/// of their own with no libtorch at all, `gear-model` builds in one with the README's setup,
+/// every library crate packages (`cargo package --list`) and the docs build without warnings.
+fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
+    let root = crate::workspace_root();
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = root.join("target").join("external");
+    for (project, with_libtorch) in [("leaf", false), ("model", true)] {
+        let dir = root.join("tests/external").join(project);
+        // The workspace's lock file pins the same versions the workspace was tested with.
+        std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
+            .context("copying Cargo.lock")?;
+        let mut cmd = if with_libtorch {
+            cargo(env)
+        } else {
+            let mut c = Command::new(&cargo_bin);
+            for var in [
+                "LIBTORCH",
+                "LIBTORCH_USE_PYTORCH",
+                "LIBTORCH_CXX11_ABI",
+                "LD_LIBRARY_PATH",
+            ] {
+                c.env_remove(var);
+            }
+            c
+        };
+        cmd.arg("run")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target);
+        let shown = format!("{cmd:?}");
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot start {shown}"))?;
+        let _ = std::fs::remove_file(dir.join("Cargo.lock"));
+        if !out.status.success() {
+            bail!(
+                "tests/external/{project} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        eprintln!(
+            "[xtask] tests/external/{project} ({}): {}",
+            if with_libtorch {
+                "with libtorch"
+            } else {
+                "no libtorch"
+            },
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    for krate in [
+        "gear-data",
+        "gear-metrics",
+        "gear-model",
+        "gear-train",
+        "gear-infer",
+        "gear-dist",
+        "gear-cli",
+    ] {
+        let out = cargo(env)
+            .args(["package", "--list", "--allow-dirty", "-p", krate])
+            .output()
+            .context("cannot run cargo package")?;
+        if !out.status.success() {
+            bail!(
+                "cargo package --list -p {krate} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let files = String::from_utf8_lossy(&out.stdout);
+        if !files.lines().any(|l| l == "README.md") {
+            bail!("the {krate} package has no README.md");
+        }
+    }
+    eprintln!("[xtask] cargo package --list: every crate packages, README included");
+    status(
+        cargo(env)
+            .args(["doc", "--no-deps", "--workspace", "--quiet"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+    .context("cargo doc --no-deps must build without warnings")?;
+    eprintln!("[xtask] cargo doc --no-deps: no warnings");
     Ok(())
 }
 

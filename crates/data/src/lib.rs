@@ -61,3 +61,8 @@ pub use triples::{
     Document, DocumentReader, JsonlReader, JsonlWriter, Record, Scenario, Triple, TripleReader,
     Unit,
 };
+
+/// The README's examples, compiled (and run where they can) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

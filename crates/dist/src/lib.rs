@@ -631,3 +631,8 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![10.0]);
     }
 }
+
+/// The README's examples, compiled (and run where they can) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -67,3 +67,8 @@ pub fn load_model(source: &ModelSource, device: tch::Device) -> Result<(GearMode
         }
     }
 }
+
+/// The README's examples, compiled (and run where they can) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

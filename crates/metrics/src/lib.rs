@@ -27,3 +27,8 @@ pub use ranking::{
 };
 pub use rouge::{rouge_l, rouge_n, rouge_tokens, RougeScore};
 pub use squad::{exact_match, f1, normalize_answer, squad_scores, SquadScores};
+
+/// The README's examples, compiled (and run where they can) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -69,3 +69,8 @@ pub use local::{
 pub use pooling::{l2_normalize, mean_pool, pool};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};
 pub use st_folder::{Pooling, SentenceLayout};
+
+/// The README's examples, compiled (and run where they can) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
