@@ -302,6 +302,14 @@ fn bad_input_sweep() {
     let latin1 = write(d, "latin1.jsonl", latin1);
     let empty = write(d, "empty.jsonl", "");
     let empty_doc = write(d, "empty.txt", " \n");
+    let one_long_sentence = write(
+        d,
+        "one-sentence.txt",
+        docs.iter()
+            .map(|x| x.text.replace(['.', '?', '!'], ","))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     let long_doc = write(
         d,
         "long.txt",
@@ -651,22 +659,45 @@ fn bad_input_sweep() {
             ],
             &["--beams", "at least 1"],
         ),
-        // Truncation.
+        // Long documents.
         Case {
-            class: "truncation",
-            name: "locate in a document past max_document_len".into(),
+            class: "long document",
+            name: "locate in a document past max_document_len: every sentence read".into(),
             args: vec![
                 "locate".into(),
                 "--model".into(),
                 m.clone(),
                 "--doc".into(),
                 s(&long_doc),
+                "--json".into(),
+                query.clone(),
+            ],
+            expect: Expect::Succeeds(Box::new(|out, err| {
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(out) else {
+                    return false;
+                };
+                let t = &e["truncated"];
+                t["windows"].as_u64().is_some_and(|w| w > 1)
+                    && t["unreachable_sentences"] == 0
+                    && e["sentences"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().all(|x| x["score"].as_f64() > Some(0.0)))
+                    && !err.contains('\x1b')
+            })),
+        },
+        Case {
+            class: "long document",
+            name: "locate in one sentence past max_document_len: warned, counted".into(),
+            args: vec![
+                "locate".into(),
+                "--model".into(),
+                m.clone(),
+                "--doc".into(),
+                s(&one_long_sentence),
                 query.clone(),
             ],
             expect: Expect::Succeeds(Box::new(|_, err| {
-                err.contains("cannot be located")
-                    && err.contains("sentences")
-                    && !err.contains('\x1b')
+                err.contains("1 of its 1 sentences are longer") && !err.contains('\x1b')
             })),
         },
         // Nonsense configuration.

@@ -3,7 +3,10 @@
 //! colour) or as a self-contained HTML page, as in the paper's highlighted figures.
 
 use gear_data::{split_sentences, Document, Span};
-use gear_model::{GearModel, GenerationOptions, LocalRanking, LocateOptions};
+use gear_model::{
+    AttendedToken, GearModel, GenerationOptions, LocalRanking, LocateInput, LocateOptions,
+    RankedUnit,
+};
 use serde::Serialize;
 
 use crate::Result;
@@ -26,15 +29,20 @@ pub struct Explanation {
     pub truncated: Option<Truncation>,
 }
 
-/// How much of a document the model did not read.
+/// How a document longer than the model reads at once was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Truncation {
     /// Tokens of the whole document, special tokens included.
     pub tokens: usize,
-    /// Tokens the model reads (`max_document_len`).
+    /// Tokens the model reads at once (`max_document_len`).
     pub kept: usize,
-    /// Sentences that start past the cut: they cannot be located (they score 0).
+    /// Windows of whole sentences the document was read in (1: cut at `kept`, when it has a
+    /// single sentence).
+    pub windows: usize,
+    /// Sentences no window reached: they cannot be located (they score 0).
     pub unreachable_sentences: usize,
+    /// Sentences longer than a window: read from their beginning only.
+    pub cut_sentences: usize,
     /// Sentences in all.
     pub sentences: usize,
 }
@@ -88,19 +96,31 @@ pub fn explain(
         );
     }
     let units = split_sentences(&document.text);
-    let truncated = truncation(model, &document.text, &units)?;
-    if let Some(t) = &truncated {
-        tracing::warn!(
-            "the document has {} tokens and the model reads {}: {} of its {} sentences lie past \
-             the cut and cannot be located (split it into passages to search all of it)",
-            t.tokens,
-            t.kept,
-            t.unreachable_sentences,
-            t.sentences
-        );
-    }
-    let ranking: LocalRanking = model.locate(query, &document.text, &units, locate)?;
     let text = &document.text;
+    let read = read_document(model, query, text, &units, locate)?;
+    let ranking = read.ranking;
+    if let Some(t) = &read.truncated {
+        if t.cut_sentences > 0 || t.unreachable_sentences > 0 {
+            tracing::warn!(
+                "the document has {} tokens and the model reads {} at once: {} of its {} \
+                 sentences are longer than that and are read from their beginning only{}",
+                t.tokens,
+                t.kept,
+                t.cut_sentences,
+                t.sentences,
+                if t.unreachable_sentences > 0 {
+                    format!(
+                        ", and {} cannot be located at all (split it into shorter sentences or \
+                         passages)",
+                        t.unreachable_sentences
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let truncated = read.truncated;
     let sentences = ranking
         .units
         .iter()
@@ -120,8 +140,9 @@ pub fn explain(
             text: t.span.slice(text).unwrap_or("").to_owned(),
         })
         .collect();
+    // The decoder reads one window: the one holding the best sentence.
     let generated = match generation {
-        Some(g) => model.generate(&[query], &[text.as_str()], g)?.pop(),
+        Some(g) => model.generate(&[query], &[read.generation_text], g)?.pop(),
         None => None,
     };
     Ok(Explanation {
@@ -134,29 +155,153 @@ pub fn explain(
     })
 }
 
-/// What truncation at `max_document_len` cuts off `text`, if anything.
-fn truncation(model: &GearModel, text: &str, units: &[Span]) -> Result<Option<Truncation>> {
+/// A document as the model read it: the ranking over all its sentences, what was cut, and the
+/// text the decoder should read.
+struct Reading<'a> {
+    ranking: LocalRanking,
+    truncated: Option<Truncation>,
+    generation_text: &'a str,
+}
+
+/// Reads `text` whole when it fits `max_document_len`; otherwise in windows of whole sentences
+/// that each fit, consecutive windows sharing one sentence, all located in one batch. A
+/// sentence's score is its best over the windows holding it (scores are attention mass within a
+/// window), and the attended tokens are the heaviest over all windows.
+fn read_document<'a>(
+    model: &GearModel,
+    query: &str,
+    text: &'a str,
+    units: &[Span],
+    options: &LocateOptions,
+) -> Result<Reading<'a>> {
     let kept = model.config().max_document_len;
     let tokens = model.tokenizer().count_tokens(text)?;
-    if tokens <= kept {
-        return Ok(None);
+    if tokens <= kept || units.len() < 2 {
+        let ranking = model.locate(query, text, units, options)?;
+        let truncated = (tokens > kept).then(|| Truncation {
+            tokens,
+            kept,
+            windows: 1,
+            unreachable_sentences: ranking.units.iter().filter(|u| u.tokens == 0).count(),
+            // One sentence (or none found) longer than the limit.
+            cut_sentences: units.len().max(1),
+            sentences: units.len(),
+        });
+        return Ok(Reading {
+            ranking,
+            truncated,
+            generation_text: text,
+        });
     }
-    let batch = model
-        .tokenizer()
-        .with_max_len(kept)?
-        .encode_batch(&[text])?;
-    let cut = batch
-        .offsets(0)
+    // Content tokens per window: the limit less [CLS], [SEP] and a margin for tokens that
+    // merge differently in context.
+    let budget = kept.saturating_sub(4).max(1);
+    let counts = units
         .iter()
-        .map(|&(_, end)| end)
-        .max()
-        .unwrap_or(0);
-    Ok(Some(Truncation {
-        tokens,
-        kept,
-        unreachable_sentences: units.iter().filter(|u| u.start >= cut).count(),
-        sentences: units.len(),
-    }))
+        .map(|u| {
+            Ok(model
+                .tokenizer()
+                .count_tokens(u.slice(text).unwrap_or(""))?
+                .saturating_sub(2))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let windows = sentence_windows(&counts, budget);
+    let local: Vec<Vec<Span>> = windows
+        .iter()
+        .map(|w| {
+            let base = units[w.start].start;
+            units[w.clone()]
+                .iter()
+                .map(|u| Span::new(u.start - base, u.end - base))
+                .collect()
+        })
+        .collect();
+    let inputs: Vec<LocateInput<'_>> = windows
+        .iter()
+        .zip(&local)
+        .map(|(w, spans)| LocateInput {
+            query,
+            document: &text[units[w.start].start..units[w.end - 1].end],
+            units: spans,
+        })
+        .collect();
+    let rankings = model.locate_batch(&inputs, options)?;
+    let mut best: Vec<Option<(f32, usize, usize)>> = vec![None; units.len()];
+    let mut attended: Vec<AttendedToken> = Vec::new();
+    for (wi, (w, ranking)) in windows.iter().zip(&rankings).enumerate() {
+        let base = units[w.start].start;
+        for u in &ranking.units {
+            let i = w.start + u.index;
+            if best[i].is_none_or(|(score, _, _)| u.score > score) {
+                best[i] = Some((u.score, u.tokens, wi));
+            }
+        }
+        attended.extend(ranking.top_tokens.iter().map(|t| AttendedToken {
+            position: t.position,
+            span: Span::new(t.span.start + base, t.span.end + base),
+            weight: t.weight,
+        }));
+    }
+    let mut ranked: Vec<RankedUnit> = best
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let (score, tokens, _) = b.unwrap_or((0.0, 0, 0));
+            RankedUnit {
+                index: i,
+                span: units[i],
+                score,
+                tokens,
+            }
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    attended.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    attended.dedup_by_key(|t| t.span);
+    attended.truncate(options.top_tokens);
+    let top_window = ranked
+        .first()
+        .and_then(|u| best[u.index])
+        .map_or(0, |(_, _, wi)| wi);
+    let w = &windows[top_window];
+    Ok(Reading {
+        truncated: Some(Truncation {
+            tokens,
+            kept,
+            windows: windows.len(),
+            unreachable_sentences: ranked.iter().filter(|u| u.tokens == 0).count(),
+            cut_sentences: counts.iter().filter(|&&c| c > budget).count(),
+            sentences: units.len(),
+        }),
+        ranking: LocalRanking {
+            units: ranked,
+            top_tokens: attended,
+        },
+        generation_text: &text[units[w.start].start..units[w.end - 1].end],
+    })
+}
+
+/// Windows of whole sentences (index ranges) whose token counts sum to at most `budget` (a
+/// longer sentence gets a window of its own), each window starting on the last sentence of the
+/// one before, so that every sentence is read with some context on both sides.
+pub fn sentence_windows(counts: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut windows = Vec::new();
+    let mut start = 0;
+    while start < counts.len() {
+        let mut end = start + 1;
+        let mut sum = counts[start];
+        while end < counts.len() && sum + counts[end] <= budget {
+            sum += counts[end];
+            end += 1;
+        }
+        windows.push(start..end);
+        if end == counts.len() {
+            break;
+        }
+        // Overlap one sentence, unless that would not move forward.
+        start = if end - 1 > start { end - 1 } else { end };
+    }
+    windows
 }
 
 /// Cuts `text` at every boundary of the top sentence and of the attended tokens; each piece knows

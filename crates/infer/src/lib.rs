@@ -31,8 +31,8 @@ use std::path::PathBuf;
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use error::{Error, Result};
 pub use explain::{
-    escape_html, explain, render_html, render_terminal, AttendedSpan, Explanation, RankedSentence,
-    Truncation,
+    escape_html, explain, render_html, render_terminal, sentence_windows, AttendedSpan,
+    Explanation, RankedSentence, Truncation,
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};

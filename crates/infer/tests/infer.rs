@@ -528,3 +528,103 @@ mod generated {
         }
     }
 }
+
+#[test]
+fn a_long_document_is_read_in_sentence_windows_and_every_sentence_is_located() {
+    let docs = corpus();
+    let long_text = docs[..4]
+        .iter()
+        .map(|d| d.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let tok = Tokenizer::word_level(&texts, 512).unwrap();
+    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
+    enc.max_position_embeddings = 512;
+    let mut cfg = GearConfig::for_encoder(enc);
+    cfg.max_document_len = 48;
+    cfg.max_query_len = 16;
+    tch::manual_seed(8);
+    let model = GearModel::new(cfg, tok, Device::Cpu).unwrap();
+    let doc = Document {
+        id: "long".into(),
+        title: "Long".into(),
+        text: long_text.clone(),
+    };
+    let query = "where is the river bridge";
+    let options = LocateOptions {
+        top_tokens: 10,
+        ..LocateOptions::default()
+    };
+    let e = explain(&model, query, &doc, &options, None).unwrap();
+    let t = e.truncated.unwrap();
+    let units = gear_data::split_sentences(&long_text);
+    assert!(t.tokens > 48 && t.windows > 2, "{t:?}");
+    assert_eq!((t.unreachable_sentences, t.sentences), (0, units.len()));
+    assert_eq!(e.sentences.len(), units.len());
+    assert!(
+        e.sentences.iter().all(|s| s.score > 0.0),
+        "every sentence is read"
+    );
+    assert_eq!(e.tokens.len(), 10);
+
+    // Each sentence's score is its best over the windows holding it, each window located on
+    // its own.
+    let counts: Vec<usize> = units
+        .iter()
+        .map(|u| {
+            model
+                .tokenizer()
+                .count_tokens(u.slice(&long_text).unwrap())
+                .unwrap()
+                - 2
+        })
+        .collect();
+    let windows = gear_infer::sentence_windows(&counts, 44);
+    assert_eq!(windows.len(), t.windows);
+    let mut best = vec![0.0f32; units.len()];
+    for w in &windows {
+        let base = units[w.start].start;
+        let text = &long_text[base..units[w.end - 1].end];
+        let spans: Vec<gear_data::Span> = units[w.clone()]
+            .iter()
+            .map(|u| gear_data::Span::new(u.start - base, u.end - base))
+            .collect();
+        for u in model.locate(query, text, &spans, &options).unwrap().units {
+            let i = w.start + u.index;
+            best[i] = best[i].max(u.score);
+        }
+    }
+    for s in &e.sentences {
+        assert!(
+            (s.score - best[s.index]).abs() < 1e-5,
+            "sentence {}: {} vs {}",
+            s.index,
+            s.score,
+            best[s.index]
+        );
+    }
+
+    // A document that fits is read whole, as before.
+    let short = Document {
+        id: "s".into(),
+        title: String::new(),
+        text: units[0].slice(&long_text).unwrap().to_owned(),
+    };
+    assert!(explain(&model, query, &short, &options, None)
+        .unwrap()
+        .truncated
+        .is_none());
+}
+
+#[test]
+fn sentence_windows_cover_everything_with_one_sentence_of_overlap() {
+    use gear_infer::sentence_windows;
+    assert_eq!(sentence_windows(&[3, 3, 3, 3], 6), vec![0..2, 1..3, 2..4]);
+    assert_eq!(sentence_windows(&[10, 2, 2], 6), vec![0..1, 1..3]);
+    assert_eq!(sentence_windows(&[2, 2], 6), vec![0..2]);
+    assert_eq!(
+        sentence_windows(&[], 6),
+        Vec::<std::ops::Range<usize>>::new()
+    );
+}

@@ -28,9 +28,19 @@ fn config() -> GearConfig {
     cfg
 }
 
+/// A seeded random model. libtorch's generator is global and tests run on parallel threads, so
+/// seeding and initialising happen under one lock: the same seed always gives the same weights.
 fn model(seed: i64) -> GearModel {
+    seeded(seed, config())
+}
+
+fn seeded(seed: i64, config: GearConfig) -> GearModel {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(seed);
-    GearModel::new(config(), tokenizer(), Device::Cpu).expect("valid model")
+    GearModel::new(config, tokenizer(), Device::Cpu).expect("valid model")
 }
 
 const DOC: &str = "The river flows north into the sea. A bridge crosses it near the town. \
@@ -358,8 +368,7 @@ fn loading_a_damaged_checkpoint_names_the_tensor() -> Result<()> {
     // Drop one tensor and reshape another by rewriting the weights through a smaller model.
     let mut cfg = config();
     cfg.decoder.num_hidden_layers = 1;
-    tch::manual_seed(0);
-    let smaller = GearModel::new(cfg, tokenizer(), Device::Cpu)?;
+    let smaller = seeded(0, cfg);
     gear_model::save_safetensors(smaller.var_store(), ckpt.join("model.safetensors"))?;
     let err = GearModel::load(&ckpt, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("decoder.bert.encoder.layer.1."), "{err}");
