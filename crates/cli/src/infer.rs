@@ -117,8 +117,17 @@ pub struct SearchArgs {
     /// HNSW candidate list size while searching (recall vs speed; `--backend hnsw` only).
     #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     ef_search: usize,
+    /// For each result, its K best sentences by cross-attention (local retrieval), with
+    /// character spans (0: none).
+    #[arg(long, default_value_t = 0)]
+    locate: usize,
+    /// A file of queries, one per line (blank lines skipped), instead of QUERY; JSON lines carry
+    /// a `query` field.
+    #[arg(long, conflicts_with = "query")]
+    queries: Option<PathBuf>,
     /// The query.
-    query: String,
+    #[arg(required_unless_present = "queries")]
+    query: Option<String>,
 }
 
 /// How a sentence's token weights become its score (`--aggregation`).
@@ -224,8 +233,20 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
-    if args.query.trim().is_empty() {
-        bail!("the query is empty");
+    let queries: Vec<String> = match (&args.query, &args.queries) {
+        (Some(q), _) => vec![q.clone()],
+        (None, Some(path)) => read_queries(path)?,
+        (None, None) => bail!("pass a QUERY or --queries FILE"),
+    };
+    if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
+        bail!(
+            "the query is empty{}",
+            if args.queries.is_some() {
+                format!(" (query {})", i + 1)
+            } else {
+                String::new()
+            }
+        );
     }
     if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
         bail!("--ef-search applies to --backend hnsw only");
@@ -251,28 +272,87 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         ModelSource::Checkpoint(dir)
     };
     let (model, _) = load_model(&source, device)?;
-    for (rank, (doc, score)) in index
-        .search(&model, &[args.query.as_str()], args.k)?
-        .remove(0)
-        .into_iter()
-        .enumerate()
-    {
-        if args.json {
-            outln!(
-                "{}",
-                serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title})
-            )?;
-        } else {
-            let preview: String = doc.text.chars().take(100).collect();
-            outln!(
-                "{:>3}  {score:.4}  {}  {}  {preview}…",
-                rank + 1,
-                doc.id,
-                doc.title
-            )?;
+    let many = args.queries.is_some();
+    let bar = if many {
+        let bar = ProgressBar::new(queries.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} search [{bar:30}] {pos}/{len} queries ({eta})")
+                .context("template")?
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let locate = LocateOptions::default();
+    for block in queries.chunks(256) {
+        let hits = index.search(&model, block, args.k)?;
+        for (query, hits) in block.iter().zip(hits) {
+            if many && !args.json {
+                outln!("query: {query}")?;
+            }
+            for (rank, (doc, score)) in hits.into_iter().enumerate() {
+                let sentences = if args.locate > 0 {
+                    let e = explain(&model, query, doc, &locate, None)?;
+                    e.sentences
+                        .into_iter()
+                        .take(args.locate)
+                        .map(|s| {
+                            let start = doc.text[..s.span.start].chars().count();
+                            let end = start + s.text.chars().count();
+                            (s.index, start, end, s.score, s.text)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if args.json {
+                    let mut line = serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title});
+                    if many {
+                        line["query"] = query.as_str().into();
+                    }
+                    if args.locate > 0 {
+                        line["sentences"] = sentences
+                            .iter()
+                            .map(|(index, start, end, score, text)| {
+                                serde_json::json!({"index": index, "start": start, "end": end, "score": score, "text": text})
+                            })
+                            .collect();
+                    }
+                    outln!("{line}")?;
+                } else {
+                    let preview: String = doc.text.chars().take(100).collect();
+                    outln!(
+                        "{:>3}  {score:.4}  {}  {}  {preview}…",
+                        rank + 1,
+                        doc.id,
+                        doc.title
+                    )?;
+                    for (index, start, end, score, text) in &sentences {
+                        outln!("       {score:.4}  [{index}] chars {start}..{end}  {text}")?;
+                    }
+                }
+            }
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     Ok(())
+}
+
+/// One query per line; blank lines skipped; invalid UTF-8 names its line.
+fn read_queries(path: &PathBuf) -> Result<Vec<String>> {
+    let text = gear_data::read_text(path)?;
+    let queries: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if queries.is_empty() {
+        bail!("{}: holds no queries", path.display());
+    }
+    Ok(queries)
 }
 
 /// `locate`, `generate` or `explain`.

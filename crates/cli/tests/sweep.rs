@@ -979,6 +979,52 @@ fn bad_input_sweep() {
         &["device `cuda`"],
     ));
 
+    // Batch search with located sentences.
+    let queries_file = write(d, "queries.txt", format!("{query}\n\n{}\n", docs[3].title));
+    let texts: std::collections::HashMap<String, String> = docs
+        .iter()
+        .map(|x| (x.id.clone(), x.text.clone()))
+        .collect();
+    cases.push(Case {
+        class: "options",
+        name: "search --queries FILE --locate 2: sentences with character spans".into(),
+        args: vec![
+            "search".into(),
+            "--index".into(),
+            idx.clone(),
+            "--queries".into(),
+            s(&queries_file),
+            "-k".into(),
+            "2".into(),
+            "--locate".into(),
+            "2".into(),
+            "--json".into(),
+        ],
+        expect: Expect::Succeeds(Box::new(move |out, _| {
+            let lines: Vec<serde_json::Value> = out
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            lines.len() == 4
+                && lines.iter().all(|hit| {
+                    let text = &texts[hit["id"].as_str().unwrap_or("")];
+                    hit["query"].is_string()
+                        && hit["sentences"].as_array().is_some_and(|ss| {
+                            ss.len() == 2
+                                && ss.iter().all(|x| {
+                                    let (a, b) = (
+                                        x["start"].as_u64().unwrap_or(0) as usize,
+                                        x["end"].as_u64().unwrap_or(0) as usize,
+                                    );
+                                    let piece: String =
+                                        text.chars().skip(a).take(b.saturating_sub(a)).collect();
+                                    a < b && piece == x["text"].as_str().unwrap_or("-")
+                                })
+                        })
+                })
+        })),
+    });
+
     // Export.
     let exported = d.join("exported");
     cases.push(Case {

@@ -104,6 +104,10 @@ impl OutputLock {
             path: path.clone(),
             source,
         };
+        // The writer would create the output's folder anyway; the lock lives beside it.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
         let mut file = loop {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
@@ -238,5 +242,7 @@ mod tests {
         drop(first);
         assert!(!dir.path().join("index.lock").exists());
         OutputLock::acquire(&out).unwrap();
+        // An output in folders that do not exist yet can be locked (its writer creates them).
+        OutputLock::acquire(&dir.path().join("runs/new/index")).unwrap();
     }
 }
