@@ -341,7 +341,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 }
 
 /// One query per line; blank lines skipped; invalid UTF-8 names its line.
-fn read_queries(path: &PathBuf) -> Result<Vec<String>> {
+fn read_queries(path: &std::path::Path) -> Result<Vec<String>> {
     let text = gear_data::read_text(path)?;
     let queries: Vec<String> = text
         .lines()
