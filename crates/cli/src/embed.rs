@@ -33,7 +33,12 @@ pub fn run(args: &Args) -> Result<()> {
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();
     let started = Instant::now();
-    let count = match embed_stream(&encoder, stdin, BufWriter::new(stdout)) {
+    let bar = crate::spinner("embed: 0 texts".into());
+    let result = embed_stream(&encoder, stdin, BufWriter::new(stdout), &mut |n| {
+        bar.set_message(format!("embed: {n} texts"));
+    });
+    bar.finish_and_clear();
+    let count = match result {
         Err(e) if crate::is_broken_pipe(&e) => return Ok(()),
         other => other?,
     };
@@ -47,12 +52,13 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Embeds every line of `input` and writes one JSON object per line to `output`, in input order.
-/// Returns the number of lines.
+/// Embeds every line of `input` and writes one JSON object per line to `output`, in input order;
+/// `progress` gets the running count. Returns the number of lines.
 pub fn embed_stream(
     encoder: &gear_model::SentenceEncoder,
     mut input: impl BufRead,
     mut output: impl Write,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
     let mut total = 0usize;
     let mut buf = Vec::new();
@@ -85,6 +91,7 @@ pub fn embed_stream(
         }
         total += texts.len();
         tracing::info!(texts = total, "embedded");
+        progress(total);
     }
     output.flush()?;
     Ok(total)

@@ -445,13 +445,9 @@ pub fn eval_beir(args: &BeirArgs) -> Result<()> {
     let data = gear_data::read_beir(&args.data, &args.split)?;
     let device = parse_device(&args.model.device)?;
     let (model, _) = load_model(&args.model.source()?, device)?;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} beir: {msg} ({elapsed})").context("template")?,
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bar = crate::spinner("beir".into());
     let report = gear_infer::eval_beir(Some(&model), &data, args.batch_size, &mut |step| {
-        bar.set_message(step.to_owned());
+        bar.set_message(format!("beir: {step}"));
     })?;
     bar.finish_and_clear();
     if args.json {
@@ -571,7 +567,13 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         cross_encoder: !args.no_cross_encoder,
         batch_size: 32,
     };
+    let bar = crate::spinner(format!(
+        "eval squad: {} questions over {} passages",
+        data.triples.len(),
+        data.corpus.len()
+    ));
     let mut report = gear_infer::eval_squad(&model, &data, &options)?;
+    bar.finish_and_clear();
     if let Some(dir) = &args.reranker {
         let reranker = gear_model::CrossEncoder::load(dir, device)
             .with_context(|| format!("loading the reranker in {}", dir.display()))?;

@@ -195,6 +195,18 @@ fn main() {
     }
 }
 
+/// A spinner with the elapsed time on stderr, for work that reports no finer progress (drawn
+/// only on a terminal).
+pub fn spinner(message: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Whether `err` comes from writing to a pipe whose reader has closed it.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     use std::io::ErrorKind;

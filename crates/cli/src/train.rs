@@ -273,7 +273,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         layer: args.layer,
         ..EvalOptions::for_scenario(scenario, args.generation_examples)
     };
+    let bar = crate::spinner(format!("eval: {} triples", triples.len()));
     let report = evaluate(&model, &triples, &options)?;
+    bar.finish_and_clear();
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
