@@ -51,6 +51,10 @@ pub enum IndexCommand {
         /// Documents per forward pass.
         #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         batch_size: usize,
+        /// Embed only the beginning of a document longer than the model reads at once (by
+        /// default it gets one vector per window of whole sentences, and scores its best).
+        #[arg(long)]
+        no_windows: bool,
     },
 }
 
@@ -202,6 +206,7 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
         out,
         model,
         batch_size,
+        no_windows,
     } = cmd;
     let device = parse_device(&model.device)?;
     let (gear, dir) = load_model(&model.source()?, device)?;
@@ -214,6 +219,7 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
     );
     let opts = BuildOptions {
         batch_size: *batch_size,
+        windows: !no_windows,
         ..BuildOptions::default()
     };
     let outcome = build_index(&gear, &dir, &docs, out, &opts, &mut |done, total| {

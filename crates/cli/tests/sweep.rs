@@ -252,7 +252,7 @@ fn bad_input_sweep() {
             std::fs::write(p.join("index.json"), meta.replace(from, to)).unwrap();
         }
     };
-    let future = copy_index("future", &edit_meta("\"format\": 1", "\"format\": 2"));
+    let future = copy_index("future", &edit_meta("\"format\": 2", "\"format\": 3"));
     let banana = copy_index("banana", &edit_meta("\"exact\"", "\"banana\""));
     let reordered = copy_index("reordered", &|p: &Path| {
         let text = std::fs::read_to_string(p.join("documents.jsonl")).unwrap();
@@ -262,7 +262,8 @@ fn bad_input_sweep() {
     });
     let nan = copy_index("nan", &|p: &Path| {
         let t = gear_model::read_tensors(p.join("embeddings.safetensors")).unwrap();
-        let _ = t[0].1.get(4).get(7).fill_(f64::NAN);
+        let (_, embeddings) = t.iter().find(|(n, _)| n == "embeddings").unwrap();
+        let _ = embeddings.get(4).get(7).fill_(f64::NAN);
         gear_model::save_tensors(t, p.join("embeddings.safetensors")).unwrap();
     });
 
@@ -593,7 +594,7 @@ fn bad_input_sweep() {
             "bad data",
             "search: unknown format version",
             &["search", "--index", &future, &query],
-            &["index.json", "format 2"],
+            &["index.json", "format 3"],
         ),
         refused(
             "bad data",

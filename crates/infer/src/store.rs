@@ -37,14 +37,19 @@ pub struct IndexMeta {
     pub dim: usize,
     /// Number of documents.
     pub documents: usize,
+    /// Number of vectors (more than `documents` when long documents were embedded in windows;
+    /// absent in format 1, where every document has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<usize>,
     /// SHA-256 of `documents.jsonl` (see [`gear_data::Fingerprint`]); absent in indexes built
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documents_sha256: Option<String>,
 }
 
-/// The layout version this code writes and reads.
-pub const INDEX_FORMAT: u32 = 1;
+/// The layout version this code writes (it reads 1 and 2; 2 adds the row → document map of
+/// windowed documents).
+pub const INDEX_FORMAT: u32 = 2;
 
 /// The backends an index may record.
 const BACKENDS: &[&str] = &["exact"];
@@ -58,6 +63,10 @@ pub struct BuildOptions {
     pub shard_size: usize,
     /// Stop after finishing this many shards in this call (the rest is left for a resume).
     pub max_shards: Option<usize>,
+    /// Embed a document longer than the model reads at once as several vectors, one per window
+    /// of whole sentences (consecutive windows sharing a sentence); its search score is the
+    /// best of them. Off: only its beginning is embedded.
+    pub windows: bool,
 }
 
 impl Default for BuildOptions {
@@ -66,6 +75,7 @@ impl Default for BuildOptions {
             batch_size: 32,
             shard_size: 2048,
             max_shards: None,
+            windows: true,
         }
     }
 }
@@ -156,6 +166,7 @@ pub fn build_index(
         "corpus": corpus_fingerprint(corpus),
         "documents": corpus.len(),
         "shard_size": shard_size,
+        "windows": options.windows,
     });
     let plan_path = partial.join("build.json");
     if plan_path.exists() {
@@ -171,6 +182,7 @@ pub fn build_index(
                 ("corpus", "corpus"),
                 ("documents", "document count"),
                 ("shard_size", "shard size"),
+                ("windows", "windows setting"),
             ]
             .into_iter()
             .filter(|(key, _)| old.get(key) != plan.get(key))
@@ -198,17 +210,17 @@ pub fn build_index(
     let max_len = model.config().max_document_len;
     for s in 0..total {
         let path = shard_path(s);
+        let first = s * shard_size;
+        let docs = &corpus[first..((s + 1) * shard_size).min(corpus.len())];
         if path.exists() {
-            let rows = ((s + 1) * shard_size).min(corpus.len()) - s * shard_size;
             match read_shard(&path) {
-                Ok(t) if t.size().first() == Some(&(rows as i64)) => {
+                Ok((_, owners)) if covers(&owners, first, docs.len()) => {
                     progress(s + 1, total);
                     continue;
                 }
-                Ok(t) => tracing::warn!(
-                    "{}: {} rows where {rows} belong; embedding the shard again",
-                    path.display(),
-                    t.size().first().copied().unwrap_or(0)
+                Ok(_) => tracing::warn!(
+                    "{}: its rows do not cover its documents; embedding the shard again",
+                    path.display()
                 ),
                 Err(e) => tracing::warn!("{e}; embedding the shard again"),
             }
@@ -219,17 +231,22 @@ pub fn build_index(
             warn_truncated(truncated, embedded, max_len);
             return Ok(BuildOutcome::Partial { done, total });
         }
-        let docs = &corpus[s * shard_size..((s + 1) * shard_size).min(corpus.len())];
-        for d in docs {
-            if model.tokenizer().count_tokens(&d.text)? > max_len {
-                truncated += 1;
-            }
-        }
+        let (texts, owners, cut) = rows_of(model, docs, first, options.windows)?;
+        truncated += cut;
         embedded += docs.len();
-        let vectors = embed_sorted(model, docs, options.batch_size.max(1))?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = gear_model::embed_length_sorted(&refs, options.batch_size.max(1), |b| {
+            model.embed_documents(b)
+        })?;
         gear_model::check_finite(&vectors, &path, "embeddings")
             .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
-        save_tensors(vec![("embeddings".into(), vectors)], &path)?;
+        save_tensors(
+            vec![
+                ("embeddings".into(), vectors),
+                ("document".into(), Tensor::from_slice(&owners)),
+            ],
+            &path,
+        )?;
         built += 1;
         progress(s + 1, total);
     }
@@ -239,7 +256,9 @@ pub fn build_index(
     let shards = (0..total)
         .map(|s| read_shard(&shard_path(s)))
         .collect::<Result<Vec<_>>>()?;
-    let embeddings = Tensor::cat(&shards, 0);
+    let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
+    let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+    let rows = owners.len();
     let mut tmp = out.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -249,7 +268,10 @@ pub fn build_index(
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let dim = embeddings.size()[1] as usize;
     save_tensors(
-        vec![("embeddings".into(), embeddings)],
+        vec![
+            ("embeddings".into(), embeddings),
+            ("document".into(), Tensor::from_slice(&owners)),
+        ],
         tmp.join(EMBEDDINGS),
     )?;
     // (Inside the build's private temporary folder, under the index lock.)
@@ -265,6 +287,7 @@ pub fn build_index(
         fingerprint,
         dim,
         documents: corpus.len(),
+        rows: Some(rows),
         documents_sha256: Some(
             gear_data::Fingerprint::new()
                 .file(&tmp.join(DOCUMENTS))?
@@ -281,23 +304,100 @@ pub fn build_index(
 fn warn_truncated(truncated: usize, embedded: usize, max_len: usize) {
     if truncated > 0 {
         tracing::warn!(
-            "{truncated} of the {embedded} documents embedded in this run are longer than the \
-             model's {max_len} tokens: only their beginning is indexed (split long documents \
-             into passages to index all of their text)"
+            "{truncated} of the {embedded} documents embedded in this run are not indexed whole: \
+             they hold text longer than the model's {max_len} tokens that no window takes in \
+             (a single overlong sentence, or windows turned off); only its beginning is indexed"
         );
     }
 }
 
-/// The embeddings of one finished shard.
-fn read_shard(path: &Path) -> Result<Tensor> {
-    read_tensors(path)?
-        .into_iter()
-        .find(|(n, _)| n == "embeddings")
-        .map(|(_, t)| t)
-        .ok_or_else(|| Error::Index {
+/// The embeddings of one finished shard and the document index of each row.
+fn read_shard(path: &Path) -> Result<(Tensor, Vec<i64>)> {
+    let tensors = read_tensors(path)?;
+    let find = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.shallow_clone())
+            .ok_or_else(|| Error::Index {
+                path: path.to_owned(),
+                message: format!("no `{name}` tensor in the shard"),
+            })
+    };
+    let embeddings = find("embeddings")?;
+    let owners = Vec::<i64>::try_from(find("document")?.to_kind(tch::Kind::Int64))?;
+    if embeddings.size().first() != Some(&(owners.len() as i64)) {
+        return Err(Error::Index {
             path: path.to_owned(),
-            message: "no `embeddings` tensor in the shard".into(),
-        })
+            message: "embeddings and their document map differ in length".into(),
+        });
+    }
+    Ok((embeddings, owners))
+}
+
+/// Whether `owners` maps rows to exactly documents `first..first + n`, each at least once, in
+/// order.
+fn covers(owners: &[i64], first: usize, n: usize) -> bool {
+    let mut expected = first as i64;
+    let mut seen_any = false;
+    for &o in owners {
+        if seen_any && o == expected {
+            continue;
+        }
+        if seen_any && o == expected + 1 {
+            expected += 1;
+            continue;
+        }
+        if !seen_any && o == expected {
+            seen_any = true;
+            continue;
+        }
+        return false;
+    }
+    seen_any && expected == (first + n) as i64 - 1
+}
+
+/// The texts to embed for `docs` (whose first has index `first` in the corpus), the document
+/// index of each, and how many documents still hold text no row takes in.
+fn rows_of(
+    model: &GearModel,
+    docs: &[Document],
+    first: usize,
+    windows: bool,
+) -> Result<(Vec<String>, Vec<i64>, usize)> {
+    let max_len = model.config().max_document_len;
+    let budget = max_len.saturating_sub(4).max(1);
+    let (mut texts, mut owners, mut cut) = (Vec::new(), Vec::new(), 0usize);
+    for (i, d) in docs.iter().enumerate() {
+        let owner = (first + i) as i64;
+        let fits = model.tokenizer().count_tokens(&d.text)? <= max_len;
+        let sentences = if fits || !windows {
+            Vec::new()
+        } else {
+            gear_data::split_sentences(&d.text)
+        };
+        if sentences.len() < 2 {
+            cut += usize::from(!fits);
+            texts.push(d.text.clone());
+            owners.push(owner);
+            continue;
+        }
+        let counts = sentences
+            .iter()
+            .map(|u| {
+                Ok(model
+                    .tokenizer()
+                    .count_tokens(u.slice(&d.text).unwrap_or(""))?
+                    .saturating_sub(2))
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        cut += usize::from(counts.iter().any(|&c| c > budget));
+        for w in crate::sentence_windows(&counts, budget) {
+            texts.push(d.text[sentences[w.start].start..sentences[w.end - 1].end].to_owned());
+            owners.push(owner);
+        }
+    }
+    Ok((texts, owners, cut))
 }
 
 /// Ids unique and texts non-empty (what [`DocumentReader`] checks per file, for callers that
@@ -337,14 +437,6 @@ fn corpus_fingerprint(corpus: &[Document]) -> String {
         .finish()
 }
 
-/// Document embeddings `[n, dim]` (CPU) in input order, computed in length-sorted batches.
-fn embed_sorted(model: &GearModel, docs: &[Document], batch: usize) -> Result<Tensor> {
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    Ok(gear_model::embed_length_sorted(&texts, batch, |b| {
-        model.embed_documents(b)
-    })?)
-}
-
 /// Which search backend serves an opened index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -361,6 +453,10 @@ pub struct DocumentIndex {
     meta: IndexMeta,
     documents: Vec<Document>,
     search: Box<dyn VectorIndex>,
+    /// The document of each vector.
+    owners: Vec<usize>,
+    /// The most vectors any one document has.
+    max_rows_per_document: usize,
 }
 
 impl DocumentIndex {
@@ -397,9 +493,9 @@ impl DocumentIndex {
                 }
             })?)
             .map_err(|e| bad(format!("{META}: {e}")))?;
-        if meta.format != INDEX_FORMAT {
+        if !(1..=INDEX_FORMAT).contains(&meta.format) {
             return Err(bad(format!(
-                "{META}: format {} is not the format this version reads ({INDEX_FORMAT}); \
+                "{META}: format {} is not a format this version reads (1 to {INDEX_FORMAT}); \
                  rebuild the index with this version",
                 meta.format
             )));
@@ -424,22 +520,54 @@ impl DocumentIndex {
         }
         let documents =
             DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
-        let vectors = read_tensors(dir.join(EMBEDDINGS))?
-            .into_iter()
-            .find(|(n, _)| n == "embeddings")
-            .map(|(_, t)| t)
+        let tensors = read_tensors(dir.join(EMBEDDINGS))?;
+        let tensor = |name: &str| {
+            tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.shallow_clone())
+        };
+        let vectors = tensor("embeddings")
             .ok_or_else(|| bad(format!("{EMBEDDINGS} has no `embeddings` tensor")))?;
-        // (`read_tensors` has refused non-finite values, naming the first one's flat index.)
-        if vectors.size() != [documents.len() as i64, meta.dim as i64]
-            || documents.len() != meta.documents
-        {
+        // (`read_tensors` has refused non-finite values, naming the first one's index.)
+        let rows = meta.rows.unwrap_or(meta.documents);
+        if vectors.size() != [rows as i64, meta.dim as i64] || documents.len() != meta.documents {
             return Err(bad(format!(
-                "{} documents and embeddings {:?} disagree with {META} ({} × {})",
+                "{} documents and embeddings {:?} disagree with {META} ({} documents, {rows} × {})",
                 documents.len(),
                 vectors.size(),
                 meta.documents,
                 meta.dim
             )));
+        }
+        let owners: Vec<usize> = match tensor("document") {
+            // Format 1: one vector per document.
+            None => (0..documents.len()).collect(),
+            Some(t) => Vec::<i64>::try_from(t.to_kind(tch::Kind::Int64))?
+                .into_iter()
+                .map(|o| o as usize)
+                .collect(),
+        };
+        if !covers(
+            &owners.iter().map(|&o| o as i64).collect::<Vec<_>>(),
+            0,
+            documents.len(),
+        ) || owners.len() != rows
+        {
+            return Err(bad(format!(
+                "{EMBEDDINGS}: its `document` map does not give every document its vectors, in \
+                 order; rebuild the index"
+            )));
+        }
+        let mut max_rows_per_document = 0;
+        let mut run = 0;
+        for (i, &o) in owners.iter().enumerate() {
+            run = if i > 0 && owners[i - 1] == o {
+                run + 1
+            } else {
+                1
+            };
+            max_rows_per_document = max_rows_per_document.max(run);
         }
         let search: Box<dyn VectorIndex> = match backend {
             Backend::Exact => Box::new(ExactIndex::new(&vectors, device)),
@@ -450,6 +578,8 @@ impl DocumentIndex {
             dir,
             meta,
             documents,
+            owners,
+            max_rows_per_document,
         })
     }
 
@@ -505,12 +635,19 @@ impl DocumentIndex {
             return Err(Error::Input(format!("query {} is empty", i + 1)));
         }
         let q = model.embed_queries(queries)?;
-        let hits: Vec<Vec<Hit>> = self.search.search(&q, k)?;
+        // A document's score is its best vector's. The k best documents' best vectors are among
+        // the k × (most vectors per document) best vectors: every vector above a top-k
+        // document's best belongs to one of the k − 1 documents above it.
+        let fetch = (k * self.max_rows_per_document.max(1)).min(self.owners.len());
+        let hits: Vec<Vec<Hit>> = self.search.search(&q, fetch)?;
         Ok(hits
             .into_iter()
             .map(|hs| {
+                let mut seen = std::collections::HashSet::new();
                 hs.into_iter()
-                    .map(|h| (&self.documents[h.row], h.score))
+                    .filter(|h| seen.insert(self.owners[h.row]))
+                    .take(k)
+                    .map(|h| (&self.documents[self.owners[h.row]], h.score))
                     .collect()
             })
             .collect())

@@ -53,6 +53,7 @@ fn resumed_build_equals_one_go_and_search_is_exact() {
         batch_size: 2,
         shard_size: 3,
         max_shards: None,
+        windows: true,
     };
 
     let one = dir.path().join("one");
@@ -130,6 +131,7 @@ fn a_resume_is_the_same_build_and_a_damaged_shard_is_redone() {
         batch_size: 2,
         shard_size: 3,
         max_shards: Some(1),
+        windows: true,
     };
     let out = dir.path().join("idx");
     build_index(&model, &model_dir, &docs, &out, &opts, &mut |_, _| {}).unwrap();
@@ -227,7 +229,7 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     };
 
     let idx = fresh("version");
-    edit_meta(&idx, "\"format\": 1", "\"format\": 7");
+    edit_meta(&idx, "\"format\": 2", "\"format\": 7");
     assert!(open_err(&idx).contains("format 7"), "{}", open_err(&idx));
 
     let idx = fresh("backend");
@@ -244,7 +246,8 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
 
     let idx = fresh("nan");
     let vectors = gear_model::read_tensors(idx.join("embeddings.safetensors")).unwrap();
-    let _ = vectors[0].1.get(3).get(0).fill_(f64::NAN);
+    let (_, embeddings) = vectors.iter().find(|(n, _)| n == "embeddings").unwrap();
+    let _ = embeddings.get(3).get(0).fill_(f64::NAN);
     gear_model::save_tensors(vectors, idx.join("embeddings.safetensors")).unwrap();
     let err = open_err(&idx);
     assert!(
@@ -627,4 +630,126 @@ fn sentence_windows_cover_everything_with_one_sentence_of_overlap() {
         sentence_windows(&[], 6),
         Vec::<std::ops::Range<usize>>::new()
     );
+}
+
+#[test]
+fn long_documents_are_indexed_in_windows_and_scored_by_their_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = corpus();
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let tok = Tokenizer::word_level(&texts, 512).unwrap();
+    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
+    enc.max_position_embeddings = 512;
+    let mut cfg = GearConfig::for_encoder(enc);
+    cfg.max_document_len = 48;
+    cfg.max_query_len = 16;
+    tch::manual_seed(9);
+    GearModel::new(cfg, tok, Device::Cpu)
+        .unwrap()
+        .save(dir.path().join("m"))
+        .unwrap();
+    let (model, model_dir) =
+        load_model(&ModelSource::Checkpoint(dir.path().join("m")), Device::Cpu).unwrap();
+    let opts = BuildOptions {
+        shard_size: 3,
+        ..BuildOptions::default()
+    };
+    let windowed = dir.path().join("windowed");
+    build_index(&model, &model_dir, &docs, &windowed, &opts, &mut |_, _| {}).unwrap();
+    let index = DocumentIndex::open(&windowed, Device::Cpu).unwrap();
+    let rows = index.meta().rows.unwrap();
+    assert!(
+        rows > docs.len(),
+        "{rows} vectors for {} documents",
+        docs.len()
+    );
+
+    // Brute force: every window of every document embedded alone, a document scored by its best.
+    let q = "where is the river bridge";
+    let qv = model.embed_queries(&[q]).unwrap().get(0);
+    let mut scored: Vec<(f64, &str)> = docs
+        .iter()
+        .map(|d| {
+            let units = gear_data::split_sentences(&d.text);
+            let fits = model.tokenizer().count_tokens(&d.text).unwrap() <= 48;
+            let windows: Vec<String> = if fits || units.len() < 2 {
+                vec![d.text.clone()]
+            } else {
+                let counts: Vec<usize> = units
+                    .iter()
+                    .map(|u| {
+                        model
+                            .tokenizer()
+                            .count_tokens(u.slice(&d.text).unwrap())
+                            .unwrap()
+                            - 2
+                    })
+                    .collect();
+                gear_infer::sentence_windows(&counts, 44)
+                    .into_iter()
+                    .map(|w| d.text[units[w.start].start..units[w.end - 1].end].to_owned())
+                    .collect()
+            };
+            let v = model.embed_documents(&windows).unwrap();
+            (v.matmul(&qv).max().double_value(&[]), d.id.as_str())
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let hits = index.search(&model, &[q], 3).unwrap().remove(0);
+    assert_eq!(hits.len(), 3);
+    for ((doc, score), (want, id)) in hits.iter().zip(&scored) {
+        assert_eq!(doc.id, *id);
+        assert!((f64::from(*score) - want).abs() < 1e-5, "{score} vs {want}");
+    }
+
+    // Windows off: one vector per document, as before; and a format-1 index still opens.
+    let plain = dir.path().join("plain");
+    let no_windows = BuildOptions {
+        windows: false,
+        ..opts
+    };
+    build_index(
+        &model,
+        &model_dir,
+        &docs,
+        &plain,
+        &no_windows,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let plain_hits: Vec<String> = DocumentIndex::open(&plain, Device::Cpu)
+        .unwrap()
+        .search(&model, &[q], 3)
+        .unwrap()
+        .remove(0)
+        .into_iter()
+        .map(|(d, _)| d.id.clone())
+        .collect();
+    assert_eq!(
+        DocumentIndex::open(&plain, Device::Cpu)
+            .unwrap()
+            .meta()
+            .rows,
+        Some(docs.len())
+    );
+    let tensors = gear_model::read_tensors(plain.join("embeddings.safetensors")).unwrap();
+    let only: Vec<_> = tensors
+        .into_iter()
+        .filter(|(n, _)| n == "embeddings")
+        .collect();
+    gear_model::save_tensors(only, plain.join("embeddings.safetensors")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("index.json")).unwrap()).unwrap();
+    meta["format"] = 1.into();
+    meta.as_object_mut().unwrap().remove("rows");
+    std::fs::write(plain.join("index.json"), meta.to_string()).unwrap();
+    let old: Vec<String> = DocumentIndex::open(&plain, Device::Cpu)
+        .unwrap()
+        .search(&model, &[q], 3)
+        .unwrap()
+        .remove(0)
+        .into_iter()
+        .map(|(d, _)| d.id.clone())
+        .collect();
+    assert_eq!(old, plain_hits);
 }
