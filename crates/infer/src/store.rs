@@ -156,6 +156,13 @@ pub fn build_index(
         move |source| Error::Io { path, source }
     };
     let _lock = gear_data::OutputLock::acquire(out)?;
+    if out.exists() {
+        // Finished by a build that held the lock just before this one.
+        return Err(Error::Index {
+            path: out.to_owned(),
+            message: "exists already; remove it to rebuild".into(),
+        });
+    }
     let fingerprint = model_fingerprint(model_dir)?;
     let partial = partial_dir(out);
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
