@@ -332,6 +332,13 @@ pub fn synthesize_rir(
         });
     }
     let _lock = crate::OutputLock::acquire(output)?;
+    if output.exists() {
+        // Finished by a run that held the lock just before this one.
+        return Err(Error::Output {
+            path: output.to_owned(),
+            message: "exists already; remove it to synthesise again".into(),
+        });
+    }
     let partial = partial_path(output);
     let settings = settings_fingerprint(cfg, rewriter);
     let (mut done, mut stats) = read_partial(&partial, &settings)?;
