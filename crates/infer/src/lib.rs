@@ -19,6 +19,7 @@
 //! ```
 
 mod beir_eval;
+mod build;
 mod error;
 mod explain;
 mod lexical;
@@ -29,6 +30,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
+pub use build::{build_index, model_fingerprint, BuildOptions, BuildOutcome};
 pub use error::{Error, Result};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, sentence_windows, AttendedSpan,
@@ -39,9 +41,7 @@ pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, V
 pub use squad_eval::{
     eval_reranker, eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport,
 };
-pub use store::{
-    build_index, model_fingerprint, Backend, BuildOptions, BuildOutcome, DocumentIndex, IndexMeta,
-};
+pub use store::{Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 
 use gear_model::GearModel;
 

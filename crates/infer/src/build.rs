@@ -1,0 +1,406 @@
+//! Building the document index (see [`crate::DocumentIndex`] for the layout): documents embedded
+//! with `E_d` in resumable shards under `<out>.partial/` — a long document as one vector per
+//! window of whole sentences — then assembled in `<out>.tmp/` and renamed into place, so the
+//! index folder appears only when complete. A resume must be the same build: the partial folder
+//! records the model's fingerprint, a SHA-256 of the corpus (every document's id, title and text,
+//! in order), the shard size and the windows setting, and a rerun with anything else is refused,
+//! naming what changed. One writer at a time: `<out>.lock` is held for the whole build.
+
+use std::path::{Path, PathBuf};
+
+use gear_data::{Document, JsonlWriter};
+use gear_model::{read_tensors, save_tensors, GearModel};
+use tch::Tensor;
+
+use crate::store::{IndexMeta, DOCUMENTS, EMBEDDINGS, INDEX_FORMAT, META};
+use crate::{Error, Result};
+
+/// Options of [`build_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Documents per forward pass (grouped by length inside a shard).
+    pub batch_size: usize,
+    /// Documents per resumable shard.
+    pub shard_size: usize,
+    /// Stop after finishing this many shards in this call (the rest is left for a resume).
+    pub max_shards: Option<usize>,
+    /// Embed a document longer than the model reads at once as several vectors, one per window
+    /// of whole sentences (consecutive windows sharing a sentence); its search score is the
+    /// best of them. Off: only its beginning is embedded.
+    pub windows: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            shard_size: 2048,
+            max_shards: None,
+            windows: true,
+        }
+    }
+}
+
+/// How a build call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// The index folder is written.
+    Complete,
+    /// Stopped early; `done` of `total` shards are saved for a resume.
+    Partial {
+        /// Shards finished so far.
+        done: usize,
+        /// Shards in all.
+        total: usize,
+    },
+}
+
+/// A stable fingerprint of a model folder: FNV-1a over its config, tokenizer and weights files.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut any = false;
+    for name in [
+        "gear.toml",
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+    ] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        any = true;
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        for b in name.bytes().chain(bytes) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    if !any {
+        return Err(Error::Input(format!(
+            "{}: no model files to fingerprint",
+            dir.display()
+        )));
+    }
+    Ok(format!("{h:016x}"))
+}
+
+pub(crate) fn partial_dir(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
+/// Embeds `corpus` with `model`'s document encoder into the index folder `out`.
+pub fn build_index(
+    model: &GearModel,
+    model_dir: &Path,
+    corpus: &[Document],
+    out: &Path,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BuildOutcome> {
+    if out.exists() {
+        return Err(Error::Index {
+            path: out.to_owned(),
+            message: "exists already; remove it to rebuild".into(),
+        });
+    }
+    if corpus.is_empty() {
+        return Err(Error::Input("the corpus holds no documents".into()));
+    }
+    check_corpus(corpus)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let _lock = gear_data::OutputLock::acquire(out)?;
+    if out.exists() {
+        // Finished by a build that held the lock just before this one.
+        return Err(Error::Index {
+            path: out.to_owned(),
+            message: "exists already; remove it to rebuild".into(),
+        });
+    }
+    let fingerprint = model_fingerprint(model_dir)?;
+    let partial = partial_dir(out);
+    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let shard_size = options.shard_size.max(1);
+    let total = corpus.len().div_ceil(shard_size);
+    let plan = serde_json::json!({
+        "fingerprint": fingerprint,
+        "corpus": corpus_fingerprint(corpus),
+        "documents": corpus.len(),
+        "shard_size": shard_size,
+        "windows": options.windows,
+    });
+    let plan_path = partial.join("build.json");
+    if plan_path.exists() {
+        let old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?)
+                .map_err(|e| Error::Index {
+                    path: partial.clone(),
+                    message: e.to_string(),
+                })?;
+        if old != plan {
+            let differs: Vec<&str> = [
+                ("fingerprint", "model"),
+                ("corpus", "corpus"),
+                ("documents", "document count"),
+                ("shard_size", "shard size"),
+                ("windows", "windows setting"),
+            ]
+            .into_iter()
+            .filter(|(key, _)| old.get(key) != plan.get(key))
+            .map(|(_, what)| what)
+            .collect();
+            return Err(Error::Index {
+                path: partial.clone(),
+                message: format!(
+                    "a partial build with another {} is in the way: resume with the same \
+                     inputs, or remove it to start over",
+                    if differs.is_empty() {
+                        "format".to_owned()
+                    } else {
+                        differs.join(", ")
+                    }
+                ),
+            });
+        }
+    } else {
+        std::fs::write(&plan_path, plan.to_string()).map_err(io(&plan_path))?;
+    }
+    let shard_path = |s: usize| partial.join(format!("shard-{s:06}.safetensors"));
+    let mut built = 0usize;
+    let (mut truncated, mut embedded) = (0usize, 0usize);
+    let max_len = model.config().max_document_len;
+    for s in 0..total {
+        let path = shard_path(s);
+        let first = s * shard_size;
+        let docs = &corpus[first..((s + 1) * shard_size).min(corpus.len())];
+        if path.exists() {
+            match read_shard(&path) {
+                Ok((_, owners)) if covers(&owners, first, docs.len()) => {
+                    progress(s + 1, total);
+                    continue;
+                }
+                Ok(_) => tracing::warn!(
+                    "{}: its rows do not cover its documents; embedding the shard again",
+                    path.display()
+                ),
+                Err(e) => tracing::warn!("{e}; embedding the shard again"),
+            }
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+        if options.max_shards.is_some_and(|m| built >= m) {
+            let done = (0..total).filter(|&i| shard_path(i).exists()).count();
+            warn_truncated(truncated, embedded, max_len);
+            return Ok(BuildOutcome::Partial { done, total });
+        }
+        let (texts, owners, cut) = rows_of(model, docs, first, options.windows)?;
+        truncated += cut;
+        embedded += docs.len();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = gear_model::embed_length_sorted(&refs, options.batch_size.max(1), |b| {
+            model.embed_documents(b)
+        })?;
+        gear_model::check_finite(&vectors, &path, "embeddings")
+            .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
+        save_tensors(
+            vec![
+                ("embeddings".into(), vectors),
+                ("document".into(), Tensor::from_slice(&owners)),
+            ],
+            &path,
+        )?;
+        built += 1;
+        progress(s + 1, total);
+    }
+    warn_truncated(truncated, embedded, max_len);
+
+    // All shards present: assemble the index in a temporary folder, then move it into place.
+    let shards = (0..total)
+        .map(|s| read_shard(&shard_path(s)))
+        .collect::<Result<Vec<_>>>()?;
+    let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
+    let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+    let rows = owners.len();
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let dim = embeddings.size()[1] as usize;
+    save_tensors(
+        vec![
+            ("embeddings".into(), embeddings),
+            ("document".into(), Tensor::from_slice(&owners)),
+        ],
+        tmp.join(EMBEDDINGS),
+    )?;
+    // (Inside the build's private temporary folder, under the index lock.)
+    let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
+    for d in corpus {
+        w.write(d)?;
+    }
+    w.finish()?;
+    let meta = IndexMeta {
+        format: INDEX_FORMAT,
+        backend: "exact".into(),
+        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
+        fingerprint,
+        dim,
+        documents: corpus.len(),
+        rows: Some(rows),
+        documents_sha256: Some(
+            gear_data::Fingerprint::new()
+                .file(&tmp.join(DOCUMENTS))?
+                .finish(),
+        ),
+    };
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
+    std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    Ok(BuildOutcome::Complete)
+}
+
+fn warn_truncated(truncated: usize, embedded: usize, max_len: usize) {
+    if truncated > 0 {
+        tracing::warn!(
+            "{truncated} of the {embedded} documents embedded in this run are not indexed whole: \
+             they hold text longer than the model's {max_len} tokens that no window takes in \
+             (a single overlong sentence, or windows turned off); only its beginning is indexed"
+        );
+    }
+}
+
+/// The embeddings of one finished shard and the document index of each row.
+fn read_shard(path: &Path) -> Result<(Tensor, Vec<i64>)> {
+    let tensors = read_tensors(path)?;
+    let find = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.shallow_clone())
+            .ok_or_else(|| Error::Index {
+                path: path.to_owned(),
+                message: format!("no `{name}` tensor in the shard"),
+            })
+    };
+    let embeddings = find("embeddings")?;
+    let owners = Vec::<i64>::try_from(find("document")?.to_kind(tch::Kind::Int64))?;
+    if embeddings.size().first() != Some(&(owners.len() as i64)) {
+        return Err(Error::Index {
+            path: path.to_owned(),
+            message: "embeddings and their document map differ in length".into(),
+        });
+    }
+    Ok((embeddings, owners))
+}
+
+/// Whether `owners` maps rows to exactly documents `first..first + n`, each at least once, in
+/// order.
+pub(crate) fn covers(owners: &[i64], first: usize, n: usize) -> bool {
+    let mut expected = first as i64;
+    let mut seen_any = false;
+    for &o in owners {
+        if seen_any && o == expected {
+            continue;
+        }
+        if seen_any && o == expected + 1 {
+            expected += 1;
+            continue;
+        }
+        if !seen_any && o == expected {
+            seen_any = true;
+            continue;
+        }
+        return false;
+    }
+    seen_any && expected == (first + n) as i64 - 1
+}
+
+/// The texts to embed for `docs` (whose first has index `first` in the corpus), the document
+/// index of each, and how many documents still hold text no row takes in.
+fn rows_of(
+    model: &GearModel,
+    docs: &[Document],
+    first: usize,
+    windows: bool,
+) -> Result<(Vec<String>, Vec<i64>, usize)> {
+    let max_len = model.config().max_document_len;
+    let budget = max_len.saturating_sub(4).max(1);
+    let (mut texts, mut owners, mut cut) = (Vec::new(), Vec::new(), 0usize);
+    for (i, d) in docs.iter().enumerate() {
+        let owner = (first + i) as i64;
+        let fits = model.tokenizer().count_tokens(&d.text)? <= max_len;
+        let sentences = if fits || !windows {
+            Vec::new()
+        } else {
+            gear_data::split_sentences(&d.text)
+        };
+        if sentences.len() < 2 {
+            cut += usize::from(!fits);
+            texts.push(d.text.clone());
+            owners.push(owner);
+            continue;
+        }
+        let counts = sentences
+            .iter()
+            .map(|u| {
+                Ok(model
+                    .tokenizer()
+                    .count_tokens(u.slice(&d.text).unwrap_or(""))?
+                    .saturating_sub(2))
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        cut += usize::from(counts.iter().any(|&c| c > budget));
+        for w in crate::sentence_windows(&counts, budget) {
+            texts.push(d.text[sentences[w.start].start..sentences[w.end - 1].end].to_owned());
+            owners.push(owner);
+        }
+    }
+    Ok((texts, owners, cut))
+}
+
+/// Ids unique and texts non-empty (what [`DocumentReader`] checks per file, for callers that
+/// build a corpus in memory).
+fn check_corpus(corpus: &[Document]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(corpus.len());
+    for (i, d) in corpus.iter().enumerate() {
+        if d.id.trim().is_empty() || d.text.trim().is_empty() {
+            return Err(Error::Input(format!(
+                "corpus document {} (`{}`): empty {}",
+                i + 1,
+                d.id,
+                if d.id.trim().is_empty() { "id" } else { "text" }
+            )));
+        }
+        if let Some(first) = seen.insert(d.id.as_str(), i) {
+            return Err(Error::Input(format!(
+                "corpus documents {} and {} share the id `{}`; ids must be unique",
+                first + 1,
+                i + 1,
+                d.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a resume must match: every document's id, title and text, in order.
+fn corpus_fingerprint(corpus: &[Document]) -> String {
+    corpus
+        .iter()
+        .fold(gear_data::Fingerprint::new(), |f, d| {
+            f.value("id", &d.id)
+                .value("title", &d.title)
+                .value("text", &d.text)
+        })
+        .finish()
+}
