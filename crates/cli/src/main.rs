@@ -31,6 +31,7 @@ mod infer;
 mod launch;
 mod rerank;
 mod score;
+mod search;
 mod train;
 
 use std::path::PathBuf;
@@ -69,7 +70,7 @@ enum Command {
     #[command(subcommand)]
     Index(infer::IndexCommand),
     /// Top-k documents of an index for a query.
-    Search(infer::SearchArgs),
+    Search(search::SearchArgs),
     /// A document's sentences ranked by the fusion encoder's cross-attention.
     Locate(infer::PairArgs),
     /// The decoder's text for a (query, document) pair.
@@ -178,7 +179,7 @@ fn main() {
         Command::Eval(EvalCommand::Squad(args)) => infer::eval_squad(&args),
         Command::Eval(EvalCommand::Beir(args)) => infer::eval_beir(&args),
         Command::Index(cmd) => infer::index(&cmd),
-        Command::Search(args) => infer::search(&args),
+        Command::Search(args) => search::search(&args),
         Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),
         Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
         Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),

@@ -1,0 +1,181 @@
+//! `gear search`: the top-k documents of an index for one query or a file of queries, with
+//! each result's best sentences on request.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gear_infer::{explain, load_model, Backend, DocumentIndex, HnswConfig, ModelSource};
+use gear_model::{parse_device, LocateOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::infer::at_least_one;
+
+/// Options of `gear search`.
+#[derive(clap::Args, Debug)]
+pub struct SearchArgs {
+    /// Index folder.
+    #[arg(long)]
+    index: PathBuf,
+    /// Results.
+    #[arg(long, short, default_value_t = 10, value_parser = at_least_one)]
+    k: usize,
+    /// Override the model recorded in the index (must be the same files).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Search backend: exact, or HNSW (approximate; the graph is built when the index is
+    /// opened).
+    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
+    backend: SearchBackend,
+    /// `cpu`, `cuda` or `cuda:N`: where the query encoder and exact search run.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// HNSW candidate list size while searching (recall vs speed; `--backend hnsw` only).
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    ef_search: usize,
+    /// For each result, its K best sentences by cross-attention (local retrieval), with
+    /// character spans (0: none).
+    #[arg(long, default_value_t = 0)]
+    locate: usize,
+    /// A file of queries, one per line (blank lines skipped), instead of QUERY; JSON lines carry
+    /// a `query` field.
+    #[arg(long, conflicts_with = "query")]
+    queries: Option<PathBuf>,
+    /// The query.
+    #[arg(required_unless_present = "queries")]
+    query: Option<String>,
+}
+
+/// `gear search --backend`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchBackend {
+    /// Exact matrix-product search.
+    Exact,
+    /// Approximate HNSW search.
+    Hnsw,
+}
+
+pub fn search(args: &SearchArgs) -> Result<()> {
+    let queries: Vec<String> = match (&args.query, &args.queries) {
+        (Some(q), _) => vec![q.clone()],
+        (None, Some(path)) => read_queries(path)?,
+        (None, None) => bail!("pass a QUERY or --queries FILE"),
+    };
+    if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
+        bail!(
+            "the query is empty{}",
+            if args.queries.is_some() {
+                format!(" (query {})", i + 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
+        bail!("--ef-search applies to --backend hnsw only");
+    }
+    let backend = match args.backend {
+        SearchBackend::Exact => Backend::Exact,
+        SearchBackend::Hnsw => Backend::Hnsw(HnswConfig {
+            ef_search: args.ef_search.max(args.k),
+            ..HnswConfig::default()
+        }),
+    };
+    let device = parse_device(&args.device)?;
+    let index = DocumentIndex::open_with(&args.index, device, backend)?;
+    let dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| index.meta().model.clone());
+    index.check_model(&dir)?;
+    let is_pretrained = dir.join("config.json").is_file() && !dir.join("gear.toml").is_file();
+    let source = if is_pretrained {
+        ModelSource::Pretrained
+    } else {
+        ModelSource::Checkpoint(dir)
+    };
+    let (model, _) = load_model(&source, device)?;
+    let many = args.queries.is_some();
+    let bar = if many {
+        let bar = ProgressBar::new(queries.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} search [{bar:30}] {pos}/{len} queries ({eta})")
+                .context("template")?
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let locate = LocateOptions::default();
+    for block in queries.chunks(256) {
+        let hits = index.search(&model, block, args.k)?;
+        for (query, hits) in block.iter().zip(hits) {
+            if many && !args.json {
+                outln!("query: {query}")?;
+            }
+            for (rank, (doc, score)) in hits.into_iter().enumerate() {
+                let sentences = if args.locate > 0 {
+                    let e = explain(&model, query, doc, &locate, None)?;
+                    e.sentences
+                        .into_iter()
+                        .take(args.locate)
+                        .map(|s| {
+                            let start = doc.text[..s.span.start].chars().count();
+                            let end = start + s.text.chars().count();
+                            (s.index, start, end, s.score, s.text)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if args.json {
+                    let mut line = serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title});
+                    if many {
+                        line["query"] = query.as_str().into();
+                    }
+                    if args.locate > 0 {
+                        line["sentences"] = sentences
+                            .iter()
+                            .map(|(index, start, end, score, text)| {
+                                serde_json::json!({"index": index, "start": start, "end": end, "score": score, "text": text})
+                            })
+                            .collect();
+                    }
+                    outln!("{line}")?;
+                } else {
+                    let preview: String = doc.text.chars().take(100).collect();
+                    outln!(
+                        "{:>3}  {score:.4}  {}  {}  {preview}…",
+                        rank + 1,
+                        doc.id,
+                        doc.title
+                    )?;
+                    for (index, start, end, score, text) in &sentences {
+                        outln!("       {score:.4}  [{index}] chars {start}..{end}  {text}")?;
+                    }
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// One query per line; blank lines skipped; invalid UTF-8 names its line.
+fn read_queries(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = gear_data::read_text(path)?;
+    let queries: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if queries.is_empty() {
+        bail!("{}: holds no queries", path.display());
+    }
+    Ok(queries)
+}
