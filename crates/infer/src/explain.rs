@@ -283,9 +283,11 @@ fn read_document<'a>(
 
 /// Windows of whole sentences (index ranges) whose token counts sum to at most `budget` (a
 /// longer sentence gets a window of its own), each window starting on the last sentence of the
-/// one before, so that every sentence is read with some context on both sides.
+/// one before, so that every sentence is read with some context on both sides. The last window
+/// reaches back as far as the budget allows: windows of similar length spread attention over
+/// similar numbers of tokens, which keeps their sentence scores comparable.
 pub fn sentence_windows(counts: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
-    let mut windows = Vec::new();
+    let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
     while start < counts.len() {
         let mut end = start + 1;
@@ -294,10 +296,19 @@ pub fn sentence_windows(counts: &[usize], budget: usize) -> Vec<std::ops::Range<
             sum += counts[end];
             end += 1;
         }
-        windows.push(start..end);
         if end == counts.len() {
+            while start > 0 && sum + counts[start - 1] <= budget {
+                start -= 1;
+                sum += counts[start];
+            }
+            // A window now inside this one adds nothing.
+            while windows.last().is_some_and(|w| w.start >= start) {
+                windows.pop();
+            }
+            windows.push(start..end);
             break;
         }
+        windows.push(start..end);
         // Overlap one sentence, unless that would not move forward.
         start = if end - 1 > start { end - 1 } else { end };
     }

@@ -626,6 +626,10 @@ fn sentence_windows_cover_everything_with_one_sentence_of_overlap() {
     assert_eq!(sentence_windows(&[3, 3, 3, 3], 6), vec![0..2, 1..3, 2..4]);
     assert_eq!(sentence_windows(&[10, 2, 2], 6), vec![0..1, 1..3]);
     assert_eq!(sentence_windows(&[2, 2], 6), vec![0..2]);
+    // The last window reaches back to be as long as the others.
+    assert_eq!(sentence_windows(&[3, 3, 3, 1], 6), vec![0..2, 1..3, 2..4]);
+    assert_eq!(sentence_windows(&[2, 2, 2, 2, 1], 6), vec![0..3, 2..5]);
+    assert_eq!(sentence_windows(&[4, 1, 1, 4, 1], 6), vec![0..3, 2..5]);
     assert_eq!(
         sentence_windows(&[], 6),
         Vec::<std::ops::Range<usize>>::new()
