@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{Document, Error, Result};
+use crate::{Document, Error, JsonlReader, Record, Result};
 
 /// A BEIR dataset's split: the corpus, the queries judged in the split, and their judgements.
 #[derive(Debug, Clone, Default)]
@@ -38,50 +38,58 @@ struct QueryLine {
     text: String,
 }
 
+impl Record for CorpusLine {
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        if self.id.trim().is_empty() {
+            return Err(("_id".into(), "is empty".into()));
+        }
+        if self.text.trim().is_empty() && self.title.trim().is_empty() {
+            return Err(("text".into(), "is empty (and so is the title)".into()));
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Option<(&'static str, &str)> {
+        Some(("_id", &self.id))
+    }
+}
+
+impl Record for QueryLine {
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        if self.id.trim().is_empty() {
+            return Err(("_id".into(), "is empty".into()));
+        }
+        if self.text.trim().is_empty() {
+            return Err(("text".into(), "is empty".into()));
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Option<(&'static str, &str)> {
+        Some(("_id", &self.id))
+    }
+}
+
 /// Reads `dir/corpus.jsonl`, `dir/queries.jsonl` and `dir/qrels/<split>.tsv`.
 pub fn read_beir(dir: impl AsRef<Path>, split: &str) -> Result<BeirData> {
     let dir = dir.as_ref();
-    let corpus_path = dir.join("corpus.jsonl");
-    let mut corpus = Vec::new();
-    let mut doc_ids = HashSet::new();
-    for_each_line(&corpus_path, |line, text| {
-        let c: CorpusLine = parse(&corpus_path, line, text)?;
-        let bad = |field: &str, message: String| bad_line(&corpus_path, line, field, message);
-        if c.id.trim().is_empty() {
-            return Err(bad("_id", "is empty".into()));
-        }
-        if c.text.trim().is_empty() && c.title.trim().is_empty() {
-            return Err(bad("text", "is empty (and so is the title)".into()));
-        }
-        if !doc_ids.insert(c.id.clone()) {
-            return Err(bad("_id", format!("`{}` repeats an earlier line", c.id)));
-        }
-        corpus.push(Document {
-            id: c.id,
-            title: c.title,
-            text: c.text,
-        });
-        Ok(())
-    })?;
-
-    let queries_path = dir.join("queries.jsonl");
-    let mut all_queries = Vec::new();
-    let mut query_ids = HashSet::new();
-    for_each_line(&queries_path, |line, text| {
-        let q: QueryLine = parse(&queries_path, line, text)?;
-        let bad = |field: &str, message: String| bad_line(&queries_path, line, field, message);
-        if q.id.trim().is_empty() {
-            return Err(bad("_id", "is empty".into()));
-        }
-        if q.text.trim().is_empty() {
-            return Err(bad("text", "is empty".into()));
-        }
-        if !query_ids.insert(q.id.clone()) {
-            return Err(bad("_id", format!("`{}` repeats an earlier line", q.id)));
-        }
-        all_queries.push((q.id, q.text));
-        Ok(())
-    })?;
+    // The JSON-lines files go through the shared reader: file:line:field errors, invalid UTF-8
+    // named by line, duplicate `_id`s refused.
+    let corpus: Vec<Document> = JsonlReader::<CorpusLine>::open(dir.join("corpus.jsonl"))?
+        .map(|c| {
+            c.map(|c| Document {
+                id: c.id,
+                title: c.title,
+                text: c.text,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let doc_ids: HashSet<&str> = corpus.iter().map(|d| d.id.as_str()).collect();
+    let all_queries: Vec<(String, String)> =
+        JsonlReader::<QueryLine>::open(dir.join("queries.jsonl"))?
+            .map(|q| q.map(|q| (q.id, q.text)))
+            .collect::<Result<_>>()?;
+    let query_ids: HashSet<&str> = all_queries.iter().map(|(id, _)| id.as_str()).collect();
 
     let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
     let mut qrels: HashMap<String, Vec<(String, i32)>> = HashMap::new();
@@ -143,19 +151,6 @@ fn bad_line(path: &Path, line: usize, field: &str, message: String) -> Error {
         field: field.to_owned(),
         message,
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(path: &Path, line: usize, text: &str) -> Result<T> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        bad_line(
-            path,
-            line,
-            if field == "." { "(line)" } else { &field },
-            e.into_inner().to_string(),
-        )
-    })
 }
 
 /// Calls `f(line number, text)` for every non-blank line; invalid UTF-8 names its line.

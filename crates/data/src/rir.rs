@@ -319,12 +319,6 @@ pub fn synthesize_rir(
     cfg: &RirConfig,
     progress: &mut dyn FnMut(&RirStats),
 ) -> Result<RirStats> {
-    if output.exists() {
-        return Err(Error::Output {
-            path: output.to_owned(),
-            message: "exists already; remove it to synthesise again".into(),
-        });
-    }
     if cfg.min_similarity.is_some() && embedder.is_none() {
         return Err(Error::InvalidSetting {
             field: "min_similarity",
@@ -332,8 +326,8 @@ pub fn synthesize_rir(
         });
     }
     let _lock = crate::OutputLock::acquire(output)?;
+    // Checked under the lock, so a run that finished just before this one counts too.
     if output.exists() {
-        // Finished by a run that held the lock just before this one.
         return Err(Error::Output {
             path: output.to_owned(),
             message: "exists already; remove it to synthesise again".into(),

@@ -102,12 +102,6 @@ pub fn build_index(
     options: &BuildOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BuildOutcome> {
-    if out.exists() {
-        return Err(Error::Index {
-            path: out.to_owned(),
-            message: "exists already; remove it to rebuild".into(),
-        });
-    }
     if corpus.is_empty() {
         return Err(Error::Input("the corpus holds no documents".into()));
     }
@@ -117,8 +111,8 @@ pub fn build_index(
         move |source| Error::Io { path, source }
     };
     let _lock = gear_data::OutputLock::acquire(out)?;
+    // Checked under the lock, so a build that finished just before this one counts too.
     if out.exists() {
-        // Finished by a build that held the lock just before this one.
         return Err(Error::Index {
             path: out.to_owned(),
             message: "exists already; remove it to rebuild".into(),
@@ -306,23 +300,11 @@ fn read_shard(path: &Path) -> Result<(Tensor, Vec<i64>)> {
 /// Whether `owners` maps rows to exactly documents `first..first + n`, each at least once, in
 /// order.
 pub(crate) fn covers(owners: &[i64], first: usize, n: usize) -> bool {
-    let mut expected = first as i64;
-    let mut seen_any = false;
-    for &o in owners {
-        if seen_any && o == expected {
-            continue;
-        }
-        if seen_any && o == expected + 1 {
-            expected += 1;
-            continue;
-        }
-        if !seen_any && o == expected {
-            seen_any = true;
-            continue;
-        }
-        return false;
-    }
-    seen_any && expected == (first + n) as i64 - 1
+    let (first, last) = (first as i64, (first + n) as i64 - 1);
+    n > 0
+        && owners.first() == Some(&first)
+        && owners.last() == Some(&last)
+        && owners.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1)
 }
 
 /// The texts to embed for `docs` (whose first has index `first` in the corpus), the document
@@ -334,7 +316,6 @@ fn rows_of(
     windows: bool,
 ) -> Result<(Vec<String>, Vec<i64>, usize)> {
     let max_len = model.config().max_document_len;
-    let budget = max_len.saturating_sub(4).max(1);
     let (mut texts, mut owners, mut cut) = (Vec::new(), Vec::new(), 0usize);
     for (i, d) in docs.iter().enumerate() {
         let owner = (first + i) as i64;
@@ -350,17 +331,9 @@ fn rows_of(
             owners.push(owner);
             continue;
         }
-        let counts = sentences
-            .iter()
-            .map(|u| {
-                Ok(model
-                    .tokenizer()
-                    .count_tokens(u.slice(&d.text).unwrap_or(""))?
-                    .saturating_sub(2))
-            })
-            .collect::<Result<Vec<usize>>>()?;
-        cut += usize::from(counts.iter().any(|&c| c > budget));
-        for w in crate::sentence_windows(&counts, budget) {
+        let w = crate::explain::model_windows(model, &d.text, &sentences)?;
+        cut += usize::from(w.cut_sentences > 0);
+        for w in w.windows {
             texts.push(d.text[sentences[w.start].start..sentences[w.end - 1].end].to_owned());
             owners.push(owner);
         }

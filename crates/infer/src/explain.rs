@@ -193,19 +193,10 @@ fn read_document<'a>(
             generation_text: text,
         });
     }
-    // Content tokens per window: the limit less [CLS], [SEP] and a margin for tokens that
-    // merge differently in context.
-    let budget = kept.saturating_sub(4).max(1);
-    let counts = units
-        .iter()
-        .map(|u| {
-            Ok(model
-                .tokenizer()
-                .count_tokens(u.slice(text).unwrap_or(""))?
-                .saturating_sub(2))
-        })
-        .collect::<Result<Vec<usize>>>()?;
-    let windows = sentence_windows(&counts, budget);
+    let Windowing {
+        windows,
+        cut_sentences,
+    } = model_windows(model, text, units)?;
     let local: Vec<Vec<Span>> = windows
         .iter()
         .map(|w| {
@@ -270,7 +261,7 @@ fn read_document<'a>(
             kept,
             windows: windows.len(),
             unreachable_sentences: ranked.iter().filter(|u| u.tokens == 0).count(),
-            cut_sentences: counts.iter().filter(|&&c| c > budget).count(),
+            cut_sentences,
             sentences: units.len(),
         }),
         ranking: LocalRanking {
@@ -278,6 +269,34 @@ fn read_document<'a>(
             top_tokens: attended,
         },
         generation_text: &text[units[w.start].start..units[w.end - 1].end],
+    })
+}
+
+/// How a document is split into windows the model reads at once.
+pub(crate) struct Windowing {
+    /// Sentence index ranges, in order.
+    pub(crate) windows: Vec<std::ops::Range<usize>>,
+    /// Sentences longer than a window (read from their beginning only).
+    pub(crate) cut_sentences: usize,
+}
+
+/// [`sentence_windows`] over `units` of `text` for `model`'s `max_document_len`: each window's
+/// content tokens fit the limit less `[CLS]`, `[SEP]` and a margin for tokens that merge
+/// differently in context.
+pub(crate) fn model_windows(model: &GearModel, text: &str, units: &[Span]) -> Result<Windowing> {
+    let budget = model.config().max_document_len.saturating_sub(4).max(1);
+    let counts = units
+        .iter()
+        .map(|u| {
+            Ok(model
+                .tokenizer()
+                .count_tokens(u.slice(text).unwrap_or(""))?
+                .saturating_sub(2))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok(Windowing {
+        cut_sentences: counts.iter().filter(|&&c| c > budget).count(),
+        windows: sentence_windows(&counts, budget),
     })
 }
 

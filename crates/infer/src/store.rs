@@ -156,35 +156,23 @@ impl DocumentIndex {
                 meta.dim
             )));
         }
-        let owners: Vec<usize> = match tensor("document") {
+        let owners: Vec<i64> = match tensor("document") {
             // Format 1: one vector per document.
-            None => (0..documents.len()).collect(),
-            Some(t) => Vec::<i64>::try_from(t.to_kind(tch::Kind::Int64))?
-                .into_iter()
-                .map(|o| o as usize)
-                .collect(),
+            None => (0..documents.len() as i64).collect(),
+            Some(t) => Vec::<i64>::try_from(t.to_kind(tch::Kind::Int64))?,
         };
-        if !covers(
-            &owners.iter().map(|&o| o as i64).collect::<Vec<_>>(),
-            0,
-            documents.len(),
-        ) || owners.len() != rows
-        {
+        if owners.len() != rows || !covers(&owners, 0, documents.len()) {
             return Err(bad(format!(
                 "{EMBEDDINGS}: its `document` map does not give every document its vectors, in \
                  order; rebuild the index"
             )));
         }
-        let mut max_rows_per_document = 0;
-        let mut run = 0;
-        for (i, &o) in owners.iter().enumerate() {
-            run = if i > 0 && owners[i - 1] == o {
-                run + 1
-            } else {
-                1
-            };
-            max_rows_per_document = max_rows_per_document.max(run);
-        }
+        let max_rows_per_document = owners
+            .chunk_by(|a, b| a == b)
+            .map(<[i64]>::len)
+            .max()
+            .unwrap_or(1);
+        let owners: Vec<usize> = owners.into_iter().map(|o| o as usize).collect();
         let search: Box<dyn VectorIndex> = match backend {
             Backend::Exact => Box::new(ExactIndex::new(&vectors, device)),
             Backend::Hnsw(config) => Box::new(HnswIndex::new(&vectors, &config)?),

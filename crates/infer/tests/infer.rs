@@ -22,8 +22,8 @@ fn corpus() -> Vec<Document> {
     docs
 }
 
-/// A tiny GeAR checkpoint covering the corpus's words, saved under `dir/name`.
-fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
+/// A tiny random GeAR over the corpus's words that reads `max_document_len` tokens at once.
+fn tiny_gear(max_document_len: usize, seed: i64) -> GearModel {
     let docs = corpus();
     let texts: Vec<&str> = docs
         .iter()
@@ -34,12 +34,16 @@ fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
     enc.max_position_embeddings = 512;
     let mut cfg = GearConfig::for_encoder(enc);
-    cfg.max_document_len = 400;
+    cfg.max_document_len = max_document_len;
     cfg.max_query_len = 16;
     tch::manual_seed(seed);
-    let model = GearModel::new(cfg, tok, Device::Cpu).unwrap();
+    GearModel::new(cfg, tok, Device::Cpu).unwrap()
+}
+
+/// A tiny GeAR checkpoint covering the corpus's words, saved under `dir/name`.
+fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     let path = dir.join(name);
-    model.save(&path).unwrap();
+    tiny_gear(400, seed).save(&path).unwrap();
     path
 }
 
@@ -167,31 +171,25 @@ fn a_resume_is_the_same_build_and_a_damaged_shard_is_redone() {
     assert!(read(&out)[0].1.equal(&read(&one)[0].1));
 
     // Duplicate ids and empty texts never reach an index.
+    let refused = |corpus: &[Document], out: &str| {
+        build_index(
+            &model,
+            &model_dir,
+            corpus,
+            &dir.path().join(out),
+            &full,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
     let mut dup = docs.clone();
     dup[2].id = dup[0].id.clone();
-    let err = build_index(
-        &model,
-        &model_dir,
-        &dup,
-        &dir.path().join("d"),
-        &full,
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&dup, "d");
     assert!(err.contains("documents 1 and 3 share the id"), "{err}");
     let mut empty = docs.clone();
     empty[4].text = " \n".into();
-    let err = build_index(
-        &model,
-        &model_dir,
-        &empty,
-        &dir.path().join("e"),
-        &full,
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&empty, "e");
     assert!(
         err.contains("document 5") && err.contains("empty text"),
         "{err}"
@@ -540,15 +538,7 @@ fn a_long_document_is_read_in_sentence_windows_and_every_sentence_is_located() {
         .map(|d| d.text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let tok = Tokenizer::word_level(&texts, 512).unwrap();
-    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
-    enc.max_position_embeddings = 512;
-    let mut cfg = GearConfig::for_encoder(enc);
-    cfg.max_document_len = 48;
-    cfg.max_query_len = 16;
-    tch::manual_seed(8);
-    let model = GearModel::new(cfg, tok, Device::Cpu).unwrap();
+    let model = tiny_gear(48, 8);
     let doc = Document {
         id: "long".into(),
         title: "Long".into(),
@@ -640,20 +630,9 @@ fn sentence_windows_cover_everything_with_one_sentence_of_overlap() {
 fn long_documents_are_indexed_in_windows_and_scored_by_their_best() {
     let dir = tempfile::tempdir().unwrap();
     let docs = corpus();
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let tok = Tokenizer::word_level(&texts, 512).unwrap();
-    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
-    enc.max_position_embeddings = 512;
-    let mut cfg = GearConfig::for_encoder(enc);
-    cfg.max_document_len = 48;
-    cfg.max_query_len = 16;
-    tch::manual_seed(9);
-    GearModel::new(cfg, tok, Device::Cpu)
-        .unwrap()
-        .save(dir.path().join("m"))
-        .unwrap();
-    let (model, model_dir) =
-        load_model(&ModelSource::Checkpoint(dir.path().join("m")), Device::Cpu).unwrap();
+    let model_path = dir.path().join("m");
+    tiny_gear(48, 9).save(&model_path).unwrap();
+    let (model, model_dir) = load_model(&ModelSource::Checkpoint(model_path), Device::Cpu).unwrap();
     let opts = BuildOptions {
         shard_size: 3,
         ..BuildOptions::default()

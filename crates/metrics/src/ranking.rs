@@ -25,11 +25,15 @@ pub fn average_precision_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k: usi
     if relevant.is_empty() || k == 0 {
         return 0.0;
     }
+    precision_sum(ranked, &relevant, k) / relevant.len().min(k) as f64
+}
+
+/// `Σ_{i ≤ k} precision@i · rel(i)`, a repeated item counting once.
+fn precision_sum<T: PartialEq>(ranked: &[T], relevant: &[&T], k: usize) -> f64 {
     let mut hits = 0usize;
     let mut sum = 0.0;
     let mut seen: Vec<&T> = Vec::new();
     for (i, item) in ranked.iter().take(k).enumerate() {
-        // A repeated item counts once.
         if seen.contains(&item) {
             continue;
         }
@@ -39,7 +43,7 @@ pub fn average_precision_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k: usi
             sum += hits as f64 / (i + 1) as f64;
         }
     }
-    sum / relevant.len().min(k) as f64
+    sum
 }
 
 /// `1 / rank` of the first relevant item within the top `k`, else 0.
@@ -120,20 +124,7 @@ pub fn average_precision_trec_at_k<T: PartialEq>(ranked: &[T], relevant: &[T], k
     if relevant.is_empty() {
         return 0.0;
     }
-    let mut hits = 0usize;
-    let mut sum = 0.0;
-    let mut seen: Vec<&T> = Vec::new();
-    for (i, item) in ranked.iter().take(k).enumerate() {
-        if seen.contains(&item) {
-            continue;
-        }
-        seen.push(item);
-        if relevant.contains(&item) {
-            hits += 1;
-            sum += hits as f64 / (i + 1) as f64;
-        }
-    }
-    sum / relevant.len() as f64
+    precision_sum(ranked, &relevant, k) / relevant.len() as f64
 }
 
 fn dedup<T: PartialEq>(items: &[T]) -> Vec<&T> {
