@@ -15,15 +15,31 @@ pub struct RirArgs {
     /// Output folder.
     #[arg(long, default_value = "out/train-rir")]
     out: PathBuf,
-    /// Training configuration.
-    #[arg(long, default_value = "configs/rir-demo.toml")]
-    config: PathBuf,
-    /// A corpus of `{id, title, text}` lines (or a SQuAD JSON file) instead of the embedded one.
+    /// Training configuration (default: `configs/rir-wiki.toml` on real text,
+    /// `configs/rir-demo.toml` with `--generated`).
     #[arg(long)]
+    config: Option<PathBuf>,
+    /// SQuAD-format files whose Wikipedia paragraphs are the corpus (default: the shipped
+    /// `data/wiki-squad/*.json`). Triples are split by article; the held-out articles' human
+    /// questions are a second test set.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["corpus", "generated"])]
+    squad: Vec<PathBuf>,
+    /// A corpus of `{id, title, text}` lines instead (split by document; no human questions).
+    #[arg(long, conflicts_with = "generated")]
     corpus: Option<PathBuf>,
-    /// Documents of the embedded corpus.
+    /// The generated corpus of invented articles instead (for tests and quick demos).
+    #[arg(long)]
+    generated: bool,
+    /// Documents of the generated corpus.
     #[arg(long, default_value_t = 400)]
     documents: usize,
+    /// Also train the baselines on the same training triples (the cross-encoder reranker,
+    /// about 10 minutes on 2 CPU cores) and add them to the table.
+    #[arg(long)]
+    trained_baselines: bool,
+    /// Held-out RIR triples whose unit sentence the decoder generates (ROUGE; 0: none).
+    #[arg(long, default_value_t = 300)]
+    generation_examples: usize,
     /// Query rewriter: `keywords` or `openai` (with --llm-url and --llm-model).
     #[arg(long, default_value = "keywords")]
     rewriter: String,
@@ -33,10 +49,10 @@ pub struct RirArgs {
     /// Model name for `--rewriter openai`.
     #[arg(long)]
     llm_model: Option<String>,
-    /// Relevance threshold of the synthesis (the paper: 0.5; the generated corpus's invented
-    /// names lower keyword–document cosine, so the demo uses 0.3).
-    #[arg(long, default_value_t = 0.3)]
-    min_similarity: f32,
+    /// Relevance threshold of the synthesis (default: the paper's 0.5 on real text; 0.3 on the
+    /// generated corpus, whose invented names lower keyword–document cosine).
+    #[arg(long)]
+    min_similarity: Option<f32>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -52,8 +68,8 @@ pub struct RirArgs {
 /// Options of `cargo xtask train-qar`.
 #[derive(clap::Args, Debug)]
 pub struct QarArgs {
-    /// SQuAD-format files, split by article into train/dev/test (default: the two files in
-    /// `../shared/data`).
+    /// SQuAD-format files, split by article into train/dev/test (default: the shipped
+    /// `data/wiki-squad/*.json`, the same files as `../shared/data`).
     #[arg(long, num_args = 1..)]
     squad: Vec<PathBuf>,
     /// Share of articles held out for the test table.
@@ -94,17 +110,86 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
+/// The shipped real corpus (`data/wiki-squad`, see its README).
+fn shipped_squad() -> Result<Vec<PathBuf>> {
+    let data = crate::workspace_root().join("data/wiki-squad");
+    let files = vec![
+        data.join("squad-v1.1-dev-a.json"),
+        data.join("squad-v2.0-train-first10.json"),
+    ];
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        bail!(
+            "{} not found (it ships with the repository): pass SQuAD-format files with --squad FILE…",
+            missing.display()
+        );
+    }
+    Ok(files)
+}
+
+/// Imports SQuAD files into `out`: `qar.jsonl` (every answerable question) and, when `passages`
+/// is given, every paragraph as a `{id, title, text}` corpus line.
+fn import_squad_files(
+    env: &Env,
+    bin: &Path,
+    files: &[PathBuf],
+    out: &Path,
+    passages: Option<&Path>,
+) -> Result<PathBuf> {
+    let triples = out.join("qar.jsonl");
+    if triples.exists() && passages.is_none_or(|p| p.exists()) {
+        return Ok(triples);
+    }
+    step("importing SQuAD");
+    let (mut all, mut corpus) = (String::new(), String::new());
+    for (i, f) in files.iter().enumerate() {
+        let part = out.join(format!("qar-{i}.jsonl"));
+        let part_corpus = out.join(format!("passages-{i}.jsonl"));
+        gear(
+            env,
+            bin,
+            &[
+                "data",
+                "squad",
+                "--input",
+                s(f),
+                "--output",
+                s(&part),
+                "--corpus",
+                s(&part_corpus),
+            ],
+        )?;
+        all.push_str(&std::fs::read_to_string(&part)?);
+        corpus.push_str(&std::fs::read_to_string(&part_corpus)?);
+    }
+    if let Some(p) = passages {
+        write_atomically(p, &corpus)?;
+    }
+    write_atomically(&triples, &all)?;
+    Ok(triples)
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
     let bin = build_gear(env)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let out = &args.out;
-    let corpus = match &args.corpus {
-        Some(c) => c.clone(),
-        None => {
+    // Real text (the default): SQuAD paragraphs, split by article, with human questions.
+    let real = !args.generated && args.corpus.is_none();
+    let mut human = None;
+    let corpus = match (&args.corpus, args.generated) {
+        (Some(c), _) => c.clone(),
+        (None, true) => {
             let c = out.join("corpus.jsonl");
             if !c.exists() {
-                step("generating the embedded corpus");
+                step("generating the embedded corpus of invented articles");
                 gear(
                     env,
                     &bin,
@@ -120,6 +205,16 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
             }
             c
         }
+        (None, false) => {
+            let files = if args.squad.is_empty() {
+                shipped_squad()?
+            } else {
+                args.squad.clone()
+            };
+            let passages = out.join("passages.jsonl");
+            human = Some(import_squad_files(env, &bin, &files, out, Some(&passages))?);
+            passages
+        }
     };
     let triples = out.join("rir.jsonl");
     if !triples.exists() {
@@ -134,8 +229,16 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
             "--rewriter",
             &args.rewriter,
         ];
-        let sim = args.min_similarity.to_string();
+        let sim = args
+            .min_similarity
+            .unwrap_or(if args.generated { 0.3 } else { 0.5 })
+            .to_string();
         a.extend(["--min-similarity", &sim]);
+        if real {
+            // A Wikipedia paragraph has ~100–200 content tokens, under the paper's 200-token
+            // floor for whole articles.
+            a.extend(["--min-tokens", "60"]);
+        }
         if let Some(u) = &args.llm_url {
             a.extend(["--llm-url", u]);
         }
@@ -144,58 +247,167 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         }
         gear(env, &bin, &a)?;
     }
+    let default_config = if args.generated {
+        "configs/rir-demo.toml"
+    } else {
+        "configs/rir-wiki.toml"
+    };
+    let config = args
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::workspace_root().join(default_config));
     let run = RunOptions {
-        config: &args.config,
+        config: &config,
         device: &args.device,
         nproc: args.nproc,
         precision: args.precision.as_deref(),
     };
     let split = SplitOptions {
-        by_title: false,
+        by_title: real,
         dev_fraction: 0.1,
-        test_fraction: 0.1,
+        test_fraction: if real { 0.2 } else { 0.1 },
     };
     split_train(env, &bin, out, &triples, &run, &split)?;
-    evaluate_triples(env, &bin, out, &run)
+    // The human questions of the held-out articles: the same split rule (by article title,
+    // same seed and fractions), applied to the imported SQuAD questions.
+    let human_test = match &human {
+        Some(qar) => {
+            let dir = out.join("human");
+            std::fs::create_dir_all(&dir)?;
+            let test = dir.join("test.jsonl");
+            if !test.exists() {
+                split_only(env, &bin, &dir, qar, &split)?;
+            }
+            Some(test)
+        }
+        None => None,
+    };
+    let reranker = out.join("reranker");
+    if args.trained_baselines {
+        train_reranker(env, &bin, out, &reranker, 1, &args.device)?;
+    }
+    let test = out.join("test.jsonl");
+    if real {
+        eprintln!(
+            "[train] held-out test articles: {}",
+            titles(&test)?.join(", ")
+        );
+    }
+    step("evaluating every method on the held-out test split (gear eval squad: same sentences)");
+    let ck = out.join("run").join("checkpoint").join("model");
+    let reranker_arg: Vec<&str> = if args.trained_baselines {
+        vec!["--reranker", s(&reranker)]
+    } else {
+        Vec::new()
+    };
+    let generation = args.generation_examples.to_string();
+    let eval = |data: &Path, model: &[&str], generation: &str| {
+        squad_eval_json(env, &bin, data, model, generation, &args.device)
+    };
+    let untrained = eval(&test, &["--untrained", s(&config)], "0")?;
+    let trained = eval(
+        &test,
+        &[&["--model", s(&ck)][..], &reranker_arg].concat(),
+        &generation,
+    )?;
+    let mut table = format!(
+        "## Held-out RIR triples (keyword queries; local R@3 is the paper's RIR measure)\n\n{}",
+        qar_table(&untrained, &trained, Scenario::Rir)
+    );
+    if let Some(h) = &human_test {
+        step("evaluating on the held-out articles' human SQuAD questions (zero-shot transfer)");
+        let untrained = eval(h, &["--untrained", s(&config)], "0")?;
+        let trained = eval(h, &[&["--model", s(&ck)][..], &reranker_arg].concat(), "0")?;
+        table.push_str(&format!(
+            "\n\n## Human SQuAD questions of the same held-out articles (zero-shot: trained on keyword queries only)\n\n{}",
+            qar_table(&untrained, &trained, Scenario::Qar)
+        ));
+    }
+    if !args.trained_baselines {
+        table.push_str("\n\n(Trained baselines skipped: rerun with --trained-baselines to train the cross-encoder reranker on the same triples.)");
+    }
+    println!("\n{table}");
+    let results = out.join("results.md");
+    let heading = if real {
+        format!(
+            "# Results on {} (held-out articles: {})",
+            test.display(),
+            titles(&test)?.join(", ")
+        )
+    } else {
+        format!("# Results on {}", test.display())
+    };
+    write_atomically(&results, &format!("{heading}\n\n{table}\n"))?;
+    println!("written: {} (checkpoint: {})", results.display(), ck.display());
+    Ok(())
+}
+
+/// Trains the cross-encoder reranker baseline on `out/train.jsonl` unless it exists.
+fn train_reranker(
+    env: &Env,
+    bin: &Path,
+    out: &Path,
+    reranker: &Path,
+    epochs: u64,
+    device: &str,
+) -> Result<()> {
+    if reranker.join("model.safetensors").is_file() {
+        return Ok(());
+    }
+    step("training the cross-encoder reranker baseline on the same triples");
+    let epochs = epochs.to_string();
+    gear(
+        env,
+        bin,
+        &[
+            "train-reranker",
+            "--train",
+            s(&out.join("train.jsonl")),
+            "--out",
+            s(reranker),
+            "--epochs",
+            &epochs,
+            "--device",
+            device,
+        ],
+    )
+}
+
+/// `gear eval squad --json` on `data` with `model`'s arguments.
+fn squad_eval_json(
+    env: &Env,
+    bin: &Path,
+    data: &Path,
+    model: &[&str],
+    generation: &str,
+    device: &str,
+) -> Result<serde_json::Value> {
+    let mut a = vec![
+        "eval",
+        "squad",
+        "--json",
+        "--no-cross-encoder",
+        "--data",
+        s(data),
+        "--device",
+        device,
+        "--generation-examples",
+        generation,
+    ];
+    a.extend(model);
+    json_of(env, bin, &a)
 }
 
 pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     let squad = if args.squad.is_empty() {
-        let data = crate::workspace_root().join("../shared/data");
-        let files = vec![
-            data.join("squad-v1.1-dev-a.json"),
-            data.join("squad-v2.0-train-first10.json"),
-        ];
-        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            bail!(
-                "{} not found: pass SQuAD-format files with --squad FILE…",
-                missing.display()
-            );
-        }
-        files
+        shipped_squad()?
     } else {
         args.squad.clone()
     };
     let bin = build_gear(env)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let triples = args.out.join("qar.jsonl");
-    if !triples.exists() {
-        step("importing SQuAD");
-        let mut all = String::new();
-        for (i, f) in squad.iter().enumerate() {
-            let part = args.out.join(format!("qar-{i}.jsonl"));
-            gear(
-                env,
-                &bin,
-                &["data", "squad", "--input", s(f), "--output", s(&part)],
-            )?;
-            all.push_str(&std::fs::read_to_string(&part)?);
-        }
-        let tmp = args.out.join("qar.jsonl.tmp");
-        std::fs::write(&tmp, all)?;
-        std::fs::rename(&tmp, &triples)?;
-    }
+    let triples = import_squad_files(env, &bin, &squad, &args.out, None)?;
     let run = RunOptions {
         config: &args.config,
         device: &args.device,
@@ -210,25 +422,14 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     split_train(env, &bin, &args.out, &triples, &run, &split)?;
     let test = args.out.join("test.jsonl");
     let reranker = args.out.join("reranker");
-    if !reranker.join("model.safetensors").is_file() {
-        step("training the cross-encoder reranker baseline on the same triples");
-        let epochs = args.reranker_epochs.to_string();
-        gear(
-            env,
-            &bin,
-            &[
-                "train-reranker",
-                "--train",
-                s(&args.out.join("train.jsonl")),
-                "--out",
-                s(&reranker),
-                "--epochs",
-                &epochs,
-                "--device",
-                &args.device,
-            ],
-        )?;
-    }
+    train_reranker(
+        env,
+        &bin,
+        &args.out,
+        &reranker,
+        args.reranker_epochs,
+        &args.device,
+    )?;
     eprintln!(
         "[train] held-out test articles: {}",
         titles(&test)?.join(", ")
@@ -236,33 +437,28 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     step("evaluating on the held-out articles (gear eval squad: every method, same sentences)");
     let ck = args.out.join("run").join("checkpoint").join("model");
     let generation = args.generation_examples.to_string();
-    let squad_eval = |model: &[&str], generation: &str| -> Result<serde_json::Value> {
-        let mut a = vec![
-            "eval",
-            "squad",
-            "--json",
-            "--no-cross-encoder",
-            "--data",
-            s(&test),
-            "--device",
-            &args.device,
-            "--generation-examples",
-            generation,
-        ];
-        a.extend(model);
-        json_of(env, &bin, &a)
-    };
-    let untrained = squad_eval(&["--untrained", s(&args.config)], "0")?;
-    let trained = squad_eval(
+    let untrained = squad_eval_json(
+        env,
+        &bin,
+        &test,
+        &["--untrained", s(&args.config)],
+        "0",
+        &args.device,
+    )?;
+    let trained = squad_eval_json(
+        env,
+        &bin,
+        &test,
         &["--model", s(&ck), "--reranker", s(&reranker)],
         &generation,
+        &args.device,
     )?;
-    let table = qar_table(&untrained, &trained);
+    let table = qar_table(&untrained, &trained, Scenario::Qar);
     println!("\n{table}");
     let results = args.out.join("results.md");
-    std::fs::write(
+    write_atomically(
         &results,
-        format!(
+        &format!(
             "# Results on {} (held-out articles: {})\n\n{table}\n",
             test.display(),
             titles(&test)?.join(", ")
@@ -314,12 +510,26 @@ fn json_of(env: &Env, bin: &Path, args: &[&str]) -> Result<serde_json::Value> {
         .with_context(|| format!("gear {}: output is not JSON", args.join(" ")))
 }
 
-/// The QAR table: every method on the held-out articles' questions.
-fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> String {
-    let cell = |r: &serde_json::Value, method: &str, key: &str, scale: f64| {
+/// Which table [`qar_table`] prints.
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    /// Local R@1/MAP@1, EM/F1.
+    Qar,
+    /// Local R@1/MAP@1 and R@3/MAP@3, ROUGE-1/L.
+    Rir,
+}
+
+/// The table of every method on one test set (`gear eval squad --json` reports of the untrained
+/// start and of the trained model, which also carries the trained baselines).
+fn qar_table(
+    untrained: &serde_json::Value,
+    trained: &serde_json::Value,
+    scenario: Scenario,
+) -> String {
+    let cell = |r: &serde_json::Value, method: &str, key: &str| {
         r["methods"][method][key]
             .as_f64()
-            .map_or("—".to_string(), |v| format!("{:.3}", v * scale))
+            .map_or("—".to_string(), |v| format!("{v:.3}"))
     };
     let gen = |r: &serde_json::Value, key: &str| {
         r["methods"]["gear"][key]
@@ -335,44 +545,63 @@ fn qar_table(untrained: &serde_json::Value, trained: &serde_json::Value) -> Stri
             _ => "—".into(),
         }
     };
-    let row = |name: &str, r: &serde_json::Value, method: &str, generation: bool| {
-        format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(r, method, "global.recall@5", 1.0),
-            cell(r, method, "global.map@5", 1.0),
-            cell(r, method, "local.recall@1", 1.0),
-            cell(r, method, "local.map@1", 1.0),
-            if generation {
-                gen(r, "generation.exact_match")
-            } else {
-                "—".into()
-            },
-            if generation {
-                gen(r, "generation.f1")
-            } else {
-                "—".into()
-            },
-            time(r, method),
-        )
+    let (local_keys, gen_keys, gen_names): (&[&str], [&str; 2], &str) = match scenario {
+        Scenario::Qar => (
+            &["local.recall@1", "local.map@1"],
+            ["generation.exact_match", "generation.f1"],
+            "EM | F1",
+        ),
+        Scenario::Rir => (
+            &["local.recall@1", "local.map@1", "local.recall@3", "local.map@3"],
+            ["generation.rouge1", "generation.rouge_l"],
+            "ROUGE-1 | ROUGE-L",
+        ),
     };
+    let row = |name: &str, r: &serde_json::Value, method: &str, generation: bool| {
+        let mut cells = vec![
+            cell(r, method, "global.recall@5"),
+            cell(r, method, "global.map@5"),
+        ];
+        cells.extend(local_keys.iter().map(|k| cell(r, method, k)));
+        for k in gen_keys {
+            cells.push(if generation { gen(r, k) } else { "—".into() });
+        }
+        cells.push(time(r, method));
+        format!("| {name} | {} |", cells.join(" | "))
+    };
+    let local_names = match scenario {
+        Scenario::Qar => "local R@1 | local MAP@1",
+        Scenario::Rir => "local R@1 | local MAP@1 | local R@3 | local MAP@3",
+    };
+    let columns = 5 + local_keys.len();
     let questions = trained["questions"].as_u64().unwrap_or(0);
     let passages = trained["passages"].as_u64().unwrap_or(0);
     let unlocatable = trained["unlocatable"].as_u64().unwrap_or(0);
-    [
-        format!("{questions} questions over {passages} passages ({unlocatable} questions have no sentence holding an answer start: a miss for every local method)."),
+    let generated = trained["generated"].as_u64().unwrap_or(0);
+    let mut rows = vec![
+        format!("{questions} queries over {passages} documents ({unlocatable} have no sentence holding the gold start: a miss for every local method); generation scored on the first {generated}."),
         String::new(),
-        "| system | global R@5 | global MAP@5 | local R@1 | local MAP@1 | EM | F1 | local time vs bi-encoder |".into(),
-        "|---|---|---|---|---|---|---|---|".into(),
+        format!("| system | global R@5 | global MAP@5 | {local_names} | {gen_names} | local time vs bi-encoder |"),
+        format!("|---|{}", "---|".repeat(columns)),
         row("GeAR trained (cross-attention local retrieval, decoder)", trained, "gear", true),
         row("GeAR untrained (MiniLM + new cross-attention/decoder)", untrained, "gear", false),
         row("pretrained bi-encoder (all-MiniLM-L6-v2; sentences embedded)", untrained, "bi-encoder", false),
         row("GeAR trained's own bi-encoder (E_q fine-tuned, E_d frozen)", trained, "bi-encoder", false),
-        row("cross-encoder reranker trained on the same triples (MiniLM, question [SEP] sentence)", trained, "reranker", false),
-        row("BM25 (Okapi; passages / sentences)", untrained, "bm25", false),
+    ];
+    if trained["methods"]["reranker"].is_object() {
+        rows.push(row(
+            "cross-encoder reranker trained on the same triples (MiniLM, query [SEP] sentence)",
+            trained,
+            "reranker",
+            false,
+        ));
+    }
+    rows.extend([
+        row("BM25 (Okapi; documents / sentences)", untrained, "bm25", false),
         row("hybrid: BM25 + pretrained bi-encoder (RRF)", untrained, "hybrid", false),
         row("hybrid: BM25 + GeAR trained's bi-encoder (RRF)", trained, "hybrid", false),
-    ]
-    .join("\n")
+    ]);
+    rows.join("\n")
 }
 
 /// How to split triples into train / dev / test.
@@ -391,6 +620,50 @@ struct RunOptions<'a> {
     precision: Option<&'a str>,
 }
 
+/// `gear data split` of `triples` into `out/{train,dev,test}.jsonl`.
+fn split_only(
+    env: &Env,
+    bin: &Path,
+    out: &Path,
+    triples: &Path,
+    split: &SplitOptions,
+) -> Result<()> {
+    let (train, dev, test) = (
+        out.join("train.jsonl"),
+        out.join("dev.jsonl"),
+        out.join("test.jsonl"),
+    );
+    step(if split.by_title {
+        "splitting by article into train / dev / test"
+    } else {
+        "splitting by document into train / dev / test"
+    });
+    let (dev_fraction, test_fraction) = (
+        split.dev_fraction.to_string(),
+        split.test_fraction.to_string(),
+    );
+    let mut a = vec![
+        "data",
+        "split",
+        "--input",
+        s(triples),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--test",
+        s(&test),
+        "--dev-fraction",
+        &dev_fraction,
+        "--test-fraction",
+        &test_fraction,
+    ];
+    if split.by_title {
+        a.push("--by-title");
+    }
+    gear(env, bin, &a)
+}
+
 fn split_train(
     env: &Env,
     bin: &Path,
@@ -405,38 +678,10 @@ fn split_train(
         nproc,
         precision,
     } = *run_options;
-    let (train, dev, test) = (
-        out.join("train.jsonl"),
-        out.join("dev.jsonl"),
-        out.join("test.jsonl"),
-    );
-    if !test.exists() {
-        step("splitting by document into train / dev / test");
-        let (dev_fraction, test_fraction) = (
-            split.dev_fraction.to_string(),
-            split.test_fraction.to_string(),
-        );
-        let mut a = vec![
-            "data",
-            "split",
-            "--input",
-            s(triples),
-            "--train",
-            s(&train),
-            "--dev",
-            s(&dev),
-            "--test",
-            s(&test),
-            "--dev-fraction",
-            &dev_fraction,
-            "--test-fraction",
-            &test_fraction,
-        ];
-        if split.by_title {
-            a.push("--by-title");
-        }
-        gear(env, bin, &a)?;
+    if !out.join("test.jsonl").exists() {
+        split_only(env, bin, out, triples, split)?;
     }
+    let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
     let run = out.join("run");
     step("training");
     let mut a = vec![
@@ -463,85 +708,6 @@ fn split_train(
         a.extend(["--precision", p]);
     }
     gear(env, bin, &a)
-}
-
-/// The RIR table: the trained model and its untrained start on the held-out triples.
-fn evaluate_triples(env: &Env, bin: &Path, out: &Path, run_options: &RunOptions<'_>) -> Result<()> {
-    let RunOptions { config, device, .. } = *run_options;
-    let run = out.join("run");
-    let test = out.join("test.jsonl");
-    step("evaluating the untrained start and the trained model on the held-out test split");
-    let untrained = eval_json(env, bin, &["--untrained", s(config)], &test, device)?;
-    let trained = eval_json(
-        env,
-        bin,
-        &["--model", s(&run.join("checkpoint").join("model"))],
-        &test,
-        device,
-    )?;
-    let table = table(&untrained, &trained);
-    println!("\n{table}");
-    let results = out.join("results.md");
-    std::fs::write(
-        &results,
-        format!("# Results on {}\n\n{table}\n", test.display()),
-    )?;
-    println!(
-        "written: {} (checkpoint: {})",
-        results.display(),
-        run.join("checkpoint").display()
-    );
-    Ok(())
-}
-
-fn eval_json(
-    env: &Env,
-    bin: &Path,
-    model: &[&str],
-    test: &Path,
-    device: &str,
-) -> Result<serde_json::Value> {
-    let out = env
-        .command(bin)
-        .args([
-            "eval",
-            "triples",
-            "--json",
-            "--data",
-            s(test),
-            "--device",
-            device,
-        ])
-        .args(model)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run gear eval")?;
-    if !out.status.success() {
-        bail!("gear eval triples failed ({})", out.status);
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn table(untrained: &serde_json::Value, trained: &serde_json::Value) -> String {
-    let row = |name: &str, r: &serde_json::Value| {
-        let f = |a: &str, b: &str| r[a][b].as_f64().unwrap_or(f64::NAN);
-        format!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            f("global", "recall"),
-            f("global", "map"),
-            f("local", "recall"),
-            f("local", "map"),
-            f("generation", "rouge1"),
-            f("generation", "rouge_l"),
-        )
-    };
-    let gk = trained["global"]["k"].as_u64().unwrap_or(5);
-    let lk = trained["local"]["k"].as_u64().unwrap_or(3);
-    format!(
-        "| model | global R@{gk} | global MAP@{gk} | local R@{lk} | local MAP@{lk} | ROUGE-1 | ROUGE-L |\n|---|---|---|---|---|---|---|\n{}\n{}",
-        row("untrained start (MiniLM + new cross-attention/decoder)", untrained),
-        row("GeAR trained", trained)
-    )
 }
 
 fn step(what: &str) {

@@ -106,6 +106,14 @@ pub struct SynthArgs {
     /// Seed for picking units and ordering keywords.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Documents with fewer content tokens (after pre-processing) are dropped. The paper's 200
+    /// suits whole articles; a single Wikipedia paragraph has about 100–200, so a corpus of
+    /// paragraphs needs a lower floor (`cargo xtask train-rir` uses 60).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    min_tokens: u32,
+    /// Units picked (and queries written) per document (the paper: 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    units_per_document: u32,
     /// Skip malformed input lines (counted and reported) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -248,6 +256,8 @@ fn synth(args: &SynthArgs) -> Result<()> {
     let cfg = RirConfig {
         min_similarity: (args.min_similarity > 0.0).then_some(args.min_similarity),
         seed: args.seed,
+        min_tokens: args.min_tokens as usize,
+        units_per_document: args.units_per_document as usize,
         concurrency: if args.rewriter == RewriterKind::Openai {
             usize::from(args.concurrency)
         } else {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gear_data::{Document, DocumentReader};
+use gear_data::{Document, DocumentReader, TripleReader};
 use gear_infer::{
     build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
     DocumentIndex, ModelSource,
@@ -354,23 +354,15 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         Some(config) => crate::train::untrained_model(config, device)?,
         None => load_model(&args.model.source()?, device)?.0,
     };
-    let mut data = gear_data::SquadImport::default();
+    let mut data = gear_infer::EvalSet::default();
     for path in &args.data {
         if path.extension().is_some_and(|e| e == "jsonl") {
-            let mut seen = std::collections::HashSet::new();
-            for t in gear_data::TripleReader::open(path)? {
-                let t = t?;
-                if seen.insert(t.document.id.clone()) {
-                    data.corpus.push(t.document.clone());
-                    data.articles.push(t.document.title.clone());
-                }
-                data.triples.push(t);
-            }
+            let triples = TripleReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
+            data.extend(gear_infer::EvalSet::from_triples(triples));
         } else {
-            let part = gear_data::import_squad(path)?;
-            data.triples.extend(part.triples);
-            data.corpus.extend(part.corpus);
-            data.articles.extend(part.articles);
+            data.extend(gear_infer::EvalSet::from_squad(gear_data::import_squad(
+                path,
+            )?));
         }
     }
     if data.triples.is_empty() {
@@ -391,45 +383,58 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
     };
     if let Some(path) = &args.export_sentences {
         let mut w = gear_data::JsonlWriter::create(path)?;
-        for t in gear_infer::local_targets(&data) {
+        for t in gear_infer::local_targets(&data)? {
             w.write(&t)?;
         }
         w.finish()?;
     }
-    let options = gear_infer::SquadEvalOptions {
+    let scenario = data.triples[0].scenario;
+    let options = gear_infer::EvalOptions {
         layers,
-        generation_examples: args.generation_examples,
-        cross_attention: true,
         cross_encoder: !args.no_cross_encoder,
-        batch_size: 32,
+        ..gear_infer::EvalOptions::for_scenario(scenario, args.generation_examples)
     };
+    run_evaluation(&model, &data, &options, args.reranker.as_deref(), device, args.json)
+}
+
+/// Runs [`gear_infer::evaluate`] (and the trained reranker when given) under a spinner and
+/// prints the report: `gear eval squad` and `gear eval triples` alike.
+pub fn run_evaluation(
+    model: &gear_model::GearModel,
+    data: &gear_infer::EvalSet,
+    options: &gear_infer::EvalOptions,
+    reranker: Option<&std::path::Path>,
+    device: tch::Device,
+    json: bool,
+) -> Result<()> {
     let bar = crate::spinner(format!(
-        "eval squad: {} questions over {} passages",
+        "eval: {} queries over {} documents",
         data.triples.len(),
         data.corpus.len()
     ));
-    let mut report = gear_infer::eval_squad(&model, &data, &options)?;
-    bar.finish_and_clear();
-    if let Some(dir) = &args.reranker {
+    let mut report = gear_infer::evaluate(model, data, options)?;
+    if let Some(dir) = reranker {
         let reranker = gear_model::CrossEncoder::load(dir, device)
             .with_context(|| format!("loading the reranker in {}", dir.display()))?;
-        let (metrics, seconds) = gear_infer::eval_reranker(&reranker, &data, 64)?;
+        let (metrics, seconds) = gear_infer::eval_reranker(&reranker, data, 64)?;
         report.methods.insert("reranker".into(), metrics);
         report.local_seconds.insert("reranker".into(), seconds);
     }
-    if args.json {
+    bar.finish_and_clear();
+    if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
     outln!(
-        "{} questions ({} with no answer-holding sentence), {} passages",
+        "{} queries ({} with no sentence holding a gold start), {} documents",
         report.questions,
         report.unlocatable,
         report.passages
     )?;
-    for (method, m) in &report.methods {
+    outln!("gear: {}", report.gear_line())?;
+    for (method, m) in report.methods.iter().filter(|(k, _)| *k != "gear") {
         let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        outln!("{method:>10}: {}", cells.join("  "))?;
+        outln!("{method:>13}: {}", cells.join("  "))?;
     }
     for (layer, m) in &report.layers {
         let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use gear_data::{Scenario, Triple, TripleReader};
 use gear_dist::{Backend, DistEnv, ProcessGroup};
 use gear_model::{parse_device, GearModel};
-use gear_train::{evaluate, gear_config, EvalOptions, EvalReport, Event, TrainConfig, Trainer};
+use gear_infer::{EvalOptions, EvalReport, EvalSet};
+use gear_train::{gear_config, Event, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `gear train`.
@@ -87,6 +88,10 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also run the baselines on the same queries and sentences: the plain bi-encoder, BM25
+    /// and the BM25 + dense hybrid (as `gear eval squad` does).
+    #[arg(long)]
+    baselines: bool,
     /// Local retrieval: add token weights up per sentence (`sum`, the paper's attention mass) or
     /// average them (`mean`, no bias towards long sentences).
     #[arg(long, value_enum, default_value_t = crate::infer::Aggregation::Sum)]
@@ -238,11 +243,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 }
 
 fn one_line(r: &EvalReport) -> String {
-    format!(
-        "global R@{}={:.3} MAP@{}={:.3} | local R@{}={:.3} MAP@{}={:.3} | ROUGE-1={:.3} ROUGE-L={:.3} EM={:.3} F1={:.3}",
-        r.global.k, r.global.recall, r.global.k, r.global.map, r.local.k, r.local.recall, r.local.k, r.local.map,
-        r.generation.rouge1, r.generation.rouge_l, r.generation.exact_match, r.generation.f1
-    )
+    r.gear_line()
 }
 
 /// The untrained start of a training config: GeAR from its `model.init`, seeded as training
@@ -271,15 +272,15 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let options = EvalOptions {
         aggregation: args.aggregation.into(),
         layer: args.layer,
+        baselines: args.baselines,
         ..EvalOptions::for_scenario(scenario, args.generation_examples)
     };
-    let bar = crate::spinner(format!("eval: {} triples", triples.len()));
-    let report = evaluate(&model, &triples, &options)?;
-    bar.finish_and_clear();
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
-    } else {
-        outln!("{}", one_line(&report))?;
-    }
-    Ok(())
+    crate::infer::run_evaluation(
+        &model,
+        &EvalSet::from_triples(triples),
+        &options,
+        None,
+        device,
+        args.json,
+    )
 }

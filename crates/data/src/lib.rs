@@ -53,7 +53,7 @@ pub use rir::{
     stable_hash, synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig,
     RirStats,
 };
-pub use sentences::split_sentences;
+pub use sentences::{relevant_sentences, split_sentences};
 pub use span::Span;
 pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};
 pub use tokenize::{Batch, Tokenizer};

@@ -78,6 +78,20 @@ const OPENERS: &[&str] = &[
     "Later",
 ];
 
+/// The evaluation's relevance rule, shared by every method and protocol: the indices of
+/// `sentences` that hold the start of one of `units` (byte spans into the same text). A SQuAD
+/// question's units are the sentences holding its answer starts, an RIR triple's its unit
+/// sentence, so both reduce to "the sentence where the gold text begins". A unit that starts on
+/// white space between sentences marks none (such a question is a miss for every method).
+pub fn relevant_sentences(sentences: &[Span], units: &[Span]) -> Vec<usize> {
+    sentences
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| units.iter().any(|u| s.contains(u.start)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Splits `text` into sentences; see the module documentation for the rules.
 pub fn split_sentences(text: &str) -> Vec<Span> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
@@ -200,6 +214,22 @@ mod tests {
             .iter()
             .map(|s| &text[s.start..s.end])
             .collect()
+    }
+
+    #[test]
+    fn relevant_sentences_are_those_holding_a_unit_start() {
+        let text = "Alpha one. Beta two. Gamma three.";
+        let sentences = split_sentences(text);
+        // An answer inside the second sentence, a unit that is the third sentence, and a unit
+        // starting on the space between the first two sentences (marks nothing).
+        let answer = Span::new(16, 19);
+        let unit = sentences[2];
+        let gap = Span::new(10, 12);
+        assert_eq!(relevant_sentences(&sentences, &[answer]), [1]);
+        assert_eq!(relevant_sentences(&sentences, &[unit, answer]), [1, 2]);
+        assert!(relevant_sentences(&sentences, &[gap]).is_empty());
+        // A span that overlaps a sentence but starts before it does not make it relevant.
+        assert_eq!(relevant_sentences(&sentences, &[Span::new(5, 15)]), [0]);
     }
 
     #[test]

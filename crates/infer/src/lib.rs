@@ -1,7 +1,8 @@
 //! GeAR inference (method §3), as a library the `gear` CLI is built on: a document index with
 //! exact or HNSW search (global retrieval, bi-encoder cost), BM25 and reciprocal-rank fusion,
 //! sentence location from the fusion encoder's cross-attention (local retrieval), generation,
-//! explanations rendered for a terminal or as HTML, and the SQuAD evaluation protocol.
+//! explanations rendered for a terminal or as HTML, and the one evaluation protocol (every
+//! method, QAR and RIR alike: [`evaluate`]).
 //!
 //! ```no_run
 //! use gear_infer::{explain, load_model, render_terminal, DocumentIndex, ModelSource};
@@ -21,10 +22,10 @@
 mod beir_eval;
 mod build;
 mod error;
+mod evaluate;
 mod explain;
 mod lexical;
 mod search;
-mod squad_eval;
 mod store;
 
 use std::path::PathBuf;
@@ -38,8 +39,9 @@ pub use explain::{
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
-pub use squad_eval::{
-    eval_reranker, eval_squad, local_targets, LocalTarget, SquadEvalOptions, SquadReport,
+pub use evaluate::{
+    eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,
+    GLOBAL_K, LOCAL_KS,
 };
 pub use store::{Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 

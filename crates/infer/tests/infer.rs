@@ -384,14 +384,13 @@ fn squad_evaluation_reports_every_method_and_layer() {
     let ck = checkpoint(dir.path(), "m", 5);
     let (model, _) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
     let data = gear_data::import_squad(&squad).unwrap();
-    let options = gear_infer::SquadEvalOptions {
+    let options = gear_infer::EvalOptions {
         layers: vec![1, 2],
-        generation_examples: 2,
-        cross_attention: true,
         cross_encoder: true,
         batch_size: 4,
+        ..gear_infer::EvalOptions::for_scenario(gear_data::Scenario::Qar, 2)
     };
-    let r = gear_infer::eval_squad(&model, &data, &options).unwrap();
+    let r = gear_infer::evaluate(&model, &gear_infer::EvalSet::from_squad(data), &options).unwrap();
     assert_eq!((r.questions, r.passages), (2, 2));
     for (method, keys) in [
         (

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use gear_infer::{eval_squad, load_model, ModelSource, SquadEvalOptions};
+use gear_infer::{evaluate, load_model, EvalOptions, EvalSet, ModelSource};
 use tch::Device;
 
 #[test]
@@ -29,14 +29,11 @@ fn pretrained_bi_encoder_matches_sentence_transformers_on_squad() {
     .unwrap();
     let (model, _) = load_model(&ModelSource::Pretrained, Device::Cpu).unwrap();
     let import = gear_data::import_squad(&data).unwrap();
-    let options = SquadEvalOptions {
-        layers: Vec::new(),
-        generation_examples: 0,
-        cross_attention: false,
-        cross_encoder: false,
-        batch_size: 32,
+    let options = EvalOptions {
+        gear: false,
+        ..EvalOptions::for_scenario(gear_data::Scenario::Qar, 0)
     };
-    let report = eval_squad(&model, &import, &options).unwrap();
+    let report = evaluate(&model, &EvalSet::from_squad(import), &options).unwrap();
     assert_eq!(
         report.questions as u64,
         fixture["questions"].as_u64().unwrap()

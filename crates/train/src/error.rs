@@ -48,6 +48,9 @@ pub enum Error {
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] gear_data::Error),
+    /// The evaluation failed.
+    #[error(transparent)]
+    Eval(#[from] gear_infer::Error),
     /// libtorch failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -2,6 +2,7 @@
 //! and document embeddings with momentum-distilled soft labels and a queue of momentum
 //! embeddings, plus the decoder's language-modelling loss on the target (the answer for QAR, the
 //! relevant sentence for RIR) — optimised with AdamW under a warm-up + cosine schedule.
+//! Dev evaluation runs the one protocol of [`gear_infer::evaluate`] (GeAR alone).
 //!
 //! ```no_run
 //! use gear_train::{TrainConfig, Trainer};
@@ -22,7 +23,6 @@
 mod config;
 mod document_cache;
 mod error;
-mod eval;
 mod losses;
 mod momentum;
 mod optim;
@@ -34,7 +34,6 @@ pub use config::{
     DataSection, LossSection, ModelSection, OptimSection, Precision, RunSection, TrainConfig,
 };
 pub use error::{Error, Result};
-pub use eval::{evaluate, local_targets, EvalOptions, EvalReport, GenerationScores};
 pub use losses::{
     contrastive_loss, lm_loss, local_loss_sum, soft_cross_entropy, soft_targets,
     unit_attention_mass,

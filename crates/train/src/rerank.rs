@@ -10,7 +10,6 @@ use gear_model::CrossEncoder;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::eval::local_targets;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::LrSchedule;
 use crate::{Error, Result};
@@ -81,7 +80,8 @@ pub fn train_cross_encoder(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let (sentences, relevant) = local_targets(t);
+            let sentences = gear_data::split_sentences(&t.document.text);
+            let relevant = gear_data::relevant_sentences(&sentences, &t.unit_spans());
             (i, sentences, relevant)
         })
         .filter(|(_, s, r)| s.len() > 1 && !r.is_empty())

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::document_cache::DocumentCache;
-use crate::eval::{evaluate, EvalOptions, EvalReport};
+use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
 use crate::losses::{contrastive_loss, lm_loss, local_loss_sum, soft_targets};
 use crate::momentum::Momentum;
 use crate::optim::AdamW;
@@ -529,7 +529,12 @@ impl Trainer {
             warmup_steps: c.optim.warmup_steps,
             total_steps,
         };
-        let eval_options = EvalOptions::for_scenario(c.scenario, c.run.eval_generation_examples);
+        // Dev evaluation: GeAR alone (no baselines), the one protocol of `gear_infer::evaluate`.
+        let eval_options = EvalOptions {
+            baselines: false,
+            ..EvalOptions::for_scenario(c.scenario, c.run.eval_generation_examples)
+        };
+        let dev = dev.map(|d| EvalSet::from_triples(d.to_vec()));
         let mut log = if main { Some(self.open_log()?) } else { None };
         let mut last_eval = None;
         let mut acc = Accumulated::default();
@@ -655,7 +660,7 @@ impl Trainer {
                 let eval_now = (c.run.eval_every > 0
                     && self.state.step.is_multiple_of(c.run.eval_every))
                     || (c.run.eval_every == 0 && epoch_done);
-                if let (true, Some(dev), Some(log)) = (eval_now, dev, log.as_mut()) {
+                if let (true, Some(dev), Some(log)) = (eval_now, dev.as_ref(), log.as_mut()) {
                     let report = evaluate(&self.model, dev, &eval_options)?;
                     write_log(
                         log,

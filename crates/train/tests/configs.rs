@@ -21,7 +21,7 @@ fn all_configs_parse() {
             n += 1;
         }
     }
-    assert_eq!(n, 4, "rir-demo, rir-paper, qar-paper, qar-squad");
+    assert_eq!(n, 5, "rir-demo, rir-paper, rir-wiki, qar-paper, qar-squad");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! GeAR on real text: the committed SQuAD recipe (`configs/qar-squad.toml`), trained briefly on
 //! the paragraphs and questions of some Wikipedia articles, localises answer sentences of other
-//! articles better than its untrained start. Reads `../shared/data` (the SQuAD files the
-//! project is given; see its README) and fails when it is absent.
+//! articles better than its untrained start. Reads the real corpus the repository ships
+//! (`data/wiki-squad`, SQuAD's Wikipedia paragraphs and questions; see its README).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gear_data::{Scenario, Triple};
-use gear_train::{evaluate, EvalOptions, TrainConfig, Trainer};
+use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
+use gear_train::{TrainConfig, Trainer};
 use tch::Device;
 
 /// Articles of `squad-v1.1-dev-a.json` held out (never trained on).
@@ -26,10 +27,10 @@ const TRAIN: [&str; 5] = [
 #[test]
 fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let file = root.join("../shared/data/squad-v1.1-dev-a.json");
+    let file = root.join("data/wiki-squad/squad-v1.1-dev-a.json");
     assert!(
         file.is_file(),
-        "{} is missing: this test needs the shared SQuAD data (../shared/data beside the repository)",
+        "{} is missing: it ships with the repository",
         file.display()
     );
     let import = gear_data::import_squad(&file).unwrap();
@@ -58,7 +59,11 @@ fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
     config.run.checkpoint_every = 0;
     config.run.eval_generation_examples = 0;
 
-    let opts = EvalOptions::for_scenario(Scenario::Qar, 0);
+    let opts = EvalOptions {
+        baselines: false,
+        ..EvalOptions::for_scenario(Scenario::Qar, 0)
+    };
+    let test = EvalSet::from_triples(test);
     let out = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(config, out.path(), Device::Cpu).unwrap();
     let untrained = evaluate(trainer.model(), &test, &opts).unwrap();
@@ -71,20 +76,21 @@ fn the_squad_recipe_beats_its_untrained_start_on_held_out_articles() {
         })
         .unwrap();
     let trained = evaluate(trainer.model(), &test, &opts).unwrap();
+    let m = |r: &EvalReport, k: &str| r.metric("gear", k).unwrap();
     eprintln!(
         "{} train / {} held-out questions, {steps} steps: local R@1 {:.3} → {:.3}, MAP@1 {:.3} → {:.3}",
         train.len(),
-        test.len(),
-        untrained.local.recall,
-        trained.local.recall,
-        untrained.local.map,
-        trained.local.map,
+        test.triples.len(),
+        m(&untrained, "local.recall@1"),
+        m(&trained, "local.recall@1"),
+        m(&untrained, "local.map@1"),
+        m(&trained, "local.map@1"),
     );
     assert!(
-        trained.local.recall > untrained.local.recall + MARGIN,
+        m(&trained, "local.recall@1") > m(&untrained, "local.recall@1") + MARGIN,
         "{untrained:?} vs {trained:?}"
     );
-    assert!(trained.local.map > untrained.local.map);
+    assert!(m(&trained, "local.map@1") > m(&untrained, "local.map@1"));
 }
 
 /// The gain the test requires: half of what the same run measured with `gear eval squad`
