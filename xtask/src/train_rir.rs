@@ -235,9 +235,18 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
             .to_string();
         a.extend(["--min-similarity", &sim]);
         if real {
-            // A Wikipedia paragraph has ~100–200 content tokens, under the paper's 200-token
-            // floor for whole articles.
-            a.extend(["--min-tokens", "60"]);
+            // Paragraphs, not whole articles: a Wikipedia paragraph has ~100–200 content tokens
+            // (under the paper's 200-token floor), few sentences, and most of them longer than
+            // the paper's 20-token units (with its limits 1,194 of 1,607 paragraphs had too
+            // few candidates and 252 triples came out).
+            a.extend([
+                "--min-tokens",
+                "60",
+                "--unit-max-tokens",
+                "40",
+                "--min-candidates",
+                "1",
+            ]);
         }
         if let Some(u) = &args.llm_url {
             a.extend(["--llm-url", u]);
@@ -283,9 +292,12 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         None => None,
     };
     let reranker = out.join("reranker");
-    if args.trained_baselines {
+    let bi_encoder = if args.trained_baselines {
         train_reranker(env, &bin, out, &reranker, 1, &args.device)?;
-    }
+        Some(train_bi_encoder(env, &bin, out, &run)?)
+    } else {
+        None
+    };
     let test = out.join("test.jsonl");
     if real {
         eprintln!(
@@ -304,27 +316,33 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
     let eval = |data: &Path, model: &[&str], generation: &str| {
         squad_eval_json(env, &bin, data, model, generation, &args.device)
     };
-    let untrained = eval(&test, &["--untrained", s(&config)], "0")?;
-    let trained = eval(
-        &test,
-        &[&["--model", s(&ck)][..], &reranker_arg].concat(),
-        &generation,
-    )?;
+    let reports = |data: &Path, generation: &str| -> Result<Reports> {
+        Ok(Reports {
+            untrained: eval(data, &["--untrained", s(&config)], "0")?,
+            trained: eval(
+                data,
+                &[&["--model", s(&ck)][..], &reranker_arg].concat(),
+                generation,
+            )?,
+            finetuned: match &bi_encoder {
+                Some(b) => Some(eval(data, &["--model", s(b)], "0")?),
+                None => None,
+            },
+        })
+    };
     let mut table = format!(
         "## Held-out RIR triples (keyword queries; local R@3 is the paper's RIR measure)\n\n{}",
-        qar_table(&untrained, &trained, Scenario::Rir)
+        qar_table(&reports(&test, &generation)?, Scenario::Rir)
     );
     if let Some(h) = &human_test {
         step("evaluating on the held-out articles' human SQuAD questions (zero-shot transfer)");
-        let untrained = eval(h, &["--untrained", s(&config)], "0")?;
-        let trained = eval(h, &[&["--model", s(&ck)][..], &reranker_arg].concat(), "0")?;
         table.push_str(&format!(
             "\n\n## Human SQuAD questions of the same held-out articles (zero-shot: trained on keyword queries only)\n\n{}",
-            qar_table(&untrained, &trained, Scenario::Qar)
+            qar_table(&reports(h, "0")?, Scenario::Qar)
         ));
     }
     if !args.trained_baselines {
-        table.push_str("\n\n(Trained baselines skipped: rerun with --trained-baselines to train the cross-encoder reranker on the same triples.)");
+        table.push_str("\n\n(Trained baselines skipped: rerun with --trained-baselines to train the cross-encoder reranker and the fine-tuned bi-encoder on the same triples.)");
     }
     println!("\n{table}");
     let results = out.join("results.md");
@@ -340,6 +358,63 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
     write_atomically(&results, &format!("{heading}\n\n{table}\n"))?;
     println!("written: {} (checkpoint: {})", results.display(), ck.display());
     Ok(())
+}
+
+/// The fine-tuned bi-encoder baseline (GeAR's contrastive part alone, the paper's SBERT_RT row):
+/// the GeAR config with `loss.alpha = 0` and `loss.local_weight = 0` — same model, data,
+/// schedule and frozen document side, only `L_CL` trained — written to `out/bi-encoder.toml` and
+/// trained into `out/bi-encoder`. Returns its checkpoint.
+fn train_bi_encoder(env: &Env, bin: &Path, out: &Path, run: &RunOptions<'_>) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(run.config)
+        .with_context(|| format!("cannot read {}", run.config.display()))?;
+    let mut config: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not TOML", run.config.display()))?;
+    let loss = config
+        .entry("loss")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("{}: `loss` is not a table", run.config.display()))?;
+    loss.insert("alpha".into(), toml::Value::Float(0.0));
+    loss.insert("local_weight".into(), toml::Value::Float(0.0));
+    let derived = out.join("bi-encoder.toml");
+    write_atomically(
+        &derived,
+        &format!(
+            "# {} with only the contrastive loss (written by cargo xtask: the fine-tuned bi-encoder baseline)\n{}",
+            run.config.display(),
+            toml::to_string(&config)?
+        ),
+    )?;
+    let dir = out.join("bi-encoder");
+    let ck = dir.join("checkpoint").join("model");
+    step("training the fine-tuned bi-encoder baseline (contrastive loss alone) on the same triples");
+    let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
+    let mut a = vec![
+        "train",
+        "--config",
+        s(&derived),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&dir),
+        "--device",
+        run.device,
+    ];
+    if dir.join("checkpoint").exists() {
+        a.push("--resume");
+    }
+    let nproc = run.nproc.map(|n| n.to_string());
+    if let Some(n) = &nproc {
+        a.extend(["--nproc", n]);
+    }
+    if let Some(p) = run.precision {
+        a.extend(["--precision", p]);
+    }
+    gear(env, bin, &a)?;
+    Ok(ck)
 }
 
 /// Trains the cross-encoder reranker baseline on `out/train.jsonl` unless it exists.
@@ -430,6 +505,7 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
         args.reranker_epochs,
         &args.device,
     )?;
+    let bi_encoder = train_bi_encoder(env, &bin, &args.out, &run)?;
     eprintln!(
         "[train] held-out test articles: {}",
         titles(&test)?.join(", ")
@@ -437,23 +513,18 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     step("evaluating on the held-out articles (gear eval squad: every method, same sentences)");
     let ck = args.out.join("run").join("checkpoint").join("model");
     let generation = args.generation_examples.to_string();
-    let untrained = squad_eval_json(
-        env,
-        &bin,
-        &test,
-        &["--untrained", s(&args.config)],
-        "0",
-        &args.device,
-    )?;
-    let trained = squad_eval_json(
-        env,
-        &bin,
-        &test,
-        &["--model", s(&ck), "--reranker", s(&reranker)],
-        &generation,
-        &args.device,
-    )?;
-    let table = qar_table(&untrained, &trained, Scenario::Qar);
+    let eval = |model: &[&str], generation: &str| {
+        squad_eval_json(env, &bin, &test, model, generation, &args.device)
+    };
+    let reports = Reports {
+        untrained: eval(&["--untrained", s(&args.config)], "0")?,
+        trained: eval(
+            &["--model", s(&ck), "--reranker", s(&reranker)],
+            &generation,
+        )?,
+        finetuned: Some(eval(&["--model", s(&bi_encoder)], "0")?),
+    };
+    let table = qar_table(&reports, Scenario::Qar);
     println!("\n{table}");
     let results = args.out.join("results.md");
     write_atomically(
@@ -510,6 +581,16 @@ fn json_of(env: &Env, bin: &Path, args: &[&str]) -> Result<serde_json::Value> {
         .with_context(|| format!("gear {}: output is not JSON", args.join(" ")))
 }
 
+/// The `gear eval squad --json` reports one table is made of.
+struct Reports {
+    /// GeAR's untrained start (and the untrained baselines: pretrained bi-encoder, BM25, hybrid).
+    untrained: serde_json::Value,
+    /// GeAR trained (and the trained reranker when there is one).
+    trained: serde_json::Value,
+    /// The fine-tuned bi-encoder baseline's checkpoint, when trained.
+    finetuned: Option<serde_json::Value>,
+}
+
 /// Which table [`qar_table`] prints.
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
@@ -521,11 +602,12 @@ enum Scenario {
 
 /// The table of every method on one test set (`gear eval squad --json` reports of the untrained
 /// start and of the trained model, which also carries the trained baselines).
-fn qar_table(
-    untrained: &serde_json::Value,
-    trained: &serde_json::Value,
-    scenario: Scenario,
-) -> String {
+fn qar_table(reports: &Reports, scenario: Scenario) -> String {
+    let Reports {
+        untrained,
+        trained,
+        finetuned,
+    } = reports;
     let cell = |r: &serde_json::Value, method: &str, key: &str| {
         r["methods"][method][key]
             .as_f64()
@@ -578,8 +660,13 @@ fn qar_table(
     let passages = trained["passages"].as_u64().unwrap_or(0);
     let unlocatable = trained["unlocatable"].as_u64().unwrap_or(0);
     let generated = trained["generated"].as_u64().unwrap_or(0);
+    let generation_note = if generated > 0 {
+        format!("generation scored on the first {generated}")
+    } else {
+        "no generation scored".to_string()
+    };
     let mut rows = vec![
-        format!("{questions} queries over {passages} documents ({unlocatable} have no sentence holding the gold start: a miss for every local method); generation scored on the first {generated}."),
+        format!("{questions} queries over {passages} documents ({unlocatable} have no sentence holding the gold start: a miss for every local method); {generation_note}."),
         String::new(),
         format!("| system | global R@5 | global MAP@5 | {local_names} | {gen_names} | local time vs bi-encoder |"),
         format!("|---|{}", "---|".repeat(columns)),
@@ -588,6 +675,14 @@ fn qar_table(
         row("pretrained bi-encoder (all-MiniLM-L6-v2; sentences embedded)", untrained, "bi-encoder", false),
         row("GeAR trained's own bi-encoder (E_q fine-tuned, E_d frozen)", trained, "bi-encoder", false),
     ];
+    if let Some(f) = finetuned {
+        rows.push(row(
+            "fine-tuned bi-encoder (GeAR's contrastive part alone, same data and steps)",
+            f,
+            "bi-encoder",
+            false,
+        ));
+    }
     if trained["methods"]["reranker"].is_object() {
         rows.push(row(
             "cross-encoder reranker trained on the same triples (MiniLM, query [SEP] sentence)",

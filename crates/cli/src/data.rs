@@ -111,6 +111,13 @@ pub struct SynthArgs {
     /// paragraphs needs a lower floor (`cargo xtask train-rir` uses 60).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     min_tokens: u32,
+    /// Longest candidate unit sentence, in content tokens (the paper: 20; most sentences of
+    /// Wikipedia paragraphs are longer, `cargo xtask train-rir` uses 40).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    unit_max_tokens: u32,
+    /// Documents with fewer candidate unit sentences are dropped (the paper: 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    min_candidates: u32,
     /// Units picked (and queries written) per document (the paper: 3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     units_per_document: u32,
@@ -258,6 +265,8 @@ fn synth(args: &SynthArgs) -> Result<()> {
         seed: args.seed,
         min_tokens: args.min_tokens as usize,
         units_per_document: args.units_per_document as usize,
+        unit_max_tokens: args.unit_max_tokens as usize,
+        min_candidates: args.min_candidates as usize,
         concurrency: if args.rewriter == RewriterKind::Openai {
             usize::from(args.concurrency)
         } else {

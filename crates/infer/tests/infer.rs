@@ -425,6 +425,63 @@ fn squad_evaluation_reports_every_method_and_layer() {
     assert_eq!(r.methods["bi-encoder"]["global.recall@5"], 1.0);
 }
 
+/// The one protocol on RIR triples: unit sentences are relevant by their start, R@1 and R@3 are
+/// both reported (R@3 is 1 when a document has at most three sentences), generation is scored
+/// with ROUGE (not EM/F1), and a unit starting between sentences is counted as unlocatable.
+#[test]
+fn rir_triples_are_evaluated_by_the_same_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) =
+        load_model(&ModelSource::Checkpoint(checkpoint(dir.path(), "m", 5)), Device::Cpu).unwrap();
+    let text = "The mill stands by the river. Its wheel turned for a century. Trains came later.";
+    let doc = Document {
+        id: "d".into(),
+        title: "Mill".into(),
+        text: text.into(),
+    };
+    let triple = |query: &str, start: usize, end: usize| gear_data::Triple {
+        id: None,
+        query: query.into(),
+        document: doc.clone(),
+        units: vec![gear_data::Unit {
+            start,
+            end,
+            text: text[start..end].into(),
+        }],
+        answer: None,
+        scenario: gear_data::Scenario::Rir,
+    };
+    let second = text.find("Its").unwrap();
+    let data = gear_infer::EvalSet::from_triples(vec![
+        triple("wheel, century", second, text.find("Trains").unwrap() - 1),
+        // Starts on the space between the first two sentences: no sentence holds it.
+        triple("mill, river", second - 1, second + 3),
+    ]);
+    let options = gear_infer::EvalOptions::for_scenario(gear_data::Scenario::Rir, 2);
+    let r = gear_infer::evaluate(&model, &data, &options).unwrap();
+    assert_eq!((r.questions, r.passages, r.unlocatable, r.generated), (2, 1, 1, 2));
+    for method in ["gear", "bi-encoder", "bm25"] {
+        let m = &r.methods[method];
+        // Three sentences: the locatable query's unit is always in the top 3, the other never.
+        assert_eq!(m["local.recall@3"], 0.5, "{method}");
+        assert!(m["local.recall@1"] <= 0.5 && m["local.map@1"] <= 0.5, "{method}");
+    }
+    let g = &r.methods["gear"];
+    assert!(g.contains_key("generation.rouge1") && g.contains_key("generation.rouge_l"));
+    assert!(!g.contains_key("generation.f1"));
+    assert!(r.methods.contains_key("hybrid"));
+    // One document: global retrieval always finds it.
+    assert_eq!(g["global.recall@5"], 1.0);
+    // The same set through `gear eval triples`' options without baselines: GeAR alone.
+    let alone = gear_infer::EvalOptions {
+        baselines: false,
+        ..options
+    };
+    let r2 = gear_infer::evaluate(&model, &data, &alone).unwrap();
+    assert_eq!(r2.methods.keys().collect::<Vec<_>>(), ["gear"]);
+    assert_eq!(r2.methods["gear"]["local.recall@3"], 0.5);
+}
+
 #[test]
 fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
     // Pretrained MiniLM embeddings of the embedded corpus, queried with keyword queries.

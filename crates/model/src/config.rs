@@ -1,4 +1,5 @@
-//! BERT encoder configuration, read from a Hugging Face `config.json` and validated once.
+//! Encoder configuration (BERT, or MPNet), read from a Hugging Face `config.json` and validated
+//! once.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,23 @@ pub enum Activation {
     Relu,
 }
 
-/// Shape and hyper-parameters of a BERT encoder, named as in Hugging Face's `config.json`.
+/// The encoder family of a checkpoint (`config.json`'s `model_type`). Both run through one
+/// implementation ([`crate::Bert`]); MPNet differs in three places only — its checkpoint names
+/// (`attention.attn.{q,k,v,o}`, `attention.LayerNorm`), its position ids (offset past the padding
+/// id, `pad_token_id + 1`, and no token-type embeddings) and a learned relative-position bias
+/// (`encoder.relative_attention_bias`, T5-style buckets) added to every self-attention's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    /// BERT (and BERT-shaped models: MiniLM, BGE, …).
+    #[default]
+    Bert,
+    /// MPNet (e.g. all-mpnet-base-v2).
+    Mpnet,
+}
+
+/// Shape and hyper-parameters of a BERT (or MPNet) encoder, named as in Hugging Face's
+/// `config.json`.
 ///
 /// Fields of `config.json` that GeAR does not use (`architectures`, `model_type`, …) are ignored
 /// when reading a checkpoint's file: it is a foreign format.
@@ -61,6 +78,12 @@ pub struct BertConfig {
     /// Id of the padding token.
     #[serde(default)]
     pub pad_token_id: i64,
+    /// The encoder family.
+    #[serde(default)]
+    pub model_type: ModelType,
+    /// Buckets of MPNet's relative-position bias (unused by BERT).
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: i64,
 }
 
 /// The `config.json` keys [`BertConfig`] reads.
@@ -78,6 +101,8 @@ const FIELDS: &[&str] = &[
     "layer_norm_eps",
     "initializer_range",
     "pad_token_id",
+    "model_type",
+    "relative_attention_num_buckets",
 ];
 
 fn default_act() -> Activation {
@@ -98,6 +123,9 @@ fn default_eps() -> f64 {
 fn default_init_range() -> f64 {
     0.02
 }
+fn default_buckets() -> i64 {
+    32
+}
 
 impl BertConfig {
     /// Reads and validates a Hugging Face `config.json`.
@@ -116,6 +144,16 @@ impl BertConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        if let Some(kind) = raw.get("model_type").and_then(|v| v.as_str()) {
+            if !["bert", "mpnet"].contains(&kind) {
+                return Err(Error::Config {
+                    path: path.to_owned(),
+                    message: format!(
+                        "field `model_type`: only \"bert\" (and BERT-shaped models) and \"mpnet\" are supported, got {kind:?}"
+                    ),
+                });
+            }
+        }
         if let Some(kind) = raw.get("position_embedding_type").and_then(|v| v.as_str()) {
             if kind != "absolute" {
                 return Err(Error::Config {
@@ -175,7 +213,23 @@ impl BertConfig {
             layer_norm_eps: 1e-12,
             initializer_range: 0.02,
             pad_token_id: 0,
+            model_type: ModelType::Bert,
+            relative_attention_num_buckets: 32,
         }
+    }
+
+    /// Position id of the first token: 0 for BERT, `pad_token_id + 1` for MPNet (whose ids
+    /// count from past the padding id, as fairseq's do).
+    pub fn position_offset(&self) -> i64 {
+        match self.model_type {
+            ModelType::Bert => 0,
+            ModelType::Mpnet => self.pad_token_id + 1,
+        }
+    }
+
+    /// The longest input in tokens: the learned positions past [`BertConfig::position_offset`].
+    pub fn max_tokens(&self) -> i64 {
+        self.max_position_embeddings - self.position_offset()
     }
 
     /// Checks the invariants every constructor relies on; the message names the field.
@@ -215,6 +269,19 @@ impl BertConfig {
             return Err(format!(
                 "field `layer_norm_eps` must be positive, got {}",
                 self.layer_norm_eps
+            ));
+        }
+        if self.max_tokens() <= 0 {
+            return Err(format!(
+                "field `max_position_embeddings` ({}) leaves no position past the offset {}",
+                self.max_position_embeddings,
+                self.position_offset()
+            ));
+        }
+        if self.model_type == ModelType::Mpnet && self.relative_attention_num_buckets < 2 {
+            return Err(format!(
+                "field `relative_attention_num_buckets` must be at least 2, got {}",
+                self.relative_attention_num_buckets
             ));
         }
         if !(0..self.vocab_size).contains(&self.pad_token_id) {
@@ -281,6 +348,25 @@ mod tests {
         assert!(msg.contains("position_embedding_type"), "{msg}");
         let text = MINILM.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\"");
         assert!(BertConfig::from_json_str(&text, Path::new("c.json")).is_err());
+    }
+
+    #[test]
+    fn mpnet_configs_are_read_and_other_families_refused_by_name() {
+        let mpnet = r#"{"architectures": ["MPNetForMaskedLM"], "hidden_act": "gelu",
+          "hidden_size": 768, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
+          "max_position_embeddings": 514, "model_type": "mpnet", "num_attention_heads": 12,
+          "num_hidden_layers": 12, "pad_token_id": 1, "relative_attention_num_buckets": 32,
+          "vocab_size": 30527}"#;
+        let cfg = BertConfig::from_json_str(mpnet, Path::new("config.json")).unwrap();
+        assert_eq!(cfg.model_type, ModelType::Mpnet);
+        assert_eq!((cfg.position_offset(), cfg.max_tokens()), (2, 512));
+        let bert = BertConfig::from_json_str(MINILM, Path::new("config.json")).unwrap();
+        assert_eq!((bert.model_type, bert.max_tokens()), (ModelType::Bert, 512));
+        let text = MINILM.replace("\"model_type\": \"bert\"", "\"model_type\": \"roberta\"");
+        let msg = BertConfig::from_json_str(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("model_type") && msg.contains("roberta"), "{msg}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl CrossEncoder {
         let config = BertConfig::from_json_file(required_file(dir, CONFIG)?)?;
         let tokenizer = Tokenizer::from_file(
             required_file(dir, TOKENIZER)?,
-            config.max_position_embeddings as usize,
+            config.max_tokens() as usize,
         )?;
         let mut model = Self::build(&config, tokenizer, device)?;
         load_safetensors_mapped(

@@ -1,19 +1,24 @@
-//! BERT input embeddings: word + absolute position + token type, then LayerNorm and dropout.
+//! Input embeddings: word + absolute position (+ token type for BERT), then LayerNorm and
+//! dropout. MPNet has no token-type embeddings and counts positions from
+//! [`BertConfig::position_offset`] (`pad_token_id + 1`), as Hugging Face's `MPNetEmbeddings` does
+//! for right-padded input.
 
 use tch::{nn, Tensor};
 
+use crate::config::ModelType;
 use crate::layers::{embedding, layer_norm};
 use crate::{BertConfig, Error, Result};
 
-/// `embeddings.*` of a BERT checkpoint.
+/// `embeddings.*` of a BERT (or MPNet) checkpoint.
 #[derive(Debug)]
 pub struct Embeddings {
     word_embeddings: nn::Embedding,
     position_embeddings: nn::Embedding,
-    token_type_embeddings: nn::Embedding,
+    token_type_embeddings: Option<nn::Embedding>,
     layer_norm: nn::LayerNorm,
     dropout: f64,
     max_positions: i64,
+    position_offset: i64,
 }
 
 impl Embeddings {
@@ -26,14 +31,13 @@ impl Embeddings {
                 cfg.max_position_embeddings,
                 cfg,
             ),
-            token_type_embeddings: embedding(
-                &(p / "token_type_embeddings"),
-                cfg.type_vocab_size,
-                cfg,
-            ),
+            token_type_embeddings: (cfg.model_type == ModelType::Bert).then(|| {
+                embedding(&(p / "token_type_embeddings"), cfg.type_vocab_size, cfg)
+            }),
             layer_norm: layer_norm(&(p / "LayerNorm"), cfg),
             dropout: cfg.hidden_dropout_prob,
             max_positions: cfg.max_position_embeddings,
+            position_offset: cfg.position_offset(),
         })
     }
 
@@ -46,22 +50,21 @@ impl Embeddings {
     /// a KV cache of `start` positions).
     pub fn forward_at_t(&self, input_ids: &Tensor, start: i64, train: bool) -> Result<Tensor> {
         let seq_len = input_ids.size().last().copied().unwrap_or(0);
-        if start + seq_len > self.max_positions {
+        let first = start + self.position_offset;
+        if first + seq_len > self.max_positions {
             return Err(Error::Input(format!(
                 "sequence of {} tokens exceeds the model's {} positions",
                 start + seq_len,
-                self.max_positions
+                self.max_positions - self.position_offset
             )));
         }
-        let positions = Tensor::arange_start(
-            start,
-            start + seq_len,
-            (tch::Kind::Int64, input_ids.device()),
-        );
-        let types = input_ids.zeros_like();
-        let x = input_ids.apply(&self.word_embeddings)
-            + positions.apply(&self.position_embeddings).unsqueeze(0)
-            + types.apply(&self.token_type_embeddings);
+        let positions =
+            Tensor::arange_start(first, first + seq_len, (tch::Kind::Int64, input_ids.device()));
+        let mut x = input_ids.apply(&self.word_embeddings)
+            + positions.apply(&self.position_embeddings).unsqueeze(0);
+        if let Some(types) = &self.token_type_embeddings {
+            x += input_ids.zeros_like().apply(types);
+        }
         Ok(x.apply(&self.layer_norm).dropout(self.dropout, train))
     }
 

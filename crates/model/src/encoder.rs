@@ -1,20 +1,70 @@
 //! The BERT encoder: embeddings and a stack of layers, keyed exactly as a Hugging Face
 //! `BertModel` checkpoint (`embeddings.*`, `encoder.layer.{i}.*`). Built with cross-attention
 //! blocks it is also GeAR's fusion encoder (BLIP's text encoder in "multimodal" mode).
+//!
+//! The same struct runs MPNet ([`crate::ModelType::Mpnet`], Hugging Face's `MPNetModel`): its
+//! embeddings (see [`Embeddings`]) and a learned relative-position bias
+//! (`encoder.relative_attention_bias`, `[buckets, heads]`) added to every layer's self-attention
+//! logits; [`mpnet_checkpoint_key`] maps our (BERT) variable names to its checkpoint names.
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::attention::{additive_mask, CrossAttentionShape};
 use crate::embeddings::Embeddings;
 use crate::layer::{BertLayer, CrossInput};
 use crate::{BertConfig, Error, Result};
 
-/// A BERT encoder over tch.
+/// A BERT (or MPNet) encoder over tch.
 #[derive(Debug)]
 pub struct Bert {
     embeddings: Embeddings,
     layers: Vec<BertLayer>,
+    /// MPNet's relative-position bias, `[buckets, heads]`.
+    relative_attention_bias: Option<nn::Embedding>,
     config: BertConfig,
+}
+
+/// The checkpoint key of variable `name` in an MPNet checkpoint: MPNet names its self-attention
+/// `attention.attn.{q,k,v,o}` and the block's LayerNorm `attention.LayerNorm` where BERT has
+/// `attention.self.{query,key,value}`, `attention.output.{dense,LayerNorm}`; everything else
+/// (embeddings, feed-forward, `encoder.relative_attention_bias`) has the same name. Cross-attention
+/// blocks (`crossattention.*`, GeAR's own) keep their names.
+pub fn mpnet_checkpoint_key(name: &str) -> String {
+    const RENAMES: [(&str, &str); 5] = [
+        (".attention.self.query.", ".attention.attn.q."),
+        (".attention.self.key.", ".attention.attn.k."),
+        (".attention.self.value.", ".attention.attn.v."),
+        (".attention.output.dense.", ".attention.attn.o."),
+        (".attention.output.LayerNorm.", ".attention.LayerNorm."),
+    ];
+    for (ours, theirs) in RENAMES {
+        if let Some(at) = name.find(ours) {
+            return format!("{}{theirs}{}", &name[..at], &name[at + ours.len()..]);
+        }
+    }
+    name.to_owned()
+}
+
+/// MPNet's (T5's) bidirectional relative-position buckets for a `len × len` attention, `[len,
+/// len]` int64: half the buckets for each direction, exact below a quarter of them, logarithmic up
+/// to a distance of 128 — computed with the same tensor operations as Hugging Face's
+/// `MPNetEncoder.relative_position_bucket`, so the float rounding at bucket edges is the same.
+fn relative_position_buckets(len: i64, num_buckets: i64, device: tch::Device) -> Tensor {
+    const MAX_DISTANCE: f64 = 128.0;
+    let positions = Tensor::arange(len, (Kind::Int64, device));
+    // memory − context, then n = −(memory − context).
+    let relative = positions.unsqueeze(0) - positions.unsqueeze(1);
+    let n = -relative;
+    let half = num_buckets / 2;
+    let ret = n.lt(0).to_kind(Kind::Int64) * half;
+    let n = n.abs();
+    let max_exact = half / 2;
+    let is_small = n.lt(max_exact);
+    let large = (n.to_kind(Kind::Float) / max_exact as f64).log()
+        / (MAX_DISTANCE / max_exact as f64).ln()
+        * (half - max_exact) as f64;
+    let large = (large.to_kind(Kind::Int64) + max_exact).clamp_max(half - 1);
+    ret + n.where_self(&is_small, &large)
 }
 
 /// States another encoder produced, attended to by cross-attention.
@@ -112,10 +162,30 @@ impl Bert {
                 }
             })
             .collect();
+        let relative_attention_bias = (cfg.model_type == crate::ModelType::Mpnet).then(|| {
+            crate::layers::embedding_of_width(
+                &(p / "encoder" / "relative_attention_bias"),
+                cfg.relative_attention_num_buckets,
+                cfg.num_attention_heads,
+                cfg,
+            )
+        });
         Ok(Self {
             embeddings: Embeddings::new(&(p / "embeddings"), cfg)?,
             layers,
+            relative_attention_bias,
             config: cfg.clone(),
+        })
+    }
+
+    /// MPNet's relative-position bias for a `len`-token input, `[1, heads, len, len]`; `None`
+    /// for BERT.
+    fn position_bias(&self, len: i64, device: tch::Device) -> Option<Tensor> {
+        self.relative_attention_bias.as_ref().map(|bias| {
+            relative_position_buckets(len, self.config.relative_attention_num_buckets, device)
+                .apply(bias)
+                .permute([2, 0, 1])
+                .unsqueeze(0)
         })
     }
 
@@ -189,7 +259,11 @@ impl Bert {
             }
         }
         let mut hidden = self.embeddings.forward_t(input_ids, train)?;
-        let mask = additive_mask(attention_mask, hidden.kind());
+        let mut mask = additive_mask(attention_mask, hidden.kind());
+        if let Some(bias) = self.position_bias(input_ids.size()[1], hidden.device()) {
+            // [batch, 1, 1, len] + [1, heads, len, len]: the bias joins the padding mask.
+            mask = mask + bias.to_kind(hidden.kind());
+        }
         let ctx_mask = context.map(|c| additive_mask(c.mask, hidden.kind()));
         let mut cross_attentions = Vec::with_capacity(n_layers);
         for (i, layer) in self.layers.iter().take(n_layers).enumerate() {

@@ -39,8 +39,13 @@ impl GearModel {
             .into_iter()
             .filter(|(name, _)| !name.contains(".crossattention."))
             .filter_map(|(name, t)| {
-                name.strip_prefix(prefix)
-                    .map(|rest| (rest.to_owned(), t.detach()))
+                name.strip_prefix(prefix).map(|rest| {
+                    let key = match config.encoder.model_type {
+                        crate::ModelType::Bert => rest.to_owned(),
+                        crate::ModelType::Mpnet => crate::encoder::mpnet_checkpoint_key(rest),
+                    };
+                    (key, t.detach())
+                })
             })
             .collect();
         if tensors.is_empty() {
@@ -53,8 +58,11 @@ impl GearModel {
             EncoderSide::Document => (config.max_document_len, self.tokenizer()),
         };
         let mut bert = serde_json::to_value(&config.encoder).map_err(json_error)?;
-        bert["model_type"] = "bert".into();
-        bert["architectures"] = serde_json::json!(["BertModel"]);
+        let architecture = match config.encoder.model_type {
+            crate::ModelType::Bert => "BertModel",
+            crate::ModelType::Mpnet => "MPNetModel",
+        };
+        bert["architectures"] = serde_json::json!([architecture]);
         let files = [
             ("config.json", bert),
             (

@@ -180,13 +180,20 @@ impl GearModel {
         let weights = required_file(dir, WEIGHTS_FILE)?;
         let mut model = Self::new(config, tokenizer, device)?;
         let is_new = is_new_parameter;
+        let mpnet = model.config.encoder.model_type == crate::ModelType::Mpnet;
         let report = load_safetensors_mapped(&mut model.vs, &weights, LoadMode::Partial, |name| {
             if is_new(name) {
                 return None;
             }
             name.strip_prefix("query_encoder.")
                 .or_else(|| name.strip_prefix("document_encoder."))
-                .map(str::to_owned)
+                .map(|rest| {
+                    if mpnet {
+                        crate::encoder::mpnet_checkpoint_key(rest)
+                    } else {
+                        rest.to_owned()
+                    }
+                })
         })?;
         let variables = model.vs.variables();
         if let Some(name) = report.missing.iter().find(|n| !is_new(n)) {

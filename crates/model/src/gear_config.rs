@@ -120,7 +120,7 @@ impl GearConfig {
         Self {
             local_layer: None,
             max_query_len: default_query_len(),
-            max_document_len: default_document_len().min(encoder.max_position_embeddings as usize),
+            max_document_len: default_document_len().min(encoder.max_tokens() as usize),
             max_target_len: default_target_len(),
             share_encoders: false,
             cross_attention_init: CrossAttentionInit::Random,
@@ -208,7 +208,7 @@ impl GearConfig {
                 ));
             }
         }
-        let positions = self.encoder.max_position_embeddings as usize;
+        let positions = self.encoder.max_tokens() as usize;
         for (field, value) in [
             ("max_query_len", self.max_query_len),
             ("max_document_len", self.max_document_len),

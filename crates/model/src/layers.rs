@@ -18,6 +18,15 @@ pub(crate) fn linear(p: &nn::Path<'_>, in_dim: i64, out_dim: i64, cfg: &BertConf
 }
 
 pub(crate) fn embedding(p: &nn::Path<'_>, rows: i64, cfg: &BertConfig) -> nn::Embedding {
+    embedding_of_width(p, rows, cfg.hidden_size, cfg)
+}
+
+pub(crate) fn embedding_of_width(
+    p: &nn::Path<'_>,
+    rows: i64,
+    width: i64,
+    cfg: &BertConfig,
+) -> nn::Embedding {
     let config = nn::EmbeddingConfig {
         ws_init: nn::Init::Randn {
             mean: 0.0,
@@ -25,7 +34,7 @@ pub(crate) fn embedding(p: &nn::Path<'_>, rows: i64, cfg: &BertConfig) -> nn::Em
         },
         ..Default::default()
     };
-    nn::embedding(p, rows, cfg.hidden_size, config)
+    nn::embedding(p, rows, width, config)
 }
 
 pub(crate) fn layer_norm(p: &nn::Path<'_>, cfg: &BertConfig) -> nn::LayerNorm {

@@ -47,12 +47,12 @@ pub use checkpoint::{
     check_finite, load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors,
     save_tensors, LoadMode, LoadReport,
 };
-pub use config::{Activation, BertConfig};
+pub use config::{Activation, BertConfig, ModelType};
 pub use cross_encoder::{CrossEncoder, EncodedPairs};
 pub use decoder::{Decoder, DecoderCache};
 pub use device::parse_device;
 pub use embeddings::Embeddings;
-pub use encoder::{Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
+pub use encoder::{mpnet_checkpoint_key, Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 pub use error::{Error, Result};
 pub use export::EncoderSide;
 pub use gear::{

@@ -91,12 +91,12 @@ impl SentenceEncoder {
             Some(n) => n,
             None => layout
                 .max_seq_length
-                .unwrap_or(config.max_position_embeddings as usize),
+                .unwrap_or(config.max_tokens() as usize),
         };
-        if i64::try_from(max_len).map_or(true, |m| m > config.max_position_embeddings) {
+        if i64::try_from(max_len).map_or(true, |m| m > config.max_tokens()) {
             return Err(Error::Input(format!(
                 "max length {max_len} exceeds the model's {} positions",
-                config.max_position_embeddings
+                config.max_tokens()
             )));
         }
         let tokenizer = Tokenizer::from_file(&tokenizer_path, max_len)?;
@@ -117,6 +117,11 @@ impl SentenceEncoder {
         let mut vs = VarStore::new(opts.device);
         let bert = Bert::new(&vs.root(), &config)?;
         let report = match gear_prefix {
+            None if config.model_type == crate::ModelType::Mpnet => {
+                load_safetensors_mapped(&mut vs, &weights, LoadMode::Strict, |name| {
+                    Some(crate::encoder::mpnet_checkpoint_key(name))
+                })?
+            }
             None => load_safetensors(&mut vs, &weights, LoadMode::Strict)?,
             Some(prefix) => load_safetensors_mapped(&mut vs, &weights, LoadMode::Strict, |name| {
                 Some(format!("{prefix}{name}"))
