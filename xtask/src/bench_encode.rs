@@ -27,6 +27,13 @@ pub struct Args {
     /// Timed runs per stack; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// The model both stacks run: the default all-MiniLM-L6-v2, or an optional model (installed
+    /// first if missing, as `cargo xtask setup --model` does).
+    #[arg(long, value_enum)]
+    model: Option<setup::OptionalModel>,
+    /// Limit to the first N passages (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
 }
 
 pub fn run(env: &Env, args: &Args) -> Result<()> {
@@ -34,7 +41,17 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let passages = squad_passages(&args.data)?;
+    let mut passages = squad_passages(&args.data)?;
+    if args.limit > 0 {
+        passages.truncate(args.limit);
+    }
+    let model_dir = match args.model {
+        Some(m) => setup::ensure_model(env, m)?,
+        None => env.minilm_dir(),
+    };
+    let model_name = args
+        .model
+        .map_or("all-MiniLM-L6-v2", setup::OptionalModel::name);
     let input = std::env::temp_dir().join(format!("gear-bench-encode-{}.txt", std::process::id()));
     std::fs::write(&input, passages.join("\n") + "\n")
         .with_context(|| format!("cannot write {}", input.display()))?;
@@ -42,7 +59,7 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let gear = build_gear(env)?;
 
     eprintln!(
-        "[bench] {} passages, {threads} threads, max length {}, batch {}",
+        "[bench] {model_name}: {} passages, {threads} threads, max length {}, batch {}",
         passages.len(),
         args.max_len,
         args.batch_size
@@ -53,6 +70,8 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         let out = env
             .command(&gear)
             .args(["embed", "--stats", "--threads", &threads.to_string()])
+            .arg("--model")
+            .arg(&model_dir)
             .args([
                 "--max-len",
                 &args.max_len.to_string(),
@@ -86,7 +105,7 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let out = Command::new(&env.python)
         .arg(crate::workspace_root().join("xtask/scripts/bench_encode.py"))
         .arg("--model")
-        .arg(env.minilm_dir())
+        .arg(&model_dir)
         .arg("--input")
         .arg(&input)
         .args([

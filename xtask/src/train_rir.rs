@@ -356,7 +356,11 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         format!("# Results on {}", test.display())
     };
     write_atomically(&results, &format!("{heading}\n\n{table}\n"))?;
-    println!("written: {} (checkpoint: {})", results.display(), ck.display());
+    println!(
+        "written: {} (checkpoint: {})",
+        results.display(),
+        ck.display()
+    );
     Ok(())
 }
 
@@ -388,7 +392,9 @@ fn train_bi_encoder(env: &Env, bin: &Path, out: &Path, run: &RunOptions<'_>) -> 
     )?;
     let dir = out.join("bi-encoder");
     let ck = dir.join("checkpoint").join("model");
-    step("training the fine-tuned bi-encoder baseline (contrastive loss alone) on the same triples");
+    step(
+        "training the fine-tuned bi-encoder baseline (contrastive loss alone) on the same triples",
+    );
     let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
     let mut a = vec![
         "train",
@@ -634,7 +640,12 @@ fn qar_table(reports: &Reports, scenario: Scenario) -> String {
             "EM | F1",
         ),
         Scenario::Rir => (
-            &["local.recall@1", "local.map@1", "local.recall@3", "local.map@3"],
+            &[
+                "local.recall@1",
+                "local.map@1",
+                "local.recall@3",
+                "local.map@3",
+            ],
             ["generation.rouge1", "generation.rouge_l"],
             "ROUGE-1 | ROUGE-L",
         ),
@@ -692,9 +703,24 @@ fn qar_table(reports: &Reports, scenario: Scenario) -> String {
         ));
     }
     rows.extend([
-        row("BM25 (Okapi; documents / sentences)", untrained, "bm25", false),
-        row("hybrid: BM25 + pretrained bi-encoder (RRF)", untrained, "hybrid", false),
-        row("hybrid: BM25 + GeAR trained's bi-encoder (RRF)", trained, "hybrid", false),
+        row(
+            "BM25 (Okapi; documents / sentences)",
+            untrained,
+            "bm25",
+            false,
+        ),
+        row(
+            "hybrid: BM25 + pretrained bi-encoder (RRF)",
+            untrained,
+            "hybrid",
+            false,
+        ),
+        row(
+            "hybrid: BM25 + GeAR trained's bi-encoder (RRF)",
+            trained,
+            "hybrid",
+            false,
+        ),
     ]);
     rows.join("\n")
 }

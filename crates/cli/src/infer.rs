@@ -394,7 +394,14 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         cross_encoder: !args.no_cross_encoder,
         ..gear_infer::EvalOptions::for_scenario(scenario, args.generation_examples)
     };
-    run_evaluation(&model, &data, &options, args.reranker.as_deref(), device, args.json)
+    run_evaluation(
+        &model,
+        &data,
+        &options,
+        args.reranker.as_deref(),
+        device,
+        args.json,
+    )
 }
 
 /// Runs [`gear_infer::evaluate`] (and the trained reranker when given) under a spinner and

@@ -22,12 +22,15 @@
 //! states of its two segments) and `reranker` (a trained [`gear_model::CrossEncoder`], added by
 //! [`eval_reranker`]).
 //!
-//! GeAR's local retrieval encodes each document once and runs one fusion forward over all of its
-//! queries ([`GearModel::locate_many`]); the bi-encoder embeds each distinct sentence once.
+//! GeAR's local retrieval encodes each document once and runs its queries through the fusion
+//! encoder in batches of about `batch_size` queries over several documents
+//! ([`GearModel::locate_grouped`]); the bi-encoder embeds each distinct sentence once.
 
 use std::collections::{BTreeMap, HashMap};
 
-use gear_data::{relevant_sentences, split_sentences, Document, Scenario, Span, SquadImport, Triple};
+use gear_data::{
+    relevant_sentences, split_sentences, Document, Scenario, Span, SquadImport, Triple,
+};
 use gear_metrics::{exact_match, f1, rouge_l, rouge_n, RankingMetrics};
 use gear_model::{GearModel, GenerationOptions, LocateOptions, Search, UnitAggregation};
 use serde::Serialize;
@@ -77,8 +80,12 @@ impl EvalSet {
         let mut seen: std::collections::HashSet<String> =
             self.corpus.iter().map(|d| d.id.clone()).collect();
         self.triples.extend(other.triples);
-        self.corpus
-            .extend(other.corpus.into_iter().filter(|d| seen.insert(d.id.clone())));
+        self.corpus.extend(
+            other
+                .corpus
+                .into_iter()
+                .filter(|d| seen.insert(d.id.clone())),
+        );
     }
 }
 
@@ -283,7 +290,9 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
     let q = gear_model::embed_length_sorted(&questions, batch, |t| model.embed_queries(t))?;
     let depth = HYBRID_DEPTH.min(passages.len());
     let k = GLOBAL_K.min(passages.len());
-    let (_, top) = q.matmul(&p.transpose(0, 1)).topk(depth as i64, 1, true, true);
+    let (_, top) = q
+        .matmul(&p.transpose(0, 1))
+        .topk(depth as i64, 1, true, true);
     let top = Vec::<i64>::try_from(top.flatten(0, -1))?;
     let dense: Vec<Vec<usize>> = top
         .chunks(depth)
@@ -331,7 +340,13 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
             let spans = &passage_spans[&t.passage];
             let pairs: Vec<String> = spans
                 .iter()
-                .map(|s| format!("{} [SEP] {}", t.question, &passages[t.passage][s.start..s.end]))
+                .map(|s| {
+                    format!(
+                        "{} [SEP] {}",
+                        t.question,
+                        &passages[t.passage][s.start..s.end]
+                    )
+                })
                 .collect();
             local.add(&ranked_by(&pair_scores(model, &pairs)?), &t.relevant);
         }
@@ -340,11 +355,32 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
     }
 
     // GeAR: cross-attention local retrieval at its own layer and each swept layer.
-    let own_layer = options.layer.unwrap_or_else(|| model.config().local_layer());
+    let own_layer = options
+        .layer
+        .unwrap_or_else(|| model.config().local_layer());
     let mut layers: Vec<usize> = Vec::new();
     if options.gear {
         layers.push(own_layer);
         layers.extend(options.layers.iter().filter(|&&l| l != own_layer));
+    }
+    // Documents grouped, by length, so that each fusion forward holds about `batch` queries
+    // (each document's states computed once, in one padded batch with its group's).
+    let mut by_length: Vec<usize> = by_passage.keys().copied().collect();
+    by_length.sort_by_key(|&p| (passages[p].len(), p));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut in_group = 0usize;
+    for p in by_length {
+        let n = by_passage[&p].len();
+        match groups.last_mut() {
+            Some(g) if in_group + n <= batch => {
+                g.push(p);
+                in_group += n;
+            }
+            _ => {
+                groups.push(vec![p]);
+                in_group = n;
+            }
+        }
     }
     let mut sweep = BTreeMap::new();
     let gear_row = methods.entry("gear".into()).or_default();
@@ -357,15 +393,23 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
             aggregation: options.aggregation,
             ..LocateOptions::default()
         };
-        for (&passage, queries) in &by_passage {
-            let spans = &passage_spans[&passage];
-            for chunk in queries.chunks(batch) {
-                let texts: Vec<&str> = chunk.iter().map(|&i| questions[i]).collect();
-                let rankings = model.locate_many(&texts, passages[passage], spans, &locate)?;
-                for (r, &i) in rankings.iter().zip(chunk) {
-                    let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
-                    local.add(&ranked, &targets[i].relevant);
+        for group in &groups {
+            let docs: Vec<&str> = group.iter().map(|&p| passages[p]).collect();
+            let units: Vec<&[Span]> = group.iter().map(|p| passage_spans[p].as_slice()).collect();
+            let mut texts = Vec::new();
+            let mut document_of = Vec::new();
+            let mut asked = Vec::new();
+            for (row, p) in group.iter().enumerate() {
+                for &i in &by_passage[p] {
+                    texts.push(questions[i]);
+                    document_of.push(row);
+                    asked.push(i);
                 }
+            }
+            let rankings = model.locate_grouped(&texts, &document_of, &docs, &units, &locate)?;
+            for (r, &i) in rankings.iter().zip(&asked) {
+                let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
+                local.add(&ranked, &targets[i].relevant);
             }
         }
         let mut m = BTreeMap::new();

@@ -33,16 +33,16 @@ use std::path::PathBuf;
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use build::{build_index, model_fingerprint, BuildOptions, BuildOutcome};
 pub use error::{Error, Result};
+pub use evaluate::{
+    eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,
+    GLOBAL_K, LOCAL_KS,
+};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, sentence_windows, AttendedSpan,
     Explanation, RankedSentence, Truncation,
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
-pub use evaluate::{
-    eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,
-    GLOBAL_K, LOCAL_KS,
-};
 pub use store::{Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 
 use gear_model::GearModel;

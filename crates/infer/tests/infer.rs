@@ -431,8 +431,11 @@ fn squad_evaluation_reports_every_method_and_layer() {
 #[test]
 fn rir_triples_are_evaluated_by_the_same_protocol() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, _) =
-        load_model(&ModelSource::Checkpoint(checkpoint(dir.path(), "m", 5)), Device::Cpu).unwrap();
+    let (model, _) = load_model(
+        &ModelSource::Checkpoint(checkpoint(dir.path(), "m", 5)),
+        Device::Cpu,
+    )
+    .unwrap();
     let text = "The mill stands by the river. Its wheel turned for a century. Trains came later.";
     let doc = Document {
         id: "d".into(),
@@ -459,12 +462,18 @@ fn rir_triples_are_evaluated_by_the_same_protocol() {
     ]);
     let options = gear_infer::EvalOptions::for_scenario(gear_data::Scenario::Rir, 2);
     let r = gear_infer::evaluate(&model, &data, &options).unwrap();
-    assert_eq!((r.questions, r.passages, r.unlocatable, r.generated), (2, 1, 1, 2));
+    assert_eq!(
+        (r.questions, r.passages, r.unlocatable, r.generated),
+        (2, 1, 1, 2)
+    );
     for method in ["gear", "bi-encoder", "bm25"] {
         let m = &r.methods[method];
         // Three sentences: the locatable query's unit is always in the top 3, the other never.
         assert_eq!(m["local.recall@3"], 0.5, "{method}");
-        assert!(m["local.recall@1"] <= 0.5 && m["local.map@1"] <= 0.5, "{method}");
+        assert!(
+            m["local.recall@1"] <= 0.5 && m["local.map@1"] <= 0.5,
+            "{method}"
+        );
     }
     let g = &r.methods["gear"];
     assert!(g.contains_key("generation.rouge1") && g.contains_key("generation.rouge_l"));

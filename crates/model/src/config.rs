@@ -366,7 +366,10 @@ mod tests {
         let msg = BertConfig::from_json_str(&text, Path::new("c.json"))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("model_type") && msg.contains("roberta"), "{msg}");
+        assert!(
+            msg.contains("model_type") && msg.contains("roberta"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -91,10 +91,8 @@ impl CrossEncoder {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = BertConfig::from_json_file(required_file(dir, CONFIG)?)?;
-        let tokenizer = Tokenizer::from_file(
-            required_file(dir, TOKENIZER)?,
-            config.max_tokens() as usize,
-        )?;
+        let tokenizer =
+            Tokenizer::from_file(required_file(dir, TOKENIZER)?, config.max_tokens() as usize)?;
         let mut model = Self::build(&config, tokenizer, device)?;
         load_safetensors_mapped(
             &mut model.vs,

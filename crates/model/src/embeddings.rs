@@ -31,9 +31,8 @@ impl Embeddings {
                 cfg.max_position_embeddings,
                 cfg,
             ),
-            token_type_embeddings: (cfg.model_type == ModelType::Bert).then(|| {
-                embedding(&(p / "token_type_embeddings"), cfg.type_vocab_size, cfg)
-            }),
+            token_type_embeddings: (cfg.model_type == ModelType::Bert)
+                .then(|| embedding(&(p / "token_type_embeddings"), cfg.type_vocab_size, cfg)),
             layer_norm: layer_norm(&(p / "LayerNorm"), cfg),
             dropout: cfg.hidden_dropout_prob,
             max_positions: cfg.max_position_embeddings,
@@ -58,8 +57,11 @@ impl Embeddings {
                 self.max_positions - self.position_offset
             )));
         }
-        let positions =
-            Tensor::arange_start(first, first + seq_len, (tch::Kind::Int64, input_ids.device()));
+        let positions = Tensor::arange_start(
+            first,
+            first + seq_len,
+            (tch::Kind::Int64, input_ids.device()),
+        );
         let mut x = input_ids.apply(&self.word_embeddings)
             + positions.apply(&self.position_embeddings).unsqueeze(0);
         if let Some(types) = &self.token_type_embeddings {

@@ -559,6 +559,54 @@ impl GearModel {
         self.rankings(&probs, &q, &d, &rows, &units, options)
     }
 
+    /// Local retrieval of many queries against a few documents: the documents are encoded once,
+    /// in one padded batch, and every query attends to its own document's states (row
+    /// `document_of[i]` of `documents`) in one fusion forward — an evaluation's or a search's
+    /// many (query, hit) pairs at the batch sizes the CPU and GPU kernels like. `units[r]` are
+    /// document `r`'s units. Rankings come back in query order and equal
+    /// [`GearModel::locate_many`]'s (padding leaves real token states unchanged).
+    pub fn locate_grouped(
+        &self,
+        queries: &[&str],
+        document_of: &[usize],
+        documents: &[&str],
+        units: &[&[Span]],
+        options: &LocateOptions,
+    ) -> Result<Vec<LocalRanking>> {
+        if queries.len() != document_of.len() || documents.len() != units.len() {
+            return Err(Error::Input(format!(
+                "{} queries with {} document rows, {} documents with {} unit lists",
+                queries.len(),
+                document_of.len(),
+                documents.len(),
+                units.len()
+            )));
+        }
+        if let Some(&r) = document_of.iter().find(|&&r| r >= documents.len()) {
+            return Err(Error::Input(format!(
+                "document row {r} of a query is outside the {} documents",
+                documents.len()
+            )));
+        }
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let layer = self.checked_local_layer(options)?;
+        let q = self.encode_query_texts(queries)?;
+        let d = self.encode_document_texts(documents)?;
+        let rows: Vec<i64> = document_of.iter().map(|&r| r as i64).collect();
+        let probs = tch::no_grad(|| -> Result<Tensor> {
+            let index = Tensor::from_slice(&rows).to_device(self.device());
+            let states = self
+                .document_states_t(&d.ids, &d.mask, false)?
+                .index_select(0, &index);
+            let mask = d.mask.index_select(0, &index);
+            self.local_probs(&q, &states, &mask, layer)
+        })?;
+        let per_query: Vec<&[Span]> = document_of.iter().map(|&r| units[r]).collect();
+        self.rankings(&probs, &q, &d, document_of, &per_query, options)
+    }
+
     fn checked_local_layer(&self, options: &LocateOptions) -> Result<usize> {
         let layer = options.layer.unwrap_or_else(|| self.config.local_layer());
         let layers = self.config.encoder.num_hidden_layers as usize;

