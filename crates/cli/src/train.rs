@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use gear_data::{Scenario, Triple, TripleReader};
 use gear_dist::{Backend, DistEnv, ProcessGroup};
-use gear_infer::{EvalOptions, EvalReport, EvalSet};
+use gear_infer::{EvalOptions, EvalSet};
 use gear_model::{parse_device, GearModel};
 use gear_train::{gear_config, Event, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -228,7 +228,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             bar.set_message(msg);
         }
         Event::Eval { step, report } => {
-            let line = format!("step {step}: {}", one_line(report));
+            let line = format!("step {step}: {}", report.gear_line());
             if interactive {
                 bar.println(line);
             } else {
@@ -240,10 +240,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     bar.finish();
     eprintln!("checkpoint: {}", args.out.join("checkpoint").display());
     Ok(())
-}
-
-fn one_line(r: &EvalReport) -> String {
-    r.gear_line()
 }
 
 /// The untrained start of a training config: GeAR from its `model.init`, seeded as training

@@ -259,11 +259,13 @@ impl Bert {
             }
         }
         let mut hidden = self.embeddings.forward_t(input_ids, train)?;
-        let mut mask = additive_mask(attention_mask, hidden.kind());
-        if let Some(bias) = self.position_bias(input_ids.size()[1], hidden.device()) {
-            // [batch, 1, 1, len] + [1, heads, len, len]: the bias joins the padding mask.
-            mask = mask + bias.to_kind(hidden.kind());
-        }
+        let padding = additive_mask(attention_mask, hidden.kind());
+        // MPNet: [batch, 1, 1, len] + [1, heads, len, len] — the bias joins the padding mask (a
+        // new tensor: an in-place add cannot broadcast `padding` up to the bias's shape).
+        let mask = match self.position_bias(input_ids.size()[1], hidden.device()) {
+            Some(bias) => &padding + bias.to_kind(hidden.kind()),
+            None => padding,
+        };
         let ctx_mask = context.map(|c| additive_mask(c.mask, hidden.kind()));
         let mut cross_attentions = Vec::with_capacity(n_layers);
         for (i, layer) in self.layers.iter().take(n_layers).enumerate() {

@@ -2,7 +2,8 @@
 //!
 //! Today: a BERT encoder whose VarStore paths are exactly a Hugging Face `BertModel`
 //! checkpoint's keys (`embeddings.word_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`,
-//! …), strict safetensors loading, and [`SentenceEncoder`], which reads a sentence-transformers
+//! …) and which also runs MPNet checkpoints ([`ModelType::Mpnet`]: relative-position bias,
+//! offset positions, names mapped by [`mpnet_checkpoint_key`]), strict safetensors loading, and [`SentenceEncoder`], which reads a sentence-transformers
 //! folder's pipeline ([`SentenceLayout`]: `modules.json`, the pooling mode, `Normalize`,
 //! `sentence_bert_config.json`) and reproduces sentence-transformers' embeddings to within 1e-4.
 //!
