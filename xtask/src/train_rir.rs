@@ -168,6 +168,21 @@ fn import_squad_files(
     Ok(triples)
 }
 
+/// Records `job` in `out/job.txt`, or checks that the folder holds the same job: a rerun reuses
+/// the folder's triples, splits and checkpoint, which must not come from other data.
+fn same_job(out: &Path, job: &str) -> Result<()> {
+    let path = out.join("job.txt");
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old.trim() == job => Ok(()),
+        Ok(old) => bail!(
+            "{} holds a run on {} but this run is on {job}: pass another --out, or remove the folder",
+            out.display(),
+            old.trim()
+        ),
+        Err(_) => write_atomically(&path, &format!("{job}\n")),
+    }
+}
+
 /// Writes `text` to `path` through a temporary file and a rename.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -183,6 +198,17 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
     let out = &args.out;
     // Real text (the default): SQuAD paragraphs, split by article, with human questions.
     let real = !args.generated && args.corpus.is_none();
+    // A rerun reuses what the folder holds, so it must be the same job's folder.
+    let job = if args.generated {
+        format!("generated corpus of {} documents", args.documents)
+    } else if let Some(c) = &args.corpus {
+        format!("corpus {}", c.display())
+    } else if args.squad.is_empty() {
+        "the shipped data/wiki-squad".to_string()
+    } else {
+        format!("SQuAD files {:?}", args.squad)
+    };
+    same_job(out, &job)?;
     let mut human = None;
     let corpus = match (&args.corpus, args.generated) {
         (Some(c), _) => c.clone(),
