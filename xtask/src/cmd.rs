@@ -46,3 +46,12 @@ pub fn run_gear(env: &Env, sub: &str, args: &[String]) -> Result<()> {
     let gear = build_gear(env)?;
     status(env.command(gear).arg(sub).args(args))
 }
+
+/// Writes `text` to `path` through a temporary file beside it and a rename, so `path` is either
+/// the old file or the whole new one.
+pub fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

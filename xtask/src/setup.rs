@@ -197,11 +197,7 @@ fn read_stamp(path: &Path) -> Option<Env> {
 }
 
 fn write_stamp(path: &Path, env: &Env) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(env)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::cmd::write_atomically(path, &serde_json::to_string_pretty(env)?)
 }
 
 /// Runs a one-line Python program and returns its trimmed stdout.

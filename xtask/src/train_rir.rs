@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{build_gear, status};
+use crate::cmd::{build_gear, status, write_atomically};
 use crate::setup::Env;
 
 /// Options of `cargo xtask train-rir`.
@@ -181,14 +181,6 @@ fn same_job(out: &Path, job: &str) -> Result<()> {
         ),
         Err(_) => write_atomically(&path, &format!("{job}\n")),
     }
-}
-
-/// Writes `text` to `path` through a temporary file and a rename.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {

@@ -36,7 +36,7 @@ use gear_model::{GearModel, GenerationOptions, LocateOptions, Search, UnitAggreg
 use serde::Serialize;
 use tch::Tensor;
 
-use crate::lexical::{reciprocal_rank_fusion, Bm25};
+use crate::lexical::{order_by_score, reciprocal_rank_fusion, Bm25};
 use crate::{Error, Result};
 
 /// How deep each ranking goes into the hybrid's fusion (BM25 and dense, per query).
@@ -230,13 +230,6 @@ fn add(map: &mut BTreeMap<String, f64>, prefix: &str, k: usize, m: &RankingMetri
     map.insert(format!("{prefix}.map@{k}"), s.map);
 }
 
-/// Indices `0..scores.len()` by descending score (ties: earlier first).
-fn ranked_by(scores: &[f32]) -> Vec<usize> {
-    let mut ranked: Vec<usize> = (0..scores.len()).collect();
-    ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    ranked
-}
-
 /// The local-retrieval target of every triple (gold document's sentences, relevant indices).
 /// A triple whose document is not in the corpus is an error naming it.
 pub fn local_targets(data: &EvalSet) -> Result<Vec<LocalTarget>> {
@@ -348,7 +341,7 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
                     )
                 })
                 .collect();
-            local.add(&ranked_by(&pair_scores(model, &pairs)?), &t.relevant);
+            local.add(&order_by_score(&pair_scores(model, &pairs)?), &t.relevant);
         }
         local_seconds.insert("cross-encoder".into(), started.elapsed().as_secs_f64());
         local.write(methods.entry("cross-encoder".into()).or_default());
@@ -473,7 +466,7 @@ fn baselines(
         let scores = sentences
             .index_select(0, &Tensor::from_slice(&rows))
             .matmul(&q.get(i as i64));
-        bi_local.add(&ranked_by(&Vec::<f32>::try_from(scores)?), &t.relevant);
+        bi_local.add(&order_by_score(&Vec::<f32>::try_from(scores)?), &t.relevant);
     }
     local_seconds.insert("bi-encoder".into(), started.elapsed().as_secs_f64());
     bi_local.write(methods.entry("bi-encoder".into()).or_default());
@@ -500,12 +493,10 @@ fn baselines(
         let rows: Vec<usize> = (0..t.sentences.len())
             .map(|j| sentence_rows[&(t.passage, j)])
             .collect();
-        let ranked: Vec<usize> = bm25_sentences
-            .rank(&t.question, &rows)
-            .iter()
-            .map(|r| rows.iter().position(|x| x == r).unwrap_or(usize::MAX))
-            .collect();
-        bm25_local.add(&ranked, &t.relevant);
+        bm25_local.add(
+            &order_by_score(&bm25_sentences.scores(&t.question, &rows)),
+            &t.relevant,
+        );
     }
     local_seconds.insert("bm25".into(), started.elapsed().as_secs_f64());
     let bm = methods.entry("bm25".into()).or_default();
@@ -623,7 +614,7 @@ pub fn eval_reranker(
     let scores = reranker.score(&pairs, batch)?;
     let mut local = LocalMetrics::new();
     for (t, &(start, len)) in targets.iter().zip(&groups) {
-        local.add(&ranked_by(&scores[start..start + len]), &t.relevant);
+        local.add(&order_by_score(&scores[start..start + len]), &t.relevant);
     }
     let mut m = BTreeMap::new();
     local.write(&mut m);

@@ -71,14 +71,26 @@ impl Bm25 {
         hits
     }
 
+    /// BM25 scores of the texts `ids` for `query`, in the order of `ids`.
+    pub fn scores(&self, query: &str, ids: &[usize]) -> Vec<f32> {
+        let q = self.embed_query(query);
+        ids.iter().map(|&i| self.score(&q, i)).collect()
+    }
+
     /// `ids` ordered by BM25 score for `query`, best first (ties keep the input order).
     pub fn rank(&self, query: &str, ids: &[usize]) -> Vec<usize> {
-        let q = self.embed_query(query);
-        let scores: Vec<f32> = ids.iter().map(|&i| self.score(&q, i)).collect();
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        order.into_iter().map(|o| ids[o]).collect()
+        order_by_score(&self.scores(query, ids))
+            .into_iter()
+            .map(|o| ids[o])
+            .collect()
     }
+}
+
+/// Indices `0..scores.len()` by descending score (ties: lower index first).
+pub(crate) fn order_by_score(scores: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
 }
 
 /// Reciprocal-rank fusion: each ranking (best first) gives item `x` at 1-based rank `r` the
