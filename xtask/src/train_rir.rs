@@ -413,31 +413,7 @@ fn train_bi_encoder(env: &Env, bin: &Path, out: &Path, run: &RunOptions<'_>) -> 
     step(
         "training the fine-tuned bi-encoder baseline (contrastive loss alone) on the same triples",
     );
-    let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
-    let mut a = vec![
-        "train",
-        "--config",
-        s(&derived),
-        "--train",
-        s(&train),
-        "--dev",
-        s(&dev),
-        "--out",
-        s(&dir),
-        "--device",
-        run.device,
-    ];
-    if dir.join("checkpoint").exists() {
-        a.push("--resume");
-    }
-    let nproc = run.nproc.map(|n| n.to_string());
-    if let Some(n) = &nproc {
-        a.extend(["--nproc", n]);
-    }
-    if let Some(p) = run.precision {
-        a.extend(["--precision", p]);
-    }
-    gear(env, bin, &a)?;
+    train_gear(env, bin, out, &derived, &dir, run)?;
     Ok(ck)
 }
 
@@ -811,18 +787,31 @@ fn split_train(
     run_options: &RunOptions<'_>,
     split: &SplitOptions,
 ) -> Result<()> {
-    let RunOptions {
-        config,
-        device,
-        nproc,
-        precision,
-    } = *run_options;
     if !out.join("test.jsonl").exists() {
         split_only(env, bin, out, triples, split)?;
     }
-    let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
-    let run = out.join("run");
     step("training");
+    train_gear(
+        env,
+        bin,
+        out,
+        run_options.config,
+        &out.join("run"),
+        run_options,
+    )
+}
+
+/// `gear train --config CONFIG` on `out/{train,dev}.jsonl` into `run_dir` (resumed when it holds
+/// a checkpoint), with the run's device, processes and precision.
+fn train_gear(
+    env: &Env,
+    bin: &Path,
+    out: &Path,
+    config: &Path,
+    run_dir: &Path,
+    run: &RunOptions<'_>,
+) -> Result<()> {
+    let (train, dev) = (out.join("train.jsonl"), out.join("dev.jsonl"));
     let mut a = vec![
         "train",
         "--config",
@@ -832,18 +821,18 @@ fn split_train(
         "--dev",
         s(&dev),
         "--out",
-        s(&run),
+        s(run_dir),
         "--device",
-        device,
+        run.device,
     ];
-    if run.join("checkpoint").exists() {
+    if run_dir.join("checkpoint").exists() {
         a.push("--resume");
     }
-    let nproc = nproc.map(|n| n.to_string());
+    let nproc = run.nproc.map(|n| n.to_string());
     if let Some(n) = &nproc {
         a.extend(["--nproc", n]);
     }
-    if let Some(p) = precision {
+    if let Some(p) = run.precision {
         a.extend(["--precision", p]);
     }
     gear(env, bin, &a)
