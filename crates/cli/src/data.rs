@@ -41,6 +41,9 @@ pub enum Command {
     },
     /// Synthesise RIR triples (keyword query, document, sentence) with the paper's pipeline.
     SynthRir(SynthArgs),
+    /// Turn a BEIR split's judgements into RIR triples with mined hard negatives (see
+    /// `loss.hard_negatives`).
+    Beir(BeirArgs),
     /// Split triples into train/dev/test by document (every triple of a document together).
     Split {
         /// Triples to split.
@@ -128,8 +131,93 @@ pub struct SynthArgs {
     model: ModelArgs,
 }
 
+/// Which ranker mines the hard negatives of `gear data beir`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinerArg {
+    /// BM25 over title and text (lexical look-alikes; needs no model).
+    Bm25,
+    /// The bi-encoder of `--model` / `--pretrained` (semantic look-alikes).
+    BiEncoder,
+}
+
+/// Options of `gear data beir`.
+#[derive(clap::Args, Debug)]
+pub struct BeirArgs {
+    /// A BEIR dataset folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The qrels split to turn into triples.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Triples (JSON lines) to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Hard negatives per triple (0 to 64): the miner's best-ranked documents not judged
+    /// relevant to the query.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=64))]
+    negatives: u32,
+    /// What ranks the corpus for mining.
+    #[arg(long, value_enum, default_value_t = MinerArg::Bm25)]
+    miner: MinerArg,
+    /// The model for `--miner bi-encoder` (refused with `--miner bm25`, which uses none).
+    #[command(flatten)]
+    model: crate::infer::ModelChoice,
+    /// Texts per forward pass (bi-encoder mining).
+    #[arg(long, default_value_t = 32, value_parser = crate::infer::at_least_one)]
+    batch_size: usize,
+}
+
+fn beir(args: &BeirArgs) -> Result<()> {
+    let data = gear_data::read_beir(&args.data, &args.split)?;
+    let (miner, model) = match args.miner {
+        MinerArg::Bm25 => {
+            if args.model.given() {
+                bail!("--model/--pretrained pick the bi-encoder miner's model: pass --miner bi-encoder, or drop them for BM25");
+            }
+            (gear_infer::Miner::Bm25, None)
+        }
+        MinerArg::BiEncoder => (gear_infer::Miner::BiEncoder, Some(args.model.load()?)),
+    };
+    let bar = crate::spinner("beir".into());
+    let mined = gear_infer::beir_triples(
+        &data,
+        miner,
+        model.as_ref(),
+        args.negatives as usize,
+        args.batch_size,
+        &mut |step| bar.set_message(format!("beir: {step}")),
+    )?;
+    bar.finish_and_clear();
+    let mut w = JsonlWriter::create(&args.output)?;
+    for t in &mined.triples {
+        w.write(t)?;
+    }
+    let n = w.finish()?;
+    eprintln!(
+        "wrote {n} triples ({} queries of {}, split `{}`) with up to {} negatives each, mined \
+         by {}, to {}",
+        mined.queries,
+        args.data.display(),
+        args.split,
+        args.negatives,
+        match args.miner {
+            MinerArg::Bm25 => "BM25",
+            MinerArg::BiEncoder => "the bi-encoder",
+        },
+        args.output.display()
+    );
+    if mined.short > 0 {
+        eprintln!(
+            "{} triples got fewer than {} negatives (the miner ranked too few other documents)",
+            mined.short, args.negatives
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
+        Command::Beir(args) => beir(args),
         Command::Squad {
             input,
             output,

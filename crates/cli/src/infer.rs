@@ -26,6 +26,17 @@ pub struct ModelChoice {
 }
 
 impl ModelChoice {
+    /// Whether `--model` or `--pretrained` was given.
+    pub(crate) fn given(&self) -> bool {
+        self.model.is_some() || self.pretrained
+    }
+
+    /// Loads the chosen model on the chosen device.
+    pub(crate) fn load(&self) -> Result<gear_model::GearModel> {
+        let (model, _) = load_model(&self.source()?, parse_device(&self.device)?)?;
+        Ok(model)
+    }
+
     fn source(&self) -> Result<ModelSource> {
         match (&self.model, self.pretrained) {
             (Some(dir), false) => Ok(ModelSource::Checkpoint(dir.clone())),

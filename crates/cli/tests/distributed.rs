@@ -1,5 +1,5 @@
 //! Data-parallel training with real processes on 127.0.0.1 (Gloo): `gear train --nproc 2` with
-//! batch B per rank ends where one process with batch 2B ends, and a rank that dies makes its
+//! batch B per rank ends where one process with batch 2B ends (hard negatives gathered too), and a rank that dies makes its
 //! peer fail with a clear error instead of hanging. Uses the tiny BERT of tests/common, without dropout.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -56,12 +56,35 @@ fn logged_losses(out: &Path) -> Vec<(u64, f64, f64, f64)> {
         .collect()
 }
 
+/// Gives every third triple of `path` a hard negative (another triple's document), so that
+/// ranks gather negatives and some shards hold none.
+fn with_some_hard_negatives(path: &Path) {
+    let mut triples: Vec<gear_data::Triple> = gear_data::TripleReader::open(path)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let documents: Vec<gear_data::Document> = triples.iter().map(|t| t.document.clone()).collect();
+    for (i, t) in triples.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let other = (1..documents.len())
+            .map(|k| &documents[(i + k) % documents.len()])
+            .find(|d| d.id != t.document.id)
+            .unwrap();
+        t.negatives = vec![other.clone()];
+    }
+    let mut w = gear_data::JsonlWriter::create(path).unwrap();
+    for t in &triples {
+        w.write(t).unwrap();
+    }
+    w.finish().unwrap();
+}
+
 #[test]
 fn two_processes_with_batch_b_equal_one_process_with_batch_2b() {
     // Dropout masks differ between one process and two; without dropout the runs must agree.
     let s = setup(false);
     let n = std::fs::read_to_string(&s.train).unwrap().lines().count();
     assert!(n >= 16, "{n} triples");
+    with_some_hard_negatives(&s.train);
 
     let single = s.dir.path().join("single");
     run_ok(gear_train(

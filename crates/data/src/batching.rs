@@ -70,6 +70,9 @@ pub struct TripleBatch {
     /// Generation targets (answer or unit sentence), `[CLS] … [SEP]`; the model replaces
     /// `[CLS]` with its `[Decode]` token.
     pub targets: Batch,
+    /// The hard negatives taken from the triples (at most the asked number per triple, in
+    /// triple order) with their document ids; `None` when the batch has none.
+    pub negatives: Option<(Batch, Vec<String>)>,
 }
 
 /// Tokenizers for the three roles, each with its own length limit.
@@ -108,8 +111,14 @@ impl TripleTokenizer {
             .collect()
     }
 
-    /// Tokenises `triples[indices]`.
-    pub fn batch(&self, triples: &[Triple], indices: &[usize]) -> Result<TripleBatch> {
+    /// Tokenises `triples[indices]`, with the first `max_negatives` of each triple's hard
+    /// negatives (0: none).
+    pub fn batch(
+        &self,
+        triples: &[Triple],
+        indices: &[usize],
+        max_negatives: usize,
+    ) -> Result<TripleBatch> {
         let pick = |f: fn(&Triple) -> &str| {
             indices
                 .iter()
@@ -123,7 +132,26 @@ impl TripleTokenizer {
                 .document
                 .encode_batch(&pick(|t| t.document.text.as_str()))?,
             targets: self.target.encode_batch(&pick(Triple::target))?,
+            negatives: self.negatives(triples, indices, max_negatives)?,
         })
+    }
+
+    fn negatives(
+        &self,
+        triples: &[Triple],
+        indices: &[usize],
+        max_negatives: usize,
+    ) -> Result<Option<(Batch, Vec<String>)>> {
+        let negatives: Vec<&crate::Document> = indices
+            .iter()
+            .flat_map(|&i| triples[i].negatives.iter().take(max_negatives))
+            .collect();
+        if negatives.is_empty() {
+            return Ok(None);
+        }
+        let texts: Vec<&str> = negatives.iter().map(|d| d.text.as_str()).collect();
+        let ids = negatives.iter().map(|d| d.id.clone()).collect();
+        Ok(Some((self.document.encode_batch(&texts)?, ids)))
     }
 }
 

@@ -518,6 +518,7 @@ fn process_chunk(
                     units: vec![unit],
                     answer: None,
                     scenario: Scenario::Rir,
+                    negatives: Vec::new(),
                 });
             }
         }

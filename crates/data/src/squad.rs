@@ -179,6 +179,7 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                         .collect(),
                     answer: Some(qa.answers[0].text.clone()),
                     scenario: Scenario::Qar,
+                    negatives: Vec::new(),
                 });
             }
             out.corpus.push(doc);

@@ -6,6 +6,10 @@
 //!  "units": [{"start": 0, "end": 120, "text": "Super Bowl 50 was …"}]}
 //! ```
 //!
+//! A triple may also carry `negatives`: documents known *not* to answer the query (hard
+//! negatives, e.g. mined by `gear data beir`); training adds them to the contrastive loss's
+//! candidates (`loss.hard_negatives`). Triples without them are unchanged.
+//!
 //! Unit offsets are **character** (Unicode scalar value) offsets into `document.text`, as in
 //! SQuAD and Python, so files move between languages unchanged; [`Triple::unit_spans`] gives the
 //! byte spans Rust code slices with. Every line is checked when read: a malformed line is an
@@ -74,6 +78,9 @@ pub struct Triple {
     pub answer: Option<String>,
     /// The scenario.
     pub scenario: Scenario,
+    /// Hard negatives: documents that do not answer the query (may be empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negatives: Vec<Document>,
 }
 
 impl Unit {
@@ -112,8 +119,9 @@ impl Triple {
             .collect()
     }
 
-    /// Checks what serde cannot: a non-empty query and document, at least one unit, and each
-    /// unit's offsets in range and matching its text. Returns the offending field and why.
+    /// Checks what serde cannot: a non-empty query and document, at least one unit, each
+    /// unit's offsets in range and matching its text, and negatives that are other, distinct,
+    /// non-empty documents. Returns the offending field and why.
     pub fn validate(&self) -> std::result::Result<(), (String, String)> {
         if self.query.trim().is_empty() {
             return Err(("query".into(), "is empty".into()));
@@ -148,6 +156,30 @@ impl Triple {
                 return Err((
                     format!("units[{i}].text"),
                     "does not match the document at its offsets".into(),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, negative) in self.negatives.iter().enumerate() {
+            if negative.id.trim().is_empty() {
+                return Err((format!("negatives[{i}].id"), "is empty".into()));
+            }
+            if negative.text.trim().is_empty() {
+                return Err((format!("negatives[{i}].text"), "is empty".into()));
+            }
+            if negative.id == self.document.id {
+                return Err((
+                    format!("negatives[{i}].id"),
+                    format!(
+                        "`{}` is the triple's own document: a negative must be another one",
+                        negative.id
+                    ),
+                ));
+            }
+            if !seen.insert(negative.id.as_str()) {
+                return Err((
+                    format!("negatives[{i}].id"),
+                    format!("`{}` is listed twice", negative.id),
                 ));
             }
         }
@@ -413,6 +445,7 @@ mod tests {
             units: vec![unit],
             answer: None,
             scenario: Scenario::Rir,
+            negatives: Vec::new(),
         }
     }
 
@@ -423,6 +456,36 @@ mod tests {
         assert_eq!(t.unit_spans(), [Span::new(13, 38)]);
         assert_eq!(t.target(), "The crowd cheered loudly.");
         assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn negatives_round_trip_and_are_checked() {
+        let mut t = triple();
+        let plain = serde_json::to_string(&t).unwrap();
+        assert!(!plain.contains("negatives"), "no field when there are none");
+        t.negatives = vec![Document {
+            id: "d2".into(),
+            title: String::new(),
+            text: "The band played on.".into(),
+        }];
+        assert_eq!(t.validate(), Ok(()));
+        let line = serde_json::to_string(&t).unwrap();
+        let back: Triple = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, t);
+
+        let mut own = t.clone();
+        own.negatives[0].id = "d1".into();
+        let (field, why) = own.validate().unwrap_err();
+        assert_eq!(field, "negatives[0].id");
+        assert!(why.contains("own document"), "{why}");
+
+        let mut twice = t.clone();
+        twice.negatives.push(twice.negatives[0].clone());
+        assert_eq!(twice.validate().unwrap_err().0, "negatives[1].id");
+
+        let mut empty = t;
+        empty.negatives[0].text = " ".into();
+        assert_eq!(empty.validate().unwrap_err().0, "negatives[0].text");
     }
 
     #[test]

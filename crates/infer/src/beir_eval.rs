@@ -69,17 +69,7 @@ pub fn eval_beir(
     if data.queries.is_empty() {
         return Err(crate::Error::Input("no judged queries to evaluate".into()));
     }
-    let texts: Vec<String> = data
-        .corpus
-        .iter()
-        .map(|d| {
-            if d.title.is_empty() {
-                d.text.clone()
-            } else {
-                format!("{} {}", d.title, d.text)
-            }
-        })
-        .collect();
+    let texts = corpus_texts(data);
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let queries: Vec<&str> = data.queries.iter().map(|(_, q)| q.as_str()).collect();
     let depth = DEPTH.min(texts.len());
@@ -96,40 +86,9 @@ pub fn eval_beir(
 
     let mut rows: BTreeMap<String, Vec<Vec<usize>>> = BTreeMap::new();
     progress("bm25");
-    let bm25 = Bm25::fit(&text_refs);
-    rows.insert(
-        "bm25".into(),
-        queries
-            .iter()
-            .map(|q| {
-                bm25.search(q)
-                    .into_iter()
-                    .take(fetch)
-                    .map(|(row, _)| row)
-                    .collect()
-            })
-            .collect(),
-    );
+    rows.insert("bm25".into(), bm25_rows(&text_refs, &queries, fetch));
     if let Some(model) = model {
-        progress("embedding the corpus");
-        let batch = batch_size.max(1);
-        let docs =
-            gear_model::embed_length_sorted(&text_refs, batch, |t| model.embed_documents(t))?;
-        progress("embedding the queries");
-        let q = gear_model::embed_length_sorted(&queries, batch, |t| model.embed_queries(t))?;
-        let mut dense = Vec::with_capacity(queries.len());
-        // Scores in blocks of queries, so memory stays `block × corpus`.
-        for start in (0..queries.len()).step_by(256) {
-            let end = (start + 256).min(queries.len());
-            let block = q.narrow(0, start as i64, (end - start) as i64);
-            let (_, top) = block
-                .matmul(&docs.transpose(0, 1))
-                .topk(fetch as i64, 1, true, true);
-            let top = Vec::<i64>::try_from(top.flatten(0, -1))?;
-            for chunk in top.chunks(fetch) {
-                dense.push(chunk.iter().map(|&r| r as usize).collect::<Vec<_>>());
-            }
-        }
+        let dense = dense_rows(model, &text_refs, &queries, fetch, batch_size, progress)?;
         let hybrid = dense
             .iter()
             .zip(&rows["bm25"])
@@ -174,4 +133,63 @@ pub fn eval_beir(
         methods,
         runs,
     })
+}
+
+/// Each corpus document as the dense models and BM25 read it: title and text joined by a space.
+pub(crate) fn corpus_texts(data: &BeirData) -> Vec<String> {
+    data.corpus
+        .iter()
+        .map(|d| {
+            if d.title.is_empty() {
+                d.text.clone()
+            } else {
+                format!("{} {}", d.title, d.text)
+            }
+        })
+        .collect()
+}
+
+/// BM25's top `fetch` rows of `texts` for each query.
+pub(crate) fn bm25_rows(texts: &[&str], queries: &[&str], fetch: usize) -> Vec<Vec<usize>> {
+    let bm25 = Bm25::fit(texts);
+    queries
+        .iter()
+        .map(|q| {
+            bm25.search(q)
+                .into_iter()
+                .take(fetch)
+                .map(|(row, _)| row)
+                .collect()
+        })
+        .collect()
+}
+
+/// The bi-encoder's top `fetch` rows of `texts` for each query (exact inner product).
+pub(crate) fn dense_rows(
+    model: &GearModel,
+    texts: &[&str],
+    queries: &[&str],
+    fetch: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Vec<usize>>> {
+    progress("embedding the corpus");
+    let batch = batch_size.max(1);
+    let docs = gear_model::embed_length_sorted(texts, batch, |t| model.embed_documents(t))?;
+    progress("embedding the queries");
+    let q = gear_model::embed_length_sorted(queries, batch, |t| model.embed_queries(t))?;
+    let mut dense = Vec::with_capacity(queries.len());
+    // Scores in blocks of queries, so memory stays `block × corpus`.
+    for start in (0..queries.len()).step_by(256) {
+        let end = (start + 256).min(queries.len());
+        let block = q.narrow(0, start as i64, (end - start) as i64);
+        let (_, top) = block
+            .matmul(&docs.transpose(0, 1))
+            .topk(fetch as i64, 1, true, true);
+        let top = Vec::<i64>::try_from(top.flatten(0, -1))?;
+        for chunk in top.chunks(fetch) {
+            dense.push(chunk.iter().map(|&r| r as usize).collect::<Vec<_>>());
+        }
+    }
+    Ok(dense)
 }

@@ -20,6 +20,7 @@
 //! ```
 
 mod beir_eval;
+mod beir_triples;
 mod build;
 mod error;
 mod evaluate;
@@ -31,6 +32,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
+pub use beir_triples::{beir_triples, MinedTriples, Miner};
 pub use build::{build_index, model_fingerprint, BuildOptions, BuildOutcome};
 pub use error::{Error, Result};
 pub use evaluate::{

@@ -453,6 +453,7 @@ fn rir_triples_are_evaluated_by_the_same_protocol() {
         }],
         answer: None,
         scenario: gear_data::Scenario::Rir,
+        negatives: Vec::new(),
     };
     let second = text.find("Its").unwrap();
     let data = gear_infer::EvalSet::from_triples(vec![

@@ -153,6 +153,12 @@ pub struct LossSection {
     /// loss alone.
     #[serde(default)]
     pub local_weight: f64,
+    /// Hard negatives per example, taken (first ones first) from the triples' `negatives`
+    /// field, e.g. as `gear data beir` mines them: the momentum document encoder embeds them
+    /// and they join the candidates every query is contrasted with, as the queue's entries
+    /// do. 0 ignores the field; triples without negatives are unaffected.
+    #[serde(default = "one")]
+    pub hard_negatives: usize,
 }
 
 /// `[run]`.
@@ -362,6 +368,12 @@ impl TrainConfig {
             return Err(format!(
                 "`loss.local_weight` must be ≥ 0, got {}",
                 self.loss.local_weight
+            ));
+        }
+        if self.loss.hard_negatives > 64 {
+            return Err(format!(
+                "`loss.hard_negatives` must be at most 64 per example, got {}",
+                self.loss.hard_negatives
             ));
         }
         if self.loss.queue_size < 0

@@ -159,6 +159,15 @@ impl Momentum {
         })
     }
 
+    /// Unit-norm momentum document embeddings (no gradient): hard negatives.
+    pub fn embed_documents(&self, d_ids: &Tensor, d_mask: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let d_enc = self.document.as_ref().unwrap_or(&self.query);
+            let d = d_enc.forward_t(d_ids, d_mask, false)?.hidden;
+            Ok(l2_normalize(&mean_pool(&d, d_mask)))
+        })
+    }
+
     /// Unit-norm momentum query embeddings (no gradient).
     pub fn embed_queries(&self, q_ids: &Tensor, q_mask: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| {

@@ -570,7 +570,7 @@ impl Trainer {
                 }
                 let indices = &plan[self.state.next_batch];
                 let local = shard(indices, rank, world);
-                let batch = tok.batch(train, local)?;
+                let batch = tok.batch(train, local, c.loss.hard_negatives)?;
                 let doc_ids: Vec<i64> = local
                     .iter()
                     .map(|&i| doc_hash(&train[i].document.id))
@@ -799,22 +799,33 @@ impl Trainer {
                 ids.shallow_clone(),
             ),
         };
-        let empty = ids_all.eq(-1).to_kind(Kind::Float).unsqueeze(0) * MASKED_LOGIT;
-        let positives = ids
-            .unsqueeze(1)
-            .eq_tensor(&ids_all.unsqueeze(0))
-            .to_kind(Kind::Float);
+        // Hard negatives join the documents a query is contrasted with (q→d only: no query
+        // belongs to them), as momentum embeddings like the queue's.
+        let (d_cand, ids_cand) = match self.hard_negatives(batch)? {
+            Some((n, n_ids)) => (
+                Tensor::cat(&[&d_all, &n.to_kind(d_all.kind())], 0),
+                Tensor::cat(&[&ids_all, &n_ids], 0),
+            ),
+            None => (d_all.shallow_clone(), ids_all.shallow_clone()),
+        };
+        let empty_of = |ids: &Tensor| ids.eq(-1).to_kind(Kind::Float).unsqueeze(0) * MASKED_LOGIT;
+        let positives_of = |all: &Tensor| {
+            ids.unsqueeze(1)
+                .eq_tensor(&all.unsqueeze(0))
+                .to_kind(Kind::Float)
+        };
+        let (empty_q2d, empty_d2q) = (empty_of(&ids_cand), empty_of(&ids_all));
         let (t_q2d, t_d2q) = tch::no_grad(|| {
             let t = temp.detach();
-            let sim_q2d_m = q_m.matmul(&d_all.transpose(0, 1)) / &t + &empty;
-            let sim_d2q_m = d_m.matmul(&q_all.transpose(0, 1)) / &t + &empty;
+            let sim_q2d_m = q_m.matmul(&d_cand.transpose(0, 1)) / &t + &empty_q2d;
+            let sim_d2q_m = d_m.matmul(&q_all.transpose(0, 1)) / &t + &empty_d2q;
             (
-                soft_targets(&positives, &sim_q2d_m, distill),
-                soft_targets(&positives, &sim_d2q_m, distill),
+                soft_targets(&positives_of(&ids_cand), &sim_q2d_m, distill),
+                soft_targets(&positives_of(&ids_all), &sim_d2q_m, distill),
             )
         });
-        let sim_q2d = q.matmul(&d_all.transpose(0, 1)) / &temp + &empty;
-        let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / &temp + &empty;
+        let sim_q2d = q.matmul(&d_cand.transpose(0, 1)) / &temp + &empty_q2d;
+        let sim_d2q = d.matmul(&q_all.transpose(0, 1)) / &temp + &empty_d2q;
         let l_cl = contrastive_loss(&sim_q2d, &t_q2d, &sim_d2q, &t_d2q);
         if let Some(queue) = self.momentum.queue_mut() {
             queue.enqueue(&q_m, &d_m, &ids);
@@ -913,6 +924,43 @@ impl Trainer {
                 })
             }
         }
+    }
+
+    /// The batch's hard negatives as momentum document embeddings and queue ids, gathered
+    /// from every rank under a process group (every rank takes part, with or without any).
+    fn hard_negatives(&self, batch: &TripleBatch) -> Result<Option<(Tensor, Tensor)>> {
+        let device = self.model.device();
+        let local = match &batch.negatives {
+            Some((tokens, ids)) => {
+                let (n_ids, n_mask) = to_tensors(tokens, device);
+                let emb = self
+                    .momentum
+                    .embed_documents(&n_ids, &n_mask)?
+                    .to_kind(Kind::Float);
+                let ids: Vec<i64> = ids.iter().map(|id| doc_hash(id)).collect();
+                Some((emb, Tensor::from_slice(&ids).to_device(device)))
+            }
+            None => None,
+        };
+        let Some(dist) = &self.dist else {
+            return Ok(local);
+        };
+        let g = &dist.group;
+        let dim = self.model.config().encoder.hidden_size;
+        let (emb, ids) = local.unwrap_or_else(|| {
+            (
+                Tensor::zeros([0, dim], (Kind::Float, device)),
+                Tensor::zeros([0], (Kind::Int64, device)),
+            )
+        });
+        let counts = row_counts(g, emb.size()[0], device)?;
+        if counts.iter().sum::<i64>() == 0 {
+            return Ok(None);
+        }
+        Ok(Some((
+            all_gather_counted(g, &emb, &counts)?,
+            all_gather_counted(g, &ids, &counts)?,
+        )))
     }
 
     fn open_log(&self) -> Result<std::fs::File> {

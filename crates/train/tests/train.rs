@@ -414,3 +414,60 @@ fn a_frozen_document_encoder_stays_put_while_the_query_side_learns() {
     // The LM loss falls (the total also holds L_CL, which rises as the queue fills).
     assert!(frozen[5].1 < frozen[0].1, "{frozen:?}");
 }
+
+#[test]
+fn hard_negatives_join_the_contrastive_candidates_and_zero_ignores_them() {
+    let _serial = serial();
+    let (triples, tok) = data(8, 6);
+    let batch: Vec<Triple> = triples.iter().take(8).cloned().collect();
+    let in_batch: BTreeSet<&str> = batch.iter().map(|t| t.document.id.as_str()).collect();
+    let others: Vec<gear_data::Document> = {
+        let mut seen = BTreeSet::new();
+        triples
+            .iter()
+            .filter(|t| !in_batch.contains(t.document.id.as_str()))
+            .filter(|t| seen.insert(t.document.id.clone()))
+            .map(|t| t.document.clone())
+            .collect()
+    };
+    assert!(
+        others.len() >= 2,
+        "documents outside the batch: {}",
+        others.len()
+    );
+    let with_negatives: Vec<Triple> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Triple {
+            negatives: vec![
+                others[i % others.len()].clone(),
+                others[(i + 1) % others.len()].clone(),
+            ],
+            ..t.clone()
+        })
+        .collect();
+    let first_cl = |triples: &[Triple], hard_negatives: usize| {
+        let mut config = config(1, 1e-3);
+        config.loss.hard_negatives = hard_negatives;
+        config.run.max_steps = Some(1);
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = Trainer::with_model(tiny_model(&tok, 6), config, dir.path()).unwrap();
+        let mut cl = Vec::new();
+        trainer
+            .train(triples, None, &mut |e| {
+                if let gear_train::Event::Step(s) = e {
+                    cl.push(s.loss_cl);
+                }
+            })
+            .unwrap();
+        cl[0]
+    };
+    let plain = first_cl(&batch, 1);
+    let ignored = first_cl(&with_negatives, 0);
+    let one = first_cl(&with_negatives, 1);
+    let two = first_cl(&with_negatives, 2);
+    assert!((plain - ignored).abs() < 1e-9, "{plain} vs {ignored}");
+    // More candidates in every query's softmax: a strictly larger q→d loss at the first step.
+    assert!(one > plain + 1e-4, "{plain} → {one}");
+    assert!(two > one + 1e-4, "{one} → {two}");
+}

@@ -1,0 +1,213 @@
+//! `gear data beir`: a BEIR split's judgements as training triples, each carrying hard
+//! negatives mined by BM25 or the bi-encoder.
+//!
+//! Every judgement with relevance > 0 gives one RIR triple: the query, the judged document, and
+//! as its unit the document's sentence that BM25 scores highest for the query (BEIR marks no
+//! span; this sentence is what the LM and local-retrieval losses then target). The negatives
+//! are the miner's best-ranked documents for the query that are not judged relevant to it (and
+//! not the query itself, for datasets that hold queries as documents); documents judged 0 may
+//! be negatives — that is what the judgement says.
+
+use std::collections::HashSet;
+
+use gear_data::{split_sentences, BeirData, Document, Scenario, Triple, Unit};
+use gear_model::GearModel;
+
+use crate::beir_eval::{bm25_rows, corpus_texts, dense_rows};
+use crate::lexical::Bm25;
+use crate::{Error, Result};
+
+/// What ranks the corpus to mine hard negatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miner {
+    /// Okapi BM25 over title and text.
+    Bm25,
+    /// The model's bi-encoder (exact inner product).
+    BiEncoder,
+}
+
+/// What [`beir_triples`] made.
+#[derive(Debug, Clone)]
+pub struct MinedTriples {
+    /// One triple per relevant judgement, in query order.
+    pub triples: Vec<Triple>,
+    /// Judged queries with at least one relevant document.
+    pub queries: usize,
+    /// Triples that got fewer negatives than asked (the miner ran out of candidates: BM25 ranks
+    /// only documents that share a term with the query).
+    pub short: usize,
+}
+
+/// Turns `data`'s relevant judgements into triples with up to `negatives` hard negatives each.
+/// `model` is needed for [`Miner::BiEncoder`] only.
+pub fn beir_triples(
+    data: &BeirData,
+    miner: Miner,
+    model: Option<&GearModel>,
+    negatives: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<MinedTriples> {
+    let doc_row: std::collections::HashMap<&str, usize> = data
+        .corpus
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.as_str(), i))
+        .collect();
+    let relevant: Vec<Vec<&str>> = data
+        .queries
+        .iter()
+        .map(|(qid, _)| {
+            data.qrels[qid]
+                .iter()
+                .filter(|(_, g)| *g > 0)
+                .map(|(d, _)| d.as_str())
+                .collect()
+        })
+        .collect();
+    let most_relevant = relevant.iter().map(Vec::len).max().unwrap_or(0);
+    // Enough candidates to skip every relevant document and the query's own id.
+    let fetch = (negatives + most_relevant + 1).min(data.corpus.len());
+    let texts = corpus_texts(data);
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let queries: Vec<&str> = data.queries.iter().map(|(_, q)| q.as_str()).collect();
+    let rows = match (negatives, miner, model) {
+        (0, _, _) => vec![Vec::new(); queries.len()],
+        (_, Miner::Bm25, _) => {
+            progress("bm25");
+            bm25_rows(&text_refs, &queries, fetch)
+        }
+        (_, Miner::BiEncoder, Some(model)) => {
+            dense_rows(model, &text_refs, &queries, fetch, batch_size, progress)?
+        }
+        (_, Miner::BiEncoder, None) => {
+            return Err(Error::Input(
+                "mining with the bi-encoder needs a model".into(),
+            ))
+        }
+    };
+    progress("writing triples");
+    let mut out = MinedTriples {
+        triples: Vec::new(),
+        queries: 0,
+        short: 0,
+    };
+    for (((qid, query), relevant), rows) in data.queries.iter().zip(&relevant).zip(rows) {
+        if relevant.is_empty() {
+            continue;
+        }
+        out.queries += 1;
+        let skip: HashSet<&str> = relevant.iter().copied().chain([qid.as_str()]).collect();
+        let mined: Vec<Document> = rows
+            .into_iter()
+            .map(|r| &data.corpus[r])
+            .filter(|d| !skip.contains(d.id.as_str()))
+            .take(negatives)
+            .cloned()
+            .collect();
+        for doc_id in relevant {
+            let document = data.corpus[doc_row[doc_id]].clone();
+            let unit = best_sentence(query, &document.text).ok_or_else(|| {
+                Error::Input(format!(
+                    "corpus document `{doc_id}` has no text to take a unit sentence from"
+                ))
+            })?;
+            if mined.len() < negatives {
+                out.short += 1;
+            }
+            out.triples.push(Triple {
+                id: Some(format!("{qid}:{doc_id}")),
+                query: query.clone(),
+                document,
+                units: vec![unit],
+                answer: None,
+                scenario: Scenario::Rir,
+                negatives: mined.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The sentence of `text` BM25 scores highest for `query` (fitted on the text's sentences; the
+/// first on a tie, so the first sentence when nothing matches).
+fn best_sentence(query: &str, text: &str) -> Option<Unit> {
+    let spans: Vec<_> = split_sentences(text)
+        .into_iter()
+        .filter(|s| s.slice(text).is_some_and(|t| !t.trim().is_empty()))
+        .collect();
+    let sentences: Vec<&str> = spans.iter().filter_map(|s| s.slice(text)).collect();
+    if sentences.is_empty() {
+        return None;
+    }
+    let ids: Vec<usize> = (0..sentences.len()).collect();
+    let scores = Bm25::fit(&sentences).scores(query, &ids);
+    let best = scores
+        .iter()
+        .enumerate()
+        .fold(0, |best, (i, &s)| if s > scores[best] { i } else { best });
+    Unit::from_byte_span(text, spans[best])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &str, text: &str) -> Document {
+        Document {
+            id: id.into(),
+            title: String::new(),
+            text: text.into(),
+        }
+    }
+
+    fn data() -> BeirData {
+        BeirData {
+            corpus: vec![
+                doc(
+                    "d1",
+                    "Cats sleep a lot. The tabby cat purrs when it is fed.",
+                ),
+                doc("d2", "A tabby cat is a striped cat. Tabby fur has stripes."),
+                doc("d3", "Dogs bark at night."),
+                doc("d4", "The tabby cat purrs loudly, a purring tabby."),
+                doc("q1", "The tabby cat purrs? A query stored as a document."),
+            ],
+            queries: vec![("q1".into(), "tabby cat purrs".into())],
+            qrels: [(
+                "q1".to_string(),
+                vec![("d1".to_string(), 2), ("d4".to_string(), 0)],
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn bm25_negatives_skip_relevant_documents_and_the_query_itself() {
+        let mined = beir_triples(&data(), Miner::Bm25, None, 2, 8, &mut |_| {}).unwrap();
+        assert_eq!((mined.queries, mined.triples.len(), mined.short), (1, 1, 0));
+        let t = &mined.triples[0];
+        assert_eq!(t.id.as_deref(), Some("q1:d1"));
+        assert_eq!(t.document.id, "d1");
+        // The unit is the sentence that matches the query, not the first one.
+        assert_eq!(t.units[0].text, "The tabby cat purrs when it is fed.");
+        assert_eq!(t.validate(), Ok(()));
+        let ids: Vec<&str> = t.negatives.iter().map(|d| d.id.as_str()).collect();
+        // d4 (judged 0) matches best, then d2; d1 is relevant and q1 is the query.
+        assert_eq!(ids, ["d4", "d2"]);
+    }
+
+    #[test]
+    fn running_out_of_candidates_is_counted_and_zero_negatives_mines_nothing() {
+        let mined = beir_triples(&data(), Miner::Bm25, None, 10, 8, &mut |_| {}).unwrap();
+        assert_eq!(mined.short, 1);
+        // BM25 ranks only documents sharing a term with the query: d3 is never a candidate.
+        assert_eq!(mined.triples[0].negatives.len(), 2, "d4, d2");
+        let none = beir_triples(&data(), Miner::Bm25, None, 0, 8, &mut |_| {}).unwrap();
+        assert!(none.triples[0].negatives.is_empty());
+        assert_eq!(none.short, 0);
+        let err = beir_triples(&data(), Miner::BiEncoder, None, 1, 8, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("needs a model"), "{err}");
+    }
+}
