@@ -32,6 +32,7 @@ mod launch;
 mod rerank;
 mod score;
 mod search;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -79,6 +80,9 @@ enum Command {
     Explain(infer::PairArgs),
     /// Write a checkpoint's bi-encoder as a sentence-transformers folder.
     Export(export::Args),
+    /// Serve an index over HTTP: TEI-compatible /embed, /search with located sentences,
+    /// /locate, /generate, /explain, /health, /metrics and a search page at /.
+    Serve(serve::Args),
 }
 
 /// `gear eval` subcommands.
@@ -184,6 +188,7 @@ fn main() {
         Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
         Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),
         Command::Export(args) => export::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         // The reader of our output has gone (`gear search … | head -1`): a normal end.

@@ -83,20 +83,8 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             ..HnswConfig::default()
         }),
     };
-    let device = parse_device(&args.device)?;
-    let index = DocumentIndex::open_with(&args.index, device, backend)?;
-    let dir = args
-        .model
-        .clone()
-        .unwrap_or_else(|| index.meta().model.clone());
-    index.check_model(&dir)?;
-    let is_pretrained = dir.join("config.json").is_file() && !dir.join("gear.toml").is_file();
-    let source = if is_pretrained {
-        ModelSource::Pretrained
-    } else {
-        ModelSource::Checkpoint(dir)
-    };
-    let (model, _) = load_model(&source, device)?;
+    let (index, model) =
+        open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
     let many = args.queries.is_some();
     let bar = if many {
         let bar = ProgressBar::new(queries.len() as u64);
@@ -163,6 +151,27 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Opens the index and the model it was built with (or `model`, which must be the same files).
+pub(crate) fn open_index_and_model(
+    index: &std::path::Path,
+    model: Option<&std::path::Path>,
+    device: &str,
+    backend: Backend,
+) -> Result<(DocumentIndex, gear_model::GearModel)> {
+    let device = parse_device(device)?;
+    let index = DocumentIndex::open_with(index, device, backend)?;
+    let dir = model.map_or_else(|| index.meta().model.clone(), std::path::Path::to_path_buf);
+    index.check_model(&dir)?;
+    let is_pretrained = dir.join("config.json").is_file() && !dir.join("gear.toml").is_file();
+    let source = if is_pretrained {
+        ModelSource::Pretrained
+    } else {
+        ModelSource::Checkpoint(dir)
+    };
+    let (model, _) = load_model(&source, device)?;
+    Ok((index, model))
 }
 
 /// One query per line; blank lines skipped; invalid UTF-8 names its line.

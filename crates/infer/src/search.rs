@@ -14,7 +14,7 @@ pub struct Hit {
 }
 
 /// A searchable set of unit vectors.
-pub trait VectorIndex {
+pub trait VectorIndex: Send {
     /// Number of vectors.
     fn len(&self) -> usize;
     /// Whether the index is empty.

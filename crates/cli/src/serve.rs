@@ -1,0 +1,87 @@
+//! `gear serve`: the index and its model behind HTTP (the `gear-serve` crate).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use gear_infer::{Backend, HnswConfig};
+use gear_serve::ServeOptions;
+
+use crate::infer::at_least_one;
+use crate::search::{open_index_and_model, SearchBackend};
+
+/// Options of `gear serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Index folder (`gear index build`); opened read-only.
+    #[arg(long)]
+    index: PathBuf,
+    /// Override the model recorded in the index (must be the same files).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Search backend.
+    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
+    backend: SearchBackend,
+    /// HNSW candidate list size while searching (`--backend hnsw` only).
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
+    ef_search: usize,
+    /// Most texts in one batched encoder forward (1: every request alone).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    max_batch: usize,
+    /// Longest wait for more requests after the first of a batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Requests that may wait for the model; more get 503.
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    queue: usize,
+    /// Per-request time limit in seconds (waiting included); beyond it, 504.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout_s: u64,
+    /// Largest request body in KiB; beyond it, 413.
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    max_body_kib: usize,
+    /// Longest query in characters; beyond it, 413.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
+    max_query_chars: usize,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
+        bail!("--ef-search applies to --backend hnsw only");
+    }
+    let backend = match args.backend {
+        SearchBackend::Exact => Backend::Exact,
+        SearchBackend::Hnsw => Backend::Hnsw(HnswConfig {
+            ef_search: args.ef_search,
+            ..HnswConfig::default()
+        }),
+    };
+    let bar = crate::spinner(format!("opening {}", args.index.display()));
+    let (index, model) =
+        open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
+    bar.finish_and_clear();
+    let documents = index.documents().len();
+    let options = ServeOptions {
+        addr: args.addr,
+        max_batch: args.max_batch,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        queue: args.queue,
+        timeout: Duration::from_secs(args.timeout_s),
+        max_body_bytes: args.max_body_kib * 1024,
+        max_query_chars: args.max_query_chars,
+        ..ServeOptions::default()
+    };
+    gear_serve::serve(model, index, &options, |addr| {
+        // The first line on stdout: scripts and tests read the address from it.
+        println!("listening on http://{addr} ({documents} documents; the search page is at /)");
+    })?;
+    eprintln!("stopped: every in-flight request answered");
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `gear serve`: GeAR as an HTTP service over an index, the model loaded once.
+//!
+//! - `POST /embed` — Hugging Face text-embeddings-inference's request and response
+//!   (`{"inputs": "…" | ["…", …]}` → `[[f32, …], …]`), so TEI clients work unchanged;
+//! - `POST /search` `{query, k, locate}` — top documents, each with its `locate` best sentences
+//!   (character spans and scores) by cross-attention;
+//! - `POST /locate` `{query, doc_id | document, k}`, `POST /generate` `{query, doc_id}`,
+//!   `POST /explain` `{query, doc_id, k}` (the most attended tokens);
+//! - `GET /health`, `GET /info`, `GET /metrics` (Prometheus), and a search page at `/`.
+//!
+//! The model and the index live on one thread of their own; handlers hand it jobs through a
+//! bounded queue and wait (with a time limit) for the answer, so libtorch never runs on the
+//! async runtime's threads. That thread batches the encoder work of concurrent requests
+//! ([`ServeOptions::max_batch`], [`ServeOptions::max_wait`]). `SIGTERM` or Ctrl-C stops
+//! accepting, lets in-flight requests finish, and returns. The index is only read.
+
+mod api;
+mod error;
+mod metrics;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gear_infer::DocumentIndex;
+use gear_model::GearModel;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// How the server listens, batches and bounds requests.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (port 0: any free port, reported to `ready`).
+    pub addr: SocketAddr,
+    /// Most texts in one batched encoder forward (1: no batching).
+    pub max_batch: usize,
+    /// Longest wait for more requests after the first of a batch.
+    pub max_wait: Duration,
+    /// Requests that may wait for the model; beyond it, 503.
+    pub queue: usize,
+    /// Per-request time limit (waiting included); beyond it, 504.
+    pub timeout: Duration,
+    /// Largest request body; beyond it, 413.
+    pub max_body_bytes: usize,
+    /// Longest query, in characters; beyond it, 413.
+    pub max_query_chars: usize,
+    /// Largest `k` of `/search`.
+    pub max_k: usize,
+    /// Most `inputs` in one `/embed` request.
+    pub max_inputs: usize,
+    /// Most tokens `/generate` may ask for.
+    pub max_new_tokens: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_batch: 32,
+            max_wait: Duration::from_millis(5),
+            queue: 1024,
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 1 << 20,
+            max_query_chars: 2000,
+            max_k: 100,
+            max_inputs: 256,
+            max_new_tokens: 128,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option out of range.
+    #[error("{0}")]
+    Options(String),
+    /// Binding, the runtime or the model thread.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The model thread panicked.
+    #[error("the model thread panicked")]
+    Worker,
+}
+
+/// Serves `model` over `index` until `SIGTERM` or Ctrl-C, then drains and returns. `ready` is
+/// called with the bound address once the server accepts connections.
+pub fn serve(
+    model: GearModel,
+    index: DocumentIndex,
+    options: &ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    if options.max_batch == 0 || options.queue == 0 || options.max_k == 0 {
+        return Err(Error::Options(
+            "max_batch, queue and max_k must be at least 1".into(),
+        ));
+    }
+    let io = |context: &str| {
+        let context = context.to_owned();
+        move |source| Error::Io { context, source }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("starting the async runtime"))?;
+    let metrics = Arc::new(Metrics::default());
+    let alive = Arc::new(AtomicBool::new(true));
+    let info = serde_json::json!({
+        "model": index.meta().model,
+        "documents": index.documents().len(),
+        "max_query_tokens": model.config().max_query_len,
+        "max_document_tokens": model.config().max_document_len,
+        "max_batch": options.max_batch,
+    });
+    let (jobs, queue) = std::sync::mpsc::sync_channel(options.queue);
+    let batching = worker::Batching {
+        max_batch: options.max_batch,
+        max_wait: options.max_wait,
+    };
+    let worker = {
+        let metrics = Arc::clone(&metrics);
+        let alive = Arc::clone(&alive);
+        std::thread::Builder::new()
+            .name("gear-model".into())
+            .spawn(move || {
+                // Marks the thread gone however it ends (a panic included).
+                struct Gone(Arc<AtomicBool>);
+                impl Drop for Gone {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Relaxed);
+                    }
+                }
+                let _gone = Gone(alive);
+                worker::run(model, index, &queue, batching, &metrics);
+            })
+            .map_err(io("starting the model thread"))?
+    };
+    let state = api::AppState {
+        jobs,
+        queue: options.queue,
+        metrics,
+        limits: api::Limits {
+            max_query_chars: options.max_query_chars,
+            max_k: options.max_k,
+            max_inputs: options.max_inputs,
+            max_new_tokens: options.max_new_tokens,
+            timeout: options.timeout,
+            max_body_bytes: options.max_body_bytes,
+        },
+        alive,
+        info: Arc::new(info),
+    };
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(options.addr)
+            .await
+            .map_err(io(&format!("listening on {}", options.addr)))?;
+        let addr = listener.local_addr().map_err(io("reading the bound address"))?;
+        ready(addr);
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(io("serving"))
+    });
+    // The router and its senders are gone: the model thread finishes its queue and ends.
+    let joined = worker.join();
+    served?;
+    joined.map_err(|_| Error::Worker)
+}
+
+/// SIGTERM (Unix) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        #[cfg(unix)]
+        if let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
