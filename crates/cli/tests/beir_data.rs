@@ -133,7 +133,10 @@ fn bm25_and_bi_encoder_mining_write_trainable_triples() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("wrote 4 triples (3 queries"), "{text}");
     // BM25 drops stop words: only d6 shares a word ("river") with q2 besides its answer.
-    assert!(text.contains("1 triples got fewer than 2 negatives"), "{text}");
+    assert!(
+        text.contains("1 triples got fewer than 2 negatives"),
+        "{text}"
+    );
     let bm25 = read(&bm25);
     check(&bm25, 2);
     let counts: Vec<usize> = bm25.iter().map(|t| t.negatives.len()).collect();
@@ -162,7 +165,10 @@ fn bm25_and_bi_encoder_mining_write_trainable_triples() {
     );
     let dense = read(&dense);
     check(&dense, 3);
-    assert!(dense.iter().all(|t| t.negatives.len() == 3), "a dense ranking ranks all");
+    assert!(
+        dense.iter().all(|t| t.negatives.len() == 3),
+        "a dense ranking ranks all"
+    );
     // The dense miner reaches documents that share no word with the query (BM25 cannot).
     let q2 = dense.iter().find(|t| t.document.id == "d5").unwrap();
     assert!(

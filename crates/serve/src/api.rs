@@ -49,7 +49,14 @@ const PAGE: &str = include_str!("page.html");
 
 /// The endpoints metrics are labelled with (anything else is `other`).
 const ENDPOINTS: [&str; 8] = [
-    "/", "/embed", "/search", "/locate", "/generate", "/explain", "/health", "/metrics",
+    "/",
+    "/embed",
+    "/search",
+    "/locate",
+    "/generate",
+    "/explain",
+    "/health",
+    "/metrics",
 ];
 
 pub(crate) fn router(state: AppState) -> Router {

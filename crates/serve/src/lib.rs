@@ -164,7 +164,9 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
             .map_err(io(&format!("listening on {}", options.addr)))?;
-        let addr = listener.local_addr().map_err(io("reading the bound address"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
         ready(addr);
         axum::serve(listener, api::router(state))
             .with_graceful_shutdown(shutdown_signal())
@@ -181,8 +183,7 @@ pub fn serve(
 async fn shutdown_signal() {
     let term = async {
         #[cfg(unix)]
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
             return;

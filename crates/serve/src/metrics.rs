@@ -43,9 +43,8 @@ impl Default for Metrics {
             "HTTP requests by endpoint and status",
             requests.clone(),
         );
-        let latency: HistogramFamily = Family::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 16))
-        });
+        let latency: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
         registry.register(
             "gear_request_duration_seconds",
             "Request latency by endpoint",

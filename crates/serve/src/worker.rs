@@ -181,7 +181,12 @@ impl Worker<'_> {
     }
 
     /// TEI refuses inputs longer than the model reads unless `truncate` is set; so do we.
-    fn check_lengths(&self, texts: &[String], encoder: Encoder, truncate: bool) -> Result<(), ApiError> {
+    fn check_lengths(
+        &self,
+        texts: &[String],
+        encoder: Encoder,
+        truncate: bool,
+    ) -> Result<(), ApiError> {
         if truncate {
             return Ok(());
         }
@@ -244,10 +249,9 @@ impl Worker<'_> {
                 Encoder::Document => self.model.embed_documents(chunk),
             }
             .map_err(ApiError::backend)?;
-            let rows: Vec<Vec<f32>> = Vec::try_from(
-                t.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu),
-            )
-            .map_err(ApiError::backend)?;
+            let rows: Vec<Vec<f32>> =
+                Vec::try_from(t.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu))
+                    .map_err(ApiError::backend)?;
             out.extend(rows);
         }
         Ok(out)

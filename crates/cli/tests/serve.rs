@@ -1,0 +1,492 @@
+//! `gear serve` as a user runs it: the real binary over an index of real Wikipedia passages
+//! (the shipped SQuAD file, pretrained MiniLM), reached over loopback HTTP. Every endpoint, TEI
+//! parity of `/embed`, dynamic batching, bad requests, SIGTERM draining, the index left as it
+//! was, and the search page in headless Chromium.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn gear() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gear"))
+}
+
+fn run_ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An index of the first 40 passages of the shipped SQuAD file, built once per test binary.
+fn index() -> &'static Path {
+    static INDEX: OnceLock<PathBuf> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let squad = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/wiki-squad/squad-v1.1-dev-a.json");
+        let all = dir.join("passages-all.jsonl");
+        let mut cmd = gear();
+        cmd.args(["data", "squad", "--input"]).arg(&squad);
+        cmd.arg("--output").arg(dir.join("qar.jsonl"));
+        cmd.arg("--corpus").arg(&all);
+        run_ok(cmd);
+        let text = std::fs::read_to_string(&all).unwrap();
+        let some: String = text.lines().take(40).map(|l| format!("{l}\n")).collect();
+        let corpus = dir.join("passages.jsonl");
+        std::fs::write(&corpus, some).unwrap();
+        let index = dir.join("index");
+        let mut cmd = gear();
+        cmd.args(["index", "build", "--pretrained", "--corpus"])
+            .arg(&corpus);
+        cmd.arg("--out").arg(&index);
+        run_ok(cmd);
+        index
+    })
+}
+
+/// A running `gear serve`; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = gear()
+            .args(["serve", "--addr", "127.0.0.1:0", "--index"])
+            .arg(index())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("gear serve printed no address within 120 s");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = ureq::post(&format!("{}{path}", self.url))
+            .set("content-type", "application/json")
+            .timeout(Duration::from_secs(120))
+            .send_string(body);
+        read(response)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match ureq::get(&format!("{}{path}", self.url)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    /// The value of one series of `/metrics` (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(response: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let (code, r) = match response {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let text = r.into_string().unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{code}: not JSON ({e}): {text}"));
+    (code, value)
+}
+
+/// One server at a time: they share 2 cores, and some tests read counters.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const QUERY: &str = "Which team won Super Bowl 50?";
+
+#[test]
+fn every_endpoint_answers_and_tei_embeddings_equal_gear_embed() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    assert_eq!(server.get("/health"), (200, r#"{"status":"ok"}"#.into()));
+    let (code, page) = server.get("/");
+    assert_eq!(code, 200);
+    assert!(page.contains("<form id=\"search\">"), "{page}");
+
+    // TEI's request and response shape; the same vectors as `gear embed` (the MiniLM encoder).
+    let texts = [
+        "Denver won the game.",
+        "Ein Satz auf Deutsch, mit Ümlauten.",
+    ];
+    let (code, vectors) = server.post("/embed", &json!({ "inputs": texts }).to_string());
+    assert_eq!(code, 200, "{vectors}");
+    let vectors: Vec<Vec<f32>> = serde_json::from_value(vectors).unwrap();
+    let mut child = gear()
+        .arg("embed")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(texts.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (ours, line) in vectors.iter().zip(&lines) {
+        let reference: Vec<f32> = serde_json::from_value(line["embedding"].clone()).unwrap();
+        assert_eq!(ours.len(), 384);
+        let diff = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "max |diff| {diff}");
+    }
+    // One string is accepted too (TEI), and gives one vector.
+    let (code, one) = server.post("/embed", r#"{"inputs": "Denver won the game."}"#);
+    assert_eq!((code, one.as_array().unwrap().len()), (200, 1));
+
+    let (code, found) = server.post(
+        "/search",
+        &json!({"query": QUERY, "k": 3, "locate": 2}).to_string(),
+    );
+    assert_eq!(code, 200, "{found}");
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert_eq!(results[0]["title"], "Super_Bowl_50");
+    for r in results {
+        let text: Vec<char> = r["text"].as_str().unwrap().chars().collect();
+        let sentences = r["sentences"].as_array().unwrap();
+        assert_eq!(sentences.len(), 2);
+        for s in sentences {
+            let (start, end) = (
+                s["start"].as_u64().unwrap() as usize,
+                s["end"].as_u64().unwrap() as usize,
+            );
+            let slice: String = text[start..end].iter().collect();
+            assert_eq!(slice, s["text"].as_str().unwrap(), "character spans");
+        }
+    }
+    let doc_id = results[0]["id"].as_str().unwrap();
+
+    // /locate over an indexed document and over one sent along agree.
+    let (code, by_id) = server.post(
+        "/locate",
+        &json!({"query": QUERY, "doc_id": doc_id, "k": 2}).to_string(),
+    );
+    assert_eq!(code, 200, "{by_id}");
+    assert_eq!(by_id["sentences"], results[0]["sentences"]);
+    let (code, by_text) = server.post(
+        "/locate",
+        &json!({"query": QUERY, "document": results[0]["text"], "k": 2}).to_string(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(by_text["sentences"], by_id["sentences"]);
+
+    let (code, generated) = server.post(
+        "/generate",
+        &json!({"query": QUERY, "doc_id": doc_id, "max_tokens": 4}).to_string(),
+    );
+    assert_eq!(code, 200, "{generated}");
+    assert!(generated["generated"].is_string());
+
+    let (code, explained) = server.post(
+        "/explain",
+        &json!({"query": QUERY, "doc_id": doc_id, "k": 5}).to_string(),
+    );
+    assert_eq!(code, 200, "{explained}");
+    assert_eq!(explained["tokens"].as_array().unwrap().len(), 5);
+
+    // Counted by endpoint and status.
+    assert!(server.metric("gear_requests_total{endpoint=\"/search\",status=\"200\"}") >= 1.0);
+    assert!(server.metric("gear_request_duration_seconds_count{endpoint=\"/embed\"}") >= 2.0);
+}
+
+#[test]
+fn concurrent_requests_share_forwards_unless_max_batch_is_1() {
+    let _serial = serial();
+    let forwards = |extra: &[&str]| {
+        let server = Server::start(extra);
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let server = &server;
+                s.spawn(move || {
+                    let body = json!({"inputs": [format!("text number {i} about football")]});
+                    assert_eq!(server.post("/embed", &body.to_string()).0, 200);
+                });
+            }
+        });
+        (
+            server.metric("gear_batch_size_count"),
+            server.metric("gear_batch_size_sum"),
+        )
+    };
+    let (batched, texts) = forwards(&["--max-wait-ms", "200"]);
+    assert_eq!(texts, 16.0);
+    assert!(
+        batched < 16.0,
+        "16 concurrent requests ran in {batched} forwards"
+    );
+    let (alone, texts) = forwards(&["--max-batch", "1"]);
+    assert_eq!((alone, texts), (16.0, 16.0));
+}
+
+#[test]
+fn bad_requests_get_a_json_4xx_and_the_server_stays_up() {
+    let _serial = serial();
+    let server = Server::start(&["--max-body-kib", "64"]);
+    let long = "a".repeat(100_000);
+    let huge = format!(r#"{{"query": "{}"}}"#, "b".repeat(200_000));
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("/search", "{not json".into(), 400),
+        ("/search", r#"{"query": 5}"#.into(), 422),
+        ("/search", r#"{"k": 3}"#.into(), 422),
+        ("/search", r#"{"query": "x", "kk": 3}"#.into(), 422),
+        ("/search", r#"{"query": "   "}"#.into(), 422),
+        ("/search", format!(r#"{{"query": "{long}"}}"#), 413),
+        ("/search", huge, 413),
+        ("/search", r#"{"query": "x", "k": 0}"#.into(), 422),
+        (
+            "/search",
+            r#"{"query": "x", "k": 100000000000000000000}"#.into(),
+            422,
+        ),
+        ("/search", r#"{"query": "x", "k": 1000}"#.into(), 422),
+        ("/search", r#"{"query": "x", "k": -1}"#.into(), 422),
+        (
+            "/locate",
+            r#"{"query": "x", "doc_id": "no-such-id"}"#.into(),
+            404,
+        ),
+        ("/locate", r#"{"query": "x"}"#.into(), 422),
+        (
+            "/locate",
+            r#"{"query": "x", "doc_id": "a", "document": "b"}"#.into(),
+            422,
+        ),
+        (
+            "/generate",
+            r#"{"query": "x", "doc_id": "no-such-id"}"#.into(),
+            404,
+        ),
+        (
+            "/generate",
+            r#"{"query": "x", "doc_id": "a", "max_tokens": 100000}"#.into(),
+            422,
+        ),
+        ("/explain", r#"{"query": "x", "doc_id": ""}"#.into(), 422),
+        ("/embed", r#"{"inputs": []}"#.into(), 422),
+        ("/embed", r#"{"inputs": [""]}"#.into(), 422),
+        ("/embed", r#"{"inputs": 3}"#.into(), 422),
+        (
+            "/embed",
+            r#"{"inputs": "x", "normalize": false}"#.into(),
+            422,
+        ),
+        (
+            "/embed",
+            format!(r#"{{"inputs": "{}"}}"#, "word ".repeat(2000)),
+            413,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (path, body, want) in &cases {
+        let (code, value) = server.post(path, body);
+        let shown: String = body.chars().take(60).collect();
+        if code != *want || !value["error"].is_string() {
+            failures.push(format!("{path} {shown}: {code} {value}"));
+        }
+    }
+    // No content type, unknown routes and methods.
+    let r = ureq::post(&format!("{}/search", server.url)).send_string(r#"{"query": "x"}"#);
+    let (code, value) = read(r);
+    if code != 415 || !value["error"].is_string() {
+        failures.push(format!("no content type: {code} {value}"));
+    }
+    let (code, _) = server.get("/nowhere");
+    if code != 404 {
+        failures.push(format!("/nowhere: {code}"));
+    }
+    let (code, _) = server.get("/search");
+    if code != 405 {
+        failures.push(format!("GET /search: {code}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Long input is accepted when asked to be cut, as in TEI.
+    let body = json!({"inputs": "word ".repeat(2000), "truncate": true}).to_string();
+    assert_eq!(server.post("/embed", &body).0, 200);
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(
+        server.metric("gear_requests_total{endpoint=\"/search\",status=\"500\"}"),
+        0.0
+    );
+}
+
+/// Size and contents of every file under `dir`.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            out.push((path.clone(), std::fs::read(&path).unwrap(), modified));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_exits_0_and_the_index_is_untouched() {
+    let _serial = serial();
+    let before = snapshot(index());
+    let mut server = Server::start(&[]);
+    let slow = json!({"query": QUERY, "k": 40, "locate": 3}).to_string();
+    let answered = std::thread::scope(|s| {
+        let server = &server;
+        let request = s.spawn(move || server.post("/search", &slow));
+        // Let the request reach the model thread, then ask the server to stop.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        request.join().unwrap()
+    });
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    assert_eq!(answered.1["results"].as_array().unwrap().len(), 40);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "still running 60 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("every in-flight request answered"),
+        "{stderr}"
+    );
+    assert!(
+        before == snapshot(index()),
+        "serving changed the index folder"
+    );
+}
+
+#[test]
+fn the_search_page_highlights_the_located_sentence_in_chromium() {
+    let _serial = serial();
+    let browser = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+    if let Some(missing) = browser.iter().find(|p| !Path::new(p).exists()) {
+        // `cargo xtask test` installs Chromium (as root, from Debian); it says so when it
+        // cannot, and only then may this test step aside.
+        match std::env::var("GEAR_NO_BROWSER") {
+            Ok(why) => {
+                eprintln!("SKIPPED: no browser ({missing} missing): {why}");
+                return;
+            }
+            Err(_) => panic!("{missing} is missing: run the tests with `cargo xtask test`, which installs Chromium"),
+        }
+    }
+    let server = Server::start(&[]);
+    let (_, expected) = server.post(
+        "/search",
+        &json!({"query": QUERY, "k": 5, "locate": 2}).to_string(),
+    );
+    let top = &expected["results"][0];
+    let sentence = top["sentences"][0]["text"].as_str().unwrap();
+    let python = PathBuf::from(
+        std::env::var_os("GEAR_HOME").expect("GEAR_HOME: run through cargo xtask test"),
+    )
+    .join("venv/bin/python");
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let screenshot = artefacts.join("search-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/search_page.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&server.url)
+        .arg(QUERY)
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(page["first_doc_id"], top["id"], "{page}");
+    assert_eq!(page["top_mark"].as_str(), Some(sentence), "{page}");
+    assert_eq!(page["marks_in_first"], 2, "{page}");
+    assert!(
+        page["tokens"].as_u64().unwrap() > 0,
+        "the explain view: {page}"
+    );
+    // The passage is shown as text, exactly (escaped, not parsed as HTML).
+    assert_eq!(page["first_text"], top["text"], "{page}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
+    println!("screenshot: {}", screenshot.display());
+}
