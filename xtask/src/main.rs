@@ -7,6 +7,7 @@
 mod bench_encode;
 mod cmd;
 mod parity;
+mod serve;
 mod setup;
 mod test;
 mod train_rir;
@@ -62,6 +63,11 @@ enum Command {
     ParityFixture,
     /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
     BenchEncode(bench_encode::Args),
+    /// Serve the shipped Wikipedia passages over HTTP (search page at /): the main job's model
+    /// when it has run, else the pretrained MiniLM; the index is built on first start.
+    Serve(serve::ServeArgs),
+    /// `gear serve` throughput with and without dynamic batching, and a bounded load test.
+    BenchServe(serve::BenchArgs),
     /// The bad-input sweep: every `gear` command fed input a user can get wrong, closed pipes and
     /// a second writer; prints the table of outcomes (also part of `cargo xtask test`).
     Sweep,
@@ -107,6 +113,8 @@ fn main() -> Result<()> {
         }
         Command::ParityFixture => parity::run(&setup::ensure()?),
         Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
+        Command::Serve(args) => serve::serve(&setup::ensure()?, &args),
+        Command::BenchServe(args) => serve::bench(&setup::ensure()?, &args),
         Command::Env => {
             let env = setup::ensure()?;
             for (k, v) in env.vars() {

@@ -35,8 +35,10 @@ pub struct Args {
     /// Most texts in one batched encoder forward (1: every request alone).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     max_batch: usize,
-    /// Longest wait for more requests after the first of a batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
+    /// Longest wait for more requests after the first of a batch, in milliseconds. 0 (the
+    /// default): no waiting — a forward takes every request queued while the previous one ran
+    /// (so batches form under load, and a lone client pays nothing).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     max_wait_ms: u64,
     /// Requests that may wait for the model; more get 503.
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]

@@ -13,7 +13,8 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// A searchable set of unit vectors.
+/// A searchable set of unit vectors (`Send`: an open index can move to a server's model
+/// thread).
 pub trait VectorIndex: Send {
     /// Number of vectors.
     fn len(&self) -> usize;

@@ -37,7 +37,8 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Most texts in one batched encoder forward (1: no batching).
     pub max_batch: usize,
-    /// Longest wait for more requests after the first of a batch.
+    /// Longest wait for more requests after the first of a batch (zero: none; a forward
+    /// takes whatever queued while the previous one ran).
     pub max_wait: Duration,
     /// Requests that may wait for the model; beyond it, 503.
     pub queue: usize,
@@ -60,7 +61,7 @@ impl Default for ServeOptions {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_batch: 32,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             queue: 1024,
             timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
@@ -196,3 +197,8 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: draining in-flight requests");
 }
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

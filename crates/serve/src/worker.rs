@@ -1,7 +1,8 @@
 //! The model thread: owns the model and the index, takes jobs from a bounded queue, and groups
 //! the encoder work of concurrent requests into one forward pass (dynamic batching, as TEI
-//! does): after the first embedding or search job it waits at most `max_wait` for more, up to
-//! `max_batch` texts, then runs them together. Locating, generation and explanations run one
+//! does): with the first embedding or search job it takes every job already queued — and, when
+//! `max_wait` is not zero, waits that long for more — up to `max_batch` texts, and runs them
+//! together. Locating, generation and explanations run one
 //! (query, document) pair at a time after the batch.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
