@@ -48,7 +48,7 @@ pub(crate) struct AppState {
 const PAGE: &str = include_str!("page.html");
 
 /// The endpoints metrics are labelled with (anything else is `other`).
-const ENDPOINTS: [&str; 8] = [
+const ENDPOINTS: [&str; 9] = [
     "/",
     "/embed",
     "/search",
@@ -56,6 +56,7 @@ const ENDPOINTS: [&str; 8] = [
     "/generate",
     "/explain",
     "/health",
+    "/info",
     "/metrics",
 ];
 
