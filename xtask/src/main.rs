@@ -5,6 +5,7 @@
 //! `LD_LIBRARY_PATH` pointing at it.
 
 mod bench_encode;
+mod bench_index;
 mod cmd;
 mod parity;
 mod serve;
@@ -63,6 +64,9 @@ enum Command {
     ParityFixture,
     /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
     BenchEncode(bench_encode::Args),
+    /// The index at 10^5 and 10^6 synthetic vectors beside FAISS: open time, RSS, exact and HNSW
+    /// QPS, recall.
+    BenchIndex(bench_index::Args),
     /// Serve the shipped Wikipedia passages over HTTP (search page at /): the main job's model
     /// when it has run, else the pretrained MiniLM; the index is built on first start.
     Serve(serve::ServeArgs),
@@ -113,6 +117,7 @@ fn main() -> Result<()> {
         }
         Command::ParityFixture => parity::run(&setup::ensure()?),
         Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
+        Command::BenchIndex(args) => bench_index::run(&setup::ensure()?, &args),
         Command::Serve(args) => serve::serve(&setup::ensure()?, &args),
         Command::BenchServe(args) => serve::bench(&setup::ensure()?, &args),
         Command::Env => {

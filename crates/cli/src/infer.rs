@@ -99,9 +99,9 @@ impl DocChoice {
                     text: text.trim_end().to_owned(),
                 })
             }
-            (None, Some(id), Some(index)) => Ok(DocumentIndex::open(index, tch::Device::Cpu)?
-                .document(id)?
-                .clone()),
+            (None, Some(id), Some(index)) => {
+                Ok(DocumentIndex::open(index, tch::Device::Cpu)?.document(id)?)
+            }
             _ => bail!("pass --doc FILE or --doc-id ID --index DIR"),
         }
     }

@@ -106,7 +106,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             }
             for (rank, (doc, score)) in hits.into_iter().enumerate() {
                 let sentences = if args.locate > 0 {
-                    let e = explain(&model, query, doc, &locate, None)?;
+                    let e = explain(&model, query, &doc, &locate, None)?;
                     e.sentences
                         .into_iter()
                         .take(args.locate)

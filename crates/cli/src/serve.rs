@@ -69,7 +69,7 @@ pub fn run(args: &Args) -> Result<()> {
     let (index, model) =
         open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
     bar.finish_and_clear();
-    let documents = index.documents().len();
+    let documents = index.len();
     let options = ServeOptions {
         addr: args.addr,
         max_batch: args.max_batch,

@@ -252,7 +252,7 @@ fn bad_input_sweep() {
             std::fs::write(p.join("index.json"), meta.replace(from, to)).unwrap();
         }
     };
-    let future = copy_index("future", &edit_meta("\"format\": 2", "\"format\": 3"));
+    let future = copy_index("future", &edit_meta("\"format\": 3", "\"format\": 4"));
     let banana = copy_index("banana", &edit_meta("\"exact\"", "\"banana\""));
     let reordered = copy_index("reordered", &|p: &Path| {
         let text = std::fs::read_to_string(p.join("documents.jsonl")).unwrap();
@@ -594,7 +594,7 @@ fn bad_input_sweep() {
             "bad data",
             "search: unknown format version",
             &["search", "--index", &future, &query],
-            &["index.json", "format 3"],
+            &["index.json", "format 4"],
         ),
         refused(
             "bad data",

@@ -55,27 +55,68 @@ pub enum BuildOutcome {
     },
 }
 
-/// A stable fingerprint of a model folder: FNV-1a over its config, tokenizer and weights files.
-pub fn model_fingerprint(dir: &Path) -> Result<String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut any = false;
-    for name in [
-        "gear.toml",
-        "config.json",
-        "tokenizer.json",
-        "model.safetensors",
-    ] {
+/// The files of a model folder its fingerprint covers (those present).
+const MODEL_FILES: [&str; 4] = [
+    "gear.toml",
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+];
+
+/// A file as an index records it, to tell cheaply whether it changed: its name, size and
+/// modification time (nanoseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// File name inside its folder.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
+}
+
+impl FileStamp {
+    /// The stamp of `dir/name` now.
+    pub fn of(dir: &Path, name: &str) -> Result<Self> {
         let path = dir.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        any = true;
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
-        for b in name.bytes().chain(bytes) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        let modified = meta
+            .modified()
+            .map_err(|source| Error::Io { path, source })?;
+        let modified_ns = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Ok(Self {
+            name: name.to_owned(),
+            bytes: meta.len(),
+            modified_ns,
+        })
+    }
+}
+
+/// The stamps of a model folder's fingerprinted files.
+pub(crate) fn model_stamps(dir: &Path) -> Result<Vec<FileStamp>> {
+    MODEL_FILES
+        .iter()
+        .filter(|name| dir.join(name).is_file())
+        .map(|name| FileStamp::of(dir, name))
+        .collect()
+}
+
+/// A model folder's fingerprint: SHA-256 over the names and contents of its config, tokenizer
+/// and weights files. Computed when an index is built; an opened index compares the files'
+/// stamps first and hashes again only when one changed.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    let mut fingerprint = gear_data::Fingerprint::new();
+    let mut any = false;
+    for name in MODEL_FILES {
+        let path = dir.join(name);
+        if path.is_file() {
+            any = true;
+            fingerprint = fingerprint.value("name", name).file(&path)?;
         }
     }
     if !any {
@@ -84,13 +125,122 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
             dir.display()
         )));
     }
-    Ok(format!("{h:016x}"))
+    Ok(fingerprint.finish())
 }
 
 pub(crate) fn partial_dir(out: &Path) -> PathBuf {
     let mut p = out.as_os_str().to_owned();
     p.push(".partial");
     PathBuf::from(p)
+}
+
+/// An index folder `out` over vectors embedded elsewhere: `vectors [rows, dim]` (unit rows,
+/// float32), `owners[r]` the position in `corpus` of row `r` (every document its rows, in
+/// order; `None`: one row per document), recorded as embedded by the model in `model_dir`
+/// (whose query encoder must match them for `search`). Written to a temporary folder and
+/// renamed into place, under the index lock.
+pub fn index_vectors(
+    vectors: &Tensor,
+    owners: Option<Vec<i64>>,
+    corpus: &[Document],
+    model_dir: &Path,
+    out: &Path,
+) -> Result<()> {
+    if corpus.is_empty() {
+        return Err(Error::Input("the corpus holds no documents".into()));
+    }
+    check_corpus(corpus)?;
+    let rows = vectors.size().first().copied().unwrap_or(0);
+    let owners = owners.unwrap_or_else(|| (0..corpus.len() as i64).collect());
+    if owners.len() as i64 != rows || !covers(&owners, 0, corpus.len()) {
+        return Err(Error::Input(format!(
+            "{rows} vectors and a row map of {} entries do not give each of the {} documents \
+             its rows, in order",
+            owners.len(),
+            corpus.len()
+        )));
+    }
+    let vectors = vectors
+        .to_kind(tch::Kind::Float)
+        .to_device(tch::Device::Cpu);
+    gear_model::check_finite(&vectors, out, "embeddings")
+        .map_err(|e| Error::Input(format!("unusable vectors: {e}")))?;
+    let _lock = gear_data::OutputLock::acquire(out)?;
+    if out.exists() {
+        return Err(Error::Index {
+            path: out.to_owned(),
+            message: "exists already; remove it to rebuild".into(),
+        });
+    }
+    write_index(
+        out,
+        vectors,
+        owners,
+        corpus,
+        model_dir,
+        model_fingerprint(model_dir)?,
+    )
+}
+
+/// Writes the three files into `<out>.tmp` and renames it to `out` (the caller holds the lock).
+fn write_index(
+    out: &Path,
+    embeddings: Tensor,
+    owners: Vec<i64>,
+    corpus: &[Document],
+    model_dir: &Path,
+    fingerprint: String,
+) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let rows = owners.len();
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let dim = embeddings.size()[1] as usize;
+    save_tensors(
+        vec![
+            ("embeddings".into(), embeddings),
+            ("document".into(), Tensor::from_slice(&owners)),
+        ],
+        tmp.join(EMBEDDINGS),
+    )?;
+    // (Inside the build's private temporary folder, under the index lock.)
+    let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
+    for d in corpus {
+        w.write(d)?;
+    }
+    w.finish()?;
+    let stamps = model_stamps(model_dir)?;
+    let meta = IndexMeta {
+        format: INDEX_FORMAT,
+        backend: "exact".into(),
+        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
+        fingerprint,
+        dim,
+        documents: corpus.len(),
+        rows: Some(rows),
+        documents_sha256: Some(
+            gear_data::Fingerprint::new()
+                .file(&tmp.join(DOCUMENTS))?
+                .finish(),
+        ),
+        model_files: stamps,
+        files: vec![
+            FileStamp::of(&tmp, DOCUMENTS)?,
+            FileStamp::of(&tmp, EMBEDDINGS)?,
+        ],
+    };
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
+    std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    Ok(())
 }
 
 /// Embeds `corpus` with `model`'s document encoder into the index folder `out`.
@@ -220,45 +370,7 @@ pub fn build_index(
         .collect::<Result<Vec<_>>>()?;
     let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
     let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-    let rows = owners.len();
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let dim = embeddings.size()[1] as usize;
-    save_tensors(
-        vec![
-            ("embeddings".into(), embeddings),
-            ("document".into(), Tensor::from_slice(&owners)),
-        ],
-        tmp.join(EMBEDDINGS),
-    )?;
-    // (Inside the build's private temporary folder, under the index lock.)
-    let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
-    for d in corpus {
-        w.write(d)?;
-    }
-    w.finish()?;
-    let meta = IndexMeta {
-        format: INDEX_FORMAT,
-        backend: "exact".into(),
-        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
-        fingerprint,
-        dim,
-        documents: corpus.len(),
-        rows: Some(rows),
-        documents_sha256: Some(
-            gear_data::Fingerprint::new()
-                .file(&tmp.join(DOCUMENTS))?
-                .finish(),
-        ),
-    };
-    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
-    std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, out).map_err(io(out))?;
+    write_index(out, embeddings, owners, corpus, model_dir, fingerprint)?;
     std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     Ok(BuildOutcome::Complete)
 }

@@ -12,7 +12,7 @@
 //! let (model, _dir) = load_model(&ModelSource::Checkpoint("out/train-rir/run/checkpoint/model".into()), tch::Device::Cpu)?;
 //! let index = DocumentIndex::open("my-index", tch::Device::Cpu)?;
 //! let hits = index.search(&model, &["river, bridge, engineer"], 5)?;
-//! let (best, _score) = hits[0][0];
+//! let (best, _score) = &hits[0][0];
 //! let e = explain(&model, "river, bridge, engineer", best, &LocateOptions { top_tokens: 10, ..Default::default() },
 //!                 Some(&GenerationOptions::default()))?;
 //! println!("{}", render_terminal(&e, true, 5));
@@ -26,6 +26,7 @@ mod error;
 mod evaluate;
 mod explain;
 mod lexical;
+mod mapped;
 mod search;
 mod store;
 
@@ -33,7 +34,9 @@ use std::path::PathBuf;
 
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use beir_triples::{beir_triples, MinedTriples, Miner};
-pub use build::{build_index, model_fingerprint, BuildOptions, BuildOutcome};
+pub use build::{
+    build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome, FileStamp,
+};
 pub use error::{Error, Result};
 pub use evaluate::{
     eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,

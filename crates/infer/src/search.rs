@@ -158,20 +158,31 @@ impl VectorIndex for HnswIndex {
         let q = queries.to_kind(Kind::Float).to_device(Device::Cpu);
         let dim = q.size()[1] as usize;
         let flat = Vec::<f32>::try_from(q.flatten(0, -1))?;
-        Ok(flat
-            .chunks(dim.max(1))
-            .map(|row| {
-                let mut search = instant_distance::Search::default();
-                self.map
-                    .search(&UnitVec(row.to_vec()), &mut search)
-                    .take(k)
-                    .map(|item| Hit {
-                        row: *item.value,
-                        score: 1.0 - item.distance,
-                    })
-                    .collect()
-            })
-            .collect())
+        let rows: Vec<&[f32]> = flat.chunks(dim.max(1)).collect();
+        let one = |row: &[f32]| -> Vec<Hit> {
+            let mut search = instant_distance::Search::default();
+            self.map
+                .search(&UnitVec(row.to_vec()), &mut search)
+                .take(k)
+                .map(|item| Hit {
+                    row: *item.value,
+                    score: 1.0 - item.distance,
+                })
+                .collect()
+        };
+        // Queries are independent: split them over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let per = rows.len().div_ceil(threads).max(1);
+        Ok(std::thread::scope(|s| {
+            let parts: Vec<_> = rows
+                .chunks(per)
+                .map(|part| s.spawn(move || part.iter().map(|r| one(r)).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        }))
     }
 }
 

@@ -2,18 +2,26 @@
 //! `[rows, dim]`, unit rows from `E_d`, and `document`, the document of each row — several rows
 //! for a long document read in windows), `documents.jsonl` (the corpus, same order) and
 //! `index.json` (format, backend, the model's path and fingerprint, counts, the SHA-256 of
-//! `documents.jsonl`). Built by [`crate::build_index`]. Opening checks what a reader can check
-//! cheaply: a known format and backend, `documents.jsonl` unchanged since the build, ids unique,
-//! every document given its rows in order, and every embedding finite.
+//! `documents.jsonl`, and the size and modification time of every file). Built by
+//! [`crate::build_index`].
+//!
+//! Opening maps the files instead of reading them (`mapped.rs`): the vectors are searched where
+//! they lie, and a document is parsed when it is asked for. What opening checks: a known format
+//! and backend, counts that agree, every document given its rows in order — and, when a file's
+//! size or modification time differs from the build's record (or the index predates the
+//! record), the full checks: `documents.jsonl`'s SHA-256 and every embedding finite. The model
+//! is checked the same way ([`DocumentIndex::check_model`]): stamps first, the SHA-256 only when
+//! a stamp differs.
 
 use std::path::{Path, PathBuf};
 
-use gear_data::{Document, DocumentReader};
-use gear_model::{read_tensors, GearModel};
+use gear_data::Document;
+use gear_model::GearModel;
 use serde::{Deserialize, Serialize};
-use tch::Device;
+use tch::{Device, Tensor};
 
-use crate::build::{covers, model_fingerprint, partial_dir};
+use crate::build::{covers, model_fingerprint, model_stamps, partial_dir, FileStamp};
+use crate::mapped::{MappedDocuments, MappedVectors};
 use crate::search::{ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
 use crate::{Error, Result};
 
@@ -44,11 +52,17 @@ pub struct IndexMeta {
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documents_sha256: Option<String>,
+    /// The model's files when the index was built (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_files: Vec<FileStamp>,
+    /// The index's own files when it was built (format 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileStamp>,
 }
 
-/// The layout version this code writes (it reads 1 and 2; 2 adds the row → document map of
-/// windowed documents).
-pub const INDEX_FORMAT: u32 = 2;
+/// The layout version this code writes (it reads 1 to 3; 2 adds the row → document map of
+/// windowed documents, 3 a SHA-256 model fingerprint and the files' stamps).
+pub const INDEX_FORMAT: u32 = 3;
 
 /// The backends an index may record.
 const BACKENDS: &[&str] = &["exact"];
@@ -63,12 +77,16 @@ pub enum Backend {
     Hnsw(HnswConfig),
 }
 
-/// A loaded index: documents, their vectors and the metadata.
+/// An opened index: its documents (read on demand), their vectors and the metadata.
 pub struct DocumentIndex {
     dir: PathBuf,
     meta: IndexMeta,
-    documents: Vec<Document>,
+    // Declared before `vectors`: the search may borrow the mapped vectors, so it goes first.
     search: Box<dyn VectorIndex>,
+    vectors: MappedVectors,
+    documents: MappedDocuments,
+    /// Id → position, built on the first lookup by id.
+    ids: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
     /// The document of each vector.
     owners: Vec<usize>,
     /// The most vectors any one document has.
@@ -123,7 +141,13 @@ impl DocumentIndex {
                 BACKENDS.join(", ")
             )));
         }
-        if let Some(expected) = &meta.documents_sha256 {
+        // Unchanged since the build (size and mtime as recorded): the build's checks stand.
+        let unchanged = !meta.files.is_empty()
+            && meta
+                .files
+                .iter()
+                .all(|f| FileStamp::of(&dir, &f.name).is_ok_and(|now| &now == f));
+        if let (false, Some(expected)) = (unchanged, &meta.documents_sha256) {
             let found = gear_data::Fingerprint::new()
                 .file(&dir.join(DOCUMENTS))?
                 .finish();
@@ -134,32 +158,23 @@ impl DocumentIndex {
                 )));
             }
         }
-        let documents =
-            DocumentReader::open(dir.join(DOCUMENTS))?.collect::<gear_data::Result<Vec<_>>>()?;
-        let tensors = read_tensors(dir.join(EMBEDDINGS))?;
-        let tensor = |name: &str| {
-            tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.shallow_clone())
-        };
-        let vectors = tensor("embeddings")
-            .ok_or_else(|| bad(format!("{EMBEDDINGS} has no `embeddings` tensor")))?;
-        // (`read_tensors` has refused non-finite values, naming the first one's index.)
+        let documents = MappedDocuments::open(&dir.join(DOCUMENTS))?;
+        let vectors = MappedVectors::open(&dir.join(EMBEDDINGS), !unchanged)?;
         let rows = meta.rows.unwrap_or(meta.documents);
-        if vectors.size() != [rows as i64, meta.dim as i64] || documents.len() != meta.documents {
+        let size = vectors.vectors.size();
+        if size != [rows as i64, meta.dim as i64] || documents.len() != meta.documents {
             return Err(bad(format!(
-                "{} documents and embeddings {:?} disagree with {META} ({} documents, {rows} × {})",
+                "{} documents and embeddings {size:?} disagree with {META} ({} documents, \
+                 {rows} × {})",
                 documents.len(),
-                vectors.size(),
                 meta.documents,
                 meta.dim
             )));
         }
-        let owners: Vec<i64> = match tensor("document") {
+        let owners: Vec<i64> = match &vectors.owners {
             // Format 1: one vector per document.
             None => (0..documents.len() as i64).collect(),
-            Some(t) => Vec::<i64>::try_from(t.to_kind(tch::Kind::Int64))?,
+            Some(o) => o.clone(),
         };
         if owners.len() != rows || !covers(&owners, 0, documents.len()) {
             return Err(bad(format!(
@@ -174,14 +189,16 @@ impl DocumentIndex {
             .unwrap_or(1);
         let owners: Vec<usize> = owners.into_iter().map(|o| o as usize).collect();
         let search: Box<dyn VectorIndex> = match backend {
-            Backend::Exact => Box::new(ExactIndex::new(&vectors, device)),
-            Backend::Hnsw(config) => Box::new(HnswIndex::new(&vectors, &config)?),
+            Backend::Exact => Box::new(ExactIndex::new(&vectors.vectors, device)),
+            Backend::Hnsw(config) => Box::new(HnswIndex::new(&vectors.vectors, &config)?),
         };
         Ok(Self {
             search,
+            vectors,
             dir,
             meta,
             documents,
+            ids: std::sync::OnceLock::new(),
             owners,
             max_rows_per_document,
         })
@@ -192,24 +209,68 @@ impl DocumentIndex {
         &self.meta
     }
 
-    /// The documents, in index order.
-    pub fn documents(&self) -> &[Document] {
-        &self.documents
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.documents.len()
     }
 
-    /// The document with id `id`.
-    pub fn document(&self, id: &str) -> Result<&Document> {
-        self.documents
-            .iter()
-            .find(|d| d.id == id)
-            .ok_or_else(|| Error::UnknownDocument {
+    /// Whether the index holds no documents (never, for a built one).
+    pub fn is_empty(&self) -> bool {
+        self.documents.len() == 0
+    }
+
+    /// Document `i` (index order), read from the file.
+    pub fn document_at(&self, i: usize) -> Result<Document> {
+        if i >= self.documents.len() {
+            return Err(Error::Input(format!(
+                "document {i} is past the index's {} documents",
+                self.documents.len()
+            )));
+        }
+        self.documents.get(i)
+    }
+
+    /// The document with id `id`. The first lookup reads every id once.
+    pub fn document(&self, id: &str) -> Result<Document> {
+        if self.ids.get().is_none() {
+            let mut ids = std::collections::HashMap::with_capacity(self.documents.len());
+            for i in 0..self.documents.len() {
+                ids.insert(self.documents.id(i)?, i);
+            }
+            let _ = self.ids.set(ids);
+        }
+        match self.ids.get().and_then(|ids| ids.get(id)) {
+            Some(&i) => self.documents.get(i),
+            None => Err(Error::UnknownDocument {
                 id: id.to_owned(),
                 path: self.dir.clone(),
-            })
+            }),
+        }
     }
 
-    /// Fails unless the files in `model_dir` are the ones the index was built with.
+    /// The stored vectors `[rows, dim]` (on the CPU, over the mapped file).
+    pub fn vectors(&self) -> &Tensor {
+        &self.vectors.vectors
+    }
+
+    /// Fails unless the files in `model_dir` are the ones the index was built with: their
+    /// sizes and modification times as recorded, or else their SHA-256.
     pub fn check_model(&self, model_dir: &Path) -> Result<()> {
+        if self.meta.format < 3 {
+            return Err(Error::Index {
+                path: self.dir.clone(),
+                message: format!(
+                    "built by an older version (format {}), whose model fingerprint this version \
+                     no longer computes: rebuild the index",
+                    self.meta.format
+                ),
+            });
+        }
+        if !self.meta.model_files.is_empty()
+            && model_stamps(model_dir).is_ok_and(|now| now == self.meta.model_files)
+        {
+            return Ok(());
+        }
         let fp = model_fingerprint(model_dir)?;
         if fp != self.meta.fingerprint {
             return Err(Error::Index {
@@ -231,7 +292,7 @@ impl DocumentIndex {
         model: &GearModel,
         queries: &[S],
         k: usize,
-    ) -> Result<Vec<Vec<(&Document, f32)>>> {
+    ) -> Result<Vec<Vec<(Document, f32)>>> {
         if k == 0 {
             return Err(Error::Input("k must be at least 1".into()));
         }
@@ -239,11 +300,36 @@ impl DocumentIndex {
             return Err(Error::Input(format!("query {} is empty", i + 1)));
         }
         let q = model.embed_queries(queries)?;
+        self.search_embedded(&q, k)?
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(i, score)| Ok((self.documents.get(i)?, score)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Top-`k` documents for query vectors embedded elsewhere (`queries [n, dim]`, unit rows,
+    /// from the index model's query encoder): document positions ([`DocumentIndex::document_at`])
+    /// and scores, best first.
+    pub fn search_embedded(&self, queries: &Tensor, k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+        if k == 0 {
+            return Err(Error::Input("k must be at least 1".into()));
+        }
+        let dim = queries.size().get(1).copied().unwrap_or(0);
+        if queries.dim() != 2 || dim != self.meta.dim as i64 {
+            return Err(Error::Input(format!(
+                "query vectors {:?}: want [n, {}]",
+                queries.size(),
+                self.meta.dim
+            )));
+        }
         // A document's score is its best vector's. The k best documents' best vectors are among
         // the k × (most vectors per document) best vectors: every vector above a top-k
         // document's best belongs to one of the k − 1 documents above it.
         let fetch = (k * self.max_rows_per_document.max(1)).min(self.owners.len());
-        let hits: Vec<Vec<Hit>> = self.search.search(&q, fetch)?;
+        let hits: Vec<Vec<Hit>> = self.search.search(queries, fetch)?;
         Ok(hits
             .into_iter()
             .map(|hs| {
@@ -251,7 +337,7 @@ impl DocumentIndex {
                 hs.into_iter()
                     .filter(|h| seen.insert(self.owners[h.row]))
                     .take(k)
-                    .map(|h| (&self.documents[self.owners[h.row]], h.score))
+                    .map(|h| (self.owners[h.row], h.score))
                     .collect()
             })
             .collect())

@@ -227,7 +227,7 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     };
 
     let idx = fresh("version");
-    edit_meta(&idx, "\"format\": 2", "\"format\": 7");
+    edit_meta(&idx, "\"format\": 3", "\"format\": 7");
     assert!(open_err(&idx).contains("format 7"), "{}", open_err(&idx));
 
     let idx = fresh("backend");
@@ -249,9 +249,46 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
     gear_model::save_tensors(vectors, idx.join("embeddings.safetensors")).unwrap();
     let err = open_err(&idx);
     assert!(
-        err.contains("1 non-finite value") && err.contains("embeddings"),
+        err.contains("non-finite value") && err.contains("embeddings"),
         "{err}"
     );
+}
+
+#[test]
+fn a_changed_model_file_is_detected_and_an_untouched_or_copied_one_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(dir.path(), "m", 2);
+    let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck.clone()), Device::Cpu).unwrap();
+    let idx = dir.path().join("idx");
+    build_index(
+        &model,
+        &model_dir,
+        &corpus(),
+        &idx,
+        &BuildOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
+    index.check_model(&ck).unwrap();
+    // A copy has other modification times: the stamps differ, the SHA-256 agrees.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&ck).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    index.check_model(&copy).unwrap();
+    // One byte of the weights changed in place (same size): refused.
+    let weights = copy.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let err = index.check_model(&copy).unwrap_err().to_string();
+    assert!(err.contains("another model"), "{err}");
 }
 
 #[test]
@@ -586,7 +623,7 @@ mod generated {
             bytes.splice(at..at, insert);
             std::fs::write(idx.join("index.json"), &bytes).unwrap();
             match DocumentIndex::open(idx, Device::Cpu) {
-                Ok(index) => prop_assert_eq!(index.documents().len(), corpus().len()),
+                Ok(index) => prop_assert_eq!(index.len(), corpus().len()),
                 Err(e) => {
                     let e = e.to_string();
                     prop_assert!(e.contains(&idx.display().to_string()), "{}", e);
@@ -801,4 +838,54 @@ fn long_documents_are_indexed_in_windows_and_scored_by_their_best() {
         .map(|(d, _)| d.id.clone())
         .collect();
     assert_eq!(old, plain_hits);
+}
+
+#[test]
+fn an_index_of_own_vectors_opens_mapped_reads_documents_on_demand_and_searches_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(dir.path(), "m", 4);
+    tch::manual_seed(9);
+    let docs = corpus();
+    let n = docs.len() as i64;
+    let v = tch::Tensor::randn([n, 16], (tch::Kind::Float, Device::Cpu));
+    let v = &v / v.norm_scalaropt_dim(2, [1].as_slice(), true);
+    let idx = dir.path().join("own");
+    gear_infer::index_vectors(&v, None, &docs, &ck, &idx).unwrap();
+    let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
+    assert_eq!(index.len(), docs.len());
+    assert!(
+        index.vectors().equal(&v),
+        "the mapped matrix is the one written"
+    );
+    for (i, d) in docs.iter().enumerate() {
+        assert_eq!(&index.document_at(i).unwrap(), d);
+        assert_eq!(&index.document(&d.id).unwrap(), d);
+    }
+    assert!(index.document_at(docs.len()).is_err());
+    // Each vector's own nearest neighbour is itself (unit rows, exact inner product).
+    let hits = index.search_embedded(&v, 3).unwrap();
+    for (i, h) in hits.iter().enumerate() {
+        assert_eq!(h[0].0, i);
+        assert!((h[0].1 - 1.0).abs() < 1e-5);
+        assert!(h.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+    let err = index
+        .search_embedded(
+            &tch::Tensor::zeros([1, 8], (tch::Kind::Float, Device::Cpu)),
+            3,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("want [n, 16]"), "{err}");
+    // Vectors that do not cover the corpus are refused by count.
+    let err = gear_infer::index_vectors(
+        &v.narrow(0, 0, 3),
+        None,
+        &docs,
+        &ck,
+        &dir.path().join("bad"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("3 vectors"), "{err}");
 }

@@ -118,7 +118,7 @@ pub fn serve(
     let alive = Arc::new(AtomicBool::new(true));
     let info = serde_json::json!({
         "model": index.meta().model,
-        "documents": index.documents().len(),
+        "documents": index.len(),
         "max_query_tokens": model.config().max_query_len,
         "max_document_tokens": model.config().max_document_len,
         "max_batch": options.max_batch,

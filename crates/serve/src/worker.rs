@@ -283,7 +283,7 @@ impl Worker<'_> {
         }
     }
 
-    fn search_answer(&self, job: &SearchJob, hits: Vec<(&Document, f32)>) -> Answer {
+    fn search_answer(&self, job: &SearchJob, hits: Vec<(Document, f32)>) -> Answer {
         let mut results = Vec::new();
         for (rank, (doc, score)) in hits.into_iter().take(job.k).enumerate() {
             let mut r = json!({
@@ -294,7 +294,7 @@ impl Worker<'_> {
                 "text": doc.text,
             });
             if job.locate > 0 {
-                let e = self.explain(&job.query, doc, &LocateOptions::default(), None)?;
+                let e = self.explain(&job.query, &doc, &LocateOptions::default(), None)?;
                 r["sentences"] = sentences(&e, job.locate);
                 if let Some(t) = e.truncated {
                     r["truncated"] = json!(t);
@@ -309,7 +309,7 @@ impl Worker<'_> {
         match task {
             Task::Locate { query, document, k } => {
                 let doc = match document {
-                    DocSource::Id(id) => self.document(&id)?.clone(),
+                    DocSource::Id(id) => self.document(&id)?,
                     DocSource::Text(text) => Document {
                         id: String::new(),
                         title: String::new(),
@@ -333,7 +333,7 @@ impl Worker<'_> {
                     max_len: max_tokens,
                     ..GenerationOptions::default()
                 };
-                let e = self.explain(&query, doc, &LocateOptions::default(), Some(&generation))?;
+                let e = self.explain(&query, &doc, &LocateOptions::default(), Some(&generation))?;
                 Ok(json!({
                     "query": query,
                     "doc_id": doc_id,
@@ -351,7 +351,7 @@ impl Worker<'_> {
                     top_tokens: tokens,
                     ..LocateOptions::default()
                 };
-                let e = self.explain(&query, doc, &options, None)?;
+                let e = self.explain(&query, &doc, &options, None)?;
                 let attended: Vec<Value> = e
                     .tokens
                     .iter()
@@ -373,10 +373,13 @@ impl Worker<'_> {
         }
     }
 
-    fn document(&self, id: &str) -> Result<&Document, ApiError> {
-        self.index
-            .document(id)
-            .map_err(|_| ApiError::not_found(format!("no document `{id}` in the index")))
+    fn document(&self, id: &str) -> Result<Document, ApiError> {
+        self.index.document(id).map_err(|e| match e {
+            gear_infer::Error::UnknownDocument { .. } => {
+                ApiError::not_found(format!("no document `{id}` in the index"))
+            }
+            other => ApiError::backend(other),
+        })
     }
 
     fn explain(

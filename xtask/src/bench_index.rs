@@ -1,0 +1,149 @@
+//! `cargo xtask bench-index`: the index at 10^5 and 10^6 clustered synthetic vectors, measured
+//! beside FAISS (faiss-cpu in our venv) on the same vectors, machine and cores, in one run:
+//! write and open time, RSS, file size, exact QPS at batch 1 and 64 (`IndexFlatIP`), and HNSW
+//! build time, QPS and recall@10 at two `ef` settings (`IndexHNSWFlat`, M = 32 as
+//! instant-distance's, efConstruction 200).
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::cmd::{cargo, status};
+use crate::setup::{self, Env};
+
+/// Options of `cargo xtask bench-index`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Index sizes (vectors).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    sizes: Vec<usize>,
+    /// HNSW is built and measured for sizes up to this (building it over 10^6 vectors takes
+    /// tens of minutes on 2 cores, for us and FAISS alike).
+    #[arg(long, default_value_t = 100_000)]
+    hnsw_max: usize,
+    /// Queries timed one at a time.
+    #[arg(long, default_value_t = 200)]
+    single: usize,
+    /// HNSW `ef` (search candidate list) settings.
+    #[arg(long, default_value = "64,128")]
+    ef: String,
+}
+
+fn json_of(mut cmd: Command) -> Result<Value> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{shown} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("{shown} printed no JSON: {text}"))
+}
+
+pub fn run(env: &Env, args: &Args) -> Result<()> {
+    setup::ensure_python_module(env, "faiss", "faiss-cpu")?;
+    eprintln!("[xtask] building the index bench (release)");
+    status(cargo(env).args([
+        "build",
+        "--release",
+        "-p",
+        "gear-infer",
+        "--example",
+        "bench_index",
+    ]))?;
+    let root = crate::workspace_root();
+    let bench = root.join("target/release/examples/bench_index");
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut table = String::from(
+        "| N | write s | open s | RSS after open / after searching MiB (vector file MiB) | exact QPS batch 1: ours / FAISS | exact QPS batch 64: ours / FAISS |\n|---|---|---|---|---|---|\n",
+    );
+    let mut hnsw_table = String::from(
+        "| N | ef | build s: ours / FAISS | QPS: ours / FAISS | recall@10: ours / FAISS |\n|---|---|---|---|---|\n",
+    );
+    for &n in &args.sizes {
+        let dir = root.join(format!("out/bench-index/n{n}"));
+        eprintln!("[xtask] {n} vectors: generating");
+        let mut generate = env.command(&bench);
+        generate
+            .args(["generate", "--n", &n.to_string(), "--model"])
+            .arg(env.minilm_dir())
+            .arg("--dir")
+            .arg(&dir);
+        let generated = json_of(generate)?;
+        let hnsw = n <= args.hnsw_max;
+        eprintln!("[xtask] {n} vectors: measuring ours");
+        let mut measure = env.command(&bench);
+        measure
+            .args([
+                "measure",
+                "--single",
+                &args.single.to_string(),
+                "--ef",
+                &args.ef,
+                "--dir",
+            ])
+            .arg(&dir);
+        if hnsw {
+            measure.arg("--hnsw");
+        }
+        let ours = json_of(measure)?;
+        eprintln!("[xtask] {n} vectors: measuring FAISS");
+        let mut faiss = Command::new(&env.python);
+        faiss
+            .arg(root.join("xtask/scripts/bench_faiss.py"))
+            .arg(&dir)
+            .args([
+                n.to_string(),
+                "384".into(),
+                args.single.to_string(),
+                if hnsw { "1" } else { "0" }.into(),
+                args.ef.clone(),
+            ])
+            .env("OMP_NUM_THREADS", threads.to_string());
+        let theirs = json_of(faiss)?;
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
+        let row = format!(
+            "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} |\n",
+            f(&generated, "write_s"),
+            f(&ours, "open_s"),
+            f(&ours, "rss_open_mib"),
+            f(&ours, "rss_search_mib"),
+            f(&ours, "vector_file_mib"),
+            ratio(f(&ours, "exact_qps_1"), f(&theirs, "flat_qps_1")),
+            ratio(f(&ours, "exact_qps_64"), f(&theirs, "flat_qps_64")),
+        );
+        eprint!("{row}");
+        table.push_str(&row);
+        if hnsw {
+            let empty = Vec::new();
+            let a = ours["hnsw"].as_array().unwrap_or(&empty);
+            let b = theirs["hnsw"].as_array().unwrap_or(&empty);
+            for (x, y) in a.iter().zip(b) {
+                let row = format!(
+                    "| {n} | {} | {:.1} / {:.1} | {} | {:.3} / {:.3} |\n",
+                    x["ef"],
+                    f(x, "build_s"),
+                    f(y, "build_s"),
+                    ratio(f(x, "qps"), f(y, "qps")),
+                    f(x, "recall"),
+                    f(y, "recall"),
+                );
+                eprint!("{row}");
+                hnsw_table.push_str(&row);
+            }
+        }
+    }
+    let report = format!(
+        "# cargo xtask bench-index\n\n{threads} cores; 384-dim clustered unit vectors (1,000 centres), 1,000 queries drawn the same way; k = 10.\n\n## Exact\n\n{table}\n## HNSW\n\n{hnsw_table}"
+    );
+    let out = root.join("out/bench-index/results.md");
+    crate::cmd::write_atomically(&out, &report)?;
+    println!("{report}\n(written to {})", out.display());
+    Ok(())
+}
