@@ -60,7 +60,7 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let bench = root.join("target/release/examples/bench_index");
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut table = String::from(
-        "| N | write s | open s | RSS after open / after searching MiB (vector file MiB) | exact QPS batch 1: ours / FAISS | exact QPS batch 64: ours / FAISS |\n|---|---|---|---|---|---|\n",
+        "| N | write s | open s | RSS after open / after searching MiB (vector file MiB) | exact QPS batch 1: ours / FAISS | exact QPS batch 64: ours / FAISS | float16: file MiB, QPS batch 64, recall@10 vs float32 |\n|---|---|---|---|---|---|---|\n",
     );
     let mut hnsw_table = String::from(
         "| N | ef | build s: ours / FAISS | QPS: ours / FAISS | recall@10: ours / FAISS |\n|---|---|---|---|---|\n",
@@ -109,7 +109,7 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
         let row = format!(
-            "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} |\n",
+            "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} | {:.0}, {:.1}, {:.4} |\n",
             f(&generated, "write_s"),
             f(&ours, "open_s"),
             f(&ours, "rss_open_mib"),
@@ -117,6 +117,9 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
             f(&ours, "vector_file_mib"),
             ratio(f(&ours, "exact_qps_1"), f(&theirs, "flat_qps_1")),
             ratio(f(&ours, "exact_qps_64"), f(&theirs, "flat_qps_64")),
+            f(&ours, "f16_file_mib"),
+            f(&ours, "f16_qps_64"),
+            f(&ours, "f16_recall"),
         );
         eprint!("{row}");
         table.push_str(&row);

@@ -46,6 +46,15 @@ impl ModelChoice {
     }
 }
 
+/// `gear index build --vectors`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorsArg {
+    /// float32.
+    F32,
+    /// float16.
+    F16,
+}
+
 /// `gear index` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum IndexCommand {
@@ -64,6 +73,32 @@ pub enum IndexCommand {
         batch_size: usize,
         /// Embed only the beginning of a document longer than the model reads at once (by
         /// default it gets one vector per window of whole sentences, and scores its best).
+        #[arg(long)]
+        no_windows: bool,
+        /// How vectors are stored: f32, or f16 (half the file and memory; recall measured in
+        /// docs/benchmarks.md). `index add` keeps the index's.
+        #[arg(long, value_enum, default_value_t = VectorsArg::F32)]
+        vectors: VectorsArg,
+    },
+    /// Append documents to an index: only they are embedded (with the index's model); the
+    /// index stays the previous one until the add commits. Ids already present are refused.
+    Add {
+        /// Index folder to add to.
+        #[arg(long)]
+        index: PathBuf,
+        /// Corpus file of the new documents.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Override the model recorded in the index (must be the same files).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Documents per forward pass.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        batch_size: usize,
+        /// Embed only the beginning of a document longer than the model reads at once.
         #[arg(long)]
         no_windows: bool,
     },
@@ -165,13 +200,33 @@ pub struct PairArgs {
 }
 
 pub fn index(cmd: &IndexCommand) -> Result<()> {
-    let IndexCommand::Build {
-        corpus,
-        out,
-        model,
-        batch_size,
-        no_windows,
-    } = cmd;
+    let (corpus, out, model, batch_size, no_windows, vectors) = match cmd {
+        IndexCommand::Build {
+            corpus,
+            out,
+            model,
+            batch_size,
+            no_windows,
+            vectors,
+        } => (corpus, out, model, batch_size, no_windows, vectors),
+        IndexCommand::Add {
+            index,
+            corpus,
+            model,
+            device,
+            batch_size,
+            no_windows,
+        } => {
+            return add(
+                index,
+                corpus,
+                model.as_deref(),
+                device,
+                *batch_size,
+                *no_windows,
+            )
+        }
+    };
     let device = parse_device(&model.device)?;
     let (gear, dir) = load_model(&model.source()?, device)?;
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
@@ -184,6 +239,10 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
     let opts = BuildOptions {
         batch_size: *batch_size,
         windows: !no_windows,
+        precision: match vectors {
+            VectorsArg::F32 => gear_infer::VectorPrecision::F32,
+            VectorsArg::F16 => gear_infer::VectorPrecision::F16,
+        },
         ..BuildOptions::default()
     };
     let outcome = build_index(&gear, &dir, &docs, out, &opts, &mut |done, total| {
@@ -199,6 +258,44 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             eprintln!("{done}/{total} shards done; run again to finish")
         }
     }
+    Ok(())
+}
+
+fn add(
+    index: &std::path::Path,
+    corpus: &std::path::Path,
+    model: Option<&std::path::Path>,
+    device: &str,
+    batch_size: usize,
+    no_windows: bool,
+) -> Result<()> {
+    let (opened, gear) =
+        crate::search::open_index_and_model(index, model, device, gear_infer::Backend::Exact)?;
+    let dir = model.map_or_else(|| opened.meta().model.clone(), std::path::Path::to_path_buf);
+    let before = opened.len();
+    drop(opened);
+    let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} add [{bar:30}] {pos}/{len} shards ({eta})")
+            .context("template")?
+            .progress_chars("=> "),
+    );
+    let opts = BuildOptions {
+        batch_size,
+        windows: !no_windows,
+        ..BuildOptions::default()
+    };
+    let added = gear_infer::add_to_index(&gear, &dir, &docs, index, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "added {added} documents to {} ({before} → {})",
+        index.display(),
+        before + added
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use gear_data::Document;
-use gear_infer::{Backend, DocumentIndex, HnswConfig};
+use gear_infer::{Backend, DocumentIndex, HnswConfig, VectorPrecision};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Parser)]
@@ -73,6 +73,21 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Share of the exact top-k the other search also returns, averaged over queries.
+fn recall(exact: &[Vec<(usize, f32)>], other: &[Vec<(usize, f32)>]) -> f64 {
+    exact
+        .iter()
+        .zip(other)
+        .map(|(e, a)| {
+            e.iter()
+                .filter(|(r, _)| a.iter().any(|(x, _)| x == r))
+                .count() as f64
+                / e.len() as f64
+        })
+        .sum::<f64>()
+        / exact.len() as f64
+}
+
 fn write_raw(path: &PathBuf, t: &Tensor) -> anyhow::Result<()> {
     let flat = Vec::<f32>::try_from(t.flatten(0, -1))?;
     let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -97,12 +112,30 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             let index = dir.join("index");
-            if index.exists() {
-                std::fs::remove_dir_all(&index)?;
+            let half = dir.join("index-f16");
+            for old in [&index, &half] {
+                if old.exists() {
+                    std::fs::remove_dir_all(old)?;
+                }
             }
             let start = Instant::now();
-            gear_infer::index_vectors(&vectors, None, &corpus, &model, &index)?;
+            gear_infer::index_vectors(
+                &vectors,
+                None,
+                &corpus,
+                &model,
+                &index,
+                VectorPrecision::F32,
+            )?;
             let write_s = start.elapsed().as_secs_f64();
+            gear_infer::index_vectors(
+                &vectors,
+                None,
+                &corpus,
+                &model,
+                &half,
+                VectorPrecision::F16,
+            )?;
             write_raw(&dir.join("vectors.f32"), &vectors)?;
             write_raw(&dir.join("queries.f32"), &queries)?;
             println!(
@@ -149,6 +182,21 @@ fn main() -> anyhow::Result<()> {
                 "exact_qps_1": qps_1, "exact_qps_64": qps_64,
             });
             drop(index);
+            // float16: the same search over half the bytes, recall@10 against float32 exact.
+            let half_dir = dir.join("index-f16");
+            let half = DocumentIndex::open(&half_dir, Device::Cpu)?;
+            let half_hits = half.search_embedded(&queries, K)?;
+            let start = Instant::now();
+            for b in 0..QUERIES / 64 {
+                half.search_embedded(&queries.narrow(0, b * 64, 64), K)?;
+            }
+            out["f16_qps_64"] = ((QUERIES / 64 * 64) as f64 / start.elapsed().as_secs_f64()).into();
+            out["f16_recall"] = recall(&exact, &half_hits).into();
+            out["f16_file_mib"] =
+                (std::fs::metadata(half_dir.join("embeddings.safetensors"))?.len() as f64
+                    / (1 << 20) as f64)
+                    .into();
+            drop(half);
             if hnsw {
                 let mut runs = Vec::new();
                 for &e in &ef {

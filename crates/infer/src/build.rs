@@ -12,7 +12,9 @@ use gear_data::{Document, JsonlWriter};
 use gear_model::{read_tensors, save_tensors, GearModel};
 use tch::Tensor;
 
-use crate::store::{IndexMeta, DOCUMENTS, EMBEDDINGS, INDEX_FORMAT, META};
+use crate::store::{
+    AddedPart, DocumentIndex, IndexMeta, DOCUMENTS, EMBEDDINGS, INDEX_FORMAT, META,
+};
 use crate::{Error, Result};
 
 /// Options of [`build_index`].
@@ -28,6 +30,29 @@ pub struct BuildOptions {
     /// of whole sentences (consecutive windows sharing a sentence); its search score is the
     /// best of them. Off: only its beginning is embedded.
     pub windows: bool,
+    /// How the vectors are stored.
+    pub precision: VectorPrecision,
+}
+
+/// How an index stores its vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorPrecision {
+    /// float32 (4 bytes a value).
+    #[default]
+    F32,
+    /// float16 (2 bytes a value): half the file and memory; search converts blocks of rows to
+    /// float32 as it scores them.
+    F16,
+}
+
+impl VectorPrecision {
+    pub(crate) fn kind(self) -> tch::Kind {
+        match self {
+            Self::F32 => tch::Kind::Float,
+            Self::F16 => tch::Kind::Half,
+        }
+    }
 }
 
 impl Default for BuildOptions {
@@ -37,6 +62,7 @@ impl Default for BuildOptions {
             shard_size: 2048,
             max_shards: None,
             windows: true,
+            precision: VectorPrecision::F32,
         }
     }
 }
@@ -145,6 +171,7 @@ pub fn index_vectors(
     corpus: &[Document],
     model_dir: &Path,
     out: &Path,
+    precision: VectorPrecision,
 ) -> Result<()> {
     if corpus.is_empty() {
         return Err(Error::Input("the corpus holds no documents".into()));
@@ -179,6 +206,7 @@ pub fn index_vectors(
         corpus,
         model_dir,
         model_fingerprint(model_dir)?,
+        precision,
     )
 }
 
@@ -190,6 +218,7 @@ fn write_index(
     corpus: &[Document],
     model_dir: &Path,
     fingerprint: String,
+    precision: VectorPrecision,
 ) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -206,7 +235,7 @@ fn write_index(
     let dim = embeddings.size()[1] as usize;
     save_tensors(
         vec![
-            ("embeddings".into(), embeddings),
+            ("embeddings".into(), embeddings.to_kind(precision.kind())),
             ("document".into(), Tensor::from_slice(&owners)),
         ],
         tmp.join(EMBEDDINGS),
@@ -236,11 +265,115 @@ fn write_index(
             FileStamp::of(&tmp, DOCUMENTS)?,
             FileStamp::of(&tmp, EMBEDDINGS)?,
         ],
+        added: Vec::new(),
+        precision,
     };
     let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
     std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
     std::fs::rename(&tmp, out).map_err(io(out))?;
     Ok(())
+}
+
+/// Appends `corpus` to the index in `dir`: embeds only the new documents (with `model`, which
+/// must be the index's model) into a new part, `documents-K.jsonl` and
+/// `embeddings-K.safetensors`, then commits by renaming a new `index.json` into place — the one
+/// step that makes the part visible. Until then the index is the previous one, whatever happens
+/// to the process; the files of an add that did not commit are ignored and overwritten by the
+/// next. Ids already in the index (or twice in `corpus`) are refused. Returns the documents
+/// added.
+pub fn add_to_index(
+    model: &GearModel,
+    model_dir: &Path,
+    corpus: &[Document],
+    dir: &Path,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize> {
+    if corpus.is_empty() {
+        return Err(Error::Input("the corpus to add holds no documents".into()));
+    }
+    check_corpus(corpus)?;
+    let _lock = gear_data::OutputLock::acquire(dir)?;
+    let index = DocumentIndex::open(dir, tch::Device::Cpu)?;
+    index.check_model(model_dir)?;
+    for (i, d) in corpus.iter().enumerate() {
+        match index.document(&d.id) {
+            Ok(_) => {
+                return Err(Error::Input(format!(
+                    "document {} of the corpus to add (`{}`) is already in {}; ids must be \
+                     unique",
+                    i + 1,
+                    d.id,
+                    dir.display()
+                )))
+            }
+            Err(Error::UnknownDocument { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut meta = index.meta().clone();
+    drop(index);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let shard_size = options.shard_size.max(1);
+    let total = corpus.len().div_ceil(shard_size);
+    let (mut vectors, mut owners, mut truncated) = (Vec::new(), Vec::new(), 0);
+    for (s, docs) in corpus.chunks(shard_size).enumerate() {
+        let (texts, rows, cut) = rows_of(model, docs, s * shard_size, options.windows)?;
+        truncated += cut;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        vectors.push(gear_model::embed_length_sorted(
+            &refs,
+            options.batch_size.max(1),
+            |b| model.embed_documents(b),
+        )?);
+        owners.extend(rows);
+        progress(s + 1, total);
+    }
+    warn_truncated(truncated, corpus.len(), model.config().max_document_len);
+    let vectors = Tensor::cat(&vectors, 0);
+    gear_model::check_finite(&vectors, dir, "embeddings")
+        .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
+    let k = meta.added.len() + 1;
+    let part = AddedPart {
+        documents: format!("documents-{k}.jsonl"),
+        embeddings: format!("embeddings-{k}.safetensors"),
+        documents_sha256: String::new(),
+    };
+    let rows = owners.len();
+    // Both files are written whole (temporary file, rename) before index.json names them.
+    save_tensors(
+        vec![
+            ("embeddings".into(), vectors.to_kind(meta.precision.kind())),
+            ("document".into(), Tensor::from_slice(&owners)),
+        ],
+        dir.join(&part.embeddings),
+    )?;
+    let _ = std::fs::remove_file(dir.join(&part.documents));
+    let mut w = JsonlWriter::create_unlocked(dir.join(&part.documents))?;
+    for d in corpus {
+        w.write(d)?;
+    }
+    w.finish()?;
+    let part = AddedPart {
+        documents_sha256: gear_data::Fingerprint::new()
+            .file(&dir.join(&part.documents))?
+            .finish(),
+        ..part
+    };
+    meta.files.push(FileStamp::of(dir, &part.documents)?);
+    meta.files.push(FileStamp::of(dir, &part.embeddings)?);
+    meta.documents += corpus.len();
+    meta.rows = Some(meta.rows.unwrap_or(meta.documents - corpus.len()) + rows);
+    meta.added.push(part);
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
+    let tmp = dir.join("index.json.tmp");
+    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    // The commit.
+    std::fs::rename(&tmp, dir.join(META)).map_err(io(dir))?;
+    Ok(corpus.len())
 }
 
 /// Embeds `corpus` with `model`'s document encoder into the index folder `out`.
@@ -279,6 +412,7 @@ pub fn build_index(
         "documents": corpus.len(),
         "shard_size": shard_size,
         "windows": options.windows,
+        "precision": options.precision,
     });
     let plan_path = partial.join("build.json");
     if plan_path.exists() {
@@ -295,6 +429,7 @@ pub fn build_index(
                 ("documents", "document count"),
                 ("shard_size", "shard size"),
                 ("windows", "windows setting"),
+                ("precision", "vector precision"),
             ]
             .into_iter()
             .filter(|(key, _)| old.get(key) != plan.get(key))
@@ -370,7 +505,15 @@ pub fn build_index(
         .collect::<Result<Vec<_>>>()?;
     let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
     let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-    write_index(out, embeddings, owners, corpus, model_dir, fingerprint)?;
+    write_index(
+        out,
+        embeddings,
+        owners,
+        corpus,
+        model_dir,
+        fingerprint,
+        options.precision,
+    )?;
     std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     Ok(BuildOutcome::Complete)
 }

@@ -35,7 +35,8 @@ use std::path::PathBuf;
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use beir_triples::{beir_triples, MinedTriples, Miner};
 pub use build::{
-    build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome, FileStamp,
+    add_to_index, build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome,
+    FileStamp, VectorPrecision,
 };
 pub use error::{Error, Result};
 pub use evaluate::{
@@ -48,7 +49,7 @@ pub use explain::{
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
-pub use store::{Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
+pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 
 use gear_model::GearModel;
 

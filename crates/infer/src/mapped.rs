@@ -34,8 +34,8 @@ pub(crate) fn map(path: &Path) -> Result<Arc<Mmap>> {
 
 /// The `embeddings` matrix (float32 or float16 rows) and the `document` map (absent in format 1)
 /// of a mapped safetensors file. The matrix is a tensor over the mapping itself when it is
-/// float32 and aligned (the case for files this crate writes), else a copy; `check_finite`
-/// reads every value (a full pass over the file).
+/// aligned (the case for files this crate writes), else a copy; `check_finite` reads every
+/// value (a full pass over the file).
 pub(crate) struct MappedVectors {
     /// `[rows, dim]`, on the CPU, borrowing the mapping when it can (keep `_map` alive).
     pub vectors: Tensor,
@@ -63,31 +63,28 @@ impl MappedVectors {
             )));
         }
         let data = view.data();
-        let vectors = match view.dtype() {
-            Dtype::F32 if (data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>()) => {
-                // SAFETY: `data` lies inside the mapping, which `MappedVectors` keeps alive for
-                // as long as the tensor (the tensor is never handed out beyond it: see
-                // `DocumentIndex`), it holds `rows × dim` float32 values (safetensors checked the
-                // length against the shape), it is aligned for f32, and the mapping is
-                // read-only: libtorch only reads it (search never writes its operands).
-                #[allow(unsafe_code)]
-                unsafe {
-                    Tensor::from_blob(
-                        data.as_ptr(),
-                        &shape,
-                        &[shape[1], 1],
-                        Kind::Float,
-                        Device::Cpu,
-                    )
-                }
-            }
-            Dtype::F32 => Tensor::from_data_size(data, &shape, Kind::Float),
-            Dtype::F16 => Tensor::from_data_size(data, &shape, Kind::Half),
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
             other => {
                 return Err(bad(format!(
                     "`embeddings` is {other:?}; float32 or float16 expected"
                 )))
             }
+        };
+        let align = if kind == Kind::Float { 4 } else { 2 };
+        let vectors = if (data.as_ptr() as usize).is_multiple_of(align) {
+            // SAFETY: `data` lies inside the mapping, which `MappedVectors` keeps alive for as
+            // long as the tensor (the tensor is never handed out beyond it: `DocumentIndex`
+            // gives copies), it holds `rows × dim` values of `kind` (safetensors checked the
+            // length against the shape and dtype), it is aligned for them, and the mapping is
+            // read-only: libtorch only reads it (search never writes its operands).
+            #[allow(unsafe_code)]
+            unsafe {
+                Tensor::from_blob(data.as_ptr(), &shape, &[shape[1], 1], kind, Device::Cpu)
+            }
+        } else {
+            Tensor::from_data_size(data, &shape, kind)
         };
         if check_finite {
             let positions = vectors.isfinite().logical_not().nonzero();

@@ -26,31 +26,43 @@ pub trait VectorIndex: Send {
     fn search(&self, queries: &Tensor, k: usize) -> Result<Vec<Vec<Hit>>>;
 }
 
-/// Exact search: one matrix product and a top-k per batch of queries.
+/// Exact search: one matrix product and a top-k per batch of queries (per part, merged, for an
+/// index that grew by `gear index add`).
 pub struct ExactIndex {
-    vectors: Tensor,
+    parts: Vec<Tensor>,
 }
 
 /// Queries scored per matrix product (bounds the `[batch, N]` score matrix).
 const QUERY_BATCH: i64 = 256;
 
+/// float16 rows widened to float32 per matrix product.
+const HALF_BLOCK: i64 = 65_536;
+
 impl ExactIndex {
     /// An index over `vectors [N, dim]`, moved to `device`.
     pub fn new(vectors: &Tensor, device: Device) -> Self {
-        Self {
-            vectors: vectors.to_kind(Kind::Float).to_device(device),
-        }
+        Self::from_parts(&[vectors], device)
     }
 
-    /// The stored vectors.
-    pub fn vectors(&self) -> &Tensor {
-        &self.vectors
+    /// An index over the rows of several matrices, in order (row numbers run on across them).
+    /// float16 parts stay float16 on the CPU (scored in float32 a block of rows at a time);
+    /// everything else becomes float32 on `device`.
+    pub fn from_parts(parts: &[&Tensor], device: Device) -> Self {
+        Self {
+            parts: parts
+                .iter()
+                .map(|v| match (v.kind(), device) {
+                    (Kind::Half, Device::Cpu) => v.shallow_clone(),
+                    _ => v.to_kind(Kind::Float).to_device(device),
+                })
+                .collect(),
+        }
     }
 }
 
 impl VectorIndex for ExactIndex {
     fn len(&self) -> usize {
-        self.vectors.size()[0] as usize
+        self.parts.iter().map(|p| p.size()[0] as usize).sum()
     }
 
     fn search(&self, queries: &Tensor, k: usize) -> Result<Vec<Vec<Hit>>> {
@@ -60,16 +72,44 @@ impl VectorIndex for ExactIndex {
         if k == 0 {
             return Ok(vec![Vec::new(); n as usize]);
         }
-        let queries = queries
-            .to_kind(Kind::Float)
-            .to_device(self.vectors.device());
+        let device = self.parts[0].device();
+        let queries = queries.to_kind(Kind::Float).to_device(device);
         let mut start = 0;
         while start < n {
             let len = QUERY_BATCH.min(n - start);
-            let scores = queries
-                .narrow(0, start, len)
-                .matmul(&self.vectors.transpose(0, 1));
-            let (top_scores, top_rows) = scores.topk(k, 1, true, true);
+            let batch = queries.narrow(0, start, len);
+            // Each part's own top-k (row numbers shifted to the whole index), then the best k.
+            let mut scores = Vec::new();
+            let mut rows = Vec::new();
+            let mut offset = 0i64;
+            for part in &self.parts {
+                let size = part.size()[0];
+                // float16 rows are widened a block at a time, so memory stays near half.
+                let block = if part.kind() == Kind::Half {
+                    HALF_BLOCK
+                } else {
+                    size.max(1)
+                };
+                let mut at = 0;
+                while at < size {
+                    let len = block.min(size - at);
+                    let rows_f32 = part.narrow(0, at, len).to_kind(Kind::Float);
+                    let kk = k.min(len);
+                    let (s, r) = batch
+                        .matmul(&rows_f32.transpose(0, 1))
+                        .topk(kk, 1, true, true);
+                    scores.push(s);
+                    rows.push(r + offset + at);
+                    at += len;
+                }
+                offset += size;
+            }
+            let (top_scores, top_rows) = if scores.len() == 1 {
+                (scores.remove(0), rows.remove(0))
+            } else {
+                let (s, at) = Tensor::cat(&scores, 1).topk(k, 1, true, true);
+                (s, Tensor::cat(&rows, 1).gather(1, &at, false))
+            };
             let top_scores =
                 Vec::<f32>::try_from(top_scores.to_device(Device::Cpu).flatten(0, -1))?;
             let top_rows = Vec::<i64>::try_from(top_rows.to_device(Device::Cpu).flatten(0, -1))?;

@@ -55,9 +55,62 @@ pub struct IndexMeta {
     /// The model's files when the index was built (format 3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_files: Vec<FileStamp>,
-    /// The index's own files when it was built (format 3).
+    /// The index's own files when it was built or last added to (format 3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileStamp>,
+    /// Parts appended by `gear index add`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<AddedPart>,
+    /// How the vectors are stored (float32 unless recorded).
+    #[serde(default)]
+    pub precision: crate::build::VectorPrecision,
+}
+
+/// Documents and vectors appended to an index by [`crate::add_to_index`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedPart {
+    /// Its documents (JSON lines) in the index folder.
+    pub documents: String,
+    /// Its vectors (safetensors) in the index folder.
+    pub embeddings: String,
+    /// SHA-256 of its documents file.
+    pub documents_sha256: String,
+}
+
+/// The documents of every part, numbered on across them.
+struct DocumentParts {
+    parts: Vec<MappedDocuments>,
+    /// First position of each part, and the total.
+    starts: Vec<usize>,
+}
+
+impl DocumentParts {
+    fn new(parts: Vec<MappedDocuments>) -> Self {
+        let mut starts = vec![0];
+        for p in &parts {
+            starts.push(starts[starts.len() - 1] + p.len());
+        }
+        Self { parts, starts }
+    }
+
+    fn len(&self) -> usize {
+        self.starts[self.starts.len() - 1]
+    }
+
+    fn locate(&self, i: usize) -> (&MappedDocuments, usize) {
+        let part = self.starts.partition_point(|&s| s <= i) - 1;
+        (&self.parts[part], i - self.starts[part])
+    }
+
+    fn get(&self, i: usize) -> Result<Document> {
+        let (part, j) = self.locate(i);
+        part.get(j)
+    }
+
+    fn id(&self, i: usize) -> Result<String> {
+        let (part, j) = self.locate(i);
+        part.id(j)
+    }
 }
 
 /// The layout version this code writes (it reads 1 to 3; 2 adds the row → document map of
@@ -83,8 +136,9 @@ pub struct DocumentIndex {
     meta: IndexMeta,
     // Declared before `vectors`: the search may borrow the mapped vectors, so it goes first.
     search: Box<dyn VectorIndex>,
-    vectors: MappedVectors,
-    documents: MappedDocuments,
+    /// The vectors of the build and of each `gear index add`, mapped.
+    vectors: Vec<MappedVectors>,
+    documents: DocumentParts,
     /// Id → position, built on the first lookup by id.
     ids: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
     /// The document of each vector.
@@ -147,39 +201,64 @@ impl DocumentIndex {
                 .files
                 .iter()
                 .all(|f| FileStamp::of(&dir, &f.name).is_ok_and(|now| &now == f));
-        if let (false, Some(expected)) = (unchanged, &meta.documents_sha256) {
-            let found = gear_data::Fingerprint::new()
-                .file(&dir.join(DOCUMENTS))?
-                .finish();
-            if &found != expected {
+        let mut part_files = vec![(
+            DOCUMENTS.to_owned(),
+            EMBEDDINGS.to_owned(),
+            meta.documents_sha256.clone(),
+        )];
+        part_files.extend(meta.added.iter().map(|p| {
+            (
+                p.documents.clone(),
+                p.embeddings.clone(),
+                Some(p.documents_sha256.clone()),
+            )
+        }));
+        let mut vectors = Vec::new();
+        let mut documents = Vec::new();
+        let mut owners: Vec<i64> = Vec::new();
+        for (docs_name, vectors_name, sha) in &part_files {
+            if let (false, Some(expected)) = (unchanged, sha) {
+                let found = gear_data::Fingerprint::new()
+                    .file(&dir.join(docs_name))?
+                    .finish();
+                if &found != expected {
+                    return Err(bad(format!(
+                        "{docs_name} changed since the index was built (its rows no longer \
+                         match the embeddings); rebuild the index"
+                    )));
+                }
+            }
+            let docs = MappedDocuments::open(&dir.join(docs_name))?;
+            let part = MappedVectors::open(&dir.join(vectors_name), !unchanged)?;
+            let rows = part.vectors.size()[0] as usize;
+            let local: Vec<i64> = match &part.owners {
+                // Format 1: one vector per document.
+                None => (0..docs.len() as i64).collect(),
+                Some(o) => o.clone(),
+            };
+            if local.len() != rows || !covers(&local, 0, docs.len()) {
                 return Err(bad(format!(
-                    "{DOCUMENTS} changed since the index was built (its rows no longer match \
-                     the embeddings); rebuild the index"
+                    "{vectors_name}: its `document` map does not give every document of \
+                     {docs_name} its vectors, in order; rebuild the index"
                 )));
             }
+            let first: usize = documents.iter().map(MappedDocuments::len).sum();
+            owners.extend(local.iter().map(|o| o + first as i64));
+            documents.push(docs);
+            vectors.push(part);
         }
-        let documents = MappedDocuments::open(&dir.join(DOCUMENTS))?;
-        let vectors = MappedVectors::open(&dir.join(EMBEDDINGS), !unchanged)?;
+        let documents = DocumentParts::new(documents);
         let rows = meta.rows.unwrap_or(meta.documents);
-        let size = vectors.vectors.size();
-        if size != [rows as i64, meta.dim as i64] || documents.len() != meta.documents {
+        let dims_ok = vectors
+            .iter()
+            .all(|v| v.vectors.size()[1] == meta.dim as i64);
+        if owners.len() != rows || !dims_ok || documents.len() != meta.documents {
             return Err(bad(format!(
-                "{} documents and embeddings {size:?} disagree with {META} ({} documents, \
-                 {rows} × {})",
+                "{} documents and {} vectors disagree with {META} ({} documents, {rows} × {})",
                 documents.len(),
+                owners.len(),
                 meta.documents,
                 meta.dim
-            )));
-        }
-        let owners: Vec<i64> = match &vectors.owners {
-            // Format 1: one vector per document.
-            None => (0..documents.len() as i64).collect(),
-            Some(o) => o.clone(),
-        };
-        if owners.len() != rows || !covers(&owners, 0, documents.len()) {
-            return Err(bad(format!(
-                "{EMBEDDINGS}: its `document` map does not give every document its vectors, in \
-                 order; rebuild the index"
             )));
         }
         let max_rows_per_document = owners
@@ -188,9 +267,10 @@ impl DocumentIndex {
             .max()
             .unwrap_or(1);
         let owners: Vec<usize> = owners.into_iter().map(|o| o as usize).collect();
+        let parts: Vec<&Tensor> = vectors.iter().map(|v| &v.vectors).collect();
         let search: Box<dyn VectorIndex> = match backend {
-            Backend::Exact => Box::new(ExactIndex::new(&vectors.vectors, device)),
-            Backend::Hnsw(config) => Box::new(HnswIndex::new(&vectors.vectors, &config)?),
+            Backend::Exact => Box::new(ExactIndex::from_parts(&parts, device)),
+            Backend::Hnsw(config) => Box::new(HnswIndex::new(&Tensor::cat(&parts, 0), &config)?),
         };
         Ok(Self {
             search,
@@ -248,9 +328,12 @@ impl DocumentIndex {
         }
     }
 
-    /// The stored vectors `[rows, dim]` (on the CPU, over the mapped file).
-    pub fn vectors(&self) -> &Tensor {
-        &self.vectors.vectors
+    /// A copy of the stored vectors `[rows, dim]` (every part, in row order).
+    pub fn vectors(&self) -> Tensor {
+        Tensor::cat(
+            &self.vectors.iter().map(|v| &v.vectors).collect::<Vec<_>>(),
+            0,
+        )
     }
 
     /// Fails unless the files in `model_dir` are the ones the index was built with: their

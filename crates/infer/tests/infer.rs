@@ -58,6 +58,7 @@ fn resumed_build_equals_one_go_and_search_is_exact() {
         shard_size: 3,
         max_shards: None,
         windows: true,
+        ..BuildOptions::default()
     };
 
     let one = dir.path().join("one");
@@ -136,6 +137,7 @@ fn a_resume_is_the_same_build_and_a_damaged_shard_is_redone() {
         shard_size: 3,
         max_shards: Some(1),
         windows: true,
+        ..BuildOptions::default()
     };
     let out = dir.path().join("idx");
     build_index(&model, &model_dir, &docs, &out, &opts, &mut |_, _| {}).unwrap();
@@ -850,7 +852,8 @@ fn an_index_of_own_vectors_opens_mapped_reads_documents_on_demand_and_searches_e
     let v = tch::Tensor::randn([n, 16], (tch::Kind::Float, Device::Cpu));
     let v = &v / v.norm_scalaropt_dim(2, [1].as_slice(), true);
     let idx = dir.path().join("own");
-    gear_infer::index_vectors(&v, None, &docs, &ck, &idx).unwrap();
+    gear_infer::index_vectors(&v, None, &docs, &ck, &idx, gear_infer::VectorPrecision::F32)
+        .unwrap();
     let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
     assert_eq!(index.len(), docs.len());
     assert!(
@@ -884,8 +887,104 @@ fn an_index_of_own_vectors_opens_mapped_reads_documents_on_demand_and_searches_e
         &docs,
         &ck,
         &dir.path().join("bad"),
+        gear_infer::VectorPrecision::F32,
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("3 vectors"), "{err}");
+    // float16: half the file and the same nearest neighbours here.
+    let half = dir.path().join("half");
+    gear_infer::index_vectors(
+        &v,
+        None,
+        &docs,
+        &ck,
+        &half,
+        gear_infer::VectorPrecision::F16,
+    )
+    .unwrap();
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("embeddings.safetensors"))
+            .unwrap()
+            .len()
+    };
+    // (Headers dominate at this size: the vector bytes alone halve.)
+    assert_eq!(size(&idx) - size(&half), 8 * 16 * 2);
+    let h = DocumentIndex::open(&half, Device::Cpu).unwrap();
+    assert_eq!(h.vectors().kind(), tch::Kind::Half);
+    let half_hits = h.search_embedded(&v, 3).unwrap();
+    for (a, b) in hits.iter().zip(&half_hits) {
+        assert_eq!(a[0].0, b[0].0);
+        assert!((a[0].1 - b[0].1).abs() < 2e-3);
+    }
+}
+
+#[test]
+fn adding_equals_a_full_build_over_the_union_and_refuses_known_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(dir.path(), "m", 5);
+    let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
+    let docs = corpus();
+    let opts = BuildOptions::default();
+    let full = dir.path().join("full");
+    build_index(&model, &model_dir, &docs, &full, &opts, &mut |_, _| {}).unwrap();
+    let grown = dir.path().join("grown");
+    build_index(
+        &model,
+        &model_dir,
+        &docs[..4],
+        &grown,
+        &opts,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let add = |part: &[Document]| {
+        gear_infer::add_to_index(&model, &model_dir, part, &grown, &opts, &mut |_, _| {})
+    };
+    assert_eq!(add(&docs[4..6]).unwrap(), 2);
+    assert_eq!(add(&docs[6..]).unwrap(), docs.len() - 6);
+    let full = DocumentIndex::open(&full, Device::Cpu).unwrap();
+    let index = DocumentIndex::open(&grown, Device::Cpu).unwrap();
+    assert_eq!(index.len(), docs.len());
+    assert_eq!(index.meta().rows, full.meta().rows);
+    let queries = [
+        "river mill",
+        "the page said",
+        "engineer bridge brick",
+        "crowd",
+    ];
+    let a = full.search(&model, &queries, docs.len()).unwrap();
+    let b = index.search(&model, &queries, docs.len()).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        let ids =
+            |h: &Vec<(Document, f32)>| h.iter().map(|(d, _)| d.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(x), ids(y));
+        for ((_, s), (_, t)) in x.iter().zip(y) {
+            assert!((s - t).abs() < 1e-5, "{s} vs {t}");
+        }
+    }
+    assert_eq!(index.document(&docs[7].id).unwrap(), docs[7]);
+    // A known id (or a duplicate within the addition) is refused, and the index stays as it was.
+    let err = add(&docs[2..3]).unwrap_err().to_string();
+    assert!(
+        err.contains("already in") && err.contains(&docs[2].id),
+        "{err}"
+    );
+    let mut twice = docs[..1].to_vec();
+    twice[0].id = "new".into();
+    twice.push(twice[0].clone());
+    assert!(add(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("share the id"));
+    assert_eq!(
+        DocumentIndex::open(&grown, Device::Cpu).unwrap().len(),
+        docs.len()
+    );
+    // Files of an add that never committed are ignored.
+    std::fs::write(grown.join("documents-3.jsonl"), "not json\n").unwrap();
+    assert_eq!(
+        DocumentIndex::open(&grown, Device::Cpu).unwrap().len(),
+        docs.len()
+    );
 }
