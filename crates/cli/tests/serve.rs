@@ -400,8 +400,9 @@ fn sigterm_drains_in_flight_requests_exits_0_and_the_index_is_untouched() {
     let answered = std::thread::scope(|s| {
         let server = &server;
         let request = s.spawn(move || server.post("/search", &slow));
-        // Let the request reach the model thread, then ask the server to stop.
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the request reach the model thread (it runs for seconds), then ask the server
+        // to stop.
+        std::thread::sleep(Duration::from_millis(800));
         // SAFETY: kill(2) on our own child's pid.
         #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
