@@ -230,12 +230,7 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
     let device = parse_device(&model.device)?;
     let (gear, dir) = load_model(&model.source()?, device)?;
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} index [{bar:30}] {pos}/{len} shards ({eta})")
-            .context("template")?
-            .progress_chars("=> "),
-    );
+    let bar = shard_bar("index")?;
     let opts = BuildOptions {
         batch_size: *batch_size,
         windows: !no_windows,
@@ -261,6 +256,19 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
     Ok(())
 }
 
+/// The shard progress bar of `index build` and `index add`.
+fn shard_bar(label: &str) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} shards ({{eta}})"
+        ))
+        .context("template")?
+        .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
 fn add(
     index: &std::path::Path,
     corpus: &std::path::Path,
@@ -275,12 +283,7 @@ fn add(
     let before = opened.len();
     drop(opened);
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} add [{bar:30}] {pos}/{len} shards ({eta})")
-            .context("template")?
-            .progress_chars("=> "),
-    );
+    let bar = shard_bar("add")?;
     let opts = BuildOptions {
         batch_size,
         windows: !no_windows,

@@ -76,6 +76,23 @@ fn gear(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `gear data beir --data DATA --output OUTPUT EXTRA…`, which must succeed; its stderr.
+fn mine(data: &str, output: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "data",
+        "beir",
+        "--data",
+        data,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = gear(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 fn read(path: &Path) -> Vec<Triple> {
     TripleReader::open(path)
         .unwrap()
@@ -115,22 +132,7 @@ fn bm25_and_bi_encoder_mining_write_trainable_triples() {
     let data = data.to_str().unwrap();
 
     let bm25 = dir.path().join("bm25.jsonl");
-    let out = gear(&[
-        "data",
-        "beir",
-        "--data",
-        data,
-        "--output",
-        bm25.to_str().unwrap(),
-        "--negatives",
-        "2",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = mine(data, &bm25, &["--negatives", "2"]);
     assert!(text.contains("wrote 4 triples (3 queries"), "{text}");
     // BM25 drops stop words: only d6 shares a word ("river") with q2 besides its answer.
     assert!(
@@ -145,23 +147,10 @@ fn bm25_and_bi_encoder_mining_write_trainable_triples() {
     let q2 = bm25.iter().find(|t| t.document.id == "d5").unwrap();
     assert_eq!(q2.units[0].text, "The Tiber flows through it.");
     let dense = dir.path().join("dense.jsonl");
-    let out = gear(&[
-        "data",
-        "beir",
-        "--data",
+    mine(
         data,
-        "--output",
-        dense.to_str().unwrap(),
-        "--negatives",
-        "3",
-        "--miner",
-        "bi-encoder",
-        "--pretrained",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &dense,
+        &["--negatives", "3", "--miner", "bi-encoder", "--pretrained"],
     );
     let dense = read(&dense);
     check(&dense, 3);

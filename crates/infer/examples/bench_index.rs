@@ -212,17 +212,7 @@ fn main() -> anyhow::Result<()> {
                     let start = Instant::now();
                     let approx = index.search_embedded(&queries, K)?;
                     let qps = QUERIES as f64 / start.elapsed().as_secs_f64();
-                    let recall = exact
-                        .iter()
-                        .zip(&approx)
-                        .map(|(e, a)| {
-                            e.iter()
-                                .filter(|(r, _)| a.iter().any(|(x, _)| x == r))
-                                .count() as f64
-                                / e.len() as f64
-                        })
-                        .sum::<f64>()
-                        / exact.len() as f64;
+                    let recall = recall(&exact, &approx);
                     runs.push(serde_json::json!({"ef": e, "build_s": build_s, "qps": qps, "recall": recall}));
                 }
                 out["hnsw"] = runs.into();

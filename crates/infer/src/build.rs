@@ -321,21 +321,14 @@ pub fn add_to_index(
     let total = corpus.len().div_ceil(shard_size);
     let (mut vectors, mut owners, mut truncated) = (Vec::new(), Vec::new(), 0);
     for (s, docs) in corpus.chunks(shard_size).enumerate() {
-        let (texts, rows, cut) = rows_of(model, docs, s * shard_size, options.windows)?;
+        let (v, rows, cut) = embed_shard(model, docs, s * shard_size, options, dir)?;
         truncated += cut;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        vectors.push(gear_model::embed_length_sorted(
-            &refs,
-            options.batch_size.max(1),
-            |b| model.embed_documents(b),
-        )?);
+        vectors.push(v);
         owners.extend(rows);
         progress(s + 1, total);
     }
     warn_truncated(truncated, corpus.len(), model.config().max_document_len);
     let vectors = Tensor::cat(&vectors, 0);
-    gear_model::check_finite(&vectors, dir, "embeddings")
-        .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
     let k = meta.added.len() + 1;
     let part = AddedPart {
         documents: format!("documents-{k}.jsonl"),
@@ -478,15 +471,9 @@ pub fn build_index(
             warn_truncated(truncated, embedded, max_len);
             return Ok(BuildOutcome::Partial { done, total });
         }
-        let (texts, owners, cut) = rows_of(model, docs, first, options.windows)?;
+        let (vectors, owners, cut) = embed_shard(model, docs, first, options, &path)?;
         truncated += cut;
         embedded += docs.len();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let vectors = gear_model::embed_length_sorted(&refs, options.batch_size.max(1), |b| {
-            model.embed_documents(b)
-        })?;
-        gear_model::check_finite(&vectors, &path, "embeddings")
-            .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
         save_tensors(
             vec![
                 ("embeddings".into(), vectors),
@@ -564,6 +551,26 @@ pub(crate) fn covers(owners: &[i64], first: usize, n: usize) -> bool {
 
 /// The texts to embed for `docs` (whose first has index `first` in the corpus), the document
 /// index of each, and how many documents still hold text no row takes in.
+/// `docs` (corpus positions from `first`) embedded by `model`'s document encoder, one row per
+/// document or per window: the finite vectors, each row's document position, and how many
+/// documents no window takes in whole. `path` names the output in errors.
+fn embed_shard(
+    model: &GearModel,
+    docs: &[Document],
+    first: usize,
+    options: &BuildOptions,
+    path: &Path,
+) -> Result<(Tensor, Vec<i64>, usize)> {
+    let (texts, owners, cut) = rows_of(model, docs, first, options.windows)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = gear_model::embed_length_sorted(&refs, options.batch_size.max(1), |b| {
+        model.embed_documents(b)
+    })?;
+    gear_model::check_finite(&vectors, path, "embeddings")
+        .map_err(|e| Error::Input(format!("the model produced unusable embeddings: {e}")))?;
+    Ok((vectors, owners, cut))
+}
+
 fn rows_of(
     model: &GearModel,
     docs: &[Document],

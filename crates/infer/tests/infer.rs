@@ -47,6 +47,23 @@ fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     path
 }
 
+/// A checkpoint `dir/m` (seeded) and an index `dir/idx` of the corpus built with it.
+fn indexed(dir: &Path, seed: i64) -> (PathBuf, PathBuf) {
+    let ck = checkpoint(dir, "m", seed);
+    let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck.clone()), Device::Cpu).unwrap();
+    let idx = dir.join("idx");
+    build_index(
+        &model,
+        &model_dir,
+        &corpus(),
+        &idx,
+        &BuildOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    (ck, idx)
+}
+
 #[test]
 fn resumed_build_equals_one_go_and_search_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,18 +276,7 @@ fn opening_refuses_unknown_layouts_edited_documents_and_non_finite_vectors() {
 #[test]
 fn a_changed_model_file_is_detected_and_an_untouched_or_copied_one_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = checkpoint(dir.path(), "m", 2);
-    let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck.clone()), Device::Cpu).unwrap();
-    let idx = dir.path().join("idx");
-    build_index(
-        &model,
-        &model_dir,
-        &corpus(),
-        &idx,
-        &BuildOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let (ck, idx) = indexed(dir.path(), 2);
     let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
     index.check_model(&ck).unwrap();
     // A copy has other modification times: the stamps differ, the SHA-256 agrees.
@@ -305,18 +311,7 @@ fn clear_errors_for_missing_index_unknown_id_and_another_model() {
         "{err}"
     );
 
-    let ck = checkpoint(dir.path(), "m", 2);
-    let (model, model_dir) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
-    let idx = dir.path().join("idx");
-    build_index(
-        &model,
-        &model_dir,
-        &corpus(),
-        &idx,
-        &BuildOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let (_, idx) = indexed(dir.path(), 2);
     let index = DocumentIndex::open(&idx, Device::Cpu).unwrap();
     let err = index.document("missing-id").unwrap_err().to_string();
     assert!(err.contains("missing-id"), "{err}");
