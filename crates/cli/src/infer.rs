@@ -55,6 +55,59 @@ pub enum VectorsArg {
     F16,
 }
 
+/// `gear index ann --graph-vectors`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphVectorsArg {
+    /// int8 (a quarter of float32).
+    I8,
+    /// float16.
+    F16,
+    /// float32.
+    F32,
+}
+
+/// `gear index build --ann`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnArg {
+    /// An HNSW graph, saved with the index (`gear search --backend hnsw` uses it).
+    Hnsw,
+}
+
+/// How an HNSW graph is built (defaults: `HnswParams::default()`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct HnswBuildArgs {
+    /// Links per node (HNSW's M; default 32).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(2..=1024))]
+    hnsw_m: Option<u16>,
+    /// Candidate list size while inserting (graph quality vs build time; default 200).
+    #[arg(long, value_parser = at_least_one)]
+    ef_construction: Option<usize>,
+    /// The graph's own copy of the vectors, which it navigates with (default i8; results are
+    /// scored again with the index's vectors).
+    #[arg(long, value_enum)]
+    graph_vectors: Option<GraphVectorsArg>,
+}
+
+impl HnswBuildArgs {
+    fn given(&self) -> bool {
+        self.hnsw_m.is_some() || self.ef_construction.is_some() || self.graph_vectors.is_some()
+    }
+
+    fn params(&self) -> gear_infer::HnswParams {
+        let default = gear_infer::HnswParams::default();
+        gear_infer::HnswParams {
+            connectivity: self.hnsw_m.map_or(default.connectivity, usize::from),
+            ef_construction: self.ef_construction.unwrap_or(default.ef_construction),
+            vectors: match self.graph_vectors {
+                None => default.vectors,
+                Some(GraphVectorsArg::I8) => gear_infer::GraphVectors::I8,
+                Some(GraphVectorsArg::F16) => gear_infer::GraphVectors::F16,
+                Some(GraphVectorsArg::F32) => gear_infer::GraphVectors::F32,
+            },
+        }
+    }
+}
+
 /// `gear index` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum IndexCommand {
@@ -79,6 +132,21 @@ pub enum IndexCommand {
         /// docs/benchmarks.md). `index add` keeps the index's.
         #[arg(long, value_enum, default_value_t = VectorsArg::F32)]
         vectors: VectorsArg,
+        /// Also build an approximate-search graph (as `gear index ann` does, once the vectors
+        /// are in).
+        #[arg(long, value_enum)]
+        ann: Option<AnnArg>,
+        #[command(flatten)]
+        hnsw: HnswBuildArgs,
+    },
+    /// Build (or rebuild) an index's HNSW graph over its stored vectors and save it with the
+    /// index, so `--backend hnsw` opens it at once; `gear index add` keeps it up to date.
+    Ann {
+        /// Index folder.
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        hnsw: HnswBuildArgs,
     },
     /// Append documents to an index: only they are embedded (with the index's model); the
     /// index stays the previous one until the add commits. Ids already present are refused.
@@ -200,7 +268,7 @@ pub struct PairArgs {
 }
 
 pub fn index(cmd: &IndexCommand) -> Result<()> {
-    let (corpus, out, model, batch_size, no_windows, vectors) = match cmd {
+    match cmd {
         IndexCommand::Build {
             corpus,
             out,
@@ -208,7 +276,26 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             batch_size,
             no_windows,
             vectors,
-        } => (corpus, out, model, batch_size, no_windows, vectors),
+            ann,
+            hnsw,
+        } => {
+            if ann.is_none() && hnsw.given() {
+                bail!("--hnsw-m, --ef-construction and --graph-vectors apply with --ann hnsw only");
+            }
+            let opts = BuildOptions {
+                batch_size: *batch_size,
+                windows: !no_windows,
+                precision: match vectors {
+                    VectorsArg::F32 => gear_infer::VectorPrecision::F32,
+                    VectorsArg::F16 => gear_infer::VectorPrecision::F16,
+                },
+                ..BuildOptions::default()
+            };
+            if build(corpus, out, model, &opts)? && ann.is_some() {
+                build_graph(out, hnsw)?;
+            }
+            Ok(())
+        }
         IndexCommand::Add {
             index,
             corpus,
@@ -216,43 +303,76 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             device,
             batch_size,
             no_windows,
-        } => {
-            return add(
-                index,
-                corpus,
-                model.as_deref(),
-                device,
-                *batch_size,
-                *no_windows,
-            )
-        }
-    };
+        } => add(
+            index,
+            corpus,
+            model.as_deref(),
+            device,
+            *batch_size,
+            *no_windows,
+        ),
+        IndexCommand::Ann { index, hnsw } => build_graph(index, hnsw),
+    }
+}
+
+/// `gear index build` without the graph; whether the index is complete.
+fn build(
+    corpus: &std::path::Path,
+    out: &std::path::Path,
+    model: &ModelChoice,
+    opts: &BuildOptions,
+) -> Result<bool> {
     let device = parse_device(&model.device)?;
     let (gear, dir) = load_model(&model.source()?, device)?;
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
     let bar = shard_bar("index")?;
-    let opts = BuildOptions {
-        batch_size: *batch_size,
-        windows: !no_windows,
-        precision: match vectors {
-            VectorsArg::F32 => gear_infer::VectorPrecision::F32,
-            VectorsArg::F16 => gear_infer::VectorPrecision::F16,
-        },
-        ..BuildOptions::default()
-    };
-    let outcome = build_index(&gear, &dir, &docs, out, &opts, &mut |done, total| {
+    let outcome = build_index(&gear, &dir, &docs, out, opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
     match outcome {
         BuildOutcome::Complete => {
-            eprintln!("indexed {} documents into {}", docs.len(), out.display())
+            eprintln!("indexed {} documents into {}", docs.len(), out.display());
+            Ok(true)
         }
         BuildOutcome::Partial { done, total } => {
-            eprintln!("{done}/{total} shards done; run again to finish")
+            eprintln!("{done}/{total} shards done; run again to finish");
+            Ok(false)
         }
     }
+}
+
+/// The row progress bar of HNSW insertion.
+fn graph_bar() -> Result<ProgressBar> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} hnsw [{bar:30}] {pos}/{len} vectors ({eta})")
+            .context("template")?
+            .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
+/// `gear index ann`.
+fn build_graph(index: &std::path::Path, hnsw: &HnswBuildArgs) -> Result<()> {
+    let bar = graph_bar()?;
+    let start = std::time::Instant::now();
+    let ann = gear_infer::build_ann(index, &hnsw.params(), &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "HNSW graph over {} vectors saved as {} in {:.1} s (M {}, ef_construction {}, {:?} \
+         vectors)",
+        ann.rows,
+        index.join(&ann.file).display(),
+        start.elapsed().as_secs_f64(),
+        ann.params.connectivity,
+        ann.params.ef_construction,
+        ann.params.vectors
+    );
     Ok(())
 }
 
@@ -289,11 +409,25 @@ fn add(
         windows: !no_windows,
         ..BuildOptions::default()
     };
-    let added = gear_infer::add_to_index(&gear, &dir, &docs, index, &opts, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let graph = graph_bar()?;
+    let added = gear_infer::add_to_index(
+        &gear,
+        &dir,
+        &docs,
+        index,
+        &opts,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+        &mut |done, total| {
+            bar.finish_and_clear();
+            graph.set_length(total as u64);
+            graph.set_position(done as u64);
+        },
+    )?;
     bar.finish_and_clear();
+    graph.finish_and_clear();
     eprintln!(
         "added {added} documents to {} ({before} → {})",
         index.display(),

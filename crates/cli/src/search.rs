@@ -25,16 +25,11 @@ pub struct SearchArgs {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
-    /// Search backend: exact, or HNSW (approximate; the graph is built when the index is
-    /// opened).
-    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
-    backend: SearchBackend,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// `cpu`, `cuda` or `cuda:N`: where the query encoder and exact search run.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// HNSW candidate list size while searching (recall vs speed; `--backend hnsw` only).
-    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
-    ef_search: usize,
     /// For each result, its K best sentences by cross-attention (local retrieval), with
     /// character spans (0: none).
     #[arg(long, default_value_t = 0)]
@@ -48,13 +43,51 @@ pub struct SearchArgs {
     query: Option<String>,
 }
 
-/// `gear search --backend`.
+/// `--backend`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchBackend {
     /// Exact matrix-product search.
     Exact,
-    /// Approximate HNSW search.
+    /// Approximate search over the index's HNSW graph (`gear index ann` builds it).
     Hnsw,
+}
+
+/// How `gear search` and `gear serve` search an index.
+#[derive(clap::Args, Debug)]
+pub struct BackendArgs {
+    /// Search backend: exact, or HNSW (approximate, over the graph `gear index ann` saved with
+    /// the index; results scored again exactly).
+    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
+    backend: SearchBackend,
+    /// HNSW candidate list size while searching: recall vs speed (`--backend hnsw`; default
+    /// 64).
+    #[arg(long, value_parser = at_least_one)]
+    ef_search: Option<usize>,
+    /// HNSW candidates per result scored again exactly (`--backend hnsw`; default 2; 1: the
+    /// graph's own top-k).
+    #[arg(long, value_parser = at_least_one)]
+    rerank: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The backend asked for; HNSW settings without `--backend hnsw` are refused.
+    pub(crate) fn backend(&self) -> Result<Backend> {
+        match self.backend {
+            SearchBackend::Exact => {
+                if self.ef_search.is_some() || self.rerank.is_some() {
+                    bail!("--ef-search and --rerank apply to --backend hnsw only");
+                }
+                Ok(Backend::Exact)
+            }
+            SearchBackend::Hnsw => {
+                let default = HnswConfig::default();
+                Ok(Backend::Hnsw(HnswConfig {
+                    ef_search: self.ef_search.unwrap_or(default.ef_search),
+                    rerank: self.rerank.unwrap_or(default.rerank),
+                }))
+            }
+        }
+    }
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
@@ -73,16 +106,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             }
         );
     }
-    if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
-        bail!("--ef-search applies to --backend hnsw only");
-    }
-    let backend = match args.backend {
-        SearchBackend::Exact => Backend::Exact,
-        SearchBackend::Hnsw => Backend::Hnsw(HnswConfig {
-            ef_search: args.ef_search.max(args.k),
-            ..HnswConfig::default()
-        }),
-    };
+    let backend = args.backend.backend()?;
     let (index, model) =
         open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
     let many = args.queries.is_some();

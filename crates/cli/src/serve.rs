@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use gear_infer::{Backend, HnswConfig};
+use anyhow::Result;
 use gear_serve::ServeOptions;
 
 use crate::infer::at_least_one;
-use crate::search::{open_index_and_model, SearchBackend};
+use crate::search::{open_index_and_model, BackendArgs};
 
 /// Options of `gear serve`.
 #[derive(clap::Args, Debug)]
@@ -26,12 +25,8 @@ pub struct Args {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Search backend.
-    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
-    backend: SearchBackend,
-    /// HNSW candidate list size while searching (`--backend hnsw` only).
-    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
-    ef_search: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Most texts in one batched encoder forward (1: every request alone).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     max_batch: usize,
@@ -55,16 +50,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if args.ef_search != 100 && args.backend != SearchBackend::Hnsw {
-        bail!("--ef-search applies to --backend hnsw only");
-    }
-    let backend = match args.backend {
-        SearchBackend::Exact => Backend::Exact,
-        SearchBackend::Hnsw => Backend::Hnsw(HnswConfig {
-            ef_search: args.ef_search,
-            ..HnswConfig::default()
-        }),
-    };
+    let backend = args.backend.backend()?;
     let bar = crate::spinner(format!("opening {}", args.index.display()));
     let (index, model) =
         open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;

@@ -1,5 +1,6 @@
 //! `gear index add` as a user runs it, killed with SIGKILL at several points: the index is
-//! always either the previous one or the complete new one, and an add after the kills finishes.
+//! always either the previous one or the complete new one (its HNSW graph included), and an add
+//! after the kills finishes.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -21,16 +22,23 @@ fn ok(mut cmd: Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Documents in the index (from `index.json`), after checking that a search works.
+/// Documents in the index (from `index.json`), after checking that exact and HNSW search work
+/// and that the graph holds every row.
 fn documents(index: &Path) -> u64 {
-    let mut search = gear();
-    search
-        .args(["search", "-k", "3", "--index"])
-        .arg(index)
-        .arg("brick bridge");
-    ok(search);
+    for backend in ["exact", "hnsw"] {
+        let mut search = gear();
+        search
+            .args(["search", "-k", "3", "--backend", backend, "--index"])
+            .arg(index)
+            .arg("brick bridge");
+        ok(search);
+    }
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(index.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["ann"]["rows"], meta["rows"],
+        "the graph holds every row"
+    );
     meta["documents"].as_u64().unwrap()
 }
 
@@ -53,7 +61,14 @@ fn a_killed_add_leaves_the_previous_index_and_a_later_add_completes() {
     let index = dir.path().join("index");
     let mut build = gear();
     build
-        .args(["index", "build", "--pretrained", "--corpus"])
+        .args([
+            "index",
+            "build",
+            "--pretrained",
+            "--ann",
+            "hnsw",
+            "--corpus",
+        ])
         .arg(&first)
         .arg("--out")
         .arg(&index);

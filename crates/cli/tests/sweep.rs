@@ -227,6 +227,25 @@ fn bad_input_sweep() {
         &m,
     ]);
     let idx = s(&index);
+    // Its HNSW graph, with the settings recorded as given.
+    gear_ok(&[
+        "index",
+        "ann",
+        "--index",
+        &idx,
+        "--hnsw-m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--graph-vectors",
+        "f16",
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["ann"]["params"],
+        serde_json::json!({"connectivity": 8, "ef_construction": 40, "vectors": "f16"})
+    );
     let query = docs[0]
         .text
         .split_whitespace()
@@ -833,6 +852,29 @@ fn bad_input_sweep() {
             "search --backend banana",
             &["search", "--index", &idx, "--backend", "banana", &query],
             &["--backend", "possible values"],
+        ),
+        refused(
+            "options",
+            "search --ef-search without --backend hnsw",
+            &["search", "--index", &idx, "--ef-search", "32", &query],
+            &["--ef-search", "--backend hnsw only"],
+        ),
+        refused(
+            "options",
+            "index build --hnsw-m without --ann hnsw",
+            &[
+                "index",
+                "build",
+                "--corpus",
+                &s(&corpus),
+                "--out",
+                &s(&fresh("i2")),
+                "--model",
+                &m,
+                "--hnsw-m",
+                "8",
+            ],
+            &["--hnsw-m", "--ann hnsw only"],
         ),
         // Unclear errors.
         refused(

@@ -267,6 +267,7 @@ fn write_index(
         ],
         added: Vec::new(),
         precision,
+        ann: None,
     };
     let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
     std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
@@ -279,8 +280,9 @@ fn write_index(
 /// `embeddings-K.safetensors`, then commits by renaming a new `index.json` into place — the one
 /// step that makes the part visible. Until then the index is the previous one, whatever happens
 /// to the process; the files of an add that did not commit are ignored and overwritten by the
-/// next. Ids already in the index (or twice in `corpus`) are refused. Returns the documents
-/// added.
+/// next. Ids already in the index (or twice in `corpus`) are refused. An index with an HNSW
+/// graph gets the new rows inserted into it too, in the same commit (`graph_progress(rows_done,
+/// rows)`). Returns the documents added.
 pub fn add_to_index(
     model: &GearModel,
     model_dir: &Path,
@@ -288,6 +290,7 @@ pub fn add_to_index(
     dir: &Path,
     options: &BuildOptions,
     progress: &mut dyn FnMut(usize, usize),
+    graph_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<usize> {
     if corpus.is_empty() {
         return Err(Error::Input("the corpus to add holds no documents".into()));
@@ -312,11 +315,6 @@ pub fn add_to_index(
         }
     }
     let mut meta = index.meta().clone();
-    drop(index);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io { path, source }
-    };
     let shard_size = options.shard_size.max(1);
     let total = corpus.len().div_ceil(shard_size);
     let (mut vectors, mut owners, mut truncated) = (Vec::new(), Vec::new(), 0);
@@ -361,11 +359,28 @@ pub fn add_to_index(
     meta.documents += corpus.len();
     meta.rows = Some(meta.rows.unwrap_or(meta.documents - corpus.len()) + rows);
     meta.added.push(part);
-    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
-    let tmp = dir.join("index.json.tmp");
-    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    // The graph, when the index has one, gains the new rows in the same commit (written under
+    // its next generation's name; the one the previous index.json names stays until then).
+    let replaced = match meta.ann.clone() {
+        None => None,
+        Some(ann) => {
+            let stored = vectors.to_kind(meta.precision.kind());
+            let (graph, next) = crate::ann::extended_graph(
+                dir,
+                &ann,
+                &index.vector_parts(),
+                &[&stored],
+                graph_progress,
+            )?;
+            crate::ann::stage_graph(dir, &mut meta, &graph, next)?
+        }
+    };
+    drop(index);
     // The commit.
-    std::fs::rename(&tmp, dir.join(META)).map_err(io(dir))?;
+    crate::store::commit_meta(dir, &meta)?;
+    if let Some(old) = replaced {
+        let _ = std::fs::remove_file(dir.join(old));
+    }
     Ok(corpus.len())
 }
 

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ann;
 mod beir_eval;
 mod beir_triples;
 mod build;
@@ -32,6 +33,7 @@ mod store;
 
 use std::path::PathBuf;
 
+pub use ann::{build_ann, AnnMeta, GraphVectors, HnswConfig, HnswIndex, HnswParams};
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use beir_triples::{beir_triples, MinedTriples, Miner};
 pub use build::{
@@ -48,7 +50,7 @@ pub use explain::{
     Explanation, RankedSentence, Truncation,
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
-pub use search::{recall_against_exact, ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
+pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
 pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 
 use gear_model::GearModel;

@@ -1,4 +1,5 @@
-//! Vector search behind a trait, so an approximate backend can sit beside the exact one.
+//! Vector search behind a trait, so the approximate backend (`ann.rs`) can sit beside the
+//! exact one.
 
 use tch::{Device, Kind, Tensor};
 
@@ -132,100 +133,6 @@ impl VectorIndex for ExactIndex {
     }
 }
 
-/// A unit vector as an HNSW point; distance = 1 − cosine.
-#[derive(Clone)]
-struct UnitVec(Vec<f32>);
-
-impl instant_distance::Point for UnitVec {
-    fn distance(&self, other: &Self) -> f32 {
-        1.0 - self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum::<f32>()
-    }
-}
-
-/// Approximate search with a hierarchical navigable small-world graph (the `instant-distance`
-/// crate), built in memory from the stored vectors.
-pub struct HnswIndex {
-    map: instant_distance::HnswMap<UnitVec, usize>,
-    len: usize,
-}
-
-/// HNSW settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HnswConfig {
-    /// Candidate list size while building (quality of the graph).
-    pub ef_construction: usize,
-    /// Candidate list size while searching (recall vs speed; at least `k`).
-    pub ef_search: usize,
-    /// Seed of the level assignment.
-    pub seed: u64,
-}
-
-impl Default for HnswConfig {
-    fn default() -> Self {
-        Self {
-            ef_construction: 200,
-            ef_search: 100,
-            seed: 0,
-        }
-    }
-}
-
-impl HnswIndex {
-    /// Builds the graph over `vectors [N, dim]` (unit rows).
-    pub fn new(vectors: &Tensor, config: &HnswConfig) -> Result<Self> {
-        let v = vectors.to_kind(Kind::Float).to_device(Device::Cpu);
-        let (n, dim) = (v.size()[0] as usize, v.size()[1] as usize);
-        let flat = Vec::<f32>::try_from(v.flatten(0, -1))?;
-        let points: Vec<UnitVec> = flat
-            .chunks(dim.max(1))
-            .map(|c| UnitVec(c.to_vec()))
-            .collect();
-        let map = instant_distance::Builder::default()
-            .ef_construction(config.ef_construction)
-            .ef_search(config.ef_search)
-            .seed(config.seed)
-            .build(points, (0..n).collect());
-        Ok(Self { map, len: n })
-    }
-}
-
-impl VectorIndex for HnswIndex {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn search(&self, queries: &Tensor, k: usize) -> Result<Vec<Vec<Hit>>> {
-        let q = queries.to_kind(Kind::Float).to_device(Device::Cpu);
-        let dim = q.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(q.flatten(0, -1))?;
-        let rows: Vec<&[f32]> = flat.chunks(dim.max(1)).collect();
-        let one = |row: &[f32]| -> Vec<Hit> {
-            let mut search = instant_distance::Search::default();
-            self.map
-                .search(&UnitVec(row.to_vec()), &mut search)
-                .take(k)
-                .map(|item| Hit {
-                    row: *item.value,
-                    score: 1.0 - item.distance,
-                })
-                .collect()
-        };
-        // Queries are independent: split them over the cores.
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let per = rows.len().div_ceil(threads).max(1);
-        Ok(std::thread::scope(|s| {
-            let parts: Vec<_> = rows
-                .chunks(per)
-                .map(|part| s.spawn(move || part.iter().map(|r| one(r)).collect::<Vec<_>>()))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        }))
-    }
-}
-
 /// Share of the exact top-`k` rows the approximate search also returns, averaged over queries.
 pub fn recall_against_exact(exact: &[Vec<Hit>], approximate: &[Vec<Hit>]) -> f64 {
     let mut total = 0.0;
@@ -278,11 +185,6 @@ mod tests {
             }
         }
         assert!(index.search(&q, 0).unwrap().iter().all(Vec::is_empty));
-
-        let hnsw = HnswIndex::new(&v, &HnswConfig::default()).unwrap();
-        let approx = hnsw.search(&q, 7).unwrap();
-        let recall = recall_against_exact(&hits, &approx);
-        assert!(recall > 0.9, "HNSW recall@7 {recall}");
         assert_eq!(
             index.search(&q.narrow(0, 0, 1), 1000).unwrap()[0].len(),
             500

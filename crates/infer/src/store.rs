@@ -20,9 +20,10 @@ use gear_model::GearModel;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::ann::{AnnMeta, HnswConfig, HnswIndex};
 use crate::build::{covers, model_fingerprint, model_stamps, partial_dir, FileStamp};
 use crate::mapped::{MappedDocuments, MappedVectors};
-use crate::search::{ExactIndex, Hit, HnswConfig, HnswIndex, VectorIndex};
+use crate::search::{ExactIndex, Hit, VectorIndex};
 use crate::{Error, Result};
 
 pub(crate) const META: &str = "index.json";
@@ -64,6 +65,24 @@ pub struct IndexMeta {
     /// How the vectors are stored (float32 unless recorded).
     #[serde(default)]
     pub precision: crate::build::VectorPrecision,
+    /// The persisted HNSW graph over every row, when one was built (`gear index ann`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ann: Option<AnnMeta>,
+}
+
+/// Writes `meta` as `dir/index.json` by renaming a temporary file over it: the commit of a
+/// change to an index.
+pub(crate) fn commit_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
+    let json = serde_json::to_string_pretty(meta).map_err(|e| Error::Input(e.to_string()))?;
+    let tmp = dir.join("index.json.tmp");
+    std::fs::write(&tmp, json).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, dir.join(META)).map_err(|source| Error::Io {
+        path: dir.join(META),
+        source,
+    })
 }
 
 /// Documents and vectors appended to an index by [`crate::add_to_index`].
@@ -126,7 +145,8 @@ pub enum Backend {
     /// Exact matrix-product search (on the index's device).
     #[default]
     Exact,
-    /// Approximate HNSW search, the graph built in memory when the index is opened (CPU).
+    /// Approximate HNSW search over the index's persisted graph (memory-mapped; CPU), its
+    /// candidates scored again exactly. The index must have one (`gear index ann`).
     Hnsw(HnswConfig),
 }
 
@@ -270,7 +290,21 @@ impl DocumentIndex {
         let parts: Vec<&Tensor> = vectors.iter().map(|v| &v.vectors).collect();
         let search: Box<dyn VectorIndex> = match backend {
             Backend::Exact => Box::new(ExactIndex::from_parts(&parts, device)),
-            Backend::Hnsw(config) => Box::new(HnswIndex::new(&Tensor::cat(&parts, 0), &config)?),
+            Backend::Hnsw(config) => {
+                let Some(ann) = &meta.ann else {
+                    return Err(bad(
+                        "has no HNSW graph: build one with `gear index ann --index DIR` (or \
+                         `gear index build --ann hnsw`), or search it exactly"
+                            .into(),
+                    ));
+                };
+                Box::new(HnswIndex::open(
+                    &dir.join(&ann.file),
+                    &parts,
+                    &ann.params,
+                    config,
+                )?)
+            }
         };
         Ok(Self {
             search,
@@ -326,6 +360,11 @@ impl DocumentIndex {
                 path: self.dir.clone(),
             }),
         }
+    }
+
+    /// The stored vectors of every part, in row order (tensors over the mapped files).
+    pub(crate) fn vector_parts(&self) -> Vec<&Tensor> {
+        self.vectors.iter().map(|v| &v.vectors).collect()
     }
 
     /// A copy of the stored vectors `[rows, dim]` (every part, in row order).

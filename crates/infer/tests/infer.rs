@@ -554,13 +554,20 @@ fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
             .join(", ")
         })
         .collect();
+    let hnsw_backend = gear_infer::Backend::Hnsw(Default::default());
+    // No graph yet: refused, naming the command that builds one.
+    let err = DocumentIndex::open_with(&idx, Device::Cpu, hnsw_backend)
+        .err()
+        .expect("an index without a graph")
+        .to_string();
+    assert!(err.contains("gear index ann"), "{err}");
+    let mut reported = 0;
+    let ann =
+        gear_infer::build_ann(&idx, &Default::default(), &mut |done, _| reported = done).unwrap();
     let exact = DocumentIndex::open(&idx, Device::Cpu).unwrap();
-    let hnsw = DocumentIndex::open_with(
-        &idx,
-        Device::Cpu,
-        gear_infer::Backend::Hnsw(Default::default()),
-    )
-    .unwrap();
+    let rows = exact.meta().rows.unwrap();
+    assert_eq!((ann.rows, reported, ann.generation), (rows, rows, 1));
+    let hnsw = DocumentIndex::open_with(&idx, Device::Cpu, hnsw_backend).unwrap();
     let (a, b) = (
         exact.search(&model, &queries, 10).unwrap(),
         hnsw.search(&model, &queries, 10).unwrap(),
@@ -571,7 +578,20 @@ fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
             .iter()
             .filter(|(d, _)| y.iter().any(|(e, _)| e.id == d.id))
             .count();
+        // Candidates are scored again exactly: a document both return has the same score.
+        for (d, s) in y {
+            if let Some((_, t)) = x.iter().find(|(e, _)| e.id == d.id) {
+                assert!((s - t).abs() < 1e-5, "{}: {s} vs exact {t}", d.id);
+            }
+        }
     }
+    // A second open of the saved graph answers identically.
+    let again = DocumentIndex::open_with(&idx, Device::Cpu, hnsw_backend).unwrap();
+    assert_eq!(again.search(&model, &queries, 10).unwrap(), b);
+    // Rebuilding replaces the graph under a new name and removes the old file.
+    let ann2 = gear_infer::build_ann(&idx, &Default::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(ann2.generation, 2);
+    assert!(idx.join(&ann2.file).is_file() && !idx.join(&ann.file).exists());
     let recall = found as f64 / (10 * queries.len()) as f64;
     eprintln!(
         "HNSW recall@10 against exact search: {recall:.4} over {} queries, {} documents",
@@ -933,8 +953,19 @@ fn adding_equals_a_full_build_over_the_union_and_refuses_known_ids() {
         &mut |_, _| {},
     )
     .unwrap();
+    // The grown index carries an HNSW graph, which every add extends.
+    gear_infer::build_ann(&grown, &Default::default(), &mut |_, _| {}).unwrap();
+    let inserted = std::cell::Cell::new((0, 0));
     let add = |part: &[Document]| {
-        gear_infer::add_to_index(&model, &model_dir, part, &grown, &opts, &mut |_, _| {})
+        gear_infer::add_to_index(
+            &model,
+            &model_dir,
+            part,
+            &grown,
+            &opts,
+            &mut |_, _| {},
+            &mut |done, total| inserted.set((done, total)),
+        )
     };
     assert_eq!(add(&docs[4..6]).unwrap(), 2);
     assert_eq!(add(&docs[6..]).unwrap(), docs.len() - 6);
@@ -959,6 +990,33 @@ fn adding_equals_a_full_build_over_the_union_and_refuses_known_ids() {
         }
     }
     assert_eq!(index.document(&docs[7].id).unwrap(), docs[7]);
+    // The graph holds every row after the adds, and finds what exact search finds.
+    let ann = index.meta().ann.clone().expect("the graph survives adds");
+    assert_eq!((ann.rows, ann.generation), (index.meta().rows.unwrap(), 3));
+    let (done, total) = inserted.get();
+    assert!(done == total && total >= docs.len() - 6, "{done}/{total}");
+    let hnsw = DocumentIndex::open_with(
+        &grown,
+        Device::Cpu,
+        gear_infer::Backend::Hnsw(Default::default()),
+    )
+    .unwrap();
+    let c = hnsw.search(&model, &queries, 5).unwrap();
+    for (x, y) in a.iter().zip(&c) {
+        let ids = |h: &[(Document, f32)]| h.iter().map(|(d, _)| d.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&x[..5]), ids(y));
+    }
+    let graphs = std::fs::read_dir(&grown)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("hnsw-")
+        })
+        .count();
+    assert_eq!(graphs, 1, "old graph files are removed after each commit");
     // A known id (or a duplicate within the addition) is refused, and the index stays as it was.
     let err = add(&docs[2..3]).unwrap_err().to_string();
     assert!(
