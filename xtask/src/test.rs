@@ -10,7 +10,7 @@ use crate::cmd::{cargo, status};
 use crate::setup;
 
 pub fn run(extra: &[String]) -> Result<()> {
-    check_leaf_layers()?;
+    crate::tidy::run()?;
     let env = setup::ensure()?;
     // The reference stack some tests compare with (export, parity): normally installed with the
     // pretrained package already.
@@ -100,7 +100,7 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
         "gear-model",
         "gear-train",
         "gear-infer",
-        "gear-dist",
+        "gear-c10d",
         "gear-serve",
         "gear-cli",
     ] {
@@ -127,40 +127,6 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
     )
     .context("cargo doc --no-deps must build without warnings")?;
     eprintln!("[xtask] cargo doc --no-deps: no warnings");
-    Ok(())
-}
-
-/// `gear-data` and `gear-metrics` must stay usable without libtorch.
-fn check_leaf_layers() -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    for leaf in ["gear-data", "gear-metrics"] {
-        let out = Command::new(&cargo)
-            .args([
-                "tree",
-                "--package",
-                leaf,
-                "--edges",
-                "normal",
-                "--prefix",
-                "none",
-            ])
-            .output()
-            .context("cannot run cargo tree")?;
-        if !out.status.success() {
-            bail!(
-                "cargo tree -p {leaf} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let tree = String::from_utf8_lossy(&out.stdout);
-        if let Some(dep) = tree
-            .lines()
-            .find(|l| l.starts_with("tch ") || l.starts_with("torch-sys "))
-        {
-            bail!("{leaf} must not depend on libtorch, but its tree has `{dep}`");
-        }
-    }
-    eprintln!("[xtask] layering: gear-data and gear-metrics do not depend on tch");
     Ok(())
 }
 

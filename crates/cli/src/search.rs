@@ -63,7 +63,7 @@ pub struct BackendArgs {
     /// 64).
     #[arg(long, value_parser = at_least_one)]
     ef_search: Option<usize>,
-    /// HNSW candidates per result scored again exactly (`--backend hnsw`; default 2; 1: the
+    /// HNSW candidates per result scored again exactly (`--backend hnsw`; default 4; 1: the
     /// graph's own top-k).
     #[arg(long, value_parser = at_least_one)]
     rerank: Option<usize>,

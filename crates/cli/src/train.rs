@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use gear_c10d::{Backend, DistEnv, ProcessGroup};
 use gear_data::{Scenario, Triple, TripleReader};
-use gear_dist::{Backend, DistEnv, ProcessGroup};
 use gear_infer::{EvalOptions, EvalSet};
 use gear_model::{parse_device, GearModel};
 use gear_train::{gear_config, Event, TrainConfig, Trainer};

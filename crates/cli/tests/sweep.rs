@@ -1,3 +1,4 @@
+// tidy: long file — one table of every bad input a user can give, each case beside the message it must produce; splitting it would scatter the table.
 //! The bad-input sweep: every `gear` command that reads user files or text, fed input a user can
 //! get wrong, plus closed pipes and a second writer. Each case runs the real binary under a time
 //! limit and is classed as

@@ -235,9 +235,7 @@ pub enum Split {
 /// Assigns a split from a stable hash of `key` (a document id or an article title), so that every
 /// example of one document lands in the same split, whatever the file order.
 pub fn split_of(key: &str, seed: u64, dev_fraction: f64, test_fraction: f64) -> Split {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = crate::guard::stable_hash_seeded(key, seed);
     // splitmix64's finaliser: FNV-1a alone leaves the high bits of similar short keys correlated.
     let mut z = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

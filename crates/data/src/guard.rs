@@ -167,6 +167,35 @@ impl Drop for OutputLock {
     }
 }
 
+/// FNV-1a (the `fnv` crate): a stable 64-bit hash of a string such as a document id (std's
+/// hasher may change between releases, and ids must hash the same in every run and on every
+/// machine).
+pub fn stable_hash(s: &str) -> u64 {
+    stable_hash_seeded(s, 0)
+}
+
+/// [`stable_hash`] with its offset basis mixed with `seed` (the split assignment's hash).
+pub(crate) fn stable_hash_seeded(s: &str, seed: u64) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::with_key(0xcbf2_9ce4_8422_2325 ^ seed);
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// A configuration read from TOML: parsed by serde, then checked.
+pub trait TomlConfig: serde::de::DeserializeOwned {
+    /// What is wrong with the parsed values, if anything (the message names the setting).
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+/// Parses TOML text into `T` and checks it: the one way every config of the workspace is read.
+/// The error is the message; the caller names the file.
+pub fn parse_config<T: TomlConfig>(text: &str) -> std::result::Result<T, String> {
+    let config: T = toml::from_str(text).map_err(|e| e.to_string())?;
+    config.check()?;
+    Ok(config)
+}
+
 /// Reads a text file whole; invalid UTF-8 is an error naming the line and byte where it starts.
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -203,6 +232,16 @@ fn same_file(_: &File, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        // The published FNV-1a 64-bit values: ids must keep hashing to them.
+        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(stable_hash_seeded("a", 0), stable_hash("a"));
+        assert_ne!(stable_hash_seeded("a", 7), stable_hash("a"));
+    }
 
     #[test]
     fn fingerprints_separate_parts_and_see_file_changes() {

@@ -45,13 +45,12 @@ pub use batching::{
 pub use beir::{read_beir, BeirData};
 pub use corpus::generate_corpus;
 pub use error::{Error, Result};
-pub use guard::{read_text, Fingerprint, OutputLock};
+pub use guard::{parse_config, read_text, stable_hash, Fingerprint, OutputLock, TomlConfig};
 pub use keywords::{extract_keywords, KeywordOptions};
 pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
 pub use rir::{
     candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led,
-    stable_hash, synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig,
-    RirStats,
+    synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
 };
 pub use sentences::{relevant_sentences, split_sentences};
 pub use span::Span;

@@ -286,17 +286,9 @@ pub fn postprocess_query(raw: &str, rng: &mut ChaCha8Rng) -> String {
     kept.join(", ")
 }
 
-/// FNV-1a: a stable hash of a string such as a document id (std's hasher may change between
-/// releases, and ids must hash the same in every run and on every machine).
-pub fn stable_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The per-document generator.
 pub fn document_rng(seed: u64, id: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ stable_hash(id))
+    ChaCha8Rng::seed_from_u64(seed ^ crate::stable_hash(id))
 }
 
 #[derive(Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use gear_data::Document;
-use gear_infer::{Backend, DocumentIndex, HnswConfig, HnswParams, VectorPrecision};
+use gear_infer::{Backend, DocumentIndex, GraphVectors, HnswConfig, HnswParams, VectorPrecision};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Parser)]
@@ -46,6 +46,12 @@ enum Command {
         /// HNSW candidate list sizes while searching.
         #[arg(long, value_delimiter = ',', default_value = "64,128")]
         ef: Vec<usize>,
+        /// HNSW candidates per result scored again exactly (default: `HnswConfig`'s).
+        #[arg(long)]
+        rerank: Option<usize>,
+        /// The graph's copy of the vectors: i8, f16 or f32 (default: `HnswParams`').
+        #[arg(long)]
+        graph_vectors: Option<String>,
     },
 }
 
@@ -149,6 +155,8 @@ fn main() -> anyhow::Result<()> {
             single,
             hnsw,
             ef,
+            rerank,
+            graph_vectors,
         } => {
             let index_dir = dir.join("index");
             let rss_before = rss_mib();
@@ -201,8 +209,17 @@ fn main() -> anyhow::Result<()> {
             if hnsw {
                 // The graph is built once and saved with the index; each `ef` reopens it.
                 let start = Instant::now();
-                let ann =
-                    gear_infer::build_ann(&index_dir, &HnswParams::default(), &mut |_, _| {})?;
+                let params = HnswParams {
+                    vectors: match graph_vectors.as_deref() {
+                        None => HnswParams::default().vectors,
+                        Some("i8") => GraphVectors::I8,
+                        Some("f16") => GraphVectors::F16,
+                        Some("f32") => GraphVectors::F32,
+                        Some(other) => anyhow::bail!("--graph-vectors {other}: i8, f16 or f32"),
+                    },
+                    ..HnswParams::default()
+                };
+                let ann = gear_infer::build_ann(&index_dir, &params, &mut |_, _| {})?;
                 let build_s = start.elapsed().as_secs_f64();
                 let graph_mib =
                     std::fs::metadata(index_dir.join(&ann.file))?.len() as f64 / (1 << 20) as f64;
@@ -210,7 +227,7 @@ fn main() -> anyhow::Result<()> {
                 for &e in &ef {
                     let config = HnswConfig {
                         ef_search: e,
-                        ..HnswConfig::default()
+                        rerank: rerank.unwrap_or(HnswConfig::default().rerank),
                     };
                     let start = Instant::now();
                     let index =

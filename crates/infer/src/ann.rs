@@ -1,11 +1,12 @@
-//! The persisted HNSW graph of an index (the `usearch` crate): built once over the stored
-//! vectors (`gear index ann`, or `gear index build --ann hnsw`), saved beside them as
-//! `hnsw-G.usearch`, memory-mapped when the index is opened, and extended by `gear index add`.
+//! Approximate search over an HNSW graph (the `usearch` crate): [`HnswIndex`] builds a graph
+//! over stored vectors with the inserts spread over the cores, saves it, opens a saved one
+//! memory-mapped, and extends a loaded one. How an index keeps its graph on disk (`gear index
+//! ann`, `gear index build --ann hnsw`, `gear index add`) is `ann_build.rs`.
 //!
 //! The graph keeps its own copy of every vector, quantised (int8 by default: a quarter of the
-//! float32 file) — it navigates with those. The candidates it returns are then scored again
-//! against the index's stored vectors, so every score a search reports is the exact cosine,
-//! and the order of the final top-k is exact among the candidates.
+//! float32 file) — it navigates with those. The candidates it returns (`rerank × k`) are then
+//! scored again against the index's stored vectors, so every score a search reports is the
+//! exact cosine, and the order of the final top-k is exact among the candidates.
 
 use std::path::{Path, PathBuf};
 
@@ -60,27 +61,6 @@ impl Default for HnswParams {
     }
 }
 
-/// The graph an index records: its file, how it was built, and the rows it holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AnnMeta {
-    /// The graph file, in the index folder.
-    pub file: String,
-    /// Build settings.
-    pub params: HnswParams,
-    /// Rows in the graph (all of the index's).
-    pub rows: usize,
-    /// Numbers the graph files: each rebuild or extension writes `hnsw-<generation>.usearch`,
-    /// so a committed graph file is never written over.
-    pub generation: u64,
-}
-
-impl AnnMeta {
-    /// The file name of a graph generation.
-    pub(crate) fn file_name(generation: u64) -> String {
-        format!("hnsw-{generation}.usearch")
-    }
-}
-
 /// Search-time HNSW settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HnswConfig {
@@ -96,7 +76,7 @@ impl Default for HnswConfig {
     fn default() -> Self {
         Self {
             ef_search: 64,
-            rerank: 2,
+            rerank: 4,
         }
     }
 }
@@ -189,7 +169,7 @@ pub struct HnswIndex {
 }
 
 impl HnswIndex {
-    fn with_parts(graph: Index, parts: &[&Tensor], config: HnswConfig) -> Self {
+    pub(crate) fn with_parts(graph: Index, parts: &[&Tensor], config: HnswConfig) -> Self {
         let mut starts = vec![0];
         for p in parts {
             starts.push(starts[starts.len() - 1] + p.size()[0]);
@@ -246,7 +226,7 @@ impl HnswIndex {
     }
 
     /// Loads the graph file `path` into memory (to extend it), over the rows of `parts`.
-    fn load(path: &Path, parts: &[&Tensor], params: &HnswParams) -> Result<Self> {
+    pub(crate) fn load(path: &Path, parts: &[&Tensor], params: &HnswParams) -> Result<Self> {
         let dim = parts.first().map_or(0, |p| p.size()[1] as usize);
         let graph = Index::new(&options(dim, params)).map_err(|e| usearch_error(path, "new", e))?;
         graph
@@ -256,7 +236,11 @@ impl HnswIndex {
     }
 
     /// Appends the rows of `more` (numbered on after the graph's), scored against `more` too.
-    fn extend(&mut self, more: &[&Tensor], progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    pub(crate) fn extend(
+        &mut self,
+        more: &[&Tensor],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
         let first = self.graph.size();
         insert(&self.graph, more, first, Path::new("<memory>"), progress)?;
         for p in more {
@@ -281,8 +265,16 @@ impl HnswIndex {
         })
     }
 
-    /// Exact scores of `rows[i]` against query row `owner[i]` of `queries`.
-    fn rescore(&self, queries: &Tensor, rows: &[i64], owner: &[i64]) -> Result<Vec<f32>> {
+    /// Exact scores of `rows[i]` against query row `owner[i]` of `queries` (`flat`: the same
+    /// queries as one float32 slice, `dim` wide).
+    fn rescore(
+        &self,
+        queries: &Tensor,
+        flat: &[f32],
+        dim: usize,
+        rows: &[i64],
+        owner: &[i64],
+    ) -> Result<Vec<f32>> {
         let mut scores = vec![0f32; rows.len()];
         for (p, part) in self.parts.iter().enumerate() {
             let (lo, hi) = (self.starts[p], self.starts[p + 1]);
@@ -290,6 +282,19 @@ impl HnswIndex {
                 .filter(|&i| (lo..hi).contains(&rows[i]))
                 .collect();
             if at.is_empty() {
+                continue;
+            }
+            if let Some(data) = float_rows(part) {
+                // float32 rows: a dot product each, read where they lie.
+                for &i in &at {
+                    let r = (rows[i] - lo) as usize;
+                    let q = owner[i] as usize;
+                    scores[i] = data[r * dim..(r + 1) * dim]
+                        .iter()
+                        .zip(&flat[q * dim..(q + 1) * dim])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                }
                 continue;
             }
             let local: Vec<i64> = at.iter().map(|&i| rows[i] - lo).collect();
@@ -310,6 +315,25 @@ impl HnswIndex {
     }
 }
 
+/// The values of a contiguous float32 CPU tensor as a slice (other tensors: `None`).
+fn float_rows(t: &Tensor) -> Option<&[f32]> {
+    if t.kind() != Kind::Float || t.device() != Device::Cpu || !t.is_contiguous() {
+        return None;
+    }
+    let len = t.numel();
+    if len == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: the tensor is contiguous, on the CPU and float32, so `data_ptr` points at `len`
+    // initialised, aligned f32 values; the slice borrows `t`, which keeps its storage alive
+    // (the mapping, for an opened index, outlives the tensor too); nothing writes to index
+    // vectors while they are searched (they are read-only after open).
+    #[allow(unsafe_code)]
+    unsafe {
+        Some(std::slice::from_raw_parts(t.data_ptr() as *const f32, len))
+    }
+}
+
 impl VectorIndex for HnswIndex {
     fn len(&self) -> usize {
         self.graph.size()
@@ -327,37 +351,39 @@ impl VectorIndex for HnswIndex {
             .change_expansion_search(self.config.ef_search.max(count));
         let flat = Vec::<f32>::try_from(q.flatten(0, -1))?;
         let rows: Vec<&[f32]> = flat.chunks(dim.max(1)).collect();
-        // Queries are independent: split them over the cores.
-        let per = rows.len().div_ceil(threads()).max(1);
         let graph = &self.graph;
-        let found: Vec<Result<Vec<u64>>> = std::thread::scope(|s| {
-            let handles: Vec<_> =
-                rows.chunks(per)
+        let one = |r: &[f32]| {
+            graph
+                .search(r, count)
+                .map(|m| m.keys)
+                .map_err(|e| usearch_error(Path::new("<search>"), "search", e))
+        };
+        // Queries are independent: split them over the cores (a lone query runs here).
+        let per = rows.len().div_ceil(threads()).max(1);
+        let found: Vec<Result<Vec<u64>>> = if per >= rows.len() {
+            rows.iter().map(|r| one(r)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = rows
+                    .chunks(per)
                     .map(|chunk| {
-                        s.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|r| {
-                                    graph.search(r, count).map(|m| m.keys).map_err(|e| {
-                                        usearch_error(Path::new("<search>"), "search", e)
-                                    })
-                                })
-                                .collect::<Vec<_>>()
-                        })
+                        let one = &one;
+                        s.spawn(move || chunk.iter().map(|r| one(r)).collect::<Vec<_>>())
                     })
                     .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
         let found = found.into_iter().collect::<Result<Vec<_>>>()?;
         let (mut all_rows, mut owner) = (Vec::new(), Vec::new());
         for (i, keys) in found.iter().enumerate() {
             all_rows.extend(keys.iter().map(|&key| key as i64));
             owner.extend(std::iter::repeat_n(i as i64, keys.len()));
         }
-        let scores = self.rescore(&q, &all_rows, &owner)?;
+        let scores = self.rescore(&q, &flat, dim, &all_rows, &owner)?;
         let mut at = 0;
         Ok(found
             .iter()
@@ -377,83 +403,6 @@ impl VectorIndex for HnswIndex {
             })
             .collect())
     }
-}
-
-/// Builds the HNSW graph of the index in `dir` over every stored vector and commits it (a new
-/// `hnsw-G.usearch`, then `index.json` renamed into place; the previous graph file, if any, is
-/// removed after the commit). Replaces an existing graph. `progress(rows_done, rows)`.
-pub fn build_ann(
-    dir: &Path,
-    params: &HnswParams,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<AnnMeta> {
-    if params.connectivity < 2 || params.ef_construction == 0 {
-        return Err(Error::Input(format!(
-            "HNSW needs connectivity ≥ 2 and ef_construction ≥ 1 (got {} and {})",
-            params.connectivity, params.ef_construction
-        )));
-    }
-    let _lock = gear_data::OutputLock::acquire(dir)?;
-    let index = crate::DocumentIndex::open(dir, Device::Cpu)?;
-    let parts = index.vector_parts();
-    let graph = HnswIndex::build(&parts, params, HnswConfig::default(), progress)?;
-    let mut meta = index.meta().clone();
-    let generation = meta.ann.as_ref().map_or(1, |a| a.generation + 1);
-    let ann = AnnMeta {
-        file: AnnMeta::file_name(generation),
-        params: *params,
-        rows: graph.len(),
-        generation,
-    };
-    let replaced = stage_graph(dir, &mut meta, &graph, ann.clone())?;
-    drop(graph);
-    drop(parts);
-    drop(index);
-    crate::store::commit_meta(dir, &meta)?;
-    if let Some(old) = replaced {
-        let _ = std::fs::remove_file(dir.join(old));
-    }
-    Ok(ann)
-}
-
-/// Saves `graph` as `ann.file` and records it in `meta` (not yet committed). Returns the
-/// graph file the previous record named, to remove once `meta` is committed.
-pub(crate) fn stage_graph(
-    dir: &Path,
-    meta: &mut crate::IndexMeta,
-    graph: &HnswIndex,
-    ann: AnnMeta,
-) -> Result<Option<String>> {
-    graph.save(&dir.join(&ann.file))?;
-    let old = meta.ann.take();
-    meta.files
-        .retain(|f| old.as_ref().is_none_or(|o| f.name != o.file));
-    meta.files
-        .push(crate::build::FileStamp::of(dir, &ann.file)?);
-    let replaced = old.map(|o| o.file).filter(|f| f != &ann.file);
-    meta.ann = Some(ann);
-    Ok(replaced)
-}
-
-/// The graph of an index extended by the rows `gear index add` appends: loaded from
-/// `dir/ann.file`, the rows of `more` inserted after its own, ready for [`stage_graph`] under
-/// the next generation's name.
-pub(crate) fn extended_graph(
-    dir: &Path,
-    ann: &AnnMeta,
-    existing: &[&Tensor],
-    more: &[&Tensor],
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<(HnswIndex, AnnMeta)> {
-    let mut graph = HnswIndex::load(&dir.join(&ann.file), existing, &ann.params)?;
-    graph.extend(more, progress)?;
-    let next = AnnMeta {
-        file: AnnMeta::file_name(ann.generation + 1),
-        params: ann.params,
-        rows: graph.len(),
-        generation: ann.generation + 1,
-    };
-    Ok((graph, next))
 }
 
 #[cfg(test)]

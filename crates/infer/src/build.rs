@@ -365,14 +365,14 @@ pub fn add_to_index(
         None => None,
         Some(ann) => {
             let stored = vectors.to_kind(meta.precision.kind());
-            let (graph, next) = crate::ann::extended_graph(
+            let (graph, next) = crate::ann_build::extended_graph(
                 dir,
                 &ann,
                 &index.vector_parts(),
                 &[&stored],
                 graph_progress,
             )?;
-            crate::ann::stage_graph(dir, &mut meta, &graph, next)?
+            crate::ann_build::stage_graph(dir, &mut meta, &graph, next)?
         }
     };
     drop(index);

@@ -20,6 +20,7 @@
 //! ```
 
 mod ann;
+mod ann_build;
 mod beir_eval;
 mod beir_triples;
 mod build;
@@ -33,7 +34,8 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use ann::{build_ann, AnnMeta, GraphVectors, HnswConfig, HnswIndex, HnswParams};
+pub use ann::{GraphVectors, HnswConfig, HnswIndex, HnswParams};
+pub use ann_build::{build_ann, AnnMeta};
 pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
 pub use beir_triples::{beir_triples, MinedTriples, Miner};
 pub use build::{

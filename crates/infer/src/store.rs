@@ -20,7 +20,8 @@ use gear_model::GearModel;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::ann::{AnnMeta, HnswConfig, HnswIndex};
+use crate::ann::{HnswConfig, HnswIndex};
+use crate::ann_build::AnnMeta;
 use crate::build::{covers, model_fingerprint, model_stamps, partial_dir, FileStamp};
 use crate::mapped::{MappedDocuments, MappedVectors};
 use crate::search::{ExactIndex, Hit, VectorIndex};

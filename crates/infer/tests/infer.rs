@@ -1,3 +1,4 @@
+// tidy: long file — the index and inference integration tests share one tiny checkpoint and corpus fixtures; each test is short.
 //! Index, search, locate and explain on a tiny random model saved as a checkpoint.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design

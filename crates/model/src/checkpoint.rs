@@ -264,7 +264,7 @@ pub(crate) fn required_file(dir: &Path, file: &'static str) -> Result<PathBuf> {
 /// Writes a model folder atomically: `fill` writes into a temporary folder beside `dir`
 /// (`.{name}.tmp-{pid}`), which then replaces `dir` (the old one moved aside and removed only
 /// once the new one is in place). `fallback` names the temporary folder when `dir` has no name.
-pub(crate) fn write_folder_atomically(
+pub fn write_folder_atomically(
     dir: &Path,
     fallback: &str,
     fill: impl FnOnce(&Path) -> Result<()>,

@@ -139,24 +139,15 @@ impl GearConfig {
     /// Reads and validates a TOML file.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml_str(&text, path)
+        Self::from_toml_str(&gear_data::read_text(path)?, path)
     }
 
     /// Parses and validates TOML text; `path` names it in errors.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|message| Error::Config {
+        gear_data::parse_config(text).map_err(|message| Error::Config {
             path: path.to_owned(),
             message,
-        })?;
-        Ok(cfg)
+        })
     }
 
     /// The TOML text of this config.
@@ -246,6 +237,12 @@ impl GearConfig {
             return Err("[decoder] `init = \"from_encoder\"` needs at most the encoder's layers and its heads and intermediate size".into());
         }
         Ok(())
+    }
+}
+
+impl gear_data::TomlConfig for GearConfig {
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
     }
 }
 

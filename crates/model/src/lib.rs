@@ -46,7 +46,7 @@ pub use attention::{
 };
 pub use checkpoint::{
     check_finite, load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors,
-    save_tensors, LoadMode, LoadReport,
+    save_tensors, write_folder_atomically, LoadMode, LoadReport,
 };
 pub use config::{Activation, BertConfig, ModelType};
 pub use cross_encoder::{CrossEncoder, EncodedPairs};

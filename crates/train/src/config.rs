@@ -213,15 +213,10 @@ impl TrainConfig {
 
     /// Parses and validates TOML; `path` names it in errors.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|message| Error::Config {
+        gear_data::parse_config(text).map_err(|message| Error::Config {
             path: path.to_owned(),
             message,
-        })?;
-        Ok(cfg)
+        })
     }
 
     /// The batching settings.
@@ -400,5 +395,11 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl gear_data::TomlConfig for TrainConfig {
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
     }
 }

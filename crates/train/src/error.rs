@@ -56,7 +56,7 @@ pub enum Error {
     Torch(#[from] tch::TchError),
     /// A collective of a data-parallel run failed (a peer died, stalled or never joined).
     #[error(transparent)]
-    Distributed(#[from] gear_dist::Error),
+    Distributed(#[from] gear_c10d::Error),
 }
 
 /// Result alias for this crate.

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Data-parallel: build the same trainer on every rank, then
-//! `trainer.distribute(gear_dist::ProcessGroup::new(&env, backend, timeout)?)?` — see
+//! `trainer.distribute(gear_c10d::ProcessGroup::new(&env, backend, timeout)?)?` — see
 //! [`Trainer::distribute`] and docs/distributed.md.
 
 mod config;

@@ -1,8 +1,10 @@
 //! The training objectives as small pure functions (method §2): the symmetric contrastive loss
 //! with momentum-distilled soft targets, the decoder's language-modelling loss, and — beyond the
-//! paper, off unless `loss.local_weight > 0` — a local-retrieval loss on the cross-attention.
+//! paper, off unless `loss.local_weight > 0` — a local-retrieval loss on the cross-attention,
+//! with the token masks it is computed over ([`query_keep`], [`unit_token_mask`]).
 
-use tch::{Kind, Reduction, Tensor};
+use gear_data::Span;
+use tch::{Device, Kind, Reduction, Tensor};
 
 /// Targets for one direction of the contrastive loss: `(1 − w)·onehot + w·softmax(sim_m)`.
 ///
@@ -85,9 +87,71 @@ pub fn local_loss_sum(probs: &Tensor, query_keep: &Tensor, unit: &Tensor) -> (Te
     (loss, n)
 }
 
+/// `[batch, len]` 0/1 mask of the real, non-special query tokens (those local retrieval
+/// averages over).
+pub fn query_keep(queries: &gear_data::Batch, device: Device) -> Tensor {
+    let keep: Vec<f32> = queries
+        .attention_mask()
+        .iter()
+        .zip(queries.special_tokens_mask())
+        .map(|(&m, &special)| if m == 1 && !special { 1.0 } else { 0.0 })
+        .collect();
+    Tensor::from_slice(&keep)
+        .view([queries.len() as i64, queries.seq_len() as i64])
+        .to_device(device)
+}
+
+/// `[batch, len]` 0/1 mask of the document tokens inside a unit: a token belongs to a unit when
+/// its first byte lies in one of the unit's byte spans (the rule local retrieval scores by);
+/// special and padding tokens never do.
+pub fn unit_token_mask(
+    documents: &gear_data::Batch,
+    units: &[Vec<Span>],
+    device: Device,
+) -> Tensor {
+    let len = documents.seq_len();
+    let special = documents.special_tokens_mask();
+    let mut mask = vec![0f32; documents.len() * len];
+    for (b, spans) in units.iter().enumerate().take(documents.len()) {
+        for (j, &(start, _)) in documents.offsets(b).iter().enumerate() {
+            if !special[b * len + j] && spans.iter().any(|s| s.contains(start)) {
+                mask[b * len + j] = 1.0;
+            }
+        }
+    }
+    Tensor::from_slice(&mask)
+        .view([documents.len() as i64, len as i64])
+        .to_device(device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_tokens_and_kept_query_tokens_follow_the_local_retrieval_rules() {
+        let docs = ["Aa bb. Cc dd.", "Ee ff gg."];
+        let tok = gear_data::Tokenizer::word_level(&docs, 16).unwrap();
+        let batch = tok.encode_batch(&docs).unwrap();
+        // [CLS] aa bb . cc dd . [SEP] | [CLS] ee ff gg . [SEP] [PAD] [PAD]
+        let units = vec![vec![Span::new(7, 13)], vec![Span::new(3, 5)]];
+        let mask = unit_token_mask(&batch, &units, Device::Cpu);
+        let got = Vec::<f32>::try_from(mask.flatten(0, -1)).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0,
+            0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(got, want);
+        let keep = query_keep(&batch, Device::Cpu);
+        let got = Vec::<f32>::try_from(keep.flatten(0, -1)).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+            0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(got, want);
+    }
 
     fn t(v: &[f32], shape: &[i64]) -> Tensor {
         Tensor::from_slice(v).view(shape)

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gear_dist::{
+use gear_c10d::{
     all_gather_rows, broadcast_tensors, Backend, DistEnv, GradientBuckets, ProcessGroup,
 };
 use tch::{Kind, Tensor};
@@ -253,7 +253,7 @@ fn a_peer_that_never_joins_times_out_with_a_clear_error() {
 
 #[test]
 fn nccl_needs_a_build_with_nccl() {
-    if is_child() || gear_dist::nccl_available() {
+    if is_child() || gear_c10d::nccl_available() {
         return;
     }
     let env = DistEnv {

@@ -100,7 +100,7 @@ fn cuda_includes(torch_root: &Path) -> Option<Vec<PathBuf>> {
         Some(dirs)
     } else {
         println!(
-            "cargo:warning=gear-dist: CUDA libtorch found but not the headers {missing:?}; \
+            "cargo:warning=gear-c10d: CUDA libtorch found but not the headers {missing:?}; \
              building without the NCCL backend (set GEAR_CUDA_INCLUDE to a CUDA toolkit's include folders)"
         );
         None

@@ -1,4 +1,4 @@
-// The thinnest binding of libtorch's c10d that gear-dist needs (see c10d_shim.h). Rendezvous is
+// The thinnest binding of libtorch's c10d that gear-c10d needs (see c10d_shim.h). Rendezvous is
 // a TCPStore served by rank 0; the backend is ProcessGroupGloo (CPU tensors) or, when built with
 // GEAR_C10D_NCCL, ProcessGroupNCCL (CUDA tensors). All code of the collectives is libtorch's.
 #include "c10d_shim.h"
@@ -111,7 +111,7 @@ gear_c10d_group* gear_c10d_new(
           group->store, rank, world_size, nccl);
 #else
       throw std::runtime_error(
-          "this build of gear-dist has no NCCL backend (built without CUDA headers)");
+          "this build of gear-c10d has no NCCL backend (built without CUDA headers)");
 #endif
     } else {
       throw std::runtime_error("unknown c10d backend `" + name + "` (gloo or nccl)");

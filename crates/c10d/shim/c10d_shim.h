@@ -1,5 +1,5 @@
 // The C interface of the c10d shim: a process group (TCPStore rendezvous + Gloo or NCCL backend)
-// and the four collectives gear-dist needs. Tensors are libtorch tensors as tch hands them over
+// and the four collectives gear-c10d needs. Tensors are libtorch tensors as tch hands them over
 // (`torch::Tensor*`). Every function that can fail returns NULL or a non-zero status and stores
 // a message, allocated with malloc, in `*err`; free it with gear_c10d_free_string.
 #ifndef GEAR_C10D_SHIM_H

@@ -17,8 +17,8 @@
 //! `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), gear_dist::Error> {
-//! use gear_dist::{Backend, DistEnv, ProcessGroup};
+//! # fn main() -> Result<(), gear_c10d::Error> {
+//! use gear_c10d::{Backend, DistEnv, ProcessGroup};
 //! if let Some(env) = DistEnv::from_env()? {
 //!     let group = ProcessGroup::new(&env, Backend::Gloo, std::time::Duration::from_secs(60))?;
 //!     let t = tch::Tensor::from_slice(&[env.rank as f32]);

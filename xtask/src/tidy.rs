@@ -1,0 +1,355 @@
+//! `cargo xtask tidy` (also the first step of `cargo xtask test`): rules of the tree that keep it
+//! easy to find one's way in, checked on the source itself.
+//!
+//! - Every crate's root file opens with a crate doc (`//!`).
+//! - No Rust file is over [`MAX_FILE_LINES`] lines unless a `// tidy: long file — REASON` line
+//!   near its top says why.
+//! - No function outside tests (`#[test]` functions and `#[cfg(test)]` modules; integration test
+//!   files count as tests) is over [`MAX_FN_LINES`] lines.
+//! - `gear-data` and `gear-metrics` do not depend on libtorch (`cargo tree`).
+//!
+//! What broke these rules when the check arrived is listed in [`KNOWN_DEBT`]; the list can only
+//! shrink.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use syn::visit::Visit;
+
+/// Longest file without a stated reason.
+pub const MAX_FILE_LINES: usize = 500;
+/// Longest function outside tests.
+pub const MAX_FN_LINES: usize = 100;
+/// How a long file states its reason (within its first 20 lines).
+const LONG_FILE_MARK: &str = "// tidy: long file — ";
+
+/// Known debt, to be paid down (issue 17): files over the limit and functions over the limit that
+/// predate the check. The list only shrinks: an entry that no longer breaks the rule fails the
+/// check until it is removed, and anything new that breaks a rule fails it too.
+const KNOWN_DEBT: &[&str] = &[
+    "crates/c10d/src/lib.rs",
+    "crates/cli/src/infer.rs",
+    "crates/cli/src/train.rs: fn train",
+    "crates/data/src/corpus.rs",
+    "crates/data/src/rir.rs",
+    "crates/data/src/rir.rs: fn process_chunk",
+    "crates/data/src/squad.rs: fn import_squad",
+    "crates/data/src/triples.rs",
+    "crates/infer/examples/bench_index.rs: fn main",
+    "crates/infer/src/build.rs",
+    "crates/infer/src/build.rs: fn build_index",
+    "crates/infer/src/evaluate.rs",
+    "crates/infer/src/evaluate.rs: fn evaluate",
+    "crates/infer/src/explain.rs: fn read_document",
+    "crates/infer/src/store.rs: fn open_with",
+    "crates/model/src/gear.rs",
+    "crates/train/src/config.rs: fn validate",
+    "xtask/src/bench_encode.rs: fn run",
+    "xtask/src/bench_index.rs: fn run",
+    "xtask/src/train_rir.rs",
+    "xtask/src/train_rir.rs: fn rir",
+    "xtask/src/train_rir.rs: fn qar_table",
+];
+
+pub fn run() -> Result<()> {
+    let root = crate::workspace_root();
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for top in ["crates", "xtask"] {
+        collect_rs(&root.join(top), &mut files)?;
+    }
+    files.sort();
+    for file in &files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        problems.extend(check_file(&shown, &text)?);
+    }
+    // Known debt is reported, not failed; a debt entry that is paid fails until removed.
+    let mut debt = 0;
+    problems.retain(|p| {
+        let known = KNOWN_DEBT.iter().any(|d| debt_key(p) == *d);
+        debt += usize::from(known);
+        !known
+    });
+    for d in KNOWN_DEBT {
+        let path = d.split(':').next().unwrap_or(d);
+        let still = files
+            .iter()
+            .filter_map(|f| f.strip_prefix(&root).ok())
+            .any(|f| f.to_string_lossy() == path)
+            && debt_still_owed(&root, d)?;
+        if !still {
+            problems.push(format!(
+                "{d}: listed as known debt in xtask/src/tidy.rs but no longer breaks the rule: \
+                 remove it from KNOWN_DEBT"
+            ));
+        }
+    }
+    for krate in crate_roots(&root)? {
+        let text = std::fs::read_to_string(&krate)
+            .with_context(|| format!("reading {}", krate.display()))?;
+        if !text.trim_start().starts_with("//!") {
+            let shown = krate.strip_prefix(&root).unwrap_or(&krate).display();
+            problems.push(format!(
+                "{shown}: the crate has no crate doc (`//!` at the top)"
+            ));
+        }
+    }
+    check_leaf_layers()?;
+    if !problems.is_empty() {
+        bail!(
+            "tidy: {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    eprintln!(
+        "[xtask] tidy: {} Rust files; crate docs, file lengths (≤ {MAX_FILE_LINES} or a stated \
+         reason), functions outside tests ≤ {MAX_FN_LINES} lines, leaf layering; {debt} known \
+         debt item(s) left (KNOWN_DEBT)",
+        files.len()
+    );
+    Ok(())
+}
+
+/// The debt-list key of a problem message: `path` for a long file, `path: fn name` for a long
+/// function.
+fn debt_key(problem: &str) -> String {
+    let path = problem.split(':').next().unwrap_or(problem);
+    match problem.split(": fn ").nth(1) {
+        Some(rest) => format!("{path}: fn {}", rest.split(' ').next().unwrap_or(rest)),
+        None => path.to_owned(),
+    }
+}
+
+/// Whether the debt entry `d` still breaks its rule.
+fn debt_still_owed(root: &Path, d: &str) -> Result<bool> {
+    let path = d.split(':').next().unwrap_or(d);
+    let text =
+        std::fs::read_to_string(root.join(path)).with_context(|| format!("reading {path}"))?;
+    Ok(check_file(path, &text)?.iter().any(|p| debt_key(p) == d))
+}
+
+/// The problems of one file (`shown`: its path for messages).
+fn check_file(shown: &str, text: &str) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let lines = text.lines().count();
+    let stated = text.lines().take(20).any(|l| {
+        l.trim_start().starts_with(LONG_FILE_MARK) && l.trim().len() > LONG_FILE_MARK.len() + 8
+    });
+    if lines > MAX_FILE_LINES && !stated {
+        problems.push(format!(
+            "{shown}: {lines} lines (over {MAX_FILE_LINES}): split it, or say why near the top \
+             with `{LONG_FILE_MARK}REASON`"
+        ));
+    }
+    let in_tests = shown.contains("/tests/") || shown.contains("/benches/");
+    if !in_tests {
+        let ast = syn::parse_file(text).with_context(|| format!("parsing {shown}"))?;
+        let mut long = LongFunctions::default();
+        long.visit_file(&ast);
+        for (name, line, len) in long.found {
+            problems.push(format!(
+                "{shown}:{line}: fn {name} is {len} lines (over {MAX_FN_LINES}): split it"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Functions over the limit, outside `#[test]` functions and `#[cfg(test)]` modules.
+#[derive(Default)]
+struct LongFunctions {
+    found: Vec<(String, usize, usize)>,
+}
+
+fn is_test_attr(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        let path = a.path();
+        path.is_ident("test")
+            || (path.is_ident("cfg")
+                && a.meta
+                    .require_list()
+                    .is_ok_and(|l| l.tokens.to_string().split_whitespace().any(|t| t == "test")))
+    })
+}
+
+impl LongFunctions {
+    fn check(&mut self, name: &syn::Ident, block: &syn::Block, sig_line: usize) {
+        let end = block.brace_token.span.close().end().line;
+        let len = end + 1 - sig_line;
+        if len > MAX_FN_LINES {
+            self.found.push((name.to_string(), sig_line, len));
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for LongFunctions {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if !is_test_attr(&m.attrs) {
+            syn::visit::visit_item_mod(self, m);
+        }
+    }
+
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        if is_test_attr(&f.attrs) {
+            return;
+        }
+        let line = f.sig.fn_token.span.start().line;
+        self.check(&f.sig.ident, &f.block, line);
+        syn::visit::visit_item_fn(self, f);
+    }
+
+    fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        if is_test_attr(&f.attrs) {
+            return;
+        }
+        let line = f.sig.fn_token.span.start().line;
+        self.check(&f.sig.ident, &f.block, line);
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+
+    fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+        if let Some(block) = &f.default {
+            let line = f.sig.fn_token.span.start().line;
+            self.check(&f.sig.ident, block, line);
+        }
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+}
+
+/// Every `.rs` file under `dir` (build output and fixtures skipped).
+fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.is_dir() {
+            if !matches!(name, "target" | "node_modules" | "fixtures") && !name.starts_with('.') {
+                collect_rs(&path, out)?;
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The root file (`src/lib.rs`, else `src/main.rs`) of every crate under `crates/`, and xtask's.
+fn crate_roots(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    dirs.push(root.join("xtask"));
+    dirs.sort();
+    Ok(dirs
+        .into_iter()
+        .filter_map(|d| {
+            ["src/lib.rs", "src/main.rs"]
+                .iter()
+                .map(|f| d.join(f))
+                .find(|p| p.is_file())
+        })
+        .collect())
+}
+
+/// `gear-data` and `gear-metrics` must stay usable without libtorch.
+fn check_leaf_layers() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for leaf in ["gear-data", "gear-metrics"] {
+        let out = Command::new(&cargo)
+            .args([
+                "tree",
+                "--package",
+                leaf,
+                "--edges",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p {leaf} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        if let Some(dep) = tree
+            .lines()
+            .find(|l| l.starts_with("tch ") || l.starts_with("torch-sys "))
+        {
+            bail!("{leaf} must not depend on libtorch, but its tree has `{dep}`");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_fn(lines: usize) -> String {
+        let body: String = (0..lines)
+            .map(|i| format!("    let _x{i} = {i};\n"))
+            .collect();
+        format!("//! doc\nfn big() {{\n{body}}}\n")
+    }
+
+    #[test]
+    fn long_functions_are_found_outside_tests_only() {
+        assert!(check_file("crates/a/src/x.rs", &long_fn(90))
+            .unwrap()
+            .is_empty());
+        let p = check_file("crates/a/src/x.rs", &long_fn(120)).unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("x.rs:2: fn big is 122 lines"), "{p:?}");
+        let in_test_mod = format!("#[cfg(test)]\nmod tests {{\n{}}}\n", long_fn(120));
+        assert!(check_file("crates/a/src/x.rs", &in_test_mod)
+            .unwrap()
+            .is_empty());
+        assert!(check_file("crates/a/tests/t.rs", &long_fn(120))
+            .unwrap()
+            .is_empty());
+        let method = format!(
+            "struct S;\nimpl S {{\n{}}}\n",
+            long_fn(120)
+                .replace("fn big", "fn method")
+                .replace("//! doc\n", "")
+        );
+        assert!(check_file("crates/a/src/x.rs", &method).unwrap()[0].contains("fn method"));
+    }
+
+    #[test]
+    fn debt_keys_name_the_file_or_the_function() {
+        assert_eq!(
+            debt_key("crates/a/src/x.rs:2: fn big is 122 lines (over 100): split it"),
+            "crates/a/src/x.rs: fn big"
+        );
+        assert_eq!(
+            debt_key("crates/a/src/x.rs: 600 lines (over 500): split it, or say why"),
+            "crates/a/src/x.rs"
+        );
+    }
+
+    #[test]
+    fn long_files_need_a_stated_reason() {
+        let many: String = (0..600).map(|i| format!("const C{i}: u8 = 0;\n")).collect();
+        let p = check_file("crates/a/src/x.rs", &many).unwrap();
+        assert!(p[0].contains("600 lines"), "{p:?}");
+        let stated = format!("//! doc\n{LONG_FILE_MARK}one table of cases\n{many}");
+        assert!(check_file("crates/a/src/x.rs", &stated).unwrap().is_empty());
+        // A mark with no reason does not count.
+        let empty = format!("{LONG_FILE_MARK}\n{many}");
+        assert_eq!(check_file("crates/a/src/x.rs", &empty).unwrap().len(), 1);
+    }
+}
