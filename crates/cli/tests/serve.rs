@@ -287,9 +287,11 @@ fn concurrent_requests_share_forwards_unless_max_batch_is_1() {
 fn bad_requests_get_a_json_4xx_and_the_server_stays_up() {
     let _serial = serial();
     let server = Server::start(&["--max-body-kib", "64"]);
-    // Over the 2,000-character query limit but inside the 64 KiB body limit; `huge` is over both.
+    // Over the 2,000-character query limit but inside the 64 KiB body limit; `huge` is over both
+    // — by little: the server answers 413 without reading the body, and a body much larger than
+    // the loopback socket buffers can meet a closed connection (EPIPE) before the answer is read.
     let long = "a".repeat(5_000);
-    let huge = format!(r#"{{"query": "{}"}}"#, "b".repeat(200_000));
+    let huge = format!(r#"{{"query": "{}"}}"#, "b".repeat(70_000));
     let cases: Vec<(&str, String, u16)> = vec![
         ("/search", "{not json".into(), 400),
         ("/search", r#"{"query": 5}"#.into(), 422),
