@@ -64,14 +64,53 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         args.max_len,
         args.batch_size
     );
+    let mut gear_secs = time_gear(env, &gear, &model_dir, &input, threads, args)?;
+    let st = time_sentence_transformers(env, &model_dir, &input, threads, args);
+    let _ = std::fs::remove_file(&input);
+    let mut st_secs = st?;
+
+    let n = passages.len() as f64;
+    let g = median(&mut gear_secs);
+    let s = median(&mut st_secs);
+    println!(
+        "| stack | passages | threads | median seconds ({} runs) | passages/s |",
+        args.runs
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| gear embed (Rust, tch 0.24, libtorch 2.11) | {} | {threads} | {g:.2} | {:.1} |",
+        passages.len(),
+        n / g
+    );
+    println!(
+        "| sentence-transformers (Python, torch 2.11) | {} | {threads} | {s:.2} | {:.1} |",
+        passages.len(),
+        n / s
+    );
+    println!(
+        "\nratio (gear / sentence-transformers, passages/s): {:.3}",
+        s / g
+    );
+    Ok(())
+}
+
+/// `gear embed`'s seconds for each run over the passages in `input`.
+fn time_gear(
+    env: &Env,
+    gear: &std::path::Path,
+    model_dir: &std::path::Path,
+    input: &std::path::Path,
+    threads: usize,
+    args: &Args,
+) -> Result<Vec<f64>> {
     let mut gear_secs = Vec::new();
     for run in 1..=args.runs {
-        let stdin = std::fs::File::open(&input)?;
+        let stdin = std::fs::File::open(input)?;
         let out = env
-            .command(&gear)
+            .command(gear)
             .args(["embed", "--stats", "--threads", &threads.to_string()])
             .arg("--model")
-            .arg(&model_dir)
+            .arg(model_dir)
             .args([
                 "--max-len",
                 &args.max_len.to_string(),
@@ -102,12 +141,23 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         gear_secs.push(secs);
     }
 
+    Ok(gear_secs)
+}
+
+/// sentence-transformers' seconds for each run (`xtask/scripts/bench_encode.py`, same inputs).
+fn time_sentence_transformers(
+    env: &Env,
+    model_dir: &std::path::Path,
+    input: &std::path::Path,
+    threads: usize,
+    args: &Args,
+) -> Result<Vec<f64>> {
     let out = Command::new(&env.python)
         .arg(crate::workspace_root().join("xtask/scripts/bench_encode.py"))
         .arg("--model")
-        .arg(&model_dir)
+        .arg(model_dir)
         .arg("--input")
-        .arg(&input)
+        .arg(input)
         .args([
             "--threads",
             &threads.to_string(),
@@ -123,7 +173,6 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run the sentence-transformers benchmark")?;
-    let _ = std::fs::remove_file(&input);
     if !out.status.success() {
         bail!("sentence-transformers benchmark failed");
     }
@@ -133,36 +182,14 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .context("the Python benchmark printed no result")?;
-    let mut st_secs: Vec<f64> = py["seconds"]
+    let st_secs: Vec<f64> = py["seconds"]
         .as_array()
         .context("result without `seconds`")?
         .iter()
         .filter_map(serde_json::Value::as_f64)
         .collect();
 
-    let n = passages.len() as f64;
-    let g = median(&mut gear_secs);
-    let s = median(&mut st_secs);
-    println!(
-        "| stack | passages | threads | median seconds ({} runs) | passages/s |",
-        args.runs
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| gear embed (Rust, tch 0.24, libtorch 2.11) | {} | {threads} | {g:.2} | {:.1} |",
-        passages.len(),
-        n / g
-    );
-    println!(
-        "| sentence-transformers (Python, torch 2.11) | {} | {threads} | {s:.2} | {:.1} |",
-        passages.len(),
-        n / s
-    );
-    println!(
-        "\nratio (gear / sentence-transformers, passages/s): {:.3}",
-        s / g
-    );
-    Ok(())
+    Ok(st_secs)
 }
 
 fn median(v: &mut [f64]) -> f64 {

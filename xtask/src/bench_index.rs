@@ -125,25 +125,9 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         eprint!("{row}");
         table.push_str(&row);
         if hnsw {
-            let empty = Vec::new();
-            let a = ours["hnsw"].as_array().unwrap_or(&empty);
-            let b = theirs["hnsw"].as_array().unwrap_or(&empty);
-            for (x, y) in a.iter().zip(b) {
-                let row = format!(
-                    "| {n} | {} | {:.1} / {:.1} | {:.3}, {:.0} | {} | {} | {:.4} / {:.4} |\n",
-                    x["ef"],
-                    f(x, "build_s"),
-                    f(y, "build_s"),
-                    f(x, "open_s"),
-                    f(x, "graph_mib"),
-                    ratio(f(x, "qps"), f(y, "qps")),
-                    ratio(f(x, "qps_1"), f(y, "qps_1")),
-                    f(x, "recall"),
-                    f(y, "recall"),
-                );
-                eprint!("{row}");
-                hnsw_table.push_str(&row);
-            }
+            let rows = hnsw_rows(n, &ours, &theirs);
+            eprint!("{rows}");
+            hnsw_table.push_str(&rows);
         }
     }
     let report = format!(
@@ -153,4 +137,30 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     crate::cmd::write_atomically(&out, &report)?;
     println!("{report}\n(written to {})", out.display());
     Ok(())
+}
+
+/// The HNSW table's rows for one size: ours beside FAISS at each `ef`.
+fn hnsw_rows(n: usize, ours: &Value, theirs: &Value) -> String {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
+    let empty = Vec::new();
+    let a = ours["hnsw"].as_array().unwrap_or(&empty);
+    let b = theirs["hnsw"].as_array().unwrap_or(&empty);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            format!(
+                "| {n} | {} | {:.1} / {:.1} | {:.3}, {:.0} | {} | {} | {:.4} / {:.4} |\n",
+                x["ef"],
+                f(x, "build_s"),
+                f(y, "build_s"),
+                f(x, "open_s"),
+                f(x, "graph_mib"),
+                ratio(f(x, "qps"), f(y, "qps")),
+                ratio(f(x, "qps_1"), f(y, "qps_1")),
+                f(x, "recall"),
+                f(y, "recall"),
+            )
+        })
+        .collect()
 }

@@ -38,18 +38,13 @@ const KNOWN_DEBT: &[&str] = &[
     "crates/data/src/triples.rs",
     "crates/infer/examples/bench_index.rs: fn main",
     "crates/infer/src/build.rs",
-    "crates/infer/src/build.rs: fn build_index",
     "crates/infer/src/evaluate.rs",
     "crates/infer/src/evaluate.rs: fn evaluate",
     "crates/infer/src/explain.rs: fn read_document",
-    "crates/infer/src/store.rs: fn open_with",
     "crates/model/src/gear.rs",
     "crates/train/src/config.rs: fn validate",
-    "xtask/src/bench_encode.rs: fn run",
-    "xtask/src/bench_index.rs: fn run",
     "xtask/src/train_rir.rs",
     "xtask/src/train_rir.rs: fn rir",
-    "xtask/src/train_rir.rs: fn qar_table",
 ];
 
 pub fn run() -> Result<()> {

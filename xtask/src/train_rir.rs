@@ -602,36 +602,22 @@ enum Scenario {
 
 /// The table of every method on one test set (`gear eval squad --json` reports of the untrained
 /// start and of the trained model, which also carries the trained baselines).
-fn qar_table(reports: &Reports, scenario: Scenario) -> String {
-    let Reports {
-        untrained,
-        trained,
-        finetuned,
-    } = reports;
-    let cell = |r: &serde_json::Value, method: &str, key: &str| {
-        r["methods"][method][key]
-            .as_f64()
-            .map_or("—".to_string(), |v| format!("{v:.3}"))
-    };
-    let gen = |r: &serde_json::Value, key: &str| {
-        r["methods"]["gear"][key]
-            .as_f64()
-            .map_or("—".to_string(), |v| format!("{v:.1}"))
-    };
-    let time = |r: &serde_json::Value, method: &str| {
-        let t = r["local_seconds"][method].as_f64();
-        let base = r["local_seconds"]["bi-encoder"].as_f64();
-        match (t, base) {
-            (Some(t), Some(b)) if b > 0.0 && t / b < 0.01 => "< 0.01×".into(),
-            (Some(t), Some(b)) if b > 0.0 => format!("{:.2}×", t / b),
-            _ => "—".into(),
-        }
-    };
-    let (local_keys, gen_keys, gen_names): (&[&str], [&str; 2], &str) = match scenario {
+/// The local and generation columns of a scenario's table: local keys, generation keys, and
+/// the header names of both.
+fn table_columns(
+    scenario: Scenario,
+) -> (
+    &'static [&'static str],
+    [&'static str; 2],
+    &'static str,
+    &'static str,
+) {
+    match scenario {
         Scenario::Qar => (
             &["local.recall@1", "local.map@1"],
             ["generation.exact_match", "generation.f1"],
             "EM | F1",
+            "local R@1 | local MAP@1",
         ),
         Scenario::Rir => (
             &[
@@ -642,8 +628,43 @@ fn qar_table(reports: &Reports, scenario: Scenario) -> String {
             ],
             ["generation.rouge1", "generation.rouge_l"],
             "ROUGE-1 | ROUGE-L",
+            "local R@1 | local MAP@1 | local R@3 | local MAP@3",
         ),
-    };
+    }
+}
+
+/// A retrieval metric of one method in a report, or "—".
+fn cell(r: &serde_json::Value, method: &str, key: &str) -> String {
+    r["methods"][method][key]
+        .as_f64()
+        .map_or("—".to_string(), |v| format!("{v:.3}"))
+}
+
+/// A generation score of GeAR in a report, or "—".
+fn gen(r: &serde_json::Value, key: &str) -> String {
+    r["methods"]["gear"][key]
+        .as_f64()
+        .map_or("—".to_string(), |v| format!("{v:.1}"))
+}
+
+/// A method's local-retrieval time relative to the bi-encoder's, or "—".
+fn time(r: &serde_json::Value, method: &str) -> String {
+    let t = r["local_seconds"][method].as_f64();
+    let base = r["local_seconds"]["bi-encoder"].as_f64();
+    match (t, base) {
+        (Some(t), Some(b)) if b > 0.0 && t / b < 0.01 => "< 0.01×".into(),
+        (Some(t), Some(b)) if b > 0.0 => format!("{:.2}×", t / b),
+        _ => "—".into(),
+    }
+}
+
+fn qar_table(reports: &Reports, scenario: Scenario) -> String {
+    let Reports {
+        untrained,
+        trained,
+        finetuned,
+    } = reports;
+    let (local_keys, gen_keys, gen_names, local_names) = table_columns(scenario);
     let row = |name: &str, r: &serde_json::Value, method: &str, generation: bool| {
         let mut cells = vec![
             cell(r, method, "global.recall@5"),
@@ -655,10 +676,6 @@ fn qar_table(reports: &Reports, scenario: Scenario) -> String {
         }
         cells.push(time(r, method));
         format!("| {name} | {} |", cells.join(" | "))
-    };
-    let local_names = match scenario {
-        Scenario::Qar => "local R@1 | local MAP@1",
-        Scenario::Rir => "local R@1 | local MAP@1 | local R@3 | local MAP@3",
     };
     let columns = 5 + local_keys.len();
     let questions = trained["questions"].as_u64().unwrap_or(0);

@@ -422,15 +422,49 @@ pub fn build_index(
         "windows": options.windows,
         "precision": options.precision,
     });
+    check_plan(&partial, &plan)?;
+    if let Some(partial_outcome) =
+        embed_shards(model, corpus, &partial, shard_size, options, progress)?
+    {
+        return Ok(partial_outcome);
+    }
+    let shard_path = |s: usize| partial.join(format!("shard-{s:06}.safetensors"));
+
+    // All shards present: assemble the index in a temporary folder, then move it into place.
+    let shards = (0..total)
+        .map(|s| read_shard(&shard_path(s)))
+        .collect::<Result<Vec<_>>>()?;
+    let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
+    let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+    write_index(
+        out,
+        embeddings,
+        owners,
+        corpus,
+        model_dir,
+        fingerprint,
+        options.precision,
+    )?;
+    std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    Ok(BuildOutcome::Complete)
+}
+
+/// Records the build's plan in `partial/build.json`, or — resuming — refuses a partial build
+/// made with other inputs, naming what changed.
+fn check_plan(partial: &Path, plan: &serde_json::Value) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
     let plan_path = partial.join("build.json");
     if plan_path.exists() {
         let old: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&plan_path).map_err(io(&plan_path))?)
                 .map_err(|e| Error::Index {
-                    path: partial.clone(),
+                    path: partial.to_owned(),
                     message: e.to_string(),
                 })?;
-        if old != plan {
+        if &old != plan {
             let differs: Vec<&str> = [
                 ("fingerprint", "model"),
                 ("corpus", "corpus"),
@@ -444,7 +478,7 @@ pub fn build_index(
             .map(|(_, what)| what)
             .collect();
             return Err(Error::Index {
-                path: partial.clone(),
+                path: partial.to_owned(),
                 message: format!(
                     "a partial build with another {} is in the way: resume with the same \
                      inputs, or remove it to start over",
@@ -459,6 +493,24 @@ pub fn build_index(
     } else {
         std::fs::write(&plan_path, plan.to_string()).map_err(io(&plan_path))?;
     }
+    Ok(())
+}
+
+/// Embeds every shard of `corpus` not yet saved in `partial` (a saved shard that does not cover
+/// its documents is embedded again). `Some(Partial)` when `options.max_shards` stopped it.
+fn embed_shards(
+    model: &GearModel,
+    corpus: &[Document],
+    partial: &Path,
+    shard_size: usize,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<BuildOutcome>> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let total = corpus.len().div_ceil(shard_size);
     let shard_path = |s: usize| partial.join(format!("shard-{s:06}.safetensors"));
     let mut built = 0usize;
     let (mut truncated, mut embedded) = (0usize, 0usize);
@@ -484,7 +536,7 @@ pub fn build_index(
         if options.max_shards.is_some_and(|m| built >= m) {
             let done = (0..total).filter(|&i| shard_path(i).exists()).count();
             warn_truncated(truncated, embedded, max_len);
-            return Ok(BuildOutcome::Partial { done, total });
+            return Ok(Some(BuildOutcome::Partial { done, total }));
         }
         let (vectors, owners, cut) = embed_shard(model, docs, first, options, &path)?;
         truncated += cut;
@@ -501,23 +553,7 @@ pub fn build_index(
     }
     warn_truncated(truncated, embedded, max_len);
 
-    // All shards present: assemble the index in a temporary folder, then move it into place.
-    let shards = (0..total)
-        .map(|s| read_shard(&shard_path(s)))
-        .collect::<Result<Vec<_>>>()?;
-    let embeddings = Tensor::cat(&shards.iter().map(|(e, _)| e).collect::<Vec<_>>(), 0);
-    let owners: Vec<i64> = shards.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-    write_index(
-        out,
-        embeddings,
-        owners,
-        corpus,
-        model_dir,
-        fingerprint,
-        options.precision,
-    )?;
-    std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-    Ok(BuildOutcome::Complete)
+    Ok(None)
 }
 
 fn warn_truncated(truncated: usize, embedded: usize, max_len: usize) {

@@ -181,94 +181,8 @@ impl DocumentIndex {
             path: dir.clone(),
             message,
         };
-        if !dir.is_dir() {
-            let hint = if partial_dir(&dir).exists() {
-                " (a partial build exists: run the build again to finish it)"
-            } else {
-                ""
-            };
-            return Err(bad(format!("no such index folder{hint}")));
-        }
-        for f in [META, EMBEDDINGS, DOCUMENTS] {
-            if !dir.join(f).is_file() {
-                return Err(bad(format!("missing {f}")));
-            }
-        }
-        let meta: IndexMeta =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(META)).map_err(|source| {
-                Error::Io {
-                    path: dir.join(META),
-                    source,
-                }
-            })?)
-            .map_err(|e| bad(format!("{META}: {e}")))?;
-        if !(1..=INDEX_FORMAT).contains(&meta.format) {
-            return Err(bad(format!(
-                "{META}: format {} is not a format this version reads (1 to {INDEX_FORMAT}); \
-                 rebuild the index with this version",
-                meta.format
-            )));
-        }
-        if !BACKENDS.contains(&meta.backend.as_str()) {
-            return Err(bad(format!(
-                "{META}: unknown backend `{}` (known: {})",
-                meta.backend,
-                BACKENDS.join(", ")
-            )));
-        }
-        // Unchanged since the build (size and mtime as recorded): the build's checks stand.
-        let unchanged = !meta.files.is_empty()
-            && meta
-                .files
-                .iter()
-                .all(|f| FileStamp::of(&dir, &f.name).is_ok_and(|now| &now == f));
-        let mut part_files = vec![(
-            DOCUMENTS.to_owned(),
-            EMBEDDINGS.to_owned(),
-            meta.documents_sha256.clone(),
-        )];
-        part_files.extend(meta.added.iter().map(|p| {
-            (
-                p.documents.clone(),
-                p.embeddings.clone(),
-                Some(p.documents_sha256.clone()),
-            )
-        }));
-        let mut vectors = Vec::new();
-        let mut documents = Vec::new();
-        let mut owners: Vec<i64> = Vec::new();
-        for (docs_name, vectors_name, sha) in &part_files {
-            if let (false, Some(expected)) = (unchanged, sha) {
-                let found = gear_data::Fingerprint::new()
-                    .file(&dir.join(docs_name))?
-                    .finish();
-                if &found != expected {
-                    return Err(bad(format!(
-                        "{docs_name} changed since the index was built (its rows no longer \
-                         match the embeddings); rebuild the index"
-                    )));
-                }
-            }
-            let docs = MappedDocuments::open(&dir.join(docs_name))?;
-            let part = MappedVectors::open(&dir.join(vectors_name), !unchanged)?;
-            let rows = part.vectors.size()[0] as usize;
-            let local: Vec<i64> = match &part.owners {
-                // Format 1: one vector per document.
-                None => (0..docs.len() as i64).collect(),
-                Some(o) => o.clone(),
-            };
-            if local.len() != rows || !covers(&local, 0, docs.len()) {
-                return Err(bad(format!(
-                    "{vectors_name}: its `document` map does not give every document of \
-                     {docs_name} its vectors, in order; rebuild the index"
-                )));
-            }
-            let first: usize = documents.iter().map(MappedDocuments::len).sum();
-            owners.extend(local.iter().map(|o| o + first as i64));
-            documents.push(docs);
-            vectors.push(part);
-        }
-        let documents = DocumentParts::new(documents);
+        let meta = read_meta(&dir)?;
+        let (vectors, documents, owners) = open_parts(&dir, &meta)?;
         let rows = meta.rows.unwrap_or(meta.documents);
         let dims_ok = vectors
             .iter()
@@ -465,4 +379,117 @@ impl DocumentIndex {
             })
             .collect())
     }
+}
+
+/// `dir/index.json`, after checking the folder holds an index of a format and backend this
+/// version reads.
+fn read_meta(dir: &Path) -> Result<IndexMeta> {
+    let dir = dir.to_owned();
+    let bad = |message: String| Error::Index {
+        path: dir.clone(),
+        message,
+    };
+    if !dir.is_dir() {
+        let hint = if partial_dir(&dir).exists() {
+            " (a partial build exists: run the build again to finish it)"
+        } else {
+            ""
+        };
+        return Err(bad(format!("no such index folder{hint}")));
+    }
+    for f in [META, EMBEDDINGS, DOCUMENTS] {
+        if !dir.join(f).is_file() {
+            return Err(bad(format!("missing {f}")));
+        }
+    }
+    let meta: IndexMeta =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(META)).map_err(|source| {
+            Error::Io {
+                path: dir.join(META),
+                source,
+            }
+        })?)
+        .map_err(|e| bad(format!("{META}: {e}")))?;
+    if !(1..=INDEX_FORMAT).contains(&meta.format) {
+        return Err(bad(format!(
+            "{META}: format {} is not a format this version reads (1 to {INDEX_FORMAT}); \
+             rebuild the index with this version",
+            meta.format
+        )));
+    }
+    if !BACKENDS.contains(&meta.backend.as_str()) {
+        return Err(bad(format!(
+            "{META}: unknown backend `{}` (known: {})",
+            meta.backend,
+            BACKENDS.join(", ")
+        )));
+    }
+    Ok(meta)
+}
+
+/// The mapped vectors and documents of every part of the index in `dir`, and the document of
+/// each vector (numbered on across parts), checked against `meta` — fully (documents' SHA-256,
+/// finite vectors) when a file's stamp differs from the record.
+fn open_parts(
+    dir: &Path,
+    meta: &IndexMeta,
+) -> Result<(Vec<MappedVectors>, DocumentParts, Vec<i64>)> {
+    let bad = |message: String| Error::Index {
+        path: dir.to_owned(),
+        message,
+    };
+    // Unchanged since the build (size and mtime as recorded): the build's checks stand.
+    let unchanged = !meta.files.is_empty()
+        && meta
+            .files
+            .iter()
+            .all(|f| FileStamp::of(&dir, &f.name).is_ok_and(|now| &now == f));
+    let mut part_files = vec![(
+        DOCUMENTS.to_owned(),
+        EMBEDDINGS.to_owned(),
+        meta.documents_sha256.clone(),
+    )];
+    part_files.extend(meta.added.iter().map(|p| {
+        (
+            p.documents.clone(),
+            p.embeddings.clone(),
+            Some(p.documents_sha256.clone()),
+        )
+    }));
+    let mut vectors = Vec::new();
+    let mut documents = Vec::new();
+    let mut owners: Vec<i64> = Vec::new();
+    for (docs_name, vectors_name, sha) in &part_files {
+        if let (false, Some(expected)) = (unchanged, sha) {
+            let found = gear_data::Fingerprint::new()
+                .file(&dir.join(docs_name))?
+                .finish();
+            if &found != expected {
+                return Err(bad(format!(
+                    "{docs_name} changed since the index was built (its rows no longer \
+                     match the embeddings); rebuild the index"
+                )));
+            }
+        }
+        let docs = MappedDocuments::open(&dir.join(docs_name))?;
+        let part = MappedVectors::open(&dir.join(vectors_name), !unchanged)?;
+        let rows = part.vectors.size()[0] as usize;
+        let local: Vec<i64> = match &part.owners {
+            // Format 1: one vector per document.
+            None => (0..docs.len() as i64).collect(),
+            Some(o) => o.clone(),
+        };
+        if local.len() != rows || !covers(&local, 0, docs.len()) {
+            return Err(bad(format!(
+                "{vectors_name}: its `document` map does not give every document of \
+                 {docs_name} its vectors, in order; rebuild the index"
+            )));
+        }
+        let first: usize = documents.iter().map(MappedDocuments::len).sum();
+        owners.extend(local.iter().map(|o| o + first as i64));
+        documents.push(docs);
+        vectors.push(part);
+    }
+    let documents = DocumentParts::new(documents);
+    Ok((vectors, documents, owners))
 }
