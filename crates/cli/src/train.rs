@@ -125,15 +125,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         return crate::launch::run(nproc);
     }
-    let mut config = TrainConfig::from_toml_file(&args.config)?;
-    if args.max_steps.is_some() {
-        config.run.max_steps = args.max_steps;
-    }
-    match args.precision {
-        None => {}
-        Some(PrecisionArg::Fp32) => config.run.precision = gear_train::Precision::Fp32,
-        Some(PrecisionArg::Bf16) => config.run.precision = gear_train::Precision::Bf16,
-    }
+    let config = config_of(args)?;
     let dist_env = DistEnv::from_env()?;
     let mut device = parse_device(&args.device)?;
     if let (Some(env), tch::Device::Cuda(_)) = (&dist_env, device) {
@@ -143,22 +135,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let main = dist_env.as_ref().is_none_or(|e| e.rank == 0);
     let train = read_triples(&args.train)?;
     let dev = args.dev.as_ref().map(read_triples).transpose()?;
-    let trainer = if args.resume && gear_train::find_checkpoint(&args.out).is_some() {
-        Trainer::resume(config.clone(), &args.out, device)?
-    } else if args.resume {
-        if main {
-            eprintln!(
-                "no checkpoint in {}: starting a new run",
-                args.out.display()
-            );
-        }
-        Trainer::new(config.clone(), &args.out, device)?
-    } else {
-        if gear_train::find_checkpoint(&args.out).is_some() {
-            anyhow::bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --out", args.out.display());
-        }
-        Trainer::new(config.clone(), &args.out, device)?
-    };
+    let trainer = start(args, &config, device, main)?;
     let (mut trainer, world) = match &dist_env {
         None => (trainer, 1),
         Some(env) => {
@@ -175,6 +152,60 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         trainer.train(&train, None, &mut |_| {})?;
         return Ok(());
     }
+    train_reporting(&mut trainer, &train, dev.as_deref(), &config, world, args)
+}
+
+/// The training config with the command line's overrides (`--max-steps`, `--precision`).
+fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut config = TrainConfig::from_toml_file(&args.config)?;
+    if args.max_steps.is_some() {
+        config.run.max_steps = args.max_steps;
+    }
+    match args.precision {
+        None => {}
+        Some(PrecisionArg::Fp32) => config.run.precision = gear_train::Precision::Fp32,
+        Some(PrecisionArg::Bf16) => config.run.precision = gear_train::Precision::Bf16,
+    }
+    Ok(config)
+}
+
+/// A new run, or the checkpoint's with `--resume` (a new one, said so, when there is none); a
+/// checkpoint already in `--out` without `--resume` is refused.
+fn start(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    device: tch::Device,
+    main: bool,
+) -> Result<Trainer> {
+    let trainer = if args.resume && gear_train::find_checkpoint(&args.out).is_some() {
+        Trainer::resume(config.clone(), &args.out, device)?
+    } else if args.resume {
+        if main {
+            eprintln!(
+                "no checkpoint in {}: starting a new run",
+                args.out.display()
+            );
+        }
+        Trainer::new(config.clone(), &args.out, device)?
+    } else {
+        if gear_train::find_checkpoint(&args.out).is_some() {
+            anyhow::bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --out", args.out.display());
+        }
+        Trainer::new(config.clone(), &args.out, device)?
+    };
+    Ok(trainer)
+}
+
+/// Rank 0's training: a progress bar over the run's steps (a line every 10 steps without a
+/// terminal), evaluations printed, the checkpoint named at the end.
+fn train_reporting(
+    trainer: &mut Trainer,
+    train: &[gear_data::Triple],
+    dev: Option<&[gear_data::Triple]>,
+    config: &TrainConfig,
+    world: usize,
+    args: &TrainArgs,
+) -> Result<()> {
     let batches = train.len().div_ceil(config.data.batch_size * world);
     let total = (batches.div_ceil(config.optim.accumulation) as u64) * config.run.epochs;
     let total = config.run.max_steps.map_or(total, |m| m.min(total));
@@ -202,7 +233,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         },
         args.out.display()
     );
-    trainer.train(&train, dev.as_deref(), &mut |event| match event {
+    trainer.train(train, dev, &mut |event| match event {
         Event::Step(s) => {
             let local = if config.loss.local_weight > 0.0 {
                 format!(", local {:.3}", s.loss_local)

@@ -117,53 +117,8 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                     out.stats.unanswerable += 1;
                     continue;
                 }
-                let mut units: Vec<Span> = Vec::new();
-                for (k, ans) in qa.answers.iter().enumerate() {
-                    let at = byte_at.get(ans.answer_start).copied().ok_or_else(|| {
-                        bad_answer(
-                            path,
-                            a,
-                            p,
-                            q,
-                            k,
-                            "answer_start is past the end of the context",
-                        )
-                    })?;
-                    let found: String = doc.text[at..]
-                        .chars()
-                        .take(ans.text.chars().count())
-                        .collect();
-                    if found != ans.text {
-                        return Err(bad_answer(
-                            path,
-                            a,
-                            p,
-                            q,
-                            k,
-                            &format!(
-                                "{} points at {found:?}, not at the answer text {:?}",
-                                ans.answer_start, ans.text
-                            ),
-                        ));
-                    }
-                    let sentence = sentences
-                        .iter()
-                        .find(|s| s.contains(at))
-                        .copied()
-                        .ok_or_else(|| {
-                            bad_answer(
-                                path,
-                                a,
-                                p,
-                                q,
-                                k,
-                                "answer_start falls on white space between sentences",
-                            )
-                        })?;
-                    if !units.contains(&sentence) {
-                        units.push(sentence);
-                    }
-                }
+                let mut units =
+                    answer_sentences(path, (a, p, q), qa, &doc.text, &sentences, &byte_at)?;
                 units.sort();
                 if units.len() > 1 {
                     out.stats.multi_unit += 1;
@@ -187,6 +142,63 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
         }
     }
     Ok(out)
+}
+
+/// The sentence holding each answer of question `qa` (at `(article, paragraph, question)` of
+/// the file), each answer checked against the text it points at; without repeats.
+fn answer_sentences(
+    path: &Path,
+    (a, p, q): (usize, usize, usize),
+    qa: &Qa,
+    text: &str,
+    sentences: &[Span],
+    byte_at: &[usize],
+) -> Result<Vec<Span>> {
+    let mut units: Vec<Span> = Vec::new();
+    for (k, ans) in qa.answers.iter().enumerate() {
+        let at = byte_at.get(ans.answer_start).copied().ok_or_else(|| {
+            bad_answer(
+                path,
+                a,
+                p,
+                q,
+                k,
+                "answer_start is past the end of the context",
+            )
+        })?;
+        let found: String = text[at..].chars().take(ans.text.chars().count()).collect();
+        if found != ans.text {
+            return Err(bad_answer(
+                path,
+                a,
+                p,
+                q,
+                k,
+                &format!(
+                    "{} points at {found:?}, not at the answer text {:?}",
+                    ans.answer_start, ans.text
+                ),
+            ));
+        }
+        let sentence = sentences
+            .iter()
+            .find(|s| s.contains(at))
+            .copied()
+            .ok_or_else(|| {
+                bad_answer(
+                    path,
+                    a,
+                    p,
+                    q,
+                    k,
+                    "answer_start falls on white space between sentences",
+                )
+            })?;
+        if !units.contains(&sentence) {
+            units.push(sentence);
+        }
+    }
+    Ok(units)
 }
 
 /// `byte_at[c]` = byte offset of character `c`; one extra entry for the end.

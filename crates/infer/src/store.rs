@@ -443,7 +443,7 @@ fn open_parts(
         && meta
             .files
             .iter()
-            .all(|f| FileStamp::of(&dir, &f.name).is_ok_and(|now| &now == f));
+            .all(|f| FileStamp::of(dir, &f.name).is_ok_and(|now| &now == f));
     let mut part_files = vec![(
         DOCUMENTS.to_owned(),
         EMBEDDINGS.to_owned(),
