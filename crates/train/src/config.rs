@@ -249,6 +249,14 @@ impl TrainConfig {
 
     /// Checks invariants; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check_numbers()?;
+        self.check_sizes()?;
+        self.check_positive()?;
+        self.check_loss()
+    }
+
+    /// Finite numbers, AdamW's ranges, non-negative decay, clipping and ramp.
+    fn check_numbers(&self) -> std::result::Result<(), String> {
         let o = &self.optim;
         let l = &self.loss;
         let finite = [
@@ -293,6 +301,12 @@ impl TrainConfig {
                 return Err(format!("`{field}` must be ≥ 0, got {v}"));
             }
         }
+        Ok(())
+    }
+
+    /// Bucketing, warm-up, sequence lengths and the initial model.
+    fn check_sizes(&self) -> std::result::Result<(), String> {
+        let o = &self.optim;
         if self.data.bucket_batches == 0 {
             return Err("`data.bucket_batches` must be at least 1 (1: no bucketing)".into());
         }
@@ -317,6 +331,11 @@ impl TrainConfig {
         if self.model.init.trim().is_empty() {
             return Err("`model.init` is empty (use `minilm` or a model folder)".into());
         }
+        Ok(())
+    }
+
+    /// What must be positive, and the frozen-encoder rule.
+    fn check_positive(&self) -> std::result::Result<(), String> {
         let positive = [
             ("data.batch_size", self.data.batch_size as f64),
             ("optim.lr", self.optim.lr),
@@ -344,6 +363,11 @@ impl TrainConfig {
                     .into(),
             );
         }
+        Ok(())
+    }
+
+    /// The loss section's ranges, the queue, and the learning-rate bounds.
+    fn check_loss(&self) -> std::result::Result<(), String> {
         if !(0.0..1.0).contains(&self.loss.momentum) {
             return Err(format!(
                 "`loss.momentum` must be in [0, 1), got {}",
