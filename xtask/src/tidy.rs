@@ -182,6 +182,22 @@ impl LongFunctions {
     }
 }
 
+impl LongFunctions {
+    /// Checks a function unless it is a test; whether to look inside it.
+    fn check_fn(
+        &mut self,
+        attrs: &[syn::Attribute],
+        sig: &syn::Signature,
+        block: &syn::Block,
+    ) -> bool {
+        if is_test_attr(attrs) {
+            return false;
+        }
+        self.check(&sig.ident, block, sig.fn_token.span.start().line);
+        true
+    }
+}
+
 impl<'ast> Visit<'ast> for LongFunctions {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
         if !is_test_attr(&m.attrs) {
@@ -190,21 +206,15 @@ impl<'ast> Visit<'ast> for LongFunctions {
     }
 
     fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
-        if is_test_attr(&f.attrs) {
-            return;
+        if self.check_fn(&f.attrs, &f.sig, &f.block) {
+            syn::visit::visit_item_fn(self, f);
         }
-        let line = f.sig.fn_token.span.start().line;
-        self.check(&f.sig.ident, &f.block, line);
-        syn::visit::visit_item_fn(self, f);
     }
 
     fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
-        if is_test_attr(&f.attrs) {
-            return;
+        if self.check_fn(&f.attrs, &f.sig, &f.block) {
+            syn::visit::visit_impl_item_fn(self, f);
         }
-        let line = f.sig.fn_token.span.start().line;
-        self.check(&f.sig.ident, &f.block, line);
-        syn::visit::visit_impl_item_fn(self, f);
     }
 
     fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {

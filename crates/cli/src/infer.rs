@@ -325,7 +325,7 @@ fn build(
     let device = parse_device(&model.device)?;
     let (gear, dir) = load_model(&model.source()?, device)?;
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
-    let bar = shard_bar("index")?;
+    let bar = count_bar("index", "shards")?;
     let outcome = build_index(&gear, &dir, &docs, out, opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -343,20 +343,9 @@ fn build(
     }
 }
 
-/// The row progress bar of HNSW insertion.
-fn graph_bar() -> Result<ProgressBar> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} hnsw [{bar:30}] {pos}/{len} vectors ({eta})")
-            .context("template")?
-            .progress_chars("=> "),
-    );
-    Ok(bar)
-}
-
 /// `gear index ann`.
 fn build_graph(index: &std::path::Path, hnsw: &HnswBuildArgs) -> Result<()> {
-    let bar = graph_bar()?;
+    let bar = count_bar("hnsw", "vectors")?;
     let start = std::time::Instant::now();
     let ann = gear_infer::build_ann(index, &hnsw.params(), &mut |done, total| {
         bar.set_length(total as u64);
@@ -376,12 +365,13 @@ fn build_graph(index: &std::path::Path, hnsw: &HnswBuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// The shard progress bar of `index build` and `index add`.
-fn shard_bar(label: &str) -> Result<ProgressBar> {
+/// A progress bar counting `unit` (shards of `index build` and `index add`, vectors of the
+/// HNSW graph).
+fn count_bar(label: &str, unit: &str) -> Result<ProgressBar> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} shards ({{eta}})"
+            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
         ))
         .context("template")?
         .progress_chars("=> "),
@@ -403,13 +393,13 @@ fn add(
     let before = opened.len();
     drop(opened);
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
-    let bar = shard_bar("add")?;
+    let bar = count_bar("add", "shards")?;
     let opts = BuildOptions {
         batch_size,
         windows: !no_windows,
         ..BuildOptions::default()
     };
-    let graph = graph_bar()?;
+    let graph = count_bar("hnsw", "vectors")?;
     let added = gear_infer::add_to_index(
         &gear,
         &dir,

@@ -100,6 +100,16 @@ fn options(dim: usize, params: &HnswParams) -> IndexOptions {
     }
 }
 
+/// An empty graph for `dim`-wide vectors (`path` names it in errors).
+fn new_graph(dim: usize, params: &HnswParams, path: &Path) -> Result<Index> {
+    Index::new(&options(dim, params)).map_err(|e| usearch_error(path, "new", e))
+}
+
+/// The width of the rows of `parts` (0 when there are none).
+fn width(parts: &[&Tensor]) -> usize {
+    parts.first().map_or(0, |p| p.size()[1] as usize)
+}
+
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
@@ -190,9 +200,8 @@ impl HnswIndex {
         config: HnswConfig,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let dim = parts.first().map_or(0, |p| p.size()[1] as usize);
         let here = Path::new("<memory>");
-        let graph = Index::new(&options(dim, params)).map_err(|e| usearch_error(here, "new", e))?;
+        let graph = new_graph(width(parts), params, here)?;
         insert(&graph, parts, 0, here, progress)?;
         Ok(Self::with_parts(graph, parts, config))
     }
@@ -205,8 +214,8 @@ impl HnswIndex {
         params: &HnswParams,
         config: HnswConfig,
     ) -> Result<Self> {
-        let dim = parts.first().map_or(0, |p| p.size()[1] as usize);
-        let graph = Index::new(&options(dim, params)).map_err(|e| usearch_error(path, "new", e))?;
+        let dim = width(parts);
+        let graph = new_graph(dim, params, path)?;
         graph
             .view(&path.to_string_lossy())
             .map_err(|e| usearch_error(path, "open", e))?;
@@ -227,8 +236,7 @@ impl HnswIndex {
 
     /// Loads the graph file `path` into memory (to extend it), over the rows of `parts`.
     pub(crate) fn load(path: &Path, parts: &[&Tensor], params: &HnswParams) -> Result<Self> {
-        let dim = parts.first().map_or(0, |p| p.size()[1] as usize);
-        let graph = Index::new(&options(dim, params)).map_err(|e| usearch_error(path, "new", e))?;
+        let graph = new_graph(width(parts), params, path)?;
         graph
             .load(&path.to_string_lossy())
             .map_err(|e| usearch_error(path, "load", e))?;
