@@ -97,6 +97,7 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
     for krate in [
         "gear-data",
         "gear-metrics",
+        "gear-synth",
         "gear-model",
         "gear-train",
         "gear-infer",

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
-use gear_data::{
-    generate_corpus, import_squad, synthesize_rir, Document, DocumentReader, JsonlWriter,
-    KeywordRewriter, OpenAiConfig, OpenAiRewriter, Rewriter, RirConfig, Tokenizer,
+use gear_data::{import_squad, Document, DocumentReader, JsonlWriter, Tokenizer};
+use gear_synth::{
+    generate_corpus, synthesize_rir, KeywordRewriter, OpenAiConfig, OpenAiRewriter, Rewriter,
+    RirConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -330,6 +331,17 @@ fn read_documents(path: &PathBuf, skip_bad: bool) -> Result<(Vec<Document>, usiz
     Ok((docs, reader.skipped().len()))
 }
 
+/// The RIR relevance filter embeds with the pretrained bi-encoder.
+struct RelevanceFilter<'a>(&'a gear_model::SentenceEncoder);
+
+impl gear_synth::Embedder for RelevanceFilter<'_> {
+    fn embed(&self, texts: &[&str]) -> gear_data::Result<Vec<Vec<f32>>> {
+        self.0
+            .embed_vecs(texts)
+            .map_err(|e| gear_data::Error::Embed(e.to_string()))
+    }
+}
+
 fn synth(args: &SynthArgs) -> Result<()> {
     let rewriter: Box<dyn Rewriter> = match args.rewriter {
         RewriterKind::Keywords => Box::new(KeywordRewriter::default()),
@@ -345,6 +357,7 @@ fn synth(args: &SynthArgs) -> Result<()> {
         }
     };
     let encoder = args.model.load()?;
+    let filter = RelevanceFilter(&encoder);
     let tokenizer: &Tokenizer = encoder.tokenizer();
     let tokenizer = tokenizer.with_max_len(tokenizer.max_len())?;
     let (docs, skipped) = read_documents(&args.input, args.skip_bad)?;
@@ -377,7 +390,7 @@ fn synth(args: &SynthArgs) -> Result<()> {
         &tokenizer,
         rewriter.as_ref(),
         cfg.min_similarity
-            .map(|_| &encoder as &dyn gear_data::Embedder),
+            .map(|_| &filter as &dyn gear_synth::Embedder),
         &cfg,
         &mut |s| {
             let done = s.documents + s.resumed;

@@ -210,7 +210,7 @@ fn bad_input_sweep() {
     let m = s(&model);
 
     // A corpus and its index.
-    let docs = gear_data::generate_corpus(8, 3);
+    let docs = gear_synth::generate_corpus(8, 3);
     let corpus_text: String = docs
         .iter()
         .map(|doc| serde_json::to_string(doc).unwrap() + "\n")

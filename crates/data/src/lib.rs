@@ -6,9 +6,12 @@
 //!   stages can map sentences (units) to token spans;
 //! - the (q, d, u) triple and corpus formats ([`Triple`], [`Document`]) with validating readers
 //!   that name file, line and field, and an atomic writer ([`JsonlWriter`]);
-//! - sentence splitting, SQuAD import, the RIR synthesis pipeline, the embedded generated corpus
-//!   and length-bucketed batching;
-//! - what keeps resumable jobs honest: input [`Fingerprint`]s and [`OutputLock`]s.
+//! - sentence splitting, SQuAD and BEIR import and length-bucketed batching;
+//! - what keeps resumable jobs honest: input [`Fingerprint`]s and [`OutputLock`]s; the checked
+//!   TOML config reader ([`parse_config`]) and the stable hash behind ids and splits.
+//!
+//! Synthetic data (the RIR pipeline, its rewriters, the embedded corpus) is the `gear-synth`
+//! crate, which carries the HTTP client this crate does without.
 //!
 //! ```no_run
 //! use gear_data::Tokenizer;
@@ -27,12 +30,8 @@
 
 mod batching;
 mod beir;
-mod corpus;
 mod error;
 mod guard;
-mod keywords;
-mod openai;
-mod rir;
 mod sentences;
 mod span;
 mod squad;
@@ -43,15 +42,8 @@ pub use batching::{
     padding_waste, plan_epoch, split_of, BatchingConfig, Split, TripleBatch, TripleTokenizer,
 };
 pub use beir::{read_beir, BeirData};
-pub use corpus::generate_corpus;
 pub use error::{Error, Result};
 pub use guard::{parse_config, read_text, stable_hash, Fingerprint, OutputLock, TomlConfig};
-pub use keywords::{extract_keywords, KeywordOptions};
-pub use openai::{OpenAiConfig, OpenAiRewriter, REWRITE_INSTRUCTION};
-pub use rir::{
-    candidates, document_rng, partial_path, postprocess_query, preprocess, pronoun_led,
-    synthesize_rir, Embedder, KeywordRewriter, Preprocessed, Rewriter, RirConfig, RirStats,
-};
 pub use sentences::{relevant_sentences, split_sentences};
 pub use span::Span;
 pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};

@@ -16,7 +16,8 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
-use gear_data::{extract_keywords, generate_corpus, split_sentences, KeywordOptions, Span};
+use gear_data::{split_sentences, Span};
+use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
 use gear_infer::{load_model, ModelSource};
 use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
 use tch::{Device, Tensor};

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gear_data::{generate_corpus, Document, Tokenizer};
+use gear_data::{Document, Tokenizer};
+use gear_synth::generate_corpus;
 use gear_infer::{
     build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
     DocumentIndex, ModelSource,
@@ -554,7 +555,7 @@ fn hnsw_backend_agrees_with_exact_search_on_real_embeddings() {
     let queries: Vec<String> = docs
         .iter()
         .map(|d| {
-            gear_data::extract_keywords(
+            gear_synth::extract_keywords(
                 &d.text[..d.text.find('.').unwrap_or(d.text.len())],
                 &Default::default(),
             )

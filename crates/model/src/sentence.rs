@@ -244,11 +244,3 @@ pub fn embed_length_sorted(
     }
     Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
 }
-
-/// The relevance filter of the RIR pipeline embeds with the pretrained bi-encoder.
-impl gear_data::Embedder for SentenceEncoder {
-    fn embed(&self, texts: &[&str]) -> gear_data::Result<Vec<Vec<f32>>> {
-        self.embed_vecs(texts)
-            .map_err(|e| gear_data::Error::Embed(e.to_string()))
-    }
-}

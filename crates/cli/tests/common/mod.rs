@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gear_data::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig, Tokenizer};
+use gear_data::Tokenizer;
+use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use gear_model::{save_safetensors, Bert, BertConfig};
 use tch::{nn::VarStore, Device};
 

@@ -1,217 +1,13 @@
-//! The embedded default corpus: a seeded generator of Wikipedia-like articles about invented
-//! towns, rivers, people, species, ships and inventions, so `cargo xtask train-rir` needs no
-//! download. The text is this project's own, produced at run time.
-//!
-//! Each article has 14–21 sentences and 230–430 WordPiece tokens (MiniLM's tokenizer, measured
-//! on 400 articles); every sentence states a
-//! different fact built from shared vocabularies (regions, rivers, trades, materials, people), so
-//! the same words recur across articles and a keyword query is not solved by one rare token.
+//! One generator per kind of article (town, person, species, invention, ship) and the general
+//! facts any article can carry; each returns the article's sentences.
 
-use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::Document;
+use super::words::*;
+use super::{pick, World};
 
-const ONSETS: &[&str] = &[
-    "b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "r", "s", "st", "t",
-    "th", "v", "w", "z", "sk", "tr", "kl",
-];
-const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ea", "ou", "y"];
-const CODAS: &[&str] = &[
-    "", "n", "r", "l", "s", "th", "nd", "rk", "m", "x", "ld", "st",
-];
-const SUFFIXES: &[&str] = &[
-    "holm", "ford", "wick", "stad", "mere", "by", "dale", "port", "ton", "vik",
-];
-
-const REGIONS: &[&str] = &[
-    "northern highlands",
-    "eastern lowlands",
-    "coastal plain",
-    "central valley",
-    "western marches",
-    "southern uplands",
-    "lake district",
-    "river delta",
-    "forest belt",
-    "salt flats",
-];
-const COUNTRIES: &[&str] = &[
-    "Ostria", "Valmora", "Kestland", "Norvale", "Dunmark", "Aurelia", "Tessaly", "Brennia",
-];
-const TRADES: &[&str] = &[
-    "wool weaving",
-    "copper mining",
-    "shipbuilding",
-    "salt production",
-    "glassmaking",
-    "timber milling",
-    "cheese making",
-    "paper manufacturing",
-    "fishing",
-    "wine growing",
-    "brick making",
-    "clockmaking",
-    "tanning",
-    "silk dyeing",
-    "rope making",
-];
-const MATERIALS: &[&str] = &[
-    "granite",
-    "sandstone",
-    "oak",
-    "iron",
-    "limestone",
-    "brick",
-    "marble",
-    "slate",
-];
-const BUILDINGS: &[&str] = &[
-    "cathedral",
-    "lighthouse",
-    "town hall",
-    "observatory",
-    "market hall",
-    "abbey",
-    "fortress",
-    "library",
-    "railway station",
-    "opera house",
-];
-const FESTIVALS: &[&str] = &[
-    "lantern", "harvest", "river", "music", "kite", "winter", "flower", "boat",
-];
-const MONTHS: &[&str] = &[
-    "January",
-    "March",
-    "April",
-    "May",
-    "June",
-    "August",
-    "September",
-    "October",
-    "November",
-];
-const DIRECTIONS: &[&str] = &["north", "south", "east", "west", "northeast", "southwest"];
-const FIELDS: &[&str] = &[
-    "astronomy",
-    "botany",
-    "chemistry",
-    "mathematics",
-    "geology",
-    "medicine",
-    "architecture",
-    "linguistics",
-    "physics",
-    "zoology",
-];
-const PROFESSIONS: &[&str] = &[
-    "astronomer",
-    "botanist",
-    "chemist",
-    "mathematician",
-    "geologist",
-    "physician",
-    "architect",
-    "painter",
-    "composer",
-    "engineer",
-];
-const HABITATS: &[&str] = &[
-    "wetlands",
-    "pine forests",
-    "alpine meadows",
-    "rocky coasts",
-    "river banks",
-    "grasslands",
-    "limestone caves",
-    "peat bogs",
-];
-const FOODS: &[&str] = &[
-    "seeds",
-    "insects",
-    "small fish",
-    "berries",
-    "snails",
-    "grasses",
-    "worms",
-    "lichens",
-];
-const COLOURS: &[&str] = &[
-    "grey",
-    "amber",
-    "olive",
-    "copper",
-    "pale blue",
-    "dark brown",
-    "silver",
-    "rust red",
-];
-const INSTRUMENTS: &[&str] = &[
-    "telescope",
-    "barometer",
-    "printing press",
-    "water pump",
-    "loom",
-    "compass",
-    "steam engine",
-    "microscope",
-];
-
-/// Words that never start a generated name's syllable pattern twice in a row; kept simple.
-fn name(rng: &mut ChaCha8Rng, syllables: usize) -> String {
-    let mut s = String::new();
-    for _ in 0..syllables {
-        s.push_str(ONSETS.choose(rng).unwrap_or(&"b"));
-        s.push_str(VOWELS.choose(rng).unwrap_or(&"a"));
-        s.push_str(CODAS.choose(rng).unwrap_or(&""));
-    }
-    let mut chars = s.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-fn pick<'a>(rng: &mut ChaCha8Rng, items: &'a [&'a str]) -> &'a str {
-    items.choose(rng).copied().unwrap_or("")
-}
-
-/// Shared proper names (rivers, people) that recur across articles.
-struct World {
-    rivers: Vec<String>,
-    people: Vec<String>,
-    cities: Vec<String>,
-}
-
-impl World {
-    fn new(rng: &mut ChaCha8Rng) -> Self {
-        let rivers = (0..24).map(|_| name(rng, 2)).collect();
-        let people = (0..60)
-            .map(|_| format!("{} {}", name(rng, 2), name(rng, 2)))
-            .collect();
-        let cities = (0..30)
-            .map(|_| format!("{}{}", name(rng, 1), pick(rng, SUFFIXES)))
-            .collect();
-        Self {
-            rivers,
-            people,
-            cities,
-        }
-    }
-    fn river(&self, rng: &mut ChaCha8Rng) -> String {
-        self.rivers.choose(rng).cloned().unwrap_or_default()
-    }
-    fn person(&self, rng: &mut ChaCha8Rng) -> String {
-        self.people.choose(rng).cloned().unwrap_or_default()
-    }
-    fn city(&self, rng: &mut ChaCha8Rng) -> String {
-        self.cities.choose(rng).cloned().unwrap_or_default()
-    }
-}
-
-fn town(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn town(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     let year = rng.random_range(1120..1890);
     let (river, person, city) = (w.river(rng), w.person(rng), w.city(rng));
     vec![
@@ -285,7 +81,7 @@ fn town(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     ]
 }
 
-fn person(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn person(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     let born = rng.random_range(1600..1920);
     let died = born + rng.random_range(45..90);
     let (field, prof, city) = (pick(rng, FIELDS), pick(rng, PROFESSIONS), w.city(rng));
@@ -360,7 +156,7 @@ fn person(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     ]
 }
 
-fn species(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn species(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     let (colour, habitat, food) = (pick(rng, COLOURS), pick(rng, HABITATS), pick(rng, FOODS));
     vec![
         format!("The {title} is a species of {} found in the {habitat} of {}.", pick(rng, &["songbird", "frog", "beetle", "river fish", "bat", "lizard", "moth", "salamander"]), pick(rng, COUNTRIES)),
@@ -377,7 +173,7 @@ fn species(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     ]
 }
 
-fn invention(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn invention(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     let inventor = w.person(rng);
     let year = rng.random_range(1650..1950);
     let instr = pick(rng, INSTRUMENTS);
@@ -436,7 +232,7 @@ fn invention(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     ]
 }
 
-fn ship(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn ship(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     let year = rng.random_range(1700..1960);
     vec![
         format!(
@@ -528,7 +324,7 @@ fn ordinal(n: u32) -> String {
 }
 
 /// Facts any article can carry: its place in archives, exhibitions, studies and local memory.
-fn common(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
+pub(super) fn common(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
     vec![
         format!(
             "In {} the historian {} published a short account of {title} based on parish records.",
@@ -585,102 +381,4 @@ fn common(rng: &mut ChaCha8Rng, w: &World, title: &str) -> Vec<String> {
             pick(rng, TRADES)
         ),
     ]
-}
-
-/// Generates `count` documents from `seed`; the same seed gives the same corpus on every platform.
-pub fn generate_corpus(count: usize, seed: u64) -> Vec<Document> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let world = World::new(&mut rng);
-    let mut titles = std::collections::HashSet::new();
-    let mut docs = Vec::with_capacity(count.min(1 << 16));
-    while docs.len() < count {
-        let kind = docs.len() % 5;
-        let title = match kind {
-            0 => {
-                let syllables = 1 + rng.random_range(0..2);
-                format!("{}{}", name(&mut rng, syllables), pick(&mut rng, SUFFIXES))
-            }
-            1 => format!("{} {}", name(&mut rng, 2), name(&mut rng, 2)),
-            2 => {
-                let colour = pick(&mut rng, COLOURS)
-                    .split(' ')
-                    .next_back()
-                    .unwrap_or("grey");
-                let stem = name(&mut rng, 1).to_lowercase();
-                let kind = pick(
-                    &mut rng,
-                    &["warbler", "newt", "beetle", "minnow", "moth", "gecko"],
-                );
-                format!("{colour}-{stem} {kind}")
-            }
-            3 => format!(
-                "{} {}",
-                name(&mut rng, 2),
-                pick(
-                    &mut rng,
-                    &["loom", "press", "engine", "pump", "lathe", "regulator"]
-                )
-            ),
-            _ => format!("HMS {}", name(&mut rng, 2)),
-        };
-        if !titles.insert(title.clone()) {
-            continue;
-        }
-        let mut sentences = match kind {
-            0 => town(&mut rng, &world, &title),
-            1 => person(&mut rng, &world, &title),
-            2 => species(&mut rng, &world, &title),
-            3 => invention(&mut rng, &world, &title),
-            _ => ship(&mut rng, &world, &title),
-        };
-        // Keep the opening sentence; drop a random few of the rest so articles differ in shape.
-        let keep = rng.random_range(10..=sentences.len().max(10));
-        let first = sentences.remove(0);
-        while sentences.len() + 1 > keep {
-            let i = rng.random_range(0..sentences.len());
-            sentences.remove(i);
-        }
-        // Add four to seven general facts at random positions after the opening sentence.
-        let mut extra = common(&mut rng, &world, &title);
-        for _ in 0..rng.random_range(4..=7) {
-            let fact = extra.swap_remove(rng.random_range(0..extra.len()));
-            let at = rng.random_range(0..=sentences.len());
-            sentences.insert(at, fact);
-        }
-        let text = std::iter::once(first)
-            .chain(sentences)
-            .collect::<Vec<_>>()
-            .join(" ");
-        docs.push(Document {
-            id: format!("gen-{:04}", docs.len()),
-            title,
-            text,
-        });
-    }
-    docs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seeded_and_varied() {
-        let a = generate_corpus(50, 7);
-        assert_eq!(a, generate_corpus(50, 7));
-        assert_ne!(a, generate_corpus(50, 8));
-        let titles: std::collections::HashSet<_> = a.iter().map(|d| &d.title).collect();
-        assert_eq!(titles.len(), 50);
-        for d in &a {
-            let sentences = crate::split_sentences(&d.text);
-            assert!(
-                sentences.len() >= 14,
-                "{} has {} sentences",
-                d.title,
-                sentences.len()
-            );
-            let words = d.text.split_whitespace().count();
-            assert!((150..=420).contains(&words), "{}: {words} words", d.title);
-        }
-    }
 }

@@ -10,6 +10,10 @@
 
 use std::collections::HashMap;
 
+use gear_data::Result;
+
+use crate::Rewriter;
+
 /// Function words, auxiliaries and very common verbs that never start or continue a key phrase.
 const STOP_WORDS: &[&str] = &[
     "a", "about", "above", "across", "after", "again", "against", "all", "also", "am", "among",
@@ -153,6 +157,19 @@ pub fn extract_keywords(sentence: &str, options: &KeywordOptions) -> Vec<String>
         }
     }
     out
+}
+
+/// The offline default rewriter: [`extract_keywords`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeywordRewriter(pub KeywordOptions);
+
+impl Rewriter for KeywordRewriter {
+    fn name(&self) -> &str {
+        "keywords"
+    }
+    fn rewrite(&self, sentence: &str) -> Result<String> {
+        Ok(extract_keywords(sentence, &self.0).join(", "))
+    }
 }
 
 #[cfg(test)]

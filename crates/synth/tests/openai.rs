@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use gear_data::{OpenAiConfig, OpenAiRewriter, Rewriter, REWRITE_INSTRUCTION};
+use gear_synth::{OpenAiConfig, OpenAiRewriter, Rewriter, REWRITE_INSTRUCTION};
 
 /// Answers each connection with the next status in `script` (200 = a completion whose content is
 /// the user's sentence lower-cased with commas between its first three words). Records bodies.
@@ -124,20 +124,20 @@ fn rejects_bad_settings() {
 
 #[test]
 fn the_pipeline_rewrites_concurrently_through_the_endpoint() {
-    let docs = gear_data::generate_corpus(4, 21);
+    let docs = gear_synth::generate_corpus(4, 21);
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let tok = gear_data::Tokenizer::word_level(&texts, 512).unwrap();
     let (url, seen) = serve(vec![200; 12]);
     let rw = OpenAiRewriter::new(config(url)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rir.jsonl");
-    let cfg = gear_data::RirConfig {
+    let cfg = gear_synth::RirConfig {
         min_similarity: None,
         concurrency: 4,
         min_tokens: 100,
-        ..gear_data::RirConfig::default()
+        ..gear_synth::RirConfig::default()
     };
-    let stats = gear_data::synthesize_rir(
+    let stats = gear_synth::synthesize_rir(
         docs.into_iter().map(Ok),
         &out,
         &tok,

@@ -5,9 +5,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gear_data::{
-    candidates, generate_corpus, preprocess, pronoun_led, synthesize_rir, Document, Embedder,
-    KeywordRewriter, Result, Rewriter, RirConfig, RirStats, Tokenizer, TripleReader,
+use gear_data::{Document, Result, Tokenizer, TripleReader};
+use gear_synth::{
+    candidates, generate_corpus, preprocess, pronoun_led, synthesize_rir, Embedder,
+    KeywordRewriter, Rewriter, RirConfig, RirStats,
 };
 
 fn word_tokenizer(docs: &[Document]) -> Tokenizer {
@@ -125,7 +126,7 @@ fn every_step_is_counted_and_every_triple_is_valid() {
         assert!(!t.query.is_empty());
     }
     assert!(!triples.iter().any(|t| t.document.id == "short"));
-    assert!(!gear_data::partial_path(&out).exists());
+    assert!(!gear_synth::partial_path(&out).exists());
 }
 
 #[test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rir::Rewriter;
-use crate::{Error, Result};
+use gear_data::{Error, Result};
+
+use crate::Rewriter;
 
 /// The instruction sent with every sentence (our wording of the paper's task).
 pub const REWRITE_INSTRUCTION: &str = "You turn sentences into web search queries. \
