@@ -36,7 +36,6 @@ const KNOWN_DEBT: &[&str] = &[
     "crates/infer/src/evaluate.rs",
     "crates/infer/src/evaluate.rs: fn evaluate",
     "crates/infer/src/explain.rs: fn read_document",
-    "crates/model/src/gear.rs",
     "xtask/src/train_rir.rs",
     "xtask/src/train_rir.rs: fn rir",
 ];

@@ -98,6 +98,21 @@ impl TripleTokenizer {
         })
     }
 
+    /// The query tokenizer (truncating to the query limit).
+    pub fn query(&self) -> &Tokenizer {
+        &self.query
+    }
+
+    /// The document tokenizer (truncating to the document limit).
+    pub fn document(&self) -> &Tokenizer {
+        &self.document
+    }
+
+    /// The generation-target tokenizer (truncating to the target limit).
+    pub fn target(&self) -> &Tokenizer {
+        &self.target
+    }
+
     /// Document lengths in tokens (truncated), the key for [`plan_epoch`].
     pub fn document_lengths(&self, triples: &[Triple]) -> Result<Vec<usize>> {
         triples

@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
 use gear_data::{split_sentences, Span};
-use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
 use gear_infer::{load_model, ModelSource};
 use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
+use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
 use tch::{Device, Tensor};
 
 const PAIRS: usize = 16;

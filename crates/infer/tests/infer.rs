@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::{Document, Tokenizer};
-use gear_synth::generate_corpus;
 use gear_infer::{
     build_index, explain, load_model, render_html, render_terminal, BuildOptions, BuildOutcome,
     DocumentIndex, ModelSource,
 };
 use gear_model::{BertConfig, GearConfig, GearModel, GenerationOptions, LocateOptions};
+use gear_synth::generate_corpus;
 use tch::Device;
 
 fn corpus() -> Vec<Document> {

@@ -3,6 +3,9 @@
 //! state gives one relevance score. Variables follow Hugging Face's
 //! `BertForSequenceClassification` with one label (`bert.*`, `classifier.{weight,bias}`), so a
 //! saved folder (`config.json`, `model.safetensors`, `tokenizer.json`) has that layout.
+//!
+//! Mirrors [`BertForSequenceClassification`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L1070) with
+//! `num_labels = 1`; its forward runs in a `cross_encoder` span (trace level).
 
 use std::path::Path;
 
@@ -151,6 +154,7 @@ impl CrossEncoder {
 
     /// Relevance logits `[pairs]` of encoded pairs.
     pub fn forward_t(&self, pairs: &EncodedPairs, train: bool) -> Result<Tensor> {
+        let _span = tracing::trace_span!("cross_encoder").entered();
         let hidden = self.bert.forward_t(&pairs.ids, &pairs.mask, train)?.hidden;
         Ok(self.classifier.forward(&hidden.select(1, 0)).squeeze_dim(1))
     }

@@ -2,15 +2,19 @@
 //! over the fusion encoder's token states, feed-forward, and an LM head tied to the decoder's
 //! word embeddings. Keys: `decoder.bert.{embeddings,encoder.layer.{i}}.*`,
 //! `decoder.cls.predictions.{transform.dense,transform.LayerNorm,bias}`.
+//!
+//! Mirrors BLIP's [`BertLMHeadModel`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L811) (decoder mode: causal mask, cross-attention
+//! to the encoder states) and Hugging Face's [`BertLMPredictionHead`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L487).
+//! Its forward runs in a `decoder` span (trace level).
 
 use tch::{nn, Kind, Tensor};
 
-use crate::attention::{additive_mask, causal_mask, KvCache};
-use crate::config::Activation;
-use crate::embeddings::Embeddings;
-use crate::encoder::Context;
-use crate::layer::{BertLayer, CrossInput};
-use crate::layers::{layer_norm, linear};
+use crate::bert::attention::{additive_mask, causal_mask, KvCache};
+use crate::bert::config::Activation;
+use crate::bert::embeddings::Embeddings;
+use crate::bert::encoder::Context;
+use crate::bert::init::{layer_norm, linear};
+use crate::bert::layer::{BertLayer, CrossInput};
 use crate::{BertConfig, Error, Result};
 
 /// The decoder.
@@ -57,7 +61,7 @@ impl Decoder {
     /// Creates the variables under `p` (`root/decoder`); `cfg.vocab_size` must count `[Decode]`.
     pub fn new(p: &nn::Path<'_>, cfg: &BertConfig, memory_width: i64) -> Result<Self> {
         cfg.validate().map_err(|message| Error::Config {
-            path: crate::config::memory_path(),
+            path: crate::bert::config::memory_path(),
             message,
         })?;
         let bert = p / "bert";
@@ -127,6 +131,7 @@ impl Decoder {
         memory: Context<'_>,
         train: bool,
     ) -> Result<Tensor> {
+        let _span = tracing::trace_span!("decoder").entered();
         if ids.size() != mask.size() || ids.dim() != 2 {
             return Err(Error::Input(format!(
                 "decoder ids {:?} and mask {:?} must both be [batch, t]",

@@ -42,7 +42,7 @@ impl GearModel {
                 name.strip_prefix(prefix).map(|rest| {
                     let key = match config.encoder.model_type {
                         crate::ModelType::Bert => rest.to_owned(),
-                        crate::ModelType::Mpnet => crate::encoder::mpnet_checkpoint_key(rest),
+                        crate::ModelType::Mpnet => crate::bert::encoder::mpnet_checkpoint_key(rest),
                     };
                     (key, t.detach())
                 })

@@ -1,10 +1,15 @@
 //! Autoregressive generation from the decoder: greedy and beam search, with or without the KV
 //! cache (the uncached path re-runs the whole prefix each step; it exists to check the cache).
+//!
+//! The decoding loop follows BLIP's generation through Hugging Face's `generate` with
+//! [`prepare_inputs_for_generation`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L932); greedy is [`_sample`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/generation/utils.py#L3123)
+//! without sampling, beam search [`_beam_search`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/generation/utils.py#L3578) with its
+//! length penalty. Each call runs in a `generate` span (debug level).
 
 use tch::{Device, Kind, Tensor};
 
+use crate::bert::encoder::Context;
 use crate::decoder::{Decoder, DecoderCache};
-use crate::encoder::Context;
 use crate::{Error, Result};
 
 /// How to pick tokens.
@@ -59,6 +64,7 @@ pub fn generate(
     tokens: GenerationTokens,
     options: &GenerationOptions,
 ) -> Result<Vec<Vec<i64>>> {
+    let _span = tracing::debug_span!("generate", search = ?options.search).entered();
     tch::no_grad(|| match options.search {
         Search::Greedy => greedy(decoder, memory, tokens, options),
         Search::Beam {

@@ -20,50 +20,44 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod attention;
+mod bert;
 mod checkpoint;
-mod config;
 mod cross_encoder;
 mod decoder;
 mod device;
-mod embeddings;
-mod encoder;
 mod error;
 mod export;
 mod gear;
-mod gear_config;
 mod generate;
-mod layer;
-mod layers;
 mod local;
 mod pooling;
 pub mod pretrained;
 mod sentence;
 mod st_folder;
 
-pub use attention::{
+pub use bert::attention::{
     additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
 };
+pub use bert::config::{Activation, BertConfig, ModelType};
+pub use bert::embeddings::Embeddings;
+pub use bert::encoder::{
+    mpnet_checkpoint_key, Bert, Context, CrossProbs, EncoderOutput, FusionOptions,
+};
+pub use bert::layer::{BertLayer, CrossInput, LayerOutput};
 pub use checkpoint::{
     check_finite, load_safetensors, load_safetensors_mapped, read_tensors, save_safetensors,
     save_tensors, write_folder_atomically, LoadMode, LoadReport,
 };
-pub use config::{Activation, BertConfig, ModelType};
 pub use cross_encoder::{CrossEncoder, EncodedPairs};
 pub use decoder::{Decoder, DecoderCache};
 pub use device::parse_device;
-pub use embeddings::Embeddings;
-pub use encoder::{mpnet_checkpoint_key, Bert, Context, CrossProbs, EncoderOutput, FusionOptions};
 pub use error::{Error, Result};
 pub use export::EncoderSide;
 pub use gear::{
-    is_new_parameter, Encoded, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN,
-};
-pub use gear_config::{
-    default_local_layer, CrossAttentionInit, DecoderConfig, DecoderInit, GearConfig,
+    default_local_layer, is_new_parameter, CrossAttentionInit, DecoderConfig, DecoderInit, Encoded,
+    GearConfig, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN,
 };
 pub use generate::{generate, GenerationOptions, GenerationTokens, Search};
-pub use layer::{BertLayer, CrossInput, LayerOutput};
 pub use local::{
     rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
 };

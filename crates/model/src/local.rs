@@ -14,6 +14,11 @@
 //!    ([`UnitAggregation::Mean`], which does not favour long sentences).
 //!
 //! Units cut off by truncation have no tokens and score 0.
+//!
+//! No reference code is mirrored: this is the method's local retrieval as
+//! `GEAR_METHOD.md` §3.3 states it, read from the cross-attention probabilities that BLIP's
+//! layer computes in its cross-attention block
+//! ([`BertLayer.forward`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L361)).
 
 use gear_data::Span;
 

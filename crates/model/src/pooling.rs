@@ -1,5 +1,7 @@
 //! Sentence embeddings from token states: the pooling modes of sentence-transformers' `Pooling`
 //! module (CLS, mean, max, mean/√len, last token) and its `Normalize` module.
+//!
+//! Mirrors [`Pooling.forward`](https://github.com/huggingface/sentence-transformers/blob/v6.2.0/sentence_transformers/sentence_transformer/modules/pooling.py#L123).
 
 use tch::{Kind, Tensor};
 

@@ -1,6 +1,10 @@
 //! A sentence-embedding model as sentence-transformers runs it: tokenizer, BERT, the folder's
 //! pooling (see [`SentenceLayout`]: CLS, mean, max, mean/√len or last token) and, when the folder
 //! says so, L2 normalisation — loaded from a sentence-transformers or Hugging Face model folder.
+//!
+//! Mirrors `SentenceTransformer.encode` (length-sorted batches, then pooling as
+//! [`Pooling.forward`](https://github.com/huggingface/sentence-transformers/blob/v6.2.0/sentence_transformers/sentence_transformer/modules/pooling.py#L123)); each `embed` runs in a `sentence_encoder.embed` span (debug
+//! level).
 
 use std::path::{Path, PathBuf};
 
@@ -119,7 +123,7 @@ impl SentenceEncoder {
         let report = match gear_prefix {
             None if config.model_type == crate::ModelType::Mpnet => {
                 load_safetensors_mapped(&mut vs, &weights, LoadMode::Strict, |name| {
-                    Some(crate::encoder::mpnet_checkpoint_key(name))
+                    Some(crate::bert::encoder::mpnet_checkpoint_key(name))
                 })?
             }
             None => load_safetensors(&mut vs, &weights, LoadMode::Strict)?,
@@ -176,6 +180,7 @@ impl SentenceEncoder {
     /// Texts are grouped into batches of similar length (longest first, as sentence-transformers
     /// does) so little compute is spent on padding.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let _span = tracing::debug_span!("sentence_encoder.embed", texts = texts.len()).entered();
         let refs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
         if refs.is_empty() {
             return Ok(Tensor::zeros([0, self.dim()], (Kind::Float, Device::Cpu)));

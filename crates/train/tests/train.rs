@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gear_data::{Tokenizer, Triple, TripleReader};
-use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use gear_infer::{evaluate, EvalOptions, EvalSet};
 use gear_model::{BertConfig, GearConfig, GearModel};
+use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use gear_train::{sorted_variables, Momentum, TrainConfig, Trainer};
 use tch::Device;
 

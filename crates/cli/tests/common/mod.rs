@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::Tokenizer;
-use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use gear_model::{save_safetensors, Bert, BertConfig};
+use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use tch::{nn::VarStore, Device};
 
 /// A temporary folder holding `bert/` (the tiny checkpoint) and `train.jsonl`.

@@ -17,7 +17,7 @@ mod articles;
 mod words;
 
 use articles::{common, invention, person, ship, species, town};
-use words::{COLOURS, CODAS, ONSETS, SUFFIXES, VOWELS};
+use words::{CODAS, COLOURS, ONSETS, SUFFIXES, VOWELS};
 /// Words that never start a generated name's syllable pattern twice in a row; kept simple.
 fn name(rng: &mut ChaCha8Rng, syllables: usize) -> String {
     let mut s = String::new();

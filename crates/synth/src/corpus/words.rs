@@ -80,7 +80,8 @@ pub(super) const MONTHS: &[&str] = &[
     "October",
     "November",
 ];
-pub(super) const DIRECTIONS: &[&str] = &["north", "south", "east", "west", "northeast", "southwest"];
+pub(super) const DIRECTIONS: &[&str] =
+    &["north", "south", "east", "west", "northeast", "southwest"];
 pub(super) const FIELDS: &[&str] = &[
     "astronomy",
     "botany",
@@ -145,4 +146,3 @@ pub(super) const INSTRUMENTS: &[&str] = &[
     "steam engine",
     "microscope",
 ];
-

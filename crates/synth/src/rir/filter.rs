@@ -67,4 +67,3 @@ pub(super) fn filter_by_similarity(
     }
     Ok(())
 }
-

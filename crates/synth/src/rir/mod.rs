@@ -47,7 +47,9 @@ pub use resume::partial_path;
 
 use filter::filter_by_similarity;
 use query::rewrite_all;
-use resume::{document_hash, finish, read_partial, settings_fingerprint, DocRecord, PARTIAL_HEADER};
+use resume::{
+    document_hash, finish, read_partial, settings_fingerprint, DocRecord, PARTIAL_HEADER,
+};
 
 /// Rewrites a sentence into a keyword query. Implementations must be usable from several threads.
 pub trait Rewriter: Sync {
@@ -386,5 +388,7 @@ fn append_record(sink: &mut File, partial: &Path, record: &DocRecord) -> Result<
     };
     let mut line = serde_json::to_vec(record).map_err(|e| io(e.into()))?;
     line.push(b'\n');
-    sink.write_all(&line).and_then(|()| sink.flush()).map_err(io)
+    sink.write_all(&line)
+        .and_then(|()| sink.flush())
+        .map_err(io)
 }

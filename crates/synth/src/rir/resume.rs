@@ -53,7 +53,10 @@ pub fn partial_path(output: &Path) -> PathBuf {
 
 /// Finished document ids (with their documents' hashes) and their summed stats; a torn last line
 /// (a crash mid-write) is cut off. A partial file made with other settings is refused.
-pub(super) fn read_partial(partial: &Path, settings: &str) -> Result<(HashMap<String, String>, RirStats)> {
+pub(super) fn read_partial(
+    partial: &Path,
+    settings: &str,
+) -> Result<(HashMap<String, String>, RirStats)> {
     let mut done = HashMap::new();
     let mut stats = RirStats::default();
     if !partial.exists() {

@@ -1,5 +1,7 @@
 //! Encoder configuration (BERT, or MPNet), read from a Hugging Face `config.json` and validated
 //! once.
+//!
+//! The fields are those of Hugging Face's `BertConfig` and `MPNetConfig` (`config.json`).
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,14 @@
 //! Multi-head attention with its output projection, residual and LayerNorm — one struct for
 //! BERT's self-attention (`attention.*`) and BLIP's cross-attention (`crossattention.*`).
+//!
+//! Mirrors [`BertSelfAttention`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L140) and
+//! [`BertSelfOutput`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L283); as cross-attention, BLIP's
+//! [`BertSelfAttention`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L97) with `is_cross_attention`. Forwards run in a `bert.attention`
+//! span (trace level).
 
 use tch::{nn, Kind, Tensor};
 
-use crate::layers::{layer_norm, linear};
+use crate::bert::init::{layer_norm, linear};
 use crate::BertConfig;
 
 /// `{self.{query,key,value}, output.{dense,LayerNorm}}` under one prefix.
@@ -187,6 +192,7 @@ impl Attention {
         mask: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
+        let _span = tracing::trace_span!("bert.attention").entered();
         let q = self.split_heads(&self.projected_input(hidden).apply(&self.query));
         let p = if train { self.attn_dropout } else { 0.0 };
         let ctx = Tensor::scaled_dot_product_attention(
@@ -215,6 +221,7 @@ impl Attention {
         mask: &Tensor,
         train: bool,
     ) -> AttentionOutput {
+        let _span = tracing::trace_span!("bert.attention").entered();
         let q = self.split_heads(&self.projected_input(hidden).apply(&self.query));
         let scores = q.matmul(&kv.key.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask;
         let probs = scores.softmax(-1, scores.kind());

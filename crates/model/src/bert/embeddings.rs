@@ -2,11 +2,15 @@
 //! dropout. MPNet has no token-type embeddings and counts positions from
 //! [`BertConfig::position_offset`] (`pad_token_id + 1`), as Hugging Face's `MPNetEmbeddings` does
 //! for right-padded input.
+//!
+//! Mirrors [`BertEmbeddings`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L54) and
+//! [`MPNetEmbeddings`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/mpnet/modeling_mpnet.py#L57); the forward runs in a
+//! `bert.embeddings` span (trace level).
 
 use tch::{nn, Tensor};
 
-use crate::config::ModelType;
-use crate::layers::{embedding, layer_norm};
+use crate::bert::config::ModelType;
+use crate::bert::init::{embedding, layer_norm};
 use crate::{BertConfig, Error, Result};
 
 /// `embeddings.*` of a BERT (or MPNet) checkpoint.
@@ -48,6 +52,7 @@ impl Embeddings {
     /// As [`Embeddings::forward_t`] for tokens starting at position `start` (decoding steps after
     /// a KV cache of `start` positions).
     pub fn forward_at_t(&self, input_ids: &Tensor, start: i64, train: bool) -> Result<Tensor> {
+        let _span = tracing::trace_span!("bert.embeddings").entered();
         let seq_len = input_ids.size().last().copied().unwrap_or(0);
         let first = start + self.position_offset;
         if first + seq_len > self.max_positions {

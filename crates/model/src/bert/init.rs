@@ -1,5 +1,7 @@
 //! Small constructors shared by every block: BERT's initialisation (normal(0, initializer_range)
 //! weights, zero biases, unit LayerNorm) applied to tch's `nn` layers.
+//!
+//! Mirrors [`BertPreTrainedModel._init_weights`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L536).
 
 use tch::nn;
 

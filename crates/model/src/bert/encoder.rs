@@ -6,12 +6,17 @@
 //! embeddings (see [`Embeddings`]) and a learned relative-position bias
 //! (`encoder.relative_attention_bias`, `[buckets, heads]`) added to every layer's self-attention
 //! logits; [`mpnet_checkpoint_key`] maps our (BERT) variable names to its checkpoint names.
+//!
+//! Mirrors [`BertEncoder`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L422) and MPNet's
+//! [`compute_position_bias`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/mpnet/modeling_mpnet.py#L311); the fusion mode is BLIP's
+//! [`BertModel.forward`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L670) with `encoder_hidden_states`. The forward runs in a
+//! `bert.encoder` span (trace level).
 
 use tch::{nn, Kind, Tensor};
 
-use crate::attention::{additive_mask, CrossAttentionShape};
-use crate::embeddings::Embeddings;
-use crate::layer::{BertLayer, CrossInput};
+use crate::bert::attention::{additive_mask, CrossAttentionShape};
+use crate::bert::embeddings::Embeddings;
+use crate::bert::layer::{BertLayer, CrossInput};
 use crate::{BertConfig, Error, Result};
 
 /// A BERT (or MPNet) encoder over tch.
@@ -133,7 +138,7 @@ impl Bert {
     ) -> Result<Self> {
         if cross.heads <= 0 || cfg.hidden_size % cross.heads != 0 {
             return Err(Error::Config {
-                path: crate::config::memory_path(),
+                path: crate::bert::config::memory_path(),
                 message: format!(
                     "cross-attention heads ({}) must divide the hidden size ({})",
                     cross.heads, cfg.hidden_size
@@ -149,7 +154,7 @@ impl Bert {
         cross: Option<CrossAttentionShape>,
     ) -> Result<Self> {
         cfg.validate().map_err(|message| Error::Config {
-            path: crate::config::memory_path(),
+            path: crate::bert::config::memory_path(),
             message,
         })?;
         let layers_path = p / "encoder" / "layer";
@@ -163,7 +168,7 @@ impl Bert {
             })
             .collect();
         let relative_attention_bias = (cfg.model_type == crate::ModelType::Mpnet).then(|| {
-            crate::layers::embedding_of_width(
+            crate::bert::init::embedding_of_width(
                 &(p / "encoder" / "relative_attention_bias"),
                 cfg.relative_attention_num_buckets,
                 cfg.num_attention_heads,
@@ -231,6 +236,7 @@ impl Bert {
         options: FusionOptions,
         train: bool,
     ) -> Result<EncoderOutput> {
+        let _span = tracing::trace_span!("bert.encoder").entered();
         if input_ids.size() != attention_mask.size() || input_ids.dim() != 2 {
             return Err(Error::Input(format!(
                 "input_ids {:?} and attention_mask {:?} must both be [batch, seq]",

@@ -153,7 +153,7 @@ impl GearConfig {
     /// The TOML text of this config.
     pub fn to_toml_string(&self) -> Result<String> {
         toml::to_string_pretty(self).map_err(|e| Error::Config {
-            path: crate::config::memory_path(),
+            path: crate::bert::config::memory_path(),
             message: e.to_string(),
         })
     }

@@ -1,11 +1,15 @@
 //! One transformer layer: self-attention, then (fusion encoder and decoder) cross-attention, then
 //! the feed-forward block, each with residual + LayerNorm — BLIP's text layer.
+//!
+//! Mirrors BLIP's [`BertLayer`](https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/med.py#L320) (Hugging Face's
+//! [`BertLayer`](https://github.com/huggingface/transformers/blob/v5.24.0/src/transformers/models/bert/modeling_bert.py#L356) with the cross-attention block); forwards
+//! run in a `bert.layer` span (trace level).
 
 use tch::{nn, Tensor};
 
-use crate::attention::{Attention, CrossAttentionShape, KvCache};
-use crate::config::Activation;
-use crate::layers::{layer_norm, linear};
+use crate::bert::attention::{Attention, CrossAttentionShape, KvCache};
+use crate::bert::config::Activation;
+use crate::bert::init::{layer_norm, linear};
 use crate::BertConfig;
 
 /// `encoder.layer.{i}.*` of a BERT checkpoint, plus `crossattention.*` when built with it.
@@ -97,6 +101,7 @@ impl BertLayer {
         cross: Option<CrossInput<'_>>,
         train: bool,
     ) -> LayerOutput {
+        let _span = tracing::trace_span!("bert.layer").entered();
         let h = self.attention.forward_t(hidden, None, mask, train);
         self.cross_and_feed_forward_t(h, cross, train)
     }
@@ -111,6 +116,7 @@ impl BertLayer {
         cross: Option<CrossInput<'_>>,
         train: bool,
     ) -> (LayerOutput, KvCache) {
+        let _span = tracing::trace_span!("bert.layer").entered();
         let new = self.attention.keys_values(hidden);
         let kv = match past {
             Some(past) => past.append(&new),

@@ -1,0 +1,272 @@
+//! `GearModel`: the whole GeAR network — query encoder `E_q` (which, with its cross-attention
+//! blocks, is also the fusion encoder), document encoder `E_d`, and decoder — with its tokenizer
+//! and the forward passes the trainer and the pipelines build on. Around it: its configuration
+//! (`config.rs`), initialisation from BERT (`init.rs`), checkpoint folders (`io.rs`) and the
+//! local-retrieval and generation pipelines (`pipeline.rs`).
+//!
+//! The network is BLIP's text side used for retrieval: `E_q` with cross-attention in every layer
+//! is BLIP's text encoder in its image-grounded mode, the decoder its causal text decoder
+//! (<https://github.com/salesforce/BLIP/blob/056a169437371659074aa2732649d5de3bffb4a8/models/blip_retrieval.py#L72>
+//! for how the retrieval model wires them).
+//!
+//! VarStore layout (= checkpoint keys): `query_encoder.{embeddings,encoder.layer.{i}}.*` with
+//! `…crossattention.*` in every layer, `document_encoder.*` (absent when encoders are shared),
+//! `decoder.bert.*`, `decoder.cls.predictions.*`.
+
+mod config;
+mod init;
+mod io;
+mod pipeline;
+
+use std::path::PathBuf;
+
+use gear_data::{Tokenizer, TripleTokenizer};
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::bert::encoder::{Bert, Context, EncoderOutput, FusionOptions};
+use crate::decoder::Decoder;
+use crate::generate::GenerationTokens;
+use crate::pooling::{l2_normalize, mean_pool};
+use crate::{Error, Result};
+
+pub use config::{default_local_layer, CrossAttentionInit, DecoderConfig, DecoderInit, GearConfig};
+pub use init::InitReport;
+pub use pipeline::{LocateInput, LocateOptions};
+
+/// The special token that starts every decoder input.
+pub const DECODE_TOKEN: &str = "[Decode]";
+const CONFIG_FILE: &str = "gear.toml";
+const WEIGHTS_FILE: &str = "model.safetensors";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A GeAR model.
+#[derive(Debug)]
+pub struct GearModel {
+    vs: VarStore,
+    query_encoder: Bert,
+    document_encoder: Option<Bert>,
+    decoder: Decoder,
+    config: GearConfig,
+    /// The tokenizer (with `[Decode]`) at the query, document and target lengths.
+    texts: TripleTokenizer,
+    tokens: GenerationTokens,
+}
+
+/// Whether the variable `name` (a [`GearModel`] VarStore key) is one GeAR adds to a BERT
+/// encoder: a cross-attention block (fusion encoder or decoder) or any decoder weight. These are
+/// the parameters [`GearModel::from_bert_checkpoint`] creates rather than loads (a decoder
+/// initialised from the encoder still counts as new: it starts in a new role).
+pub fn is_new_parameter(name: &str) -> bool {
+    name.starts_with("decoder.") || name.contains(".crossattention.")
+}
+
+/// Tokenised texts as tensors on the model's device.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Ids `[batch, len]`.
+    pub ids: Tensor,
+    /// 0/1 mask `[batch, len]`.
+    pub mask: Tensor,
+    /// The tokenizer's batch (offsets, special-token flags).
+    pub batch: gear_data::Batch,
+}
+
+impl GearModel {
+    /// A randomly initialised model. `tokenizer` gets `[Decode]` added; the encoder vocabulary
+    /// must cover the tokenizer's vocabulary without it.
+    pub fn new(config: GearConfig, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+        config.validate().map_err(|message| Error::Config {
+            path: PathBuf::from("<config>"),
+            message,
+        })?;
+        let mut tokenizer = tokenizer;
+        if tokenizer.token_to_id(DECODE_TOKEN).is_none()
+            && tokenizer.vocab_size() as i64 > config.encoder.vocab_size
+        {
+            return Err(Error::Config {
+                path: PathBuf::from("<config>"),
+                message: format!(
+                    "field `encoder.vocab_size` ({}) is smaller than the tokenizer's vocabulary ({})",
+                    config.encoder.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        let decode = tokenizer.add_special_token(DECODE_TOKEN);
+        let end = tokenizer.token_to_id("[SEP]").ok_or_else(|| {
+            Error::Input("the tokenizer has no `[SEP]` token to end generation".into())
+        })?;
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let width = config.encoder.hidden_size;
+        let query_encoder = Bert::with_cross_attention(
+            &(&root / "query_encoder"),
+            &config.encoder,
+            config.fusion_cross_attention(),
+        )?;
+        let document_encoder = if config.share_encoders {
+            None
+        } else {
+            Some(Bert::new(&(&root / "document_encoder"), &config.encoder)?)
+        };
+        let decoder_cfg = config.decoder_bert(tokenizer.vocab_size() as i64);
+        let decoder = Decoder::new(&(&root / "decoder"), &decoder_cfg, width)?;
+        Ok(Self {
+            texts: TripleTokenizer::new(
+                &tokenizer,
+                config.max_query_len,
+                config.max_document_len,
+                config.max_target_len,
+            )?,
+            vs,
+            query_encoder,
+            document_encoder,
+            decoder,
+            config,
+            tokens: GenerationTokens {
+                start: i64::from(decode),
+                end: i64::from(end),
+            },
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GearConfig {
+        &self.config
+    }
+
+    /// The variables (for optimisers and momentum copies).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The variables, mutably (loading, freezing, moving).
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The tokenizer for documents (with `[Decode]`).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        self.texts.document()
+    }
+
+    /// The tokenizer for queries (truncating to `max_query_len`).
+    pub fn query_tokenizer(&self) -> &Tokenizer {
+        self.texts.query()
+    }
+
+    /// `[Decode]` and end token ids.
+    pub fn generation_tokens(&self) -> GenerationTokens {
+        self.tokens
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    fn encode_with<S: AsRef<str>>(&self, tokenizer: &Tokenizer, texts: &[S]) -> Result<Encoded> {
+        let batch = tokenizer.encode_batch(texts)?;
+        let shape = [batch.len() as i64, batch.seq_len() as i64];
+        let ids = Tensor::from_slice(batch.ids())
+            .view(shape)
+            .to_device(self.device());
+        let mask = Tensor::from_slice(batch.attention_mask())
+            .view(shape)
+            .to_device(self.device());
+        Ok(Encoded { ids, mask, batch })
+    }
+
+    /// Tokenises queries (truncated to `max_query_len`).
+    pub fn encode_query_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Encoded> {
+        self.encode_with(self.texts.query(), texts)
+    }
+
+    /// Tokenises documents (truncated to `max_document_len`).
+    pub fn encode_document_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Encoded> {
+        self.encode_with(self.texts.document(), texts)
+    }
+
+    /// Decoder inputs for generation targets: `[Decode] t_1 … t_n [SEP]`, truncated to
+    /// `max_target_len`. Labels are the same ids shifted left by one.
+    pub fn encode_target_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Encoded> {
+        let enc = self.encode_with(self.texts.target(), texts)?;
+        if enc.ids.numel() > 0 {
+            let _ = enc.ids.select(1, 0).fill_(self.tokens.start);
+        }
+        Ok(enc)
+    }
+
+    fn document_bert(&self) -> &Bert {
+        self.document_encoder
+            .as_ref()
+            .unwrap_or(&self.query_encoder)
+    }
+
+    /// `E_q` sentence embeddings `[batch, hidden]`, unit-norm (no cross-attention).
+    pub fn encode_queries_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let out = self.query_encoder.forward_t(ids, mask, train)?;
+        Ok(l2_normalize(&mean_pool(&out.hidden, mask)))
+    }
+
+    /// `E_d` token states `[batch, len, hidden]` (what the fusion encoder attends to).
+    pub fn document_states_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.document_bert().forward_t(ids, mask, train)?.hidden)
+    }
+
+    /// `E_d` sentence embeddings `[batch, hidden]`, unit-norm.
+    pub fn encode_documents_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let states = self.document_states_t(ids, mask, train)?;
+        Ok(l2_normalize(&mean_pool(&states, mask)))
+    }
+
+    /// The fusion encoder: `E_q` over the query with cross-attention to the document's states.
+    pub fn fuse_t(
+        &self,
+        query_ids: &Tensor,
+        query_mask: &Tensor,
+        document: Context<'_>,
+        options: FusionOptions,
+        train: bool,
+    ) -> Result<EncoderOutput> {
+        self.query_encoder
+            .forward_fused_t(query_ids, query_mask, Some(document), options, train)
+    }
+
+    /// Teacher-forced decoder logits `[batch, t, vocab]` over `fused` states.
+    pub fn decoder_logits_t(
+        &self,
+        target_ids: &Tensor,
+        target_mask: &Tensor,
+        fused: Context<'_>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.decoder
+            .forward_t(target_ids, target_mask, fused, train)
+    }
+
+    /// Query embeddings for texts (evaluation mode) → `[n, hidden]` on the CPU.
+    pub fn embed_queries<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let enc = self.encode_query_texts(texts)?;
+        tch::no_grad(|| {
+            Ok(self
+                .encode_queries_t(&enc.ids, &enc.mask, false)?
+                .to_device(Device::Cpu))
+        })
+    }
+
+    /// Document embeddings for texts (evaluation mode) → `[n, hidden]` on the CPU.
+    pub fn embed_documents<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let enc = self.encode_document_texts(texts)?;
+        tch::no_grad(|| {
+            Ok(self
+                .encode_documents_t(&enc.ids, &enc.mask, false)?
+                .to_device(Device::Cpu))
+        })
+    }
+}
