@@ -1,5 +1,10 @@
 //! `gear`: the GeAR-rs command-line tool.
 //!
+//! Layout: `args.rs` holds the argument types commands share (one `--device`, the two ways of
+//! choosing a model, every closed set of values as a `ValueEnum` with its conversion into the
+//! library's type); `commands/` one module per subcommand group; `launch.rs` the `--nproc`
+//! launcher.
+//!
 //! Subcommands: `embed` (one JSON line per stdin line), `demo`, `data` (SQuAD import, the
 //! embedded corpus, RIR synthesis, splits), `score`, `train`, `train-reranker`, `eval` (triples,
 //! SQuAD), `index build`, `search`, `locate`, `generate`, `explain`, `export` — `gear --help` lists them
@@ -23,23 +28,12 @@ macro_rules! out {
     }};
 }
 
-mod data;
-mod demo;
-mod embed;
-mod export;
-mod infer;
+mod args;
+mod commands;
 mod launch;
-mod rerank;
-mod score;
-mod search;
-mod serve;
-mod train;
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use gear_model::{parse_device, pretrained, EncoderOptions, SentenceEncoder};
+use clap::{Parser, Subcommand};
+use commands::{data, demo, embed, eval, export, index, pair, rerank, score, search, serve, train};
 
 #[derive(Parser)]
 #[command(name = "gear", version, about = "GeAR: generation-augmented retrieval")]
@@ -69,15 +63,15 @@ enum Command {
     Eval(EvalCommand),
     /// Build a document index for global retrieval.
     #[command(subcommand)]
-    Index(infer::IndexCommand),
+    Index(index::IndexCommand),
     /// Top-k documents of an index for a query.
     Search(search::SearchArgs),
     /// A document's sentences ranked by the fusion encoder's cross-attention.
-    Locate(infer::PairArgs),
+    Locate(pair::PairArgs),
     /// The decoder's text for a (query, document) pair.
-    Generate(infer::PairArgs),
+    Generate(pair::PairArgs),
     /// Sentences, generated text and the ten most attended tokens, in colour and as HTML.
-    Explain(infer::PairArgs),
+    Explain(pair::PairArgs),
     /// Write a checkpoint's bi-encoder as a sentence-transformers folder.
     Export(export::Args),
     /// Serve an index over HTTP: TEI-compatible /embed, /search with located sentences,
@@ -89,55 +83,12 @@ enum Command {
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Global R@5/MAP@5, local R@k/MAP@k and generation scores on a triples file.
-    Triples(train::EvalArgs),
+    Triples(eval::EvalArgs),
     /// The paper's QA protocol on SQuAD files, for GeAR and the bi-encoder baseline.
-    Squad(infer::SquadArgs),
+    Squad(eval::SquadArgs),
     /// BEIR's measures (nDCG@10, Recall@100, MAP@100, MRR@10) on a BEIR dataset, for the
     /// bi-encoder, BM25 and their hybrid.
-    Beir(infer::BeirArgs),
-}
-
-/// Options every command that loads an encoder shares.
-#[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Model folder (config.json, model.safetensors, tokenizer.json). Default: the pretrained
-    /// all-MiniLM-L6-v2 installed by `cargo xtask setup`.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Token limit per text, special tokens included; longer texts are truncated. Default: the
-    /// model's `max_seq_length` (256 for MiniLM).
-    #[arg(long)]
-    max_len: Option<usize>,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = infer::at_least_one)]
-    batch_size: usize,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
-    #[arg(long)]
-    threads: Option<i32>,
-}
-
-impl ModelArgs {
-    /// Loads the encoder these options describe.
-    pub fn load(&self) -> Result<SentenceEncoder> {
-        if let Some(n) = self.threads {
-            anyhow::ensure!(n > 0, "--threads must be positive");
-            tch::set_num_threads(n);
-        }
-        let dir = match &self.model {
-            Some(dir) => dir.clone(),
-            None => pretrained::minilm_dir()?,
-        };
-        let opts = EncoderOptions {
-            max_len: self.max_len,
-            device: parse_device(&self.device)?,
-            batch_size: self.batch_size,
-        };
-        SentenceEncoder::load(&dir, &opts)
-            .with_context(|| format!("loading the model in {}", dir.display()))
-    }
+    Beir(eval::BeirArgs),
 }
 
 /// Keeps freed tensor memory in the heap instead of returning it to the kernel after every op.
@@ -179,14 +130,14 @@ fn main() {
         Command::Score(cmd) => score::run(&cmd),
         Command::Train(args) => train::train(&args),
         Command::TrainReranker(args) => rerank::run(&args),
-        Command::Eval(EvalCommand::Triples(args)) => train::eval(&args),
-        Command::Eval(EvalCommand::Squad(args)) => infer::eval_squad(&args),
-        Command::Eval(EvalCommand::Beir(args)) => infer::eval_beir(&args),
-        Command::Index(cmd) => infer::index(&cmd),
+        Command::Eval(EvalCommand::Triples(args)) => eval::eval_triples(&args),
+        Command::Eval(EvalCommand::Squad(args)) => eval::eval_squad(&args),
+        Command::Eval(EvalCommand::Beir(args)) => eval::eval_beir(&args),
+        Command::Index(cmd) => index::index(&cmd),
         Command::Search(args) => search::search(&args),
-        Command::Locate(args) => infer::pair(&args, infer::PairMode::Locate),
-        Command::Generate(args) => infer::pair(&args, infer::PairMode::Generate),
-        Command::Explain(args) => infer::pair(&args, infer::PairMode::Explain),
+        Command::Locate(args) => pair::pair(&args, pair::PairMode::Locate),
+        Command::Generate(args) => pair::pair(&args, pair::PairMode::Generate),
+        Command::Explain(args) => pair::pair(&args, pair::PairMode::Explain),
         Command::Export(args) => export::run(&args),
         Command::Serve(args) => serve::run(&args),
     };

@@ -1,14 +1,16 @@
-//! `gear train` and `gear eval triples`.
+//! `gear train`: GeAR training on triples with a TOML configuration, alone or data-parallel
+//! (`--nproc`, or under a launcher's environment).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gear_c10d::{Backend, DistEnv, ProcessGroup};
-use gear_data::{Scenario, Triple, TripleReader};
-use gear_infer::{EvalOptions, EvalSet};
-use gear_model::{parse_device, GearModel};
+use gear_data::{Triple, TripleReader};
+use gear_model::GearModel;
 use gear_train::{gear_config, Event, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::{DeviceArg, PrecisionArg};
 
 /// Options of `gear train`.
 #[derive(clap::Args, Debug)]
@@ -28,9 +30,8 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out (a new run when there is none yet).
     #[arg(long)]
     resume: bool,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Stop after this many optimiser steps (overrides `run.max_steps`).
     #[arg(long)]
     max_steps: Option<u64>,
@@ -46,63 +47,6 @@ pub struct TrainArgs {
     /// Seconds a rank waits for its peers (rendezvous and every collective) before failing.
     #[arg(long, default_value_t = 1800)]
     dist_timeout: u64,
-}
-
-/// `--precision`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrecisionArg {
-    /// Float32 throughout.
-    Fp32,
-    /// bfloat16 autocast for the forward pass.
-    Bf16,
-}
-
-/// `--scenario`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScenarioArg {
-    /// Relevant-information retrieval (local R@3, ROUGE).
-    Rir,
-    /// Question-answer retrieval (local R@1, EM/F1).
-    Qar,
-}
-
-/// Options of `gear eval triples`.
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// Triples to evaluate on.
-    #[arg(long)]
-    data: PathBuf,
-    /// A GeAR checkpoint folder (gear.toml, model.safetensors, tokenizer.json).
-    #[arg(long, conflicts_with = "untrained")]
-    model: Option<PathBuf>,
-    /// Evaluate the untrained start of this training config instead (pretrained encoders, new
-    /// cross-attention and decoder, seeded as training seeds them).
-    #[arg(long)]
-    untrained: Option<PathBuf>,
-    /// `rir` (local R@3, ROUGE) or `qar` (local R@1, EM/F1); default: the triples' own.
-    #[arg(long, value_enum)]
-    scenario: Option<ScenarioArg>,
-    /// Examples used for generation metrics.
-    #[arg(long, default_value_t = 64)]
-    generation_examples: usize,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Also run the baselines on the same queries and sentences: the plain bi-encoder, BM25
-    /// and the BM25 + dense hybrid (as `gear eval squad` does).
-    #[arg(long)]
-    baselines: bool,
-    /// Local retrieval: add token weights up per sentence (`sum`, the paper's attention mass) or
-    /// average them (`mean`, no bias towards long sentences).
-    #[arg(long, value_enum, default_value_t = crate::infer::Aggregation::Sum)]
-    aggregation: crate::infer::Aggregation,
-    /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
-    /// (10/12 of its depth).
-    #[arg(long)]
-    layer: Option<usize>,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 /// Reads a whole triples file (errors name file, line and field).
@@ -127,7 +71,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let config = config_of(args)?;
     let dist_env = DistEnv::from_env()?;
-    let mut device = parse_device(&args.device)?;
+    let mut device = args.device.get();
     if let (Some(env), tch::Device::Cuda(_)) = (&dist_env, device) {
         // One GPU per process on each machine.
         device = tch::Device::Cuda(env.local_rank);
@@ -161,10 +105,8 @@ fn config_of(args: &TrainArgs) -> Result<TrainConfig> {
     if args.max_steps.is_some() {
         config.run.max_steps = args.max_steps;
     }
-    match args.precision {
-        None => {}
-        Some(PrecisionArg::Fp32) => config.run.precision = gear_train::Precision::Fp32,
-        Some(PrecisionArg::Bf16) => config.run.precision = gear_train::Precision::Bf16,
+    if let Some(precision) = args.precision {
+        config.run.precision = precision.into();
     }
     Ok(config)
 }
@@ -281,33 +223,4 @@ pub fn untrained_model(config: &std::path::Path, device: tch::Device) -> Result<
     let encoder = gear_model::BertConfig::from_json_file(dir.join("config.json"))?;
     tch::manual_seed(config.run.seed as i64);
     Ok(GearModel::from_bert_checkpoint(&dir, Some(gear_config(&config, encoder)), device)?.0)
-}
-
-pub fn eval(args: &EvalArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
-    let triples = read_triples(&args.data)?;
-    let model = match (&args.model, &args.untrained) {
-        (Some(dir), _) => GearModel::load(dir, device)?,
-        (None, Some(config)) => untrained_model(config, device)?,
-        (None, None) => anyhow::bail!("pass --model CHECKPOINT or --untrained CONFIG"),
-    };
-    let scenario = match args.scenario {
-        Some(ScenarioArg::Rir) => Scenario::Rir,
-        Some(ScenarioArg::Qar) => Scenario::Qar,
-        None => triples.first().map_or(Scenario::Rir, |t| t.scenario),
-    };
-    let options = EvalOptions {
-        aggregation: args.aggregation.into(),
-        layer: args.layer,
-        baselines: args.baselines,
-        ..EvalOptions::for_scenario(scenario, args.generation_examples)
-    };
-    crate::infer::run_evaluation(
-        &model,
-        &EvalSet::from_triples(triples),
-        &options,
-        None,
-        device,
-        args.json,
-    )
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::ModelArgs;
+use crate::args::EncoderArgs;
 
 /// Lines read and embedded per round; bounds memory on large inputs.
 const CHUNK: usize = 2048;
@@ -15,7 +15,7 @@ const CHUNK: usize = 2048;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    model: EncoderArgs,
     /// Print `{"texts": N, "seconds": S, "texts_per_second": R}` on stderr at the end
     /// (time spent tokenising, encoding and writing; model loading excluded).
     #[arg(long)]

@@ -11,7 +11,7 @@ use gear_synth::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ModelArgs;
+use crate::args::{at_least_one, EncoderArgs, GearModelArgs};
 
 /// `gear data` subcommands.
 #[derive(Subcommand, Debug)]
@@ -129,7 +129,7 @@ pub struct SynthArgs {
     #[arg(long)]
     skip_bad: bool,
     #[command(flatten)]
-    model: ModelArgs,
+    model: EncoderArgs,
 }
 
 /// Which ranker mines the hard negatives of `gear data beir`.
@@ -162,9 +162,9 @@ pub struct BeirArgs {
     miner: MinerArg,
     /// The model for `--miner bi-encoder` (refused with `--miner bm25`, which uses none).
     #[command(flatten)]
-    model: crate::infer::ModelChoice,
+    model: GearModelArgs,
     /// Texts per forward pass (bi-encoder mining).
-    #[arg(long, default_value_t = 32, value_parser = crate::infer::at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
 }
 
@@ -177,7 +177,7 @@ fn beir(args: &BeirArgs) -> Result<()> {
             }
             (gear_infer::Miner::Bm25, None)
         }
-        MinerArg::BiEncoder => (gear_infer::Miner::BiEncoder, Some(args.model.load()?)),
+        MinerArg::BiEncoder => (gear_infer::Miner::BiEncoder, Some(args.model.load()?.0)),
     };
     let bar = crate::spinner("beir".into());
     let mined = gear_infer::beir_triples(

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gear_infer::{explain, load_model, Backend, DocumentIndex, HnswConfig, ModelSource};
-use gear_model::{parse_device, LocateOptions};
+use gear_infer::{explain, load_model, Backend, DocumentIndex, ModelSource};
+use gear_model::LocateOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::infer::at_least_one;
+use crate::args::{at_least_one, BackendArgs, DeviceArg};
 
 /// Options of `gear search`.
 #[derive(clap::Args, Debug)]
@@ -27,9 +27,9 @@ pub struct SearchArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// `cpu`, `cuda` or `cuda:N`: where the query encoder and exact search run.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where the query encoder and exact search run.
+    #[command(flatten)]
+    device: DeviceArg,
     /// For each result, its K best sentences by cross-attention (local retrieval), with
     /// character spans (0: none).
     #[arg(long, default_value_t = 0)]
@@ -41,53 +41,6 @@ pub struct SearchArgs {
     /// The query.
     #[arg(required_unless_present = "queries")]
     query: Option<String>,
-}
-
-/// `--backend`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchBackend {
-    /// Exact matrix-product search.
-    Exact,
-    /// Approximate search over the index's HNSW graph (`gear index ann` builds it).
-    Hnsw,
-}
-
-/// How `gear search` and `gear serve` search an index.
-#[derive(clap::Args, Debug)]
-pub struct BackendArgs {
-    /// Search backend: exact, or HNSW (approximate, over the graph `gear index ann` saved with
-    /// the index; results scored again exactly).
-    #[arg(long, value_enum, default_value_t = SearchBackend::Exact)]
-    backend: SearchBackend,
-    /// HNSW candidate list size while searching: recall vs speed (`--backend hnsw`; default
-    /// 64).
-    #[arg(long, value_parser = at_least_one)]
-    ef_search: Option<usize>,
-    /// HNSW candidates per result scored again exactly (`--backend hnsw`; default 4; 1: the
-    /// graph's own top-k).
-    #[arg(long, value_parser = at_least_one)]
-    rerank: Option<usize>,
-}
-
-impl BackendArgs {
-    /// The backend asked for; HNSW settings without `--backend hnsw` are refused.
-    pub(crate) fn backend(&self) -> Result<Backend> {
-        match self.backend {
-            SearchBackend::Exact => {
-                if self.ef_search.is_some() || self.rerank.is_some() {
-                    bail!("--ef-search and --rerank apply to --backend hnsw only");
-                }
-                Ok(Backend::Exact)
-            }
-            SearchBackend::Hnsw => {
-                let default = HnswConfig::default();
-                Ok(Backend::Hnsw(HnswConfig {
-                    ef_search: self.ef_search.unwrap_or(default.ef_search),
-                    rerank: self.rerank.unwrap_or(default.rerank),
-                }))
-            }
-        }
-    }
 }
 
 pub fn search(args: &SearchArgs) -> Result<()> {
@@ -107,8 +60,12 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         );
     }
     let backend = args.backend.backend()?;
-    let (index, model) =
-        open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
+    let (index, model) = open_index_and_model(
+        &args.index,
+        args.model.as_deref(),
+        args.device.get(),
+        backend,
+    )?;
     let many = args.queries.is_some();
     let bar = if many {
         let bar = ProgressBar::new(queries.len() as u64);
@@ -181,10 +138,9 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 pub(crate) fn open_index_and_model(
     index: &std::path::Path,
     model: Option<&std::path::Path>,
-    device: &str,
+    device: tch::Device,
     backend: Backend,
 ) -> Result<(DocumentIndex, gear_model::GearModel)> {
-    let device = parse_device(device)?;
     let index = DocumentIndex::open_with(index, device, backend)?;
     let dir = model.map_or_else(|| index.meta().model.clone(), std::path::Path::to_path_buf);
     index.check_model(&dir)?;

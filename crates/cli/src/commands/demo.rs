@@ -3,13 +3,13 @@
 
 use anyhow::Result;
 
-use crate::ModelArgs;
+use crate::args::EncoderArgs;
 
 /// Options of `gear demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    model: EncoderArgs,
     /// Results per query.
     #[arg(long, default_value_t = 3)]
     top_k: usize,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 use gear_serve::ServeOptions;
 
-use crate::infer::at_least_one;
-use crate::search::{open_index_and_model, BackendArgs};
+use super::search::open_index_and_model;
+use crate::args::{at_least_one, BackendArgs, DeviceArg};
 
 /// Options of `gear serve`.
 #[derive(clap::Args, Debug)]
@@ -22,9 +22,8 @@ pub struct Args {
     /// Address to listen on (port 0: any free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     #[command(flatten)]
     backend: BackendArgs,
     /// Most texts in one batched encoder forward (1: every request alone).
@@ -52,8 +51,12 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let backend = args.backend.backend()?;
     let bar = crate::spinner(format!("opening {}", args.index.display()));
-    let (index, model) =
-        open_index_and_model(&args.index, args.model.as_deref(), &args.device, backend)?;
+    let (index, model) = open_index_and_model(
+        &args.index,
+        args.model.as_deref(),
+        args.device.get(),
+        backend,
+    )?;
     bar.finish_and_clear();
     let documents = index.len();
     let options = ServeOptions {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use gear_model::{parse_device, EncoderSide, GearModel};
+use gear_model::{EncoderSide, GearModel};
 
 /// Options of `gear export`.
 #[derive(clap::Args, Debug)]
@@ -35,7 +35,7 @@ pub fn run(args: &Args) -> Result<()> {
         "{} exists already; remove it or choose another --out",
         args.out.display()
     );
-    let model = GearModel::load(&args.model, parse_device("cpu")?)
+    let model = GearModel::load(&args.model, tch::Device::Cpu)
         .with_context(|| format!("loading the checkpoint {}", args.model.display()))?;
     let side = match args.side {
         Side::Query => EncoderSide::Query,

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use gear_model::{parse_device, pretrained, CrossEncoder};
+use gear_model::{pretrained, CrossEncoder};
 use gear_train::{train_cross_encoder, RerankConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train::read_triples;
+use super::train::read_triples;
+use crate::args::DeviceArg;
 
 /// Options of `gear train-reranker`.
 #[derive(clap::Args, Debug)]
@@ -37,9 +38,8 @@ pub struct Args {
     /// Seed of the head's initialisation and the data order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -50,7 +50,7 @@ pub fn run(args: &Args) -> Result<()> {
         "--lr must be positive"
     );
     anyhow::ensure!(args.max_len >= 8, "--max-len must be at least 8");
-    let device = parse_device(&args.device)?;
+    let device = args.device.get();
     let init = match &args.init {
         Some(dir) => dir.clone(),
         None => pretrained::minilm_dir()?,

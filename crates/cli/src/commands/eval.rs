@@ -1,0 +1,260 @@
+//! `gear eval triples|squad|beir`: the one evaluation protocol (`gear_infer::evaluate`) on
+//! triples or SQuAD files, with the baselines beside GeAR, and BEIR's measures.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gear_data::{Scenario, TripleReader};
+use gear_infer::{EvalOptions, EvalSet};
+use gear_model::GearModel;
+
+use crate::args::{at_least_one, Aggregation, DeviceArg, GearModelArgs, LayersArg, ScenarioArg};
+
+/// Options of `gear eval triples`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Triples to evaluate on.
+    #[arg(long)]
+    data: PathBuf,
+    /// A GeAR checkpoint folder (gear.toml, model.safetensors, tokenizer.json).
+    #[arg(long, conflicts_with = "untrained")]
+    model: Option<PathBuf>,
+    /// Evaluate the untrained start of this training config instead (pretrained encoders, new
+    /// cross-attention and decoder, seeded as training seeds them).
+    #[arg(long)]
+    untrained: Option<PathBuf>,
+    /// `rir` (local R@3, ROUGE) or `qar` (local R@1, EM/F1); default: the triples' own.
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+    /// Examples used for generation metrics.
+    #[arg(long, default_value_t = 64)]
+    generation_examples: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also run the baselines on the same queries and sentences: the plain bi-encoder, BM25
+    /// and the BM25 + dense hybrid (as `gear eval squad` does).
+    #[arg(long)]
+    baselines: bool,
+    /// Local retrieval: add token weights up per sentence (`sum`, the paper's attention mass) or
+    /// average them (`mean`, no bias towards long sentences).
+    #[arg(long, value_enum, default_value_t = Aggregation::Sum)]
+    aggregation: Aggregation,
+    /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
+    /// (10/12 of its depth).
+    #[arg(long)]
+    layer: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+pub fn eval_triples(args: &EvalArgs) -> Result<()> {
+    let device = args.device.get();
+    let triples = super::train::read_triples(&args.data)?;
+    let model = match (&args.model, &args.untrained) {
+        (Some(dir), _) => GearModel::load(dir, device)?,
+        (None, Some(config)) => super::train::untrained_model(config, device)?,
+        (None, None) => anyhow::bail!("pass --model CHECKPOINT or --untrained CONFIG"),
+    };
+    let scenario = args.scenario.map_or_else(
+        || triples.first().map_or(Scenario::Rir, |t| t.scenario),
+        Into::into,
+    );
+    let options = EvalOptions {
+        aggregation: args.aggregation.into(),
+        layer: args.layer,
+        baselines: args.baselines,
+        ..EvalOptions::for_scenario(scenario, args.generation_examples)
+    };
+    run_evaluation(
+        &model,
+        &EvalSet::from_triples(triples),
+        &options,
+        None,
+        device,
+        args.json,
+    )
+}
+
+/// Options of `gear eval beir`.
+#[derive(clap::Args, Debug)]
+pub struct BeirArgs {
+    /// A BEIR dataset folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The qrels split.
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[command(flatten)]
+    model: GearModelArgs,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_beir(args: &BeirArgs) -> Result<()> {
+    let data = gear_data::read_beir(&args.data, &args.split)?;
+    let (model, _) = args.model.load()?;
+    let bar = crate::spinner("beir".into());
+    let report = gear_infer::eval_beir(Some(&model), &data, args.batch_size, &mut |step| {
+        bar.set_message(format!("beir: {step}"));
+    })?;
+    bar.finish_and_clear();
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    outln!(
+        "{} judged queries, {} documents ({})",
+        report.queries,
+        report.documents,
+        args.data.display()
+    )?;
+    outln!(
+        "{:>10}  {}",
+        "method",
+        gear_infer::MEASURES.map(|m| format!("{m:>10}")).join("  ")
+    )?;
+    for (method, m) in &report.methods {
+        let cells: Vec<String> = gear_infer::MEASURES
+            .iter()
+            .map(|k| format!("{:>10.4}", m[*k]))
+            .collect();
+        outln!("{method:>10}  {}", cells.join("  "))?;
+    }
+    Ok(())
+}
+
+/// Options of `gear eval squad`.
+#[derive(clap::Args, Debug)]
+pub struct SquadArgs {
+    /// SQuAD-format files (`.json`), or QAR triples files (`.jsonl`, e.g. a held-out split
+    /// written by `gear data split`); all their passages form the retrieval corpus.
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Skip the cross-encoder-style local baseline (one joint forward per question–sentence
+    /// pair: the slowest method).
+    #[arg(long)]
+    no_cross_encoder: bool,
+    /// A trained cross-encoder reranker (`gear train-reranker`) to rank the same sentences
+    /// (method `reranker`).
+    #[arg(long)]
+    reranker: Option<PathBuf>,
+    #[command(flatten)]
+    model: GearModelArgs,
+    /// Evaluate the untrained start of this training config (pretrained encoders, new
+    /// cross-attention and decoder initialised as training initialises them) instead of
+    /// `--model` / `--pretrained`.
+    #[arg(long, conflicts_with_all = ["model", "pretrained"])]
+    untrained: Option<PathBuf>,
+    /// Local-retrieval layers to sweep: `all` or a comma list (default: the model's).
+    #[arg(long)]
+    layers: Option<LayersArg>,
+    /// Questions used for generation metrics.
+    #[arg(long, default_value_t = 0)]
+    generation_examples: usize,
+    /// Write every question's sentence spans and relevant indices (JSON lines) for an
+    /// independent cross-check (xtask/scripts/squad_baseline.py).
+    #[arg(long)]
+    export_sentences: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn eval_squad(args: &SquadArgs) -> Result<()> {
+    let device = args.model.device.get();
+    let model = match &args.untrained {
+        Some(config) => super::train::untrained_model(config, device)?,
+        None => args.model.load()?.0,
+    };
+    let mut data = gear_infer::EvalSet::default();
+    for path in &args.data {
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let triples = TripleReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
+            data.extend(gear_infer::EvalSet::from_triples(triples));
+        } else {
+            data.extend(gear_infer::EvalSet::from_squad(gear_data::import_squad(
+                path,
+            )?));
+        }
+    }
+    if data.triples.is_empty() {
+        anyhow::bail!("no questions in {:?}", args.data);
+    }
+    let n_layers = model.config().encoder.num_hidden_layers as usize;
+    let layers = match &args.layers {
+        None => Vec::new(),
+        Some(layers) => layers.resolve(n_layers)?,
+    };
+    if let Some(path) = &args.export_sentences {
+        let mut w = gear_data::JsonlWriter::create(path)?;
+        for t in gear_infer::local_targets(&data)? {
+            w.write(&t)?;
+        }
+        w.finish()?;
+    }
+    let scenario = data.triples[0].scenario;
+    let options = gear_infer::EvalOptions {
+        layers,
+        cross_encoder: !args.no_cross_encoder,
+        ..gear_infer::EvalOptions::for_scenario(scenario, args.generation_examples)
+    };
+    run_evaluation(
+        &model,
+        &data,
+        &options,
+        args.reranker.as_deref(),
+        device,
+        args.json,
+    )
+}
+
+/// Runs [`gear_infer::evaluate`] (and the trained reranker when given) under a spinner and
+/// prints the report: `gear eval squad` and `gear eval triples` alike.
+pub fn run_evaluation(
+    model: &gear_model::GearModel,
+    data: &gear_infer::EvalSet,
+    options: &gear_infer::EvalOptions,
+    reranker: Option<&std::path::Path>,
+    device: tch::Device,
+    json: bool,
+) -> Result<()> {
+    let bar = crate::spinner(format!(
+        "eval: {} queries over {} documents",
+        data.triples.len(),
+        data.corpus.len()
+    ));
+    let mut report = gear_infer::evaluate(model, data, options)?;
+    if let Some(dir) = reranker {
+        let reranker = gear_model::CrossEncoder::load(dir, device)
+            .with_context(|| format!("loading the reranker in {}", dir.display()))?;
+        let (metrics, seconds) = gear_infer::eval_reranker(&reranker, data, 64)?;
+        report.methods.insert("reranker".into(), metrics);
+        report.local_seconds.insert("reranker".into(), seconds);
+    }
+    bar.finish_and_clear();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    outln!(
+        "{} queries ({} with no sentence holding a gold start), {} documents",
+        report.questions,
+        report.unlocatable,
+        report.passages
+    )?;
+    outln!("gear: {}", report.gear_line())?;
+    for (method, m) in report.methods.iter().filter(|(k, _)| *k != "gear") {
+        let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        outln!("{method:>13}: {}", cells.join("  "))?;
+    }
+    for (layer, m) in &report.layers {
+        let cells: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        outln!("  layer {layer:>2}: {}", cells.join("  "))?;
+    }
+    Ok(())
+}

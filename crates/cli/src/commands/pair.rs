@@ -1,0 +1,146 @@
+//! `gear locate`, `gear generate`, `gear explain`: one (query, document) pair through the fusion
+//! encoder — its sentences ranked by cross-attention, the decoder's text, or both with the most
+//! attended tokens, in the terminal, as JSON or as an HTML page.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gear_data::Document;
+use gear_infer::{explain, render_html, render_terminal, DocumentIndex};
+use gear_model::{GenerationOptions, LocateOptions, Search};
+
+use crate::args::{at_least_one, Aggregation, GearModelArgs};
+
+/// Where the document of `locate`/`generate`/`explain` comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DocChoice {
+    /// A text file holding the document.
+    #[arg(long, conflicts_with = "doc_id")]
+    doc: Option<PathBuf>,
+    /// A document of `--index` by id.
+    #[arg(long, requires = "index")]
+    doc_id: Option<String>,
+    /// The index to look `--doc-id` up in.
+    #[arg(long)]
+    index: Option<PathBuf>,
+}
+
+impl DocChoice {
+    fn load(&self) -> Result<Document> {
+        match (&self.doc, &self.doc_id, &self.index) {
+            (Some(path), _, _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok(Document {
+                    id: name.clone(),
+                    title: name,
+                    text: text.trim_end().to_owned(),
+                })
+            }
+            (None, Some(id), Some(index)) => {
+                Ok(DocumentIndex::open(index, tch::Device::Cpu)?.document(id)?)
+            }
+            _ => bail!("pass --doc FILE or --doc-id ID --index DIR"),
+        }
+    }
+}
+
+/// Options of `gear locate`, `gear generate` and `gear explain`.
+#[derive(clap::Args, Debug)]
+pub struct PairArgs {
+    #[command(flatten)]
+    model: GearModelArgs,
+    #[command(flatten)]
+    doc: DocChoice,
+    /// Sentences shown.
+    #[arg(long, short, default_value_t = 5, value_parser = at_least_one)]
+    k: usize,
+    /// Sentence score: the attention mass on its tokens (`sum`) or its mean per token (`mean`).
+    #[arg(long, value_enum, default_value_t = Aggregation::Sum)]
+    aggregation: Aggregation,
+    /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
+    /// `local_layer`.
+    #[arg(long, value_parser = at_least_one)]
+    layer: Option<usize>,
+    /// Beam width for generation (1: greedy).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    beams: usize,
+    /// Write the explanation as a self-contained HTML page.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The query.
+    query: String,
+}
+
+/// `locate`, `generate` or `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairMode {
+    /// Sentences only.
+    Locate,
+    /// Generated text only.
+    Generate,
+    /// Everything.
+    Explain,
+}
+
+pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
+    if args.query.trim().is_empty() {
+        bail!("the query is empty");
+    }
+    let (model, _) = args.model.load()?;
+    let doc = args.doc.load()?;
+    let locate = LocateOptions {
+        aggregation: args.aggregation.into(),
+        top_tokens: 10,
+        layer: args.layer,
+    };
+    let search = if args.beams > 1 {
+        Search::Beam {
+            width: args.beams,
+            length_penalty: 1.0,
+        }
+    } else {
+        Search::Greedy
+    };
+    let generation = GenerationOptions {
+        max_len: model.config().max_target_len,
+        search,
+        use_cache: true,
+    };
+    let e = explain(
+        &model,
+        &args.query,
+        &doc,
+        &locate,
+        (mode != PairMode::Locate).then_some(&generation),
+    )?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, render_html(&e, args.k))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&e)?)?;
+        return Ok(());
+    }
+    match mode {
+        PairMode::Locate => {
+            for s in e.sentences.iter().take(args.k) {
+                outln!("{:.4}  [{}] {}", s.score, s.index, s.text)?;
+            }
+        }
+        PairMode::Generate => outln!("{}", e.generated.unwrap_or_default())?,
+        PairMode::Explain => {
+            let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            out!("{}", render_terminal(&e, color, args.k))?;
+        }
+    }
+    Ok(())
+}
