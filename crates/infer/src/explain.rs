@@ -197,6 +197,33 @@ fn read_document<'a>(
         windows,
         cut_sentences,
     } = model_windows(model, text, units)?;
+    let rankings = locate_windows(model, query, text, units, &windows, options)?;
+    let (ranking, top_window) = merge_windows(units, &windows, &rankings, options.top_tokens);
+    let w = &windows[top_window];
+    Ok(Reading {
+        truncated: Some(Truncation {
+            tokens,
+            kept,
+            windows: windows.len(),
+            unreachable_sentences: ranking.units.iter().filter(|u| u.tokens == 0).count(),
+            cut_sentences,
+            sentences: units.len(),
+        }),
+        ranking,
+        generation_text: &text[units[w.start].start..units[w.end - 1].end],
+    })
+}
+
+/// Each window of `text` (sentence ranges of `units`) located for `query`, in one batch; a
+/// window's units are spans within the window's text.
+fn locate_windows(
+    model: &GearModel,
+    query: &str,
+    text: &str,
+    units: &[Span],
+    windows: &[std::ops::Range<usize>],
+    options: &LocateOptions,
+) -> Result<Vec<LocalRanking>> {
     let local: Vec<Vec<Span>> = windows
         .iter()
         .map(|w| {
@@ -216,10 +243,21 @@ fn read_document<'a>(
             units: spans,
         })
         .collect();
-    let rankings = model.locate_batch(&inputs, options)?;
+    Ok(model.locate_batch(&inputs, options)?)
+}
+
+/// The windows' rankings as one over the whole document: a sentence scores its best over the
+/// windows holding it, the `top_tokens` heaviest attended tokens over all windows (spans in the
+/// document). Also the window of the best sentence.
+fn merge_windows(
+    units: &[Span],
+    windows: &[std::ops::Range<usize>],
+    rankings: &[LocalRanking],
+    top_tokens: usize,
+) -> (LocalRanking, usize) {
     let mut best: Vec<Option<(f32, usize, usize)>> = vec![None; units.len()];
     let mut attended: Vec<AttendedToken> = Vec::new();
-    for (wi, (w, ranking)) in windows.iter().zip(&rankings).enumerate() {
+    for (wi, (w, ranking)) in windows.iter().zip(rankings).enumerate() {
         let base = units[w.start].start;
         for u in &ranking.units {
             let i = w.start + u.index;
@@ -249,27 +287,18 @@ fn read_document<'a>(
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
     attended.sort_by(|a, b| b.weight.total_cmp(&a.weight));
     attended.dedup_by_key(|t| t.span);
-    attended.truncate(options.top_tokens);
+    attended.truncate(top_tokens);
     let top_window = ranked
         .first()
         .and_then(|u| best[u.index])
         .map_or(0, |(_, _, wi)| wi);
-    let w = &windows[top_window];
-    Ok(Reading {
-        truncated: Some(Truncation {
-            tokens,
-            kept,
-            windows: windows.len(),
-            unreachable_sentences: ranked.iter().filter(|u| u.tokens == 0).count(),
-            cut_sentences,
-            sentences: units.len(),
-        }),
-        ranking: LocalRanking {
+    (
+        LocalRanking {
             units: ranked,
             top_tokens: attended,
         },
-        generation_text: &text[units[w.start].start..units[w.end - 1].end],
-    })
+        top_window,
+    )
 }
 
 /// How a document is split into windows the model reads at once.
