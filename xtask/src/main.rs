@@ -8,11 +8,11 @@ mod bench_encode;
 mod bench_index;
 mod cmd;
 mod parity;
+mod pipelines;
 mod serve;
 mod setup;
 mod test;
 mod tidy;
-mod train_rir;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,9 +55,9 @@ enum Command {
     },
     /// The main job: embedded corpus → RIR triples → split → train GeAR → evaluate trained vs
     /// untrained on the held-out split.
-    TrainRir(train_rir::RirArgs),
+    TrainRir(pipelines::RirArgs),
     /// The same for SQuAD-format files (QAR).
-    TrainQar(train_rir::QarArgs),
+    TrainQar(pipelines::QarArgs),
     /// Run the criterion benchmarks (`cargo bench` with the libtorch environment).
     Bench {
         /// Arguments passed to `cargo bench`.
@@ -114,8 +114,8 @@ fn main() -> Result<()> {
             cmd::status(env.command(gear).args(&args))
         }
         Command::Embed { args } => cmd::run_gear(&setup::ensure()?, "embed", &args),
-        Command::TrainRir(args) => train_rir::rir(&setup::ensure()?, &args),
-        Command::TrainQar(args) => train_rir::qar(&setup::ensure()?, &args),
+        Command::TrainRir(args) => pipelines::rir(&setup::ensure()?, &args),
+        Command::TrainQar(args) => pipelines::qar(&setup::ensure()?, &args),
         Command::Bench { args } => {
             let env = setup::ensure()?;
             cmd::status(cmd::cargo(&env).arg("bench").args(&args))

@@ -150,7 +150,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `generate`: the vectors, the queries, the float32 and float16 indexes and FAISS's raw files.
 fn generate(dir: &Path, n: i64, dim: i64, model: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     tch::manual_seed(1);
     let centres = Tensor::randn([1000, dim], (Kind::Float, Device::Cpu));
     let centres = &centres / centres.norm_scalaropt_dim(2, [1].as_slice(), true);
