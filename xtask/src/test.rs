@@ -100,6 +100,7 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
         "gear-synth",
         "gear-model",
         "gear-train",
+        "gear-eval",
         "gear-infer",
         "gear-c10d",
         "gear-serve",

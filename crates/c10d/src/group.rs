@@ -178,7 +178,7 @@ impl ProcessGroup {
     }
 
     /// Concatenates every rank's `t` along dimension 0, in rank order. All ranks must pass the
-    /// same shape; see [`all_gather_rows`] for differing row counts.
+    /// same shape; see [`all_gather_rows`](crate::all_gather_rows) for differing row counts.
     pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
         let t = t.contiguous();
         self.check_tensor("all_gather", &t)?;

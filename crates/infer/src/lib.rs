@@ -1,8 +1,8 @@
-//! GeAR inference (method §3), as a library the `gear` CLI is built on: a document index with
-//! exact or HNSW search (global retrieval, bi-encoder cost), BM25 and reciprocal-rank fusion,
-//! sentence location from the fusion encoder's cross-attention (local retrieval), generation,
-//! explanations rendered for a terminal or as HTML, and the one evaluation protocol (every
-//! method, QAR and RIR alike: [`evaluate`]).
+//! GeAR inference (method §3), as a library the `gear` CLI and `gear serve` are built on: a
+//! document index with exact or HNSW search (global retrieval, bi-encoder cost), sentence
+//! location from the fusion encoder's cross-attention (local retrieval) over documents of any
+//! length, generation, and explanations rendered for a terminal or as HTML. Evaluation and the
+//! BM25 baselines are `gear-eval`.
 //!
 //! ```no_run
 //! use gear_infer::{explain, load_model, render_terminal, DocumentIndex, ModelSource};
@@ -21,13 +21,9 @@
 
 mod ann;
 mod ann_build;
-mod beir_eval;
-mod beir_triples;
 mod build;
 mod error;
-mod evaluate;
 mod explain;
-mod lexical;
 mod mapped;
 mod search;
 mod store;
@@ -36,22 +32,15 @@ use std::path::PathBuf;
 
 pub use ann::{GraphVectors, HnswConfig, HnswIndex, HnswParams};
 pub use ann_build::{build_ann, AnnMeta};
-pub use beir_eval::{beir_measures, eval_beir, BeirReport, Run, DEPTH, MEASURES};
-pub use beir_triples::{beir_triples, MinedTriples, Miner};
 pub use build::{
     add_to_index, build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome,
     FileStamp, VectorPrecision,
 };
 pub use error::{Error, Result};
-pub use evaluate::{
-    eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,
-    GLOBAL_K, LOCAL_KS,
-};
 pub use explain::{
     escape_html, explain, render_html, render_terminal, sentence_windows, AttendedSpan,
     Explanation, RankedSentence, Truncation,
 };
-pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
 pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 

@@ -264,11 +264,12 @@ pub(crate) fn required_file(dir: &Path, file: &'static str) -> Result<PathBuf> {
 /// Writes a model folder atomically: `fill` writes into a temporary folder beside `dir`
 /// (`.{name}.tmp-{pid}`), which then replaces `dir` (the old one moved aside and removed only
 /// once the new one is in place). `fallback` names the temporary folder when `dir` has no name.
-pub fn write_folder_atomically(
+/// `fill` may fail with any error this crate's converts into (the index writer's, the trainer's).
+pub fn write_folder_atomically<E: From<Error>>(
     dir: &Path,
     fallback: &str,
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Io { path, source }

@@ -140,16 +140,8 @@ impl CrossEncoder {
     /// Tokenises pair texts ([`CrossEncoder::pair_text`]).
     pub fn encode_pairs<S: AsRef<str>>(&self, texts: &[S]) -> Result<EncodedPairs> {
         let batch = self.tokenizer.encode_batch(texts)?;
-        let shape = [batch.len() as i64, batch.seq_len() as i64];
-        let device = self.device();
-        Ok(EncodedPairs {
-            ids: Tensor::from_slice(batch.ids())
-                .view(shape)
-                .to_device(device),
-            mask: Tensor::from_slice(batch.attention_mask())
-                .view(shape)
-                .to_device(device),
-        })
+        let (ids, mask) = crate::batch_tensors(&batch, self.device());
+        Ok(EncodedPairs { ids, mask })
     }
 
     /// Relevance logits `[pairs]` of encoded pairs.

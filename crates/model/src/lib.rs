@@ -1,11 +1,25 @@
 //! GeAR-rs networks over libtorch ([`tch`]).
 //!
-//! Today: a BERT encoder whose VarStore paths are exactly a Hugging Face `BertModel`
-//! checkpoint's keys (`embeddings.word_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`,
-//! …) and which also runs MPNet checkpoints ([`ModelType::Mpnet`]: relative-position bias,
-//! offset positions, names mapped by [`mpnet_checkpoint_key`]), strict safetensors loading, and [`SentenceEncoder`], which reads a sentence-transformers
-//! folder's pipeline ([`SentenceLayout`]: `modules.json`, the pooling mode, `Normalize`,
-//! `sentence_bert_config.json`) and reproduces sentence-transformers' embeddings to within 1e-4.
+//! - `bert/` — the encoder stack, keyed exactly as a Hugging Face checkpoint
+//!   (`embeddings.word_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`, …) so
+//!   weights load strictly by name: [`Bert`] runs BERT and MPNet checkpoints
+//!   ([`ModelType::Mpnet`]: relative-position bias, offset positions, names mapped by
+//!   [`mpnet_checkpoint_key`]) and, built with cross-attention blocks, GeAR's fusion encoder.
+//! - `gear/` — [`GearModel`]: query encoder (also the fusion encoder), document encoder and
+//!   [`Decoder`], with [`GearConfig`], initialisation from a BERT checkpoint
+//!   ([`GearModel::from_bert_checkpoint`]), checkpoint folders ([`GearModel::load`],
+//!   [`GearModel::save`]) and the pipelines: local retrieval ([`GearModel::locate`] and its batched
+//!   forms, ranking sentences by cross-attention through [`rank_units`]) and generation
+//!   ([`generate`]: greedy or beam search, with a KV cache).
+//! - [`SentenceEncoder`] — a sentence-transformers folder's pipeline ([`SentenceLayout`]:
+//!   `modules.json`, the pooling mode, `Normalize`, `sentence_bert_config.json`), reproducing
+//!   sentence-transformers' embeddings to within 1e-4; export of a GeAR encoder back to such a
+//!   folder ([`EncoderSide`]); the [`CrossEncoder`] reranker.
+//! - Checkpoint I/O (strict safetensors loading, [`write_folder_atomically`]), devices
+//!   ([`parse_device`]) and the pretrained models `cargo xtask setup` installs ([`pretrained`]).
+//!
+//! Each module names the reference code it mirrors (the table is in `bert/mod.rs`) and runs its
+//! forward inside a `tracing` span.
 //!
 //! ```no_run
 //! use gear_model::{pretrained, EncoderOptions, SentenceEncoder};
@@ -20,6 +34,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod batch;
 mod bert;
 mod checkpoint;
 mod cross_encoder;
@@ -35,6 +50,7 @@ pub mod pretrained;
 mod sentence;
 mod st_folder;
 
+pub use batch::batch_tensors;
 pub use bert::attention::{
     additive_mask, causal_mask, Attention, AttentionOutput, CrossAttentionShape, KvCache,
 };

@@ -196,13 +196,7 @@ impl SentenceEncoder {
         } else {
             self.tokenizer.encode_batch(texts)?
         };
-        let shape = [batch.len() as i64, batch.seq_len() as i64];
-        let ids = Tensor::from_slice(batch.ids())
-            .view(shape)
-            .to_device(self.device);
-        let mask = Tensor::from_slice(batch.attention_mask())
-            .view(shape)
-            .to_device(self.device);
+        let (ids, mask) = crate::batch_tensors(&batch, self.device);
         tch::no_grad(|| {
             let out = self.bert.forward_t(&ids, &mask, false)?;
             let pooled = pool(&out.hidden, &mask, self.layout.pooling);

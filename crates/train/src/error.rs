@@ -50,7 +50,7 @@ pub enum Error {
     Data(#[from] gear_data::Error),
     /// The evaluation failed.
     #[error(transparent)]
-    Eval(#[from] gear_infer::Error),
+    Eval(#[from] gear_eval::Error),
     /// libtorch failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -2,7 +2,7 @@
 //! and document embeddings with momentum-distilled soft labels and a queue of momentum
 //! embeddings, plus the decoder's language-modelling loss on the target (the answer for QAR, the
 //! relevant sentence for RIR) — optimised with AdamW under a warm-up + cosine schedule.
-//! Dev evaluation runs the one protocol of [`gear_infer::evaluate`] (GeAR alone).
+//! Dev evaluation runs the one protocol of [`gear_eval::evaluate`] (GeAR alone).
 //!
 //! ```no_run
 //! use gear_train::{TrainConfig, Trainer};

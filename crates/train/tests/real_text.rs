@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gear_data::{Scenario, Triple};
-use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
+use gear_eval::{evaluate, EvalOptions, EvalReport, EvalSet};
 use gear_train::{TrainConfig, Trainer};
 use tch::Device;
 

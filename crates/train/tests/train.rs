@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gear_data::{Tokenizer, Triple, TripleReader};
-use gear_infer::{evaluate, EvalOptions, EvalSet};
+use gear_eval::{evaluate, EvalOptions, EvalSet};
 use gear_model::{BertConfig, GearConfig, GearModel};
 use gear_synth::{generate_corpus, synthesize_rir, KeywordRewriter, RirConfig};
 use gear_train::{sorted_variables, Momentum, TrainConfig, Trainer};
@@ -336,7 +336,7 @@ fn the_demo_config_beats_its_untrained_start_on_held_out_local_retrieval() {
         })
         .unwrap();
     let trained = evaluate(trainer.model(), &test, &opts).unwrap();
-    let m = |r: &gear_infer::EvalReport, k: &str| r.metric("gear", k).unwrap();
+    let m = |r: &gear_eval::EvalReport, k: &str| r.metric("gear", k).unwrap();
     eprintln!(
         "{} train / {} test triples, {} steps, L_LOC {:.3} → {:.3}; held-out local R@3 {:.3} → {:.3}, \
          MAP@3 {:.3} → {:.3}; global R@5 {:.3} → {:.3}",

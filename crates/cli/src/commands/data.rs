@@ -175,12 +175,12 @@ fn beir(args: &BeirArgs) -> Result<()> {
             if args.model.given() {
                 bail!("--model/--pretrained pick the bi-encoder miner's model: pass --miner bi-encoder, or drop them for BM25");
             }
-            (gear_infer::Miner::Bm25, None)
+            (gear_eval::Miner::Bm25, None)
         }
-        MinerArg::BiEncoder => (gear_infer::Miner::BiEncoder, Some(args.model.load()?.0)),
+        MinerArg::BiEncoder => (gear_eval::Miner::BiEncoder, Some(args.model.load()?.0)),
     };
     let bar = crate::spinner("beir".into());
-    let mined = gear_infer::beir_triples(
+    let mined = gear_eval::beir_triples(
         &data,
         miner,
         model.as_ref(),

@@ -1,11 +1,11 @@
-//! `gear eval triples|squad|beir`: the one evaluation protocol (`gear_infer::evaluate`) on
+//! `gear eval triples|squad|beir`: the one evaluation protocol (`gear_eval::evaluate`) on
 //! triples or SQuAD files, with the baselines beside GeAR, and BEIR's measures.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gear_data::{Scenario, TripleReader};
-use gear_infer::{EvalOptions, EvalSet};
+use gear_eval::{EvalOptions, EvalSet};
 use gear_model::GearModel;
 
 use crate::args::{at_least_one, Aggregation, DeviceArg, GearModelArgs, LayersArg, ScenarioArg};
@@ -99,7 +99,7 @@ pub fn eval_beir(args: &BeirArgs) -> Result<()> {
     let data = gear_data::read_beir(&args.data, &args.split)?;
     let (model, _) = args.model.load()?;
     let bar = crate::spinner("beir".into());
-    let report = gear_infer::eval_beir(Some(&model), &data, args.batch_size, &mut |step| {
+    let report = gear_eval::eval_beir(Some(&model), &data, args.batch_size, &mut |step| {
         bar.set_message(format!("beir: {step}"));
     })?;
     bar.finish_and_clear();
@@ -116,10 +116,10 @@ pub fn eval_beir(args: &BeirArgs) -> Result<()> {
     outln!(
         "{:>10}  {}",
         "method",
-        gear_infer::MEASURES.map(|m| format!("{m:>10}")).join("  ")
+        gear_eval::MEASURES.map(|m| format!("{m:>10}")).join("  ")
     )?;
     for (method, m) in &report.methods {
-        let cells: Vec<String> = gear_infer::MEASURES
+        let cells: Vec<String> = gear_eval::MEASURES
             .iter()
             .map(|k| format!("{:>10.4}", m[*k]))
             .collect();
@@ -171,13 +171,13 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         Some(config) => super::train::untrained_model(config, device)?,
         None => args.model.load()?.0,
     };
-    let mut data = gear_infer::EvalSet::default();
+    let mut data = gear_eval::EvalSet::default();
     for path in &args.data {
         if path.extension().is_some_and(|e| e == "jsonl") {
             let triples = TripleReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
-            data.extend(gear_infer::EvalSet::from_triples(triples));
+            data.extend(gear_eval::EvalSet::from_triples(triples));
         } else {
-            data.extend(gear_infer::EvalSet::from_squad(gear_data::import_squad(
+            data.extend(gear_eval::EvalSet::from_squad(gear_data::import_squad(
                 path,
             )?));
         }
@@ -192,16 +192,16 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
     };
     if let Some(path) = &args.export_sentences {
         let mut w = gear_data::JsonlWriter::create(path)?;
-        for t in gear_infer::local_targets(&data)? {
+        for t in gear_eval::local_targets(&data)? {
             w.write(&t)?;
         }
         w.finish()?;
     }
     let scenario = data.triples[0].scenario;
-    let options = gear_infer::EvalOptions {
+    let options = gear_eval::EvalOptions {
         layers,
         cross_encoder: !args.no_cross_encoder,
-        ..gear_infer::EvalOptions::for_scenario(scenario, args.generation_examples)
+        ..gear_eval::EvalOptions::for_scenario(scenario, args.generation_examples)
     };
     run_evaluation(
         &model,
@@ -213,12 +213,12 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
     )
 }
 
-/// Runs [`gear_infer::evaluate`] (and the trained reranker when given) under a spinner and
+/// Runs [`gear_eval::evaluate`] (and the trained reranker when given) under a spinner and
 /// prints the report: `gear eval squad` and `gear eval triples` alike.
 pub fn run_evaluation(
     model: &gear_model::GearModel,
-    data: &gear_infer::EvalSet,
-    options: &gear_infer::EvalOptions,
+    data: &gear_eval::EvalSet,
+    options: &gear_eval::EvalOptions,
     reranker: Option<&std::path::Path>,
     device: tch::Device,
     json: bool,
@@ -228,11 +228,11 @@ pub fn run_evaluation(
         data.triples.len(),
         data.corpus.len()
     ));
-    let mut report = gear_infer::evaluate(model, data, options)?;
+    let mut report = gear_eval::evaluate(model, data, options)?;
     if let Some(dir) = reranker {
         let reranker = gear_model::CrossEncoder::load(dir, device)
             .with_context(|| format!("loading the reranker in {}", dir.display()))?;
-        let (metrics, seconds) = gear_infer::eval_reranker(&reranker, data, 64)?;
+        let (metrics, seconds) = gear_eval::eval_reranker(&reranker, data, 64)?;
         report.methods.insert("reranker".into(), metrics);
         report.local_seconds.insert("reranker".into(), seconds);
     }

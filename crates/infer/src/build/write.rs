@@ -1,7 +1,7 @@
 //! Writing a complete index folder: vectors, document map, documents and `index.json`, in a
-//! temporary folder renamed into place.
+//! temporary folder renamed into place (the one atomic folder writer, `gear-model`'s).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gear_data::{Document, JsonlWriter};
 use gear_model::save_tensors;
@@ -61,7 +61,8 @@ pub fn index_vectors(
     )
 }
 
-/// Writes the three files into `<out>.tmp` and renames it to `out` (the caller holds the lock).
+/// Writes the three files into a temporary folder beside `out` and renames it to `out`
+/// ([`gear_model::write_folder_atomically`]; the caller holds the lock).
 pub(super) fn write_index(
     out: &Path,
     embeddings: Tensor,
@@ -76,52 +77,72 @@ pub(super) fn write_index(
         move |source| Error::Io { path, source }
     };
     let rows = owners.len();
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let dim = embeddings.size()[1] as usize;
-    save_tensors(
-        vec![
-            ("embeddings".into(), embeddings.to_kind(precision.kind())),
-            ("document".into(), Tensor::from_slice(&owners)),
-        ],
-        tmp.join(EMBEDDINGS),
-    )?;
-    // (Inside the build's private temporary folder, under the index lock.)
-    let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
-    for d in corpus {
-        w.write(d)?;
-    }
-    w.finish()?;
-    let stamps = model_stamps(model_dir)?;
-    let meta = IndexMeta {
-        format: INDEX_FORMAT,
-        backend: "exact".into(),
-        model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
-        fingerprint,
-        dim,
-        documents: corpus.len(),
-        rows: Some(rows),
-        documents_sha256: Some(
-            gear_data::Fingerprint::new()
-                .file(&tmp.join(DOCUMENTS))?
-                .finish(),
-        ),
-        model_files: stamps,
-        files: vec![
-            FileStamp::of(&tmp, DOCUMENTS)?,
-            FileStamp::of(&tmp, EMBEDDINGS)?,
-        ],
-        added: Vec::new(),
-        precision,
-        ann: None,
+    // The caller holds the lock and has checked that `out` does not exist.
+    remove_stale_temporaries(out)?;
+    gear_model::write_folder_atomically(out, "index", |tmp: &Path| -> Result<()> {
+        save_tensors(
+            vec![
+                ("embeddings".into(), embeddings.to_kind(precision.kind())),
+                ("document".into(), Tensor::from_slice(&owners)),
+            ],
+            tmp.join(EMBEDDINGS),
+        )?;
+        // (Inside the build's private temporary folder, under the index lock.)
+        let mut w = JsonlWriter::create_unlocked(tmp.join(DOCUMENTS))?;
+        for d in corpus {
+            w.write(d)?;
+        }
+        w.finish()?;
+        let stamps = model_stamps(model_dir)?;
+        let meta = IndexMeta {
+            format: INDEX_FORMAT,
+            backend: "exact".into(),
+            model: std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_owned()),
+            fingerprint,
+            dim,
+            documents: corpus.len(),
+            rows: Some(rows),
+            documents_sha256: Some(
+                gear_data::Fingerprint::new()
+                    .file(&tmp.join(DOCUMENTS))?
+                    .finish(),
+            ),
+            model_files: stamps,
+            files: vec![
+                FileStamp::of(tmp, DOCUMENTS)?,
+                FileStamp::of(tmp, EMBEDDINGS)?,
+            ],
+            added: Vec::new(),
+            precision,
+            ann: None,
+        };
+        let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
+        std::fs::write(tmp.join(META), json).map_err(io(tmp))?;
+        Ok(())
+    })
+}
+
+/// Removes what an interrupted write of `out` left beside it (`.{name}.tmp-{pid}`, which may hold
+/// a whole index's vectors): under the index lock no other write of `out` can be running.
+fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
+        return Ok(());
     };
-    let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::Input(e.to_string()))?;
-    std::fs::write(tmp.join(META), json).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, out).map_err(io(out))?;
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+        }
+    }
     Ok(())
 }

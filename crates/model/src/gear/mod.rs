@@ -172,13 +172,7 @@ impl GearModel {
 
     fn encode_with<S: AsRef<str>>(&self, tokenizer: &Tokenizer, texts: &[S]) -> Result<Encoded> {
         let batch = tokenizer.encode_batch(texts)?;
-        let shape = [batch.len() as i64, batch.seq_len() as i64];
-        let ids = Tensor::from_slice(batch.ids())
-            .view(shape)
-            .to_device(self.device());
-        let mask = Tensor::from_slice(batch.attention_mask())
-            .view(shape)
-            .to_device(self.device());
+        let (ids, mask) = crate::batch_tensors(&batch, self.device());
         Ok(Encoded { ids, mask, batch })
     }
 

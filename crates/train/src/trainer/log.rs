@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use gear_infer::EvalReport;
+use gear_eval::EvalReport;
 use serde::Serialize;
 
 use super::Trainer;

@@ -110,18 +110,6 @@ fn doc_hash(id: &str) -> i64 {
     (gear_data::stable_hash(id) & (i64::MAX as u64)) as i64
 }
 
-fn to_tensors(batch: &gear_data::Batch, device: Device) -> (Tensor, Tensor) {
-    let shape = [batch.len() as i64, batch.seq_len() as i64];
-    (
-        Tensor::from_slice(batch.ids())
-            .view(shape)
-            .to_device(device),
-        Tensor::from_slice(batch.attention_mask())
-            .view(shape)
-            .to_device(device),
-    )
-}
-
 impl Trainer {
     /// A new run: GeAR initialised from the config's BERT checkpoint (`model.init`).
     pub fn new(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {

@@ -8,7 +8,9 @@ use gear_data::{Span, TripleBatch};
 use gear_model::{l2_normalize, mean_pool, Context, CrossProbs, FusionOptions};
 use tch::{Device, Kind, Tensor};
 
-use super::{doc_hash, to_tensors, Trainer};
+use gear_model::batch_tensors;
+
+use super::{doc_hash, Trainer};
 use crate::losses::{
     contrastive_loss, lm_loss, local_loss_sum, query_keep, soft_targets, unit_token_mask,
 };
@@ -97,9 +99,9 @@ impl Trainer {
     }
 
     fn inputs(&self, batch: &TripleBatch, device: Device) -> Inputs {
-        let (q_ids, q_mask) = to_tensors(&batch.queries, device);
-        let (d_ids, d_mask) = to_tensors(&batch.documents, device);
-        let (t_ids, t_mask) = to_tensors(&batch.targets, device);
+        let (q_ids, q_mask) = batch_tensors(&batch.queries, device);
+        let (d_ids, d_mask) = batch_tensors(&batch.documents, device);
+        let (t_ids, t_mask) = batch_tensors(&batch.targets, device);
         let t_ids = t_ids.copy();
         let _ = t_ids
             .select(1, 0)
@@ -383,7 +385,7 @@ impl Trainer {
         let device = self.model.device();
         let local = match &batch.negatives {
             Some((tokens, ids)) => {
-                let (n_ids, n_mask) = to_tensors(tokens, device);
+                let (n_ids, n_mask) = batch_tensors(tokens, device);
                 let emb = self
                     .momentum
                     .embed_documents(&n_ids, &n_mask)?

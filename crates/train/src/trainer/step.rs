@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use gear_data::{BatchingConfig, Span, Triple, TripleTokenizer};
-use gear_infer::{evaluate, EvalOptions, EvalReport, EvalSet};
+use gear_eval::{evaluate, EvalOptions, EvalReport, EvalSet};
 
 use super::log::{write_log, Accumulated};
 use super::{data_fingerprint, doc_hash, global_plan, shard, Event, StepLog, Trainer};
@@ -137,7 +137,7 @@ impl Trainer {
             warmup_steps: c.optim.warmup_steps,
             total_steps,
         };
-        // Dev evaluation: GeAR alone (no baselines), the one protocol of `gear_infer::evaluate`.
+        // Dev evaluation: GeAR alone (no baselines), the one protocol of `gear_eval::evaluate`.
         let eval_options = EvalOptions {
             baselines: false,
             ..EvalOptions::for_scenario(c.scenario, c.run.eval_generation_examples)

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use gear_data::{split_sentences, BeirData, Document, Scenario, Triple, Unit};
 use gear_model::GearModel;
 
-use crate::beir_eval::{bm25_rows, corpus_texts, dense_rows};
+use super::{bm25_rows, corpus_texts, dense_rows};
 use crate::lexical::Bm25;
 use crate::{Error, Result};
 

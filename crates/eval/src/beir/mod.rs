@@ -8,6 +8,8 @@
 //! datasets hold every query as a document too). Queries without a judgement in the split are
 //! not evaluated; measures are means over the judged queries.
 
+mod mine;
+
 use std::collections::BTreeMap;
 
 use gear_data::BeirData;
@@ -19,6 +21,8 @@ use serde::Serialize;
 
 use crate::lexical::{reciprocal_rank_fusion, Bm25};
 use crate::Result;
+
+pub use mine::{beir_triples, MinedTriples, Miner};
 
 /// How many documents each method ranks per query (the deepest cut-off, Recall@100 / MAP@100).
 pub const DEPTH: usize = 100;
@@ -136,7 +140,7 @@ pub fn eval_beir(
 }
 
 /// Each corpus document as the dense models and BM25 read it: title and text joined by a space.
-pub(crate) fn corpus_texts(data: &BeirData) -> Vec<String> {
+pub(super) fn corpus_texts(data: &BeirData) -> Vec<String> {
     data.corpus
         .iter()
         .map(|d| {
@@ -150,7 +154,7 @@ pub(crate) fn corpus_texts(data: &BeirData) -> Vec<String> {
 }
 
 /// BM25's top `fetch` rows of `texts` for each query.
-pub(crate) fn bm25_rows(texts: &[&str], queries: &[&str], fetch: usize) -> Vec<Vec<usize>> {
+pub(super) fn bm25_rows(texts: &[&str], queries: &[&str], fetch: usize) -> Vec<Vec<usize>> {
     let bm25 = Bm25::fit(texts);
     queries
         .iter()
@@ -165,7 +169,7 @@ pub(crate) fn bm25_rows(texts: &[&str], queries: &[&str], fetch: usize) -> Vec<V
 }
 
 /// The bi-encoder's top `fetch` rows of `texts` for each query (exact inner product).
-pub(crate) fn dense_rows(
+pub(super) fn dense_rows(
     model: &GearModel,
     texts: &[&str],
     queries: &[&str],

@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use gear_infer::{evaluate, load_model, EvalOptions, EvalSet, ModelSource};
+use gear_eval::{evaluate, EvalOptions, EvalSet};
+use gear_infer::{load_model, ModelSource};
 use tch::Device;
 
 #[test]

@@ -150,7 +150,7 @@ fn pair_scores(model: &GearModel, pairs: &[String]) -> Result<Vec<f32>> {
 }
 
 /// Local retrieval with a trained cross-encoder reranker over the same sentences as
-/// [`evaluate`]: every `question [SEP] sentence` pair scored, `batch` pairs per forward.
+/// [`evaluate`](crate::evaluate): every `question [SEP] sentence` pair scored, `batch` pairs per forward.
 /// Returns its `local.*` metrics and the seconds it took.
 pub fn eval_reranker(
     reranker: &gear_model::CrossEncoder,

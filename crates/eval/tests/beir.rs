@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gear_data::{read_beir, Tokenizer};
-use gear_infer::{beir_measures, eval_beir, MEASURES};
+use gear_eval::{beir_measures, eval_beir, MEASURES};
 use gear_model::{BertConfig, GearConfig, GearModel};
 use gear_synth::generate_corpus;
 use tch::Device;
