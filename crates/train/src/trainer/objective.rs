@@ -5,10 +5,8 @@
 
 use gear_c10d::{all_gather_counted, row_counts, Bf16Autocast};
 use gear_data::{Span, TripleBatch};
-use gear_model::{l2_normalize, mean_pool, Context, CrossProbs, FusionOptions};
+use gear_model::{batch_tensors, l2_normalize, mean_pool, Context, CrossProbs, FusionOptions};
 use tch::{Device, Kind, Tensor};
-
-use gear_model::batch_tensors;
 
 use super::{doc_hash, Trainer};
 use crate::losses::{
