@@ -1,7 +1,7 @@
 //! Building the document index (see [`crate::DocumentIndex`] for the layout): documents embedded
 //! with `E_d` in resumable shards under `<out>.partial/` — a long document as one vector per
-//! window of whole sentences — then assembled in `<out>.tmp/` and renamed into place, so the
-//! index folder appears only when complete. A resume must be the same build: the partial folder
+//! window of whole sentences — then assembled in a temporary folder beside `<out>` and renamed
+//! into place (`write.rs`), so the index folder appears only when complete. A resume must be the same build: the partial folder
 //! records the model's fingerprint, a SHA-256 of the corpus (every document's id, title and text,
 //! in order), the shard size and the windows setting, and a rerun with anything else is refused,
 //! naming what changed. One writer at a time: `<out>.lock` is held for the whole build.
