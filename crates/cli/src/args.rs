@@ -120,6 +120,35 @@ impl GearModelArgs {
     }
 }
 
+/// The model an evaluation runs: a GeAR model ([`GearModelArgs`]), or the untrained start of a
+/// training config.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalModelArgs {
+    #[command(flatten)]
+    pub model: GearModelArgs,
+    /// Evaluate the untrained start of this training config (pretrained encoders, new
+    /// cross-attention and decoder initialised and seeded as training initialises them) instead
+    /// of `--model` / `--pretrained`.
+    #[arg(long, conflicts_with_all = ["model", "pretrained"])]
+    untrained: Option<PathBuf>,
+}
+
+impl EvalModelArgs {
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.model.device.get()
+    }
+
+    /// Loads the chosen model.
+    pub fn load(&self) -> Result<GearModel> {
+        match &self.untrained {
+            Some(config) => crate::commands::train::untrained_model(config, self.device()),
+            None if self.model.given() => Ok(self.model.load()?.0),
+            None => bail!("pass --model CHECKPOINT, --pretrained or --untrained CONFIG"),
+        }
+    }
+}
+
 /// How a sentence's token weights become its score (`--aggregation`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregation {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use gear_data::{Scenario, TripleReader};
 use gear_eval::{EvalOptions, EvalSet};
-use gear_model::GearModel;
 
-use crate::args::{at_least_one, Aggregation, DeviceArg, GearModelArgs, LayersArg, ScenarioArg};
+use crate::args::{
+    at_least_one, Aggregation, EvalModelArgs, GearModelArgs, LayersArg, ScenarioArg,
+};
 
 /// Options of `gear eval triples`.
 #[derive(clap::Args, Debug)]
@@ -16,13 +17,8 @@ pub struct EvalArgs {
     /// Triples to evaluate on.
     #[arg(long)]
     data: PathBuf,
-    /// A GeAR checkpoint folder (gear.toml, model.safetensors, tokenizer.json).
-    #[arg(long, conflicts_with = "untrained")]
-    model: Option<PathBuf>,
-    /// Evaluate the untrained start of this training config instead (pretrained encoders, new
-    /// cross-attention and decoder, seeded as training seeds them).
-    #[arg(long)]
-    untrained: Option<PathBuf>,
+    #[command(flatten)]
+    model: EvalModelArgs,
     /// `rir` (local R@3, ROUGE) or `qar` (local R@1, EM/F1); default: the triples' own.
     #[arg(long, value_enum)]
     scenario: Option<ScenarioArg>,
@@ -44,18 +40,12 @@ pub struct EvalArgs {
     /// (10/12 of its depth).
     #[arg(long)]
     layer: Option<usize>,
-    #[command(flatten)]
-    device: DeviceArg,
 }
 
 pub fn eval_triples(args: &EvalArgs) -> Result<()> {
-    let device = args.device.get();
+    let device = args.model.device();
     let triples = super::train::read_triples(&args.data)?;
-    let model = match (&args.model, &args.untrained) {
-        (Some(dir), _) => GearModel::load(dir, device)?,
-        (None, Some(config)) => super::train::untrained_model(config, device)?,
-        (None, None) => anyhow::bail!("pass --model CHECKPOINT or --untrained CONFIG"),
-    };
+    let model = args.model.load()?;
     let scenario = args.scenario.map_or_else(
         || triples.first().map_or(Scenario::Rir, |t| t.scenario),
         Into::into,
@@ -144,12 +134,7 @@ pub struct SquadArgs {
     #[arg(long)]
     reranker: Option<PathBuf>,
     #[command(flatten)]
-    model: GearModelArgs,
-    /// Evaluate the untrained start of this training config (pretrained encoders, new
-    /// cross-attention and decoder initialised as training initialises them) instead of
-    /// `--model` / `--pretrained`.
-    #[arg(long, conflicts_with_all = ["model", "pretrained"])]
-    untrained: Option<PathBuf>,
+    model: EvalModelArgs,
     /// Local-retrieval layers to sweep: `all` or a comma list (default: the model's).
     #[arg(long)]
     layers: Option<LayersArg>,
@@ -166,11 +151,8 @@ pub struct SquadArgs {
 }
 
 pub fn eval_squad(args: &SquadArgs) -> Result<()> {
-    let device = args.model.device.get();
-    let model = match &args.untrained {
-        Some(config) => super::train::untrained_model(config, device)?,
-        None => args.model.load()?.0,
-    };
+    let device = args.model.device();
+    let model = args.model.load()?;
     let mut data = gear_eval::EvalSet::default();
     for path in &args.data {
         if path.extension().is_some_and(|e| e == "jsonl") {
