@@ -514,18 +514,21 @@ mod generated {
             cut in (0usize..400, 0usize..400),
             insert in proptest::collection::vec(any::<u8>(), 0..6),
         ) {
-            static INDEX: std::sync::OnceLock<(tempfile::TempDir, PathBuf, Vec<u8>)> =
-                std::sync::OnceLock::new();
-            let (_dir, idx, meta) = INDEX.get_or_init(|| {
-                let dir = tempfile::tempdir().unwrap();
-                let ck = checkpoint(dir.path(), "m", 4);
+            // A fixed folder in the target's scratch space, not a `TempDir`: a static is never
+            // dropped, so a `TempDir` here was left in the system's temporary folder every run.
+            static INDEX: std::sync::OnceLock<(PathBuf, Vec<u8>)> = std::sync::OnceLock::new();
+            let (idx, meta) = INDEX.get_or_init(|| {
+                let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generated-index-metadata");
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).unwrap();
+                let ck = checkpoint(&dir, "m", 4);
                 let (model, model_dir) =
                     load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
-                let idx = dir.path().join("idx");
+                let idx = dir.join("idx");
                 build_index(&model, &model_dir, &corpus(), &idx, &BuildOptions::default(), &mut |_, _| {})
                     .unwrap();
                 let meta = std::fs::read(idx.join("index.json")).unwrap();
-                (dir, idx, meta)
+                (idx, meta)
             });
             let mut bytes = meta.clone();
             let (a, b) = (cut.0.min(bytes.len()), cut.1.min(bytes.len()));
