@@ -62,20 +62,15 @@ pub struct EncoderArgs {
 }
 
 impl EncoderArgs {
-    /// The model folder these options name (the pretrained one by default).
-    pub fn dir(&self) -> Result<PathBuf> {
-        match &self.model {
-            Some(dir) => Ok(dir.clone()),
-            None => Ok(pretrained::minilm_dir()?),
-        }
-    }
-
     /// Loads the encoder these options describe.
     pub fn load(&self) -> Result<SentenceEncoder> {
         if let Some(n) = self.threads {
             tch::set_num_threads(n);
         }
-        let dir = self.dir()?;
+        let dir = match &self.model {
+            Some(dir) => dir.clone(),
+            None => pretrained::minilm_dir()?,
+        };
         let opts = EncoderOptions {
             max_len: self.max_len,
             device: self.device.get(),

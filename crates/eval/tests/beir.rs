@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gear_data::{read_beir, Tokenizer};
+mod common;
+
+use common::tiny_gear;
+use gear_data::read_beir;
 use gear_eval::{beir_measures, eval_beir, MEASURES};
-use gear_model::{BertConfig, GearConfig, GearModel};
 use gear_synth::generate_corpus;
-use tch::Device;
 
 fn python() -> PathBuf {
     let home = std::env::var_os("GEAR_HOME")
@@ -50,17 +51,6 @@ fn write_dataset(
         tsv.push_str(&format!("{q}\t{d}\t{s}\n"));
     }
     std::fs::write(dir.join("qrels/test.tsv"), tsv).unwrap();
-}
-
-fn tiny_model(texts: &[String]) -> GearModel {
-    let tok = Tokenizer::word_level(texts, 512).unwrap();
-    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
-    enc.max_position_embeddings = 512;
-    let mut cfg = GearConfig::for_encoder(enc);
-    cfg.max_document_len = 256;
-    cfg.max_query_len = 32;
-    tch::manual_seed(5);
-    GearModel::new(cfg, tok, Device::Cpu).unwrap()
 }
 
 /// pytrec_eval's per-query measures for `run` (ranked ids per query) against the qrels.
@@ -121,7 +111,7 @@ fn check(dir: &Path) -> usize {
         .map(|d| format!("{} {}", d.title, d.text))
         .chain(data.queries.iter().map(|(_, q)| q.clone()))
         .collect();
-    let model = tiny_model(&texts);
+    let model = tiny_gear(&texts, 256, 32);
     let report = eval_beir(Some(&model), &data, 8, &mut |_| {}).unwrap();
     assert_eq!(report.methods.len(), 3);
     let qrels: BTreeMap<String, BTreeMap<String, i32>> = data

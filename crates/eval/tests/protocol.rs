@@ -3,22 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use gear_data::{Document, Tokenizer};
-use gear_model::{BertConfig, GearConfig, GearModel};
-use gear_synth::generate_corpus;
-use tch::Device;
+mod common;
 
-/// A tiny random GeAR whose word-level vocabulary covers `texts`.
-fn tiny_gear(texts: &[&str], seed: i64) -> GearModel {
-    let tok = Tokenizer::word_level(texts, 512).unwrap();
-    let mut enc = BertConfig::tiny(tok.vocab_size() as i64);
-    enc.max_position_embeddings = 512;
-    let mut cfg = GearConfig::for_encoder(enc);
-    cfg.max_document_len = 400;
-    cfg.max_query_len = 16;
-    tch::manual_seed(seed);
-    GearModel::new(cfg, tok, Device::Cpu).unwrap()
-}
+use common::tiny_gear;
+use gear_data::Document;
+use gear_synth::generate_corpus;
 
 #[test]
 fn squad_evaluation_reports_every_method_and_layer() {
@@ -45,7 +34,7 @@ fn squad_evaluation_reports_every_method_and_layer() {
         {"context": d1, "qas": [{"id": "b", "question": "the mill", "answers": [{"text": y, "answer_start": start1}]}]}
     ]}]});
     std::fs::write(&squad, json.to_string()).unwrap();
-    let model = tiny_gear(&[d0, d1, "where is the river bridge", "the mill"], 5);
+    let model = tiny_gear(&[d0, d1, "where is the river bridge", "the mill"], 400, 16);
     let data = gear_data::import_squad(&squad).unwrap();
     let options = gear_eval::EvalOptions {
         layers: vec![1, 2],
@@ -94,7 +83,7 @@ fn squad_evaluation_reports_every_method_and_layer() {
 #[test]
 fn rir_triples_are_evaluated_by_the_same_protocol() {
     let text = "The mill stands by the river. Its wheel turned for a century. Trains came later.";
-    let model = tiny_gear(&[text, "wheel, century", "mill, river"], 5);
+    let model = tiny_gear(&[text, "wheel, century", "mill, river"], 400, 16);
     let doc = Document {
         id: "d".into(),
         title: "Mill".into(),

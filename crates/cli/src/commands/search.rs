@@ -27,7 +27,6 @@ pub struct SearchArgs {
     json: bool,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Where the query encoder and exact search run.
     #[command(flatten)]
     device: DeviceArg,
     /// For each result, its K best sentences by cross-attention (local retrieval), with
