@@ -58,6 +58,9 @@ enum Command {
     TrainRir(pipelines::RirArgs),
     /// The same for SQuAD-format files (QAR).
     TrainQar(pipelines::QarArgs),
+    /// Variants of a training config trained on a pipeline's train split and scored on its dev
+    /// split, one table (`--list` shows the rows).
+    Ablate(pipelines::AblateArgs),
     /// Run the criterion benchmarks (`cargo bench` with the libtorch environment).
     Bench {
         /// Arguments passed to `cargo bench`.
@@ -116,6 +119,7 @@ fn main() -> Result<()> {
         Command::Embed { args } => cmd::run_gear(&setup::ensure()?, "embed", &args),
         Command::TrainRir(args) => pipelines::rir(&setup::ensure()?, &args),
         Command::TrainQar(args) => pipelines::qar(&setup::ensure()?, &args),
+        Command::Ablate(args) => pipelines::ablate(&setup::ensure()?, &args),
         Command::Bench { args } => {
             let env = setup::ensure()?;
             cmd::status(cmd::cargo(&env).arg("bench").args(&args))

@@ -126,6 +126,10 @@ pub struct EvalModelArgs {
     /// of `--model` / `--pretrained`.
     #[arg(long, conflicts_with_all = ["model", "pretrained"])]
     untrained: Option<PathBuf>,
+    /// Generate with this decoding instead of the model's own (`decoder.decoding`): e.g. span
+    /// decoding for a model trained with free decoding.
+    #[arg(long, value_enum)]
+    decoding: Option<DecodingArg>,
 }
 
 impl EvalModelArgs {
@@ -136,10 +140,32 @@ impl EvalModelArgs {
 
     /// Loads the chosen model.
     pub fn load(&self) -> Result<GearModel> {
-        match &self.untrained {
-            Some(config) => crate::commands::train::untrained_model(config, self.device()),
-            None if self.model.given() => Ok(self.model.load()?.0),
+        let mut model = match &self.untrained {
+            Some(config) => crate::commands::train::untrained_model(config, self.device())?,
+            None if self.model.given() => self.model.load()?.0,
             None => bail!("pass --model CHECKPOINT, --pretrained or --untrained CONFIG"),
+        };
+        if let Some(d) = self.decoding {
+            model.set_decoding(d.into())?;
+        }
+        Ok(model)
+    }
+}
+
+/// How `gear generate`/`explain`/`eval` decode (`--decoding`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodingArg {
+    /// Any vocabulary token at every step (models without a copy head only).
+    Free,
+    /// A span of the document, returned with its place in the document.
+    Span,
+}
+
+impl From<DecodingArg> for gear_model::Decoding {
+    fn from(d: DecodingArg) -> Self {
+        match d {
+            DecodingArg::Free => gear_model::Decoding::Free,
+            DecodingArg::Span => gear_model::Decoding::Span,
         }
     }
 }

@@ -241,6 +241,8 @@ fn every_endpoint_answers_and_tei_embeddings_equal_gear_embed() {
     );
     assert_eq!(code, 200, "{generated}");
     assert!(generated["generated"].is_string());
+    // The answer comes with the sentence local retrieval ranks first, as /locate gives it.
+    assert_eq!(generated["sentence"], by_id["sentences"][0], "{generated}");
 
     let (code, explained) = server.post(
         "/explain",

@@ -133,6 +133,7 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
                         .filter_map(|s| Unit::from_byte_span(&doc.text, *s))
                         .collect(),
                     answer: Some(qa.answers[0].text.clone()),
+                    alternative_answers: alternatives(&qa.answers),
                     scenario: Scenario::Qar,
                     negatives: Vec::new(),
                 });
@@ -215,6 +216,17 @@ fn bad_answer(path: &Path, a: usize, p: usize, q: usize, k: usize, message: &str
         field: format!("data[{a}].paragraphs[{p}].qas[{q}].answers[{k}].answer_start"),
         message: message.to_owned(),
     }
+}
+
+/// The distinct answer texts after the first (which is the triple's `answer`).
+fn alternatives(answers: &[Answer]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in &answers[1..] {
+        if a.text != answers[0].text && !out.contains(&a.text) {
+            out.push(a.text.clone());
+        }
+    }
+    out
 }
 
 /// The gold answers of every answerable question, by question id (for `gear score squad`).

@@ -30,12 +30,13 @@ mod evaluate;
 mod lexical;
 
 pub use beir::{
-    beir_measures, beir_triples, eval_beir, BeirReport, MinedTriples, Miner, Run, DEPTH, MEASURES,
+    beir_measures, beir_triples, eval_beir, mine_negatives, BeirReport, MinedTriples, Miner, Run,
+    DEPTH, MEASURES,
 };
 pub use error::{Error, Result};
 pub use evaluate::{
     eval_reranker, evaluate, local_targets, EvalOptions, EvalReport, EvalSet, LocalTarget,
-    GLOBAL_K, LOCAL_KS,
+    Prediction, GLOBAL_K, LOCAL_KS,
 };
 pub use lexical::{reciprocal_rank_fusion, Bm25, RRF_K};
 

@@ -99,6 +99,7 @@ fn rir_triples_are_evaluated_by_the_same_protocol() {
             text: text[start..end].into(),
         }],
         answer: None,
+        alternative_answers: Vec::new(),
         scenario: gear_data::Scenario::Rir,
         negatives: Vec::new(),
     };

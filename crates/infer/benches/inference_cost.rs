@@ -121,6 +121,7 @@ fn generation(s: &Setup) -> usize {
         max_len: 16,
         search: Search::Greedy,
         use_cache: true,
+        decoding: None,
     };
     s.model
         .generate(&s.queries, &s.documents, &opts)

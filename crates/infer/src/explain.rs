@@ -1,6 +1,6 @@
 //! Local retrieval, generation and the explanation of a (query, document) pair — the top
-//! sentences by cross-attention and the ten most attended tokens — rendered for a terminal (ANSI
-//! colour) or as a self-contained HTML page, as in the paper's highlighted figures.
+//! sentences by cross-attention, the ten most attended tokens and the generated text with the
+//! span it was read from (`render.rs` draws it for a terminal or as an HTML page).
 
 use gear_data::{split_sentences, Document, Span};
 use gear_model::{
@@ -24,6 +24,10 @@ pub struct Explanation {
     pub tokens: Vec<AttendedSpan>,
     /// The decoder's text, when asked for.
     pub generated: Option<String>,
+    /// Where the generated text sits in the document (byte span), when it was decoded as a
+    /// span of the document (`decoder.decoding = "span"` or `--decoding span`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_span: Option<Span>,
     /// Set when the document is longer than the model reads (`max_document_len` tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
@@ -141,9 +145,9 @@ pub fn explain(
         })
         .collect();
     // The decoder reads one window: the one holding the best sentence.
-    let generated = match generation {
-        Some(g) => model.generate(&[query], &[read.generation_text], g)?.pop(),
-        None => None,
+    let (generated, generated_span) = match generation {
+        Some(g) => generated(model, query, read.generation_text, read.generation_offset, g)?,
+        None => (None, None),
     };
     Ok(Explanation {
         query: query.to_owned(),
@@ -151,8 +155,23 @@ pub fn explain(
         sentences,
         tokens,
         generated,
+        generated_span,
         truncated,
     })
+}
+
+/// The decoder's text for the window `text` (at byte `at` of the document) and its span in the
+/// whole document.
+fn generated(
+    model: &GearModel,
+    query: &str,
+    text: &str,
+    at: usize,
+    options: &GenerationOptions,
+) -> Result<(Option<String>, Option<Span>)> {
+    let g = model.generate_located(&[query], &[text], options)?.pop();
+    let span = g.as_ref().and_then(|g| g.span);
+    Ok((g.map(|g| g.text), span.map(|s| Span::new(s.start + at, s.end + at))))
 }
 
 /// A document as the model read it: the ranking over all its sentences, what was cut, and the
@@ -161,6 +180,8 @@ struct Reading<'a> {
     ranking: LocalRanking,
     truncated: Option<Truncation>,
     generation_text: &'a str,
+    /// Byte offset of `generation_text` in the document.
+    generation_offset: usize,
 }
 
 /// Reads `text` whole when it fits `max_document_len`; otherwise in windows of whole sentences
@@ -191,6 +212,7 @@ fn read_document<'a>(
             ranking,
             truncated,
             generation_text: text,
+            generation_offset: 0,
         });
     }
     let Windowing {
@@ -211,6 +233,7 @@ fn read_document<'a>(
         }),
         ranking,
         generation_text: &text[units[w.start].start..units[w.end - 1].end],
+        generation_offset: units[w.start].start,
     })
 }
 
@@ -361,131 +384,4 @@ pub fn sentence_windows(counts: &[usize], budget: usize) -> Vec<std::ops::Range<
         start = if end - 1 > start { end - 1 } else { end };
     }
     windows
-}
-
-/// Cuts `text` at every boundary of the top sentence and of the attended tokens; each piece knows
-/// whether it lies in the top sentence and the weight of the token covering it.
-fn segments(e: &Explanation) -> Vec<(Span, bool, Option<f32>)> {
-    let text = &e.document.text;
-    let top = e.sentences.first().map(|s| s.span);
-    let mut cuts = vec![0, text.len()];
-    if let Some(t) = top {
-        cuts.extend([t.start, t.end]);
-    }
-    for t in &e.tokens {
-        cuts.extend([t.span.start, t.span.end]);
-    }
-    cuts.retain(|&c| c <= text.len() && text.is_char_boundary(c));
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2)
-        .map(|w| {
-            let span = Span::new(w[0], w[1]);
-            let in_top = top.is_some_and(|t| t.start <= span.start && span.end <= t.end);
-            let weight = e
-                .tokens
-                .iter()
-                .find(|t| t.span.start <= span.start && span.end <= t.span.end)
-                .map(|t| t.weight);
-            (span, in_top, weight)
-        })
-        .collect()
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A self-contained HTML page: the document with the top sentence underlined and the attended
-/// tokens highlighted (darker = more attention), the `sentences` best ranked sentences, and the
-/// generated text.
-pub fn render_html(e: &Explanation, sentences: usize) -> String {
-    let max = e
-        .tokens
-        .first()
-        .map_or(1.0, |t| t.weight)
-        .max(f32::MIN_POSITIVE);
-    let mut body = String::new();
-    for (span, in_top, weight) in segments(e) {
-        let piece = escape_html(span.slice(&e.document.text).unwrap_or(""));
-        let piece = match weight {
-            Some(w) => format!("<mark style=\"background: rgba(255, 140, 0, {:.2})\" title=\"{w:.4}\">{piece}</mark>", 0.25 + 0.75 * w / max),
-            None => piece,
-        };
-        if in_top {
-            body.push_str(&format!("<span class=\"top\">{piece}</span>"));
-        } else {
-            body.push_str(&piece);
-        }
-    }
-    let mut ranked = String::new();
-    for s in e.sentences.iter().take(sentences) {
-        ranked.push_str(&format!(
-            "<li><b>{:.4}</b> {}</li>",
-            s.score,
-            escape_html(&s.text)
-        ));
-    }
-    let generated = e
-        .generated
-        .as_ref()
-        .map(|g| format!("<h2>Generated</h2><p class=\"gen\">{}</p>", escape_html(g)))
-        .unwrap_or_default();
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>GeAR: {title}</title>\
-<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.5}}\
-.top{{text-decoration:underline;text-decoration-color:#06c;text-decoration-thickness:2px}}\
-mark{{border-radius:3px;padding:0 1px}}.gen{{background:#eef;padding:.5em}}</style></head>\
-<body><h1>{title}</h1><p><b>Query:</b> {query}</p><p class=\"doc\">{body}</p>\
-<h2>Sentences by cross-attention</h2><ol>{ranked}</ol>{generated}</body></html>\n",
-        title = escape_html(&e.document.title),
-        query = escape_html(&e.query),
-    )
-}
-
-/// The explanation for a terminal: the document with the top sentence underlined and attended
-/// tokens in reverse video (with `color`), then the `sentences` best ranked sentences and the
-/// generated text.
-pub fn render_terminal(e: &Explanation, color: bool, sentences: usize) -> String {
-    let mut doc = String::new();
-    for (span, in_top, weight) in segments(e) {
-        let piece = span.slice(&e.document.text).unwrap_or("");
-        let (mut on, off) = (String::new(), "\x1b[0m");
-        if color && in_top {
-            on.push_str("\x1b[4m");
-        }
-        if color && weight.is_some() {
-            on.push_str("\x1b[30;43m");
-        }
-        if on.is_empty() {
-            doc.push_str(piece);
-        } else {
-            doc.push_str(&format!("{on}{piece}{off}"));
-        }
-    }
-    let mut out = format!(
-        "query: {}\n\n{doc}\n\nsentences by cross-attention:\n",
-        e.query
-    );
-    for s in e.sentences.iter().take(sentences) {
-        out.push_str(&format!("  {:.4}  {}\n", s.score, s.text));
-    }
-    let tokens: Vec<&str> = e.tokens.iter().map(|t| t.text.as_str()).collect();
-    out.push_str(&format!("\nmost attended tokens: {}\n", tokens.join(", ")));
-    if let Some(g) = &e.generated {
-        out.push_str(&format!("\ngenerated: {g}\n"));
-    }
-    out
 }

@@ -24,6 +24,7 @@ mod ann_build;
 mod build;
 mod error;
 mod explain;
+mod render;
 mod mapped;
 mod search;
 mod store;
@@ -38,9 +39,9 @@ pub use build::{
 };
 pub use error::{Error, Result};
 pub use explain::{
-    escape_html, explain, render_html, render_terminal, sentence_windows, AttendedSpan,
-    Explanation, RankedSentence, Truncation,
+    explain, sentence_windows, AttendedSpan, Explanation, RankedSentence, Truncation,
 };
+pub use render::{escape_html, render_html, render_terminal};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
 pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 

@@ -98,7 +98,8 @@ impl Decoder {
         &self.config
     }
 
-    fn logits(&self, hidden: &Tensor) -> Tensor {
+    /// LM-head logits `[batch, t, vocab]` of decoder states `hidden [batch, t, width]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let h = hidden.apply(&self.transform);
         let h = match self.activation {
             Activation::Gelu => h.gelu("none"),
@@ -131,6 +132,18 @@ impl Decoder {
         memory: Context<'_>,
         train: bool,
     ) -> Result<Tensor> {
+        Ok(self.logits(&self.hidden_t(ids, mask, memory, train)?))
+    }
+
+    /// Teacher-forced last-layer states `[batch, t, width]` (what [`Decoder::forward_t`] turns
+    /// into logits, and what a copy head reads).
+    pub fn hidden_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        memory: Context<'_>,
+        train: bool,
+    ) -> Result<Tensor> {
         let _span = tracing::trace_span!("decoder").entered();
         if ids.size() != mask.size() || ids.dim() != 2 {
             return Err(Error::Input(format!(
@@ -156,7 +169,7 @@ impl Decoder {
                 .forward_t(&hidden, &self_mask, Some(cross), train)
                 .hidden;
         }
-        Ok(self.logits(&hidden))
+        Ok(hidden)
     }
 
     /// A fresh generation state over `memory`: its cross-attention keys/values, no position yet.
@@ -180,6 +193,13 @@ impl Decoder {
     /// Decodes `ids [batch, n]` after the positions in `cache` (evaluation mode): returns their
     /// logits `[batch, n, vocab]` and the extended cache. After the first call `n` must be 1.
     pub fn step(&self, ids: &Tensor, cache: &DecoderCache) -> Result<(Tensor, DecoderCache)> {
+        let (hidden, next) = self.step_hidden(ids, cache)?;
+        Ok((self.logits(&hidden).to_kind(Kind::Float), next))
+    }
+
+    /// As [`Decoder::step`], returning the last-layer states `[batch, n, width]` instead of
+    /// logits.
+    pub fn step_hidden(&self, ids: &Tensor, cache: &DecoderCache) -> Result<(Tensor, DecoderCache)> {
         let n = ids.size()[1];
         if cache.position > 0 && n != 1 {
             return Err(Error::Input(format!(
@@ -218,6 +238,6 @@ impl Decoder {
             memory_mask: cache.memory_mask.shallow_clone(),
             position: cache.position + n,
         };
-        Ok((self.logits(&hidden).to_kind(Kind::Float), next))
+        Ok((hidden, next))
     }
 }

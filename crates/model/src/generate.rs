@@ -36,6 +36,9 @@ pub struct GenerationOptions {
     pub search: Search,
     /// Reuse keys/values of earlier positions (O(N) steps) instead of re-running the prefix.
     pub use_cache: bool,
+    /// Free or span decoding; `None`: the model's default (`decoder.decoding` in its config).
+    /// Span decoding tries `width` start positions under [`Search::Beam`], one under greedy.
+    pub decoding: Option<crate::Decoding>,
 }
 
 impl Default for GenerationOptions {
@@ -44,6 +47,7 @@ impl Default for GenerationOptions {
             max_len: 32,
             search: Search::Greedy,
             use_cache: true,
+            decoding: None,
         }
     }
 }

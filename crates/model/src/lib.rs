@@ -45,9 +45,11 @@ mod export;
 mod gear;
 mod generate;
 mod local;
+mod pointer;
 mod pooling;
 pub mod pretrained;
 mod sentence;
+mod span;
 mod st_folder;
 
 pub use batch::batch_tensors;
@@ -70,14 +72,20 @@ pub use device::parse_device;
 pub use error::{Error, Result};
 pub use export::EncoderSide;
 pub use gear::{
-    default_local_layer, is_new_parameter, CrossAttentionInit, DecoderConfig, DecoderInit, Encoded,
-    GearConfig, GearModel, InitReport, LocateInput, LocateOptions, DECODE_TOKEN,
+    default_local_layer, is_new_parameter, keep_mask, CopyMode, CrossAttentionInit, DecoderConfig,
+    DecoderInit, DecoderMemory, Decoding, Encoded, GearConfig, GearModel, Generated, InitReport,
+    LocateInput, LocateOptions, ReaderInputs, DECODE_TOKEN,
 };
 pub use generate::{generate, GenerationOptions, GenerationTokens, Search};
 pub use local::{
     rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
 };
+pub use pointer::{
+    local_prior, mixture_log_probs, position_log_probs, CopyDistribution, Passage, Pointer,
+    PRIOR_RADIUS,
+};
 pub use pooling::{l2_normalize, mean_pool, pool};
+pub use span::{decode_spans, SpanReader};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};
 pub use st_folder::{Pooling, SentenceLayout};
 

@@ -259,6 +259,7 @@ fn kv_cache_generation_matches_full_recomputation() -> Result<()> {
             max_len: 8,
             search,
             use_cache: true,
+            decoding: None,
         };
         let without = GenerationOptions {
             use_cache: false,

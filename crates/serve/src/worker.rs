@@ -334,11 +334,25 @@ impl Worker<'_> {
                     ..GenerationOptions::default()
                 };
                 let e = self.explain(&query, &doc, &LocateOptions::default(), Some(&generation))?;
-                Ok(json!({
+                let mut answer = json!({
                     "query": query,
                     "doc_id": doc_id,
-                    "generated": e.generated.unwrap_or_default(),
-                }))
+                    "generated": e.generated.clone().unwrap_or_default(),
+                });
+                // Where the answer was read from (span decoding) and the sentence local
+                // retrieval ranks first, both in character offsets as /search gives them.
+                if let Some(span) = e.generated_span {
+                    let (start, end) = char_span(&doc.text, span);
+                    answer["span"] = json!({"start": start, "end": end});
+                }
+                if let Some(top) = e.sentences.first() {
+                    let (start, end) = char_span(&doc.text, top.span);
+                    answer["sentence"] = json!({
+                        "index": top.index, "start": start, "end": end,
+                        "score": top.score, "text": top.text,
+                    });
+                }
+                Ok(answer)
             }
             Task::Explain {
                 query,

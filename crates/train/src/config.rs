@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::{BatchingConfig, Scenario};
-use gear_model::{CrossAttentionInit, DecoderInit};
+use gear_model::{CopyMode, CrossAttentionInit, DecoderInit, DecoderMemory, Decoding};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWConfig;
@@ -48,6 +48,15 @@ pub struct ModelSection {
     /// Decoder initialisation (the paper: `random`).
     #[serde(default)]
     pub decoder_init: DecoderInit,
+    /// What the decoder's cross-attention reads (the paper: `fusion`).
+    #[serde(default)]
+    pub decoder_memory: DecoderMemory,
+    /// Copying from the document (the paper: `none`).
+    #[serde(default)]
+    pub decoder_copy: CopyMode,
+    /// The saved model's default decoding (`free` or `span`).
+    #[serde(default)]
+    pub decoding: Decoding,
     /// Cross-attention initialisation (BLIP and the paper: `random`).
     #[serde(default)]
     pub cross_attention_init: CrossAttentionInit,

@@ -4,7 +4,7 @@
 //! with the token masks it is computed over ([`query_keep`], [`unit_token_mask`]).
 
 use gear_data::Span;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Targets for one direction of the contrastive loss: `(1 − w)·onehot + w·softmax(sim_m)`.
 ///
@@ -41,22 +41,13 @@ pub fn contrastive_loss(
         / 2.0
 }
 
-/// Teacher-forced token cross-entropy: `logits [B, T, V]` predict `ids[:, 1:]` from positions
-/// `0..T−1`; padding (mask 0) is ignored. Returns the mean over real target tokens.
-pub fn lm_loss(logits: &Tensor, ids: &Tensor, mask: &Tensor) -> Tensor {
-    let t = ids.size()[1];
-    let vocab = logits.size()[2];
-    let pred = logits.narrow(1, 0, t - 1).reshape([-1, vocab]);
-    let labels = ids.narrow(1, 1, t - 1);
-    let keep = mask.narrow(1, 1, t - 1).to_kind(Kind::Bool);
-    let labels = labels.masked_fill(&keep.logical_not(), -100).reshape([-1]);
-    pred.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-        &labels,
-        None,
-        Reduction::Mean,
-        -100,
-        0.0,
-    )
+/// Teacher-forced token cross-entropy from the decoder's `log_probs [B, T − 1]` of the targets
+/// `ids[:, 1:]` (the LM head's, or its mixture with the copy head); padding (`mask [B, T]` 0
+/// past position 0) is ignored. Returns the mean over real target tokens.
+pub fn lm_loss(log_probs: &Tensor, mask: &Tensor) -> Tensor {
+    let t = mask.size()[1];
+    let keep = mask.narrow(1, 1, t - 1).to_kind(Kind::Float);
+    -(log_probs.to_kind(Kind::Float) * &keep).sum(Kind::Float) / keep.sum(Kind::Float).clamp_min(1.0)
 }
 
 /// Per-example attention mass on the unit: `Σ_j unit[b, j] · w[b, j]`, where `w[b, j]` is the
@@ -255,6 +246,12 @@ mod tests {
         );
         let l1 = -(1f64.exp() / (2.0 + 1f64.exp())).ln();
         let l2 = -(3f64.exp() / (2.0 + 3f64.exp())).ln();
-        close(&lm_loss(&logits, &ids, &mask), (l1 + l2) / 2.0);
+        let labels = ids.narrow(1, 1, 3);
+        let log_probs = logits
+            .narrow(1, 0, 3)
+            .log_softmax(-1, Kind::Float)
+            .gather(2, &labels.unsqueeze(2), false)
+            .squeeze_dim(2);
+        close(&lm_loss(&log_probs, &mask), (l1 + l2) / 2.0);
     }
 }

@@ -6,10 +6,12 @@
 //! `rir.rs` and `qar.rs` are the two pipelines, `table.rs` the results table; this module holds
 //! the steps both run (each a `gear` command).
 
+mod ablate;
 mod qar;
 mod rir;
 mod table;
 
+pub use ablate::{ablate, AblateArgs};
 pub use qar::{qar, QarArgs};
 pub use rir::{rir, RirArgs};
 

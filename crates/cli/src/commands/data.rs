@@ -45,6 +45,10 @@ pub enum Command {
     /// Turn a BEIR split's judgements into RIR triples with mined hard negatives (see
     /// `loss.hard_negatives`).
     Beir(BeirArgs),
+    /// Add hard negatives to triples (SQuAD questions, RIR triples): the miner's best-ranked
+    /// documents among the triples' own, other than each triple's document (see
+    /// `loss.hard_negatives`).
+    Negatives(NegativesArgs),
     /// Split triples into train/dev/test by document (every triple of a document together).
     Split {
         /// Triples to split.
@@ -168,17 +172,80 @@ pub struct BeirArgs {
     batch_size: usize,
 }
 
-fn beir(args: &BeirArgs) -> Result<()> {
-    let data = gear_data::read_beir(&args.data, &args.split)?;
-    let (miner, model) = match args.miner {
+/// Options of `gear data negatives`.
+#[derive(clap::Args, Debug)]
+pub struct NegativesArgs {
+    /// Triples (JSON lines) to read.
+    #[arg(long)]
+    input: PathBuf,
+    /// Triples with negatives to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Hard negatives per triple (0 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=64))]
+    negatives: u32,
+    /// What ranks the documents for mining.
+    #[arg(long, value_enum, default_value_t = MinerArg::Bm25)]
+    miner: MinerArg,
+    /// The model for `--miner bi-encoder` (refused with `--miner bm25`, which uses none).
+    #[command(flatten)]
+    model: GearModelArgs,
+    /// Texts per forward pass (bi-encoder mining).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    batch_size: usize,
+}
+
+/// The miner `miner` names and, for the bi-encoder, its model.
+fn miner_of(
+    miner: MinerArg,
+    model: &GearModelArgs,
+) -> Result<(gear_eval::Miner, Option<gear_model::GearModel>)> {
+    Ok(match miner {
         MinerArg::Bm25 => {
-            if args.model.given() {
+            if model.given() {
                 bail!("--model/--pretrained pick the bi-encoder miner's model: pass --miner bi-encoder, or drop them for BM25");
             }
             (gear_eval::Miner::Bm25, None)
         }
-        MinerArg::BiEncoder => (gear_eval::Miner::BiEncoder, Some(args.model.load()?.0)),
-    };
+        MinerArg::BiEncoder => (gear_eval::Miner::BiEncoder, Some(model.load()?.0)),
+    })
+}
+
+fn negatives(args: &NegativesArgs) -> Result<()> {
+    let triples = gear_data::TripleReader::open(&args.input)?.collect::<Result<Vec<_>, _>>()?;
+    let (miner, model) = miner_of(args.miner, &args.model)?;
+    let bar = crate::spinner("negatives".into());
+    let mined = gear_eval::mine_negatives(
+        &triples,
+        miner,
+        model.as_ref(),
+        args.negatives as usize,
+        args.batch_size,
+        &mut |step| bar.set_message(format!("negatives: {step}")),
+    )?;
+    bar.finish_and_clear();
+    let mut w = JsonlWriter::create(&args.output)?;
+    for t in &mined.triples {
+        w.write(t)?;
+    }
+    let n = w.finish()?;
+    eprintln!(
+        "wrote {n} triples with up to {} negatives each to {}",
+        args.negatives,
+        args.output.display()
+    );
+    if mined.short > 0 {
+        eprintln!(
+            "{} triples got fewer than {} negatives (the miner ranked too few other documents)",
+            mined.short, args.negatives
+        );
+    }
+    Ok(())
+}
+
+fn beir(args: &BeirArgs) -> Result<()> {
+    let data = gear_data::read_beir(&args.data, &args.split)?;
+    let (miner, model) = miner_of(args.miner, &args.model)?;
     let bar = crate::spinner("beir".into());
     let mined = gear_eval::beir_triples(
         &data,
@@ -219,6 +286,7 @@ fn beir(args: &BeirArgs) -> Result<()> {
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
         Command::Beir(args) => beir(args),
+        Command::Negatives(args) => negatives(args),
         Command::Squad {
             input,
             output,

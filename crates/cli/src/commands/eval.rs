@@ -25,6 +25,11 @@ pub struct EvalArgs {
     /// Examples used for generation metrics.
     #[arg(long, default_value_t = 64)]
     generation_examples: usize,
+    /// Write the generated answers: `FILE.json` as the official SQuAD predictions
+    /// (`{question_id: answer}`, for `gear score squad` or the official script), `FILE.jsonl`
+    /// one line per question with its query, answer and gold texts.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,7 +67,10 @@ pub fn eval_triples(args: &EvalArgs) -> Result<()> {
         &options,
         None,
         device,
-        args.json,
+        Output {
+            json: args.json,
+            predictions: args.predictions.as_deref(),
+        },
     )
 }
 
@@ -141,6 +149,11 @@ pub struct SquadArgs {
     /// Questions used for generation metrics.
     #[arg(long, default_value_t = 0)]
     generation_examples: usize,
+    /// Write the generated answers: `FILE.json` as the official SQuAD predictions
+    /// (`{question_id: answer}`, for `gear score squad` or the official script), `FILE.jsonl`
+    /// one line per question with its query, answer and gold texts.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Write every question's sentence spans and relevant indices (JSON lines) for an
     /// independent cross-check (xtask/scripts/squad_baseline.py).
     #[arg(long)]
@@ -191,8 +204,49 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
         &options,
         args.reranker.as_deref(),
         device,
-        args.json,
+        Output {
+            json: args.json,
+            predictions: args.predictions.as_deref(),
+        },
     )
+}
+
+/// Where an evaluation's results go.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    /// Print the report as JSON instead of a table.
+    pub json: bool,
+    /// Write the generated answers here (`.json`: official predictions; otherwise JSON lines).
+    pub predictions: Option<&'a std::path::Path>,
+}
+
+/// Writes `report`'s generated answers to `path`: `{id: answer}` for a `.json` file (questions
+/// without an id are refused), one detailed line per question otherwise.
+fn write_predictions(report: &gear_eval::EvalReport, path: &std::path::Path) -> Result<()> {
+    if report.predictions.is_empty() {
+        anyhow::bail!(
+            "no answers were generated to write to {}: pass --generation-examples N",
+            path.display()
+        );
+    }
+    let mut w = gear_data::JsonlWriter::create(path)?;
+    if path.extension().is_some_and(|e| e == "json") {
+        let mut official = serde_json::Map::new();
+        for (i, p) in report.predictions.iter().enumerate() {
+            let id = p.id.clone().with_context(|| {
+                format!("question {} has no id for {}: write .jsonl instead", i + 1, path.display())
+            })?;
+            official.insert(id, serde_json::Value::String(p.generated.clone()));
+        }
+        w.write(&official)?;
+    } else {
+        for p in &report.predictions {
+            w.write(p)?;
+        }
+    }
+    w.finish()?;
+    eprintln!("wrote {} answers to {}", report.predictions.len(), path.display());
+    Ok(())
 }
 
 /// Runs [`gear_eval::evaluate`] (and the trained reranker when given) under a spinner and
@@ -203,8 +257,14 @@ pub fn run_evaluation(
     options: &gear_eval::EvalOptions,
     reranker: Option<&std::path::Path>,
     device: tch::Device,
-    json: bool,
+    output: Output<'_>,
 ) -> Result<()> {
+    if let (Some(path), 0) = (output.predictions, options.generation_examples) {
+        anyhow::bail!(
+            "--predictions {} needs answers to write: pass --generation-examples N",
+            path.display()
+        );
+    }
     let bar = crate::spinner(format!(
         "eval: {} queries over {} documents",
         data.triples.len(),
@@ -219,7 +279,10 @@ pub fn run_evaluation(
         report.local_seconds.insert("reranker".into(), seconds);
     }
     bar.finish_and_clear();
-    if json {
+    if let Some(path) = output.predictions {
+        write_predictions(&report, path)?;
+    }
+    if output.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }

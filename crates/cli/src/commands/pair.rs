@@ -9,7 +9,7 @@ use gear_data::Document;
 use gear_infer::{explain, render_html, render_terminal, DocumentIndex};
 use gear_model::{GenerationOptions, LocateOptions, Search};
 
-use crate::args::{at_least_one, Aggregation, GearModelArgs};
+use crate::args::{at_least_one, Aggregation, DecodingArg, GearModelArgs};
 
 /// Where the document of `locate`/`generate`/`explain` comes from.
 #[derive(clap::Args, Debug, Clone)]
@@ -66,9 +66,12 @@ pub struct PairArgs {
     /// `local_layer`.
     #[arg(long, value_parser = at_least_one)]
     layer: Option<usize>,
-    /// Beam width for generation (1: greedy).
+    /// Beam width for generation (1: greedy); with span decoding, the start positions tried.
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     beams: usize,
+    /// Free or span decoding; default: the model's (`decoder.decoding` in its gear.toml).
+    #[arg(long, value_enum)]
+    decoding: Option<DecodingArg>,
     /// Write the explanation as a self-contained HTML page.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -113,6 +116,7 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
         max_len: model.config().max_target_len,
         search,
         use_cache: true,
+        decoding: args.decoding.map(Into::into),
     };
     let e = explain(
         &model,

@@ -75,6 +75,10 @@ pub struct Triple {
     /// QAR generation target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// Other gold answers (SQuAD's dev sets have up to three per question): generation is
+    /// scored against the best matching one, as the official script does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternative_answers: Vec<String>,
     /// The scenario.
     pub scenario: Scenario,
     /// Hard negatives: documents that do not answer the query (may be empty).
@@ -102,6 +106,16 @@ impl Triple {
             (Scenario::Qar, Some(a)) => a,
             _ => self.units.first().map_or("", |u| u.text.as_str()),
         }
+    }
+
+    /// Every text generation is scored against: the target and, for QAR, the alternative
+    /// answers.
+    pub fn gold_texts(&self) -> Vec<&str> {
+        let mut out = vec![self.target()];
+        if self.scenario == Scenario::Qar {
+            out.extend(self.alternative_answers.iter().map(String::as_str));
+        }
+        out
     }
 
     /// Units as byte spans into `document.text` (checked by [`Triple::validate`]).
@@ -237,6 +251,7 @@ mod tests {
             },
             units: vec![unit],
             answer: None,
+            alternative_answers: Vec::new(),
             scenario: Scenario::Rir,
             negatives: Vec::new(),
         }

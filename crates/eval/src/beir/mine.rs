@@ -121,10 +121,83 @@ pub fn beir_triples(
                 document,
                 units: vec![unit],
                 answer: None,
+                alternative_answers: Vec::new(),
                 scenario: Scenario::Rir,
                 negatives: mined.clone(),
             });
         }
+    }
+    Ok(out)
+}
+
+/// Hard negatives for triples that have none (SQuAD questions, synthesised RIR triples): the
+/// corpus is the triples' own distinct documents (by id), and each triple gets the miner's
+/// best-ranked documents for its query other than its own document and any document with the
+/// same text. Triples keep everything else; negatives they had are replaced.
+pub fn mine_negatives(
+    triples: &[Triple],
+    miner: Miner,
+    model: Option<&GearModel>,
+    negatives: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<MinedTriples> {
+    let mut corpus: Vec<&Document> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for t in triples {
+        if seen.insert(t.document.id.as_str()) {
+            corpus.push(&t.document);
+        }
+    }
+    let texts: Vec<String> = corpus
+        .iter()
+        .map(|d| {
+            if d.title.is_empty() {
+                d.text.clone()
+            } else {
+                format!("{} {}", d.title, d.text)
+            }
+        })
+        .collect();
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let queries: Vec<&str> = triples.iter().map(|t| t.query.as_str()).collect();
+    // Enough candidates to skip the triple's own document and its copies.
+    let fetch = (negatives + 4).min(corpus.len());
+    let rows = match (negatives, miner, model) {
+        (0, _, _) => vec![Vec::new(); queries.len()],
+        (_, Miner::Bm25, _) => {
+            progress("bm25");
+            bm25_rows(&text_refs, &queries, fetch)
+        }
+        (_, Miner::BiEncoder, Some(model)) => {
+            dense_rows(model, &text_refs, &queries, fetch, batch_size, progress)?
+        }
+        (_, Miner::BiEncoder, None) => {
+            return Err(Error::Input(
+                "mining with the bi-encoder needs a model".into(),
+            ))
+        }
+    };
+    let mut out = MinedTriples {
+        triples: Vec::with_capacity(triples.len()),
+        queries: triples.len(),
+        short: 0,
+    };
+    for (t, rows) in triples.iter().zip(rows) {
+        let mined: Vec<Document> = rows
+            .into_iter()
+            .map(|r| corpus[r])
+            .filter(|d| d.id != t.document.id && d.text != t.document.text)
+            .take(negatives)
+            .cloned()
+            .collect();
+        if mined.len() < negatives {
+            out.short += 1;
+        }
+        out.triples.push(Triple {
+            negatives: mined,
+            ..t.clone()
+        });
     }
     Ok(out)
 }
@@ -196,6 +269,41 @@ mod tests {
         let ids: Vec<&str> = t.negatives.iter().map(|d| d.id.as_str()).collect();
         // d4 (judged 0) matches best, then d2; d1 is relevant and q1 is the query.
         assert_eq!(ids, ["d4", "d2"]);
+    }
+
+    #[test]
+    fn negatives_for_triples_skip_the_own_document_and_its_copies() {
+        let corpus = data().corpus;
+        let triple = |q: &str, d: &Document| Triple {
+            id: None,
+            query: q.into(),
+            document: d.clone(),
+            units: vec![Unit::from_byte_span(&d.text, gear_data::Span::new(0, 4)).unwrap()],
+            answer: None,
+            alternative_answers: Vec::new(),
+            scenario: Scenario::Rir,
+            negatives: Vec::new(),
+        };
+        // d4's text again under another id: never a negative of a d4 triple.
+        let copy = doc("d4-copy", &corpus[3].text);
+        let triples = vec![
+            triple("tabby cat purrs", &corpus[3]),
+            triple("striped tabby fur", &corpus[1]),
+            triple("dogs bark", &corpus[2]),
+            triple("tabby purrs", &copy),
+        ];
+        let mined = mine_negatives(&triples, Miner::Bm25, None, 2, 8, &mut |_| {}).unwrap();
+        let ids = |i: usize| -> Vec<&str> {
+            mined.triples[i].negatives.iter().map(|d| d.id.as_str()).collect()
+        };
+        assert_eq!(ids(0), ["d2"], "not d4 itself, not its copy");
+        assert_eq!(ids(1).len(), 2);
+        assert!(ids(1).contains(&"d4") && ids(1).contains(&"d4-copy"));
+        assert_eq!(ids(3), ["d2"], "d4 has the copy's text");
+        // "dogs bark" shares no term with the other documents: nothing to mine.
+        assert!(ids(2).is_empty());
+        assert_eq!(mined.short, 3);
+        assert_eq!(mined.triples[0].query, "tabby cat purrs");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::lexical::{reciprocal_rank_fusion, Bm25};
 use crate::Result;
 
-pub use mine::{beir_triples, MinedTriples, Miner};
+pub use mine::{beir_triples, mine_negatives, MinedTriples, Miner};
 
 /// How many documents each method ranks per query (the deepest cut-off, Recall@100 / MAP@100).
 pub const DEPTH: usize = 100;

@@ -172,6 +172,23 @@ pub struct EvalReport {
     /// Wall-clock seconds of each method's local retrieval over all queries (embedding or
     /// encoding included, metrics excluded).
     pub local_seconds: BTreeMap<String, f64>,
+    /// GeAR's generated text for each scored query, in order (not part of the JSON report:
+    /// `gear eval squad --predictions FILE` writes them).
+    #[serde(skip)]
+    pub predictions: Vec<Prediction>,
+}
+
+/// One generated answer and what it was scored against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Prediction {
+    /// The triple's id (the SQuAD question id).
+    pub id: Option<String>,
+    /// The query.
+    pub query: String,
+    /// What GeAR generated.
+    pub generated: String,
+    /// The gold texts (the target first).
+    pub gold: Vec<String>,
 }
 
 impl EvalReport {
@@ -388,14 +405,25 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
         gear_row.extend(m);
     }
     let generated = options.generation_examples.min(prep.targets.len());
+    let mut predictions = Vec::new();
     if generated > 0 {
-        let scores = generation::generation(
+        let (scores, texts) = generation::generation(
             model,
             &data.triples[..generated],
             options.scenario,
             prep.batch,
         )?;
         gear_row.extend(scores);
+        predictions = data.triples[..generated]
+            .iter()
+            .zip(texts)
+            .map(|(t, text)| Prediction {
+                id: t.id.clone(),
+                query: t.query.clone(),
+                generated: text,
+                gold: t.gold_texts().into_iter().map(str::to_owned).collect(),
+            })
+            .collect();
     }
     Ok(EvalReport {
         scenario: options.scenario,
@@ -410,5 +438,6 @@ pub fn evaluate(model: &GearModel, data: &EvalSet, options: &EvalOptions) -> Res
         methods,
         layers: local.sweep,
         local_seconds,
+        predictions,
     })
 }

@@ -17,6 +17,7 @@ mod config;
 mod init;
 mod io;
 mod pipeline;
+mod reader;
 
 use std::path::PathBuf;
 
@@ -26,12 +27,17 @@ use tch::{nn::VarStore, Device, Tensor};
 use crate::bert::encoder::{Bert, Context, EncoderOutput, FusionOptions};
 use crate::decoder::Decoder;
 use crate::generate::GenerationTokens;
+use crate::pointer::Pointer;
 use crate::pooling::{l2_normalize, mean_pool};
 use crate::{Error, Result};
 
-pub use config::{default_local_layer, CrossAttentionInit, DecoderConfig, DecoderInit, GearConfig};
+pub use config::{
+    default_local_layer, CopyMode, CrossAttentionInit, DecoderConfig, DecoderInit, DecoderMemory,
+    Decoding, GearConfig,
+};
 pub use init::InitReport;
 pub use pipeline::{LocateInput, LocateOptions};
+pub use reader::{keep_mask, Generated, ReaderInputs};
 
 /// The special token that starts every decoder input.
 pub const DECODE_TOKEN: &str = "[Decode]";
@@ -46,6 +52,10 @@ pub struct GearModel {
     query_encoder: Bert,
     document_encoder: Option<Bert>,
     decoder: Decoder,
+    /// The decoder's copy head ([`CopyMode`] other than `none`).
+    pointer: Option<Pointer>,
+    /// Per vocabulary id, whether the token continues a word (`##…`), `[vocab]` bool.
+    continuation: Tensor,
     config: GearConfig,
     /// The tokenizer (with `[Decode]`) at the query, document and target lengths.
     texts: TripleTokenizer,
@@ -111,6 +121,20 @@ impl GearModel {
         };
         let decoder_cfg = config.decoder_bert(tokenizer.vocab_size() as i64);
         let decoder = Decoder::new(&(&root / "decoder"), &decoder_cfg, width)?;
+        let pointer = (config.decoder.copy != CopyMode::None).then(|| {
+            Pointer::new(
+                &(&root / "decoder" / "pointer"),
+                &decoder_cfg,
+                config.decoder.copy == CopyMode::LocalAttention,
+            )
+        });
+        let continuation: Vec<bool> = (0..tokenizer.vocab_size() as u32)
+            .map(|id| {
+                tokenizer
+                    .id_to_token(id)
+                    .is_some_and(|t| t.starts_with("##"))
+            })
+            .collect();
         Ok(Self {
             texts: TripleTokenizer::new(
                 &tokenizer,
@@ -122,6 +146,8 @@ impl GearModel {
             query_encoder,
             document_encoder,
             decoder,
+            pointer,
+            continuation: Tensor::from_slice(&continuation),
             config,
             tokens: GenerationTokens {
                 start: i64::from(decode),

@@ -8,7 +8,6 @@ use tch::{Device, Kind, Tensor};
 
 use super::{Encoded, GearModel};
 use crate::bert::encoder::{Context, CrossProbs, FusionOptions};
-use crate::generate::{generate, GenerationOptions};
 use crate::local::{rank_units, token_weights, top_tokens, LocalRanking, UnitAggregation};
 use crate::{Error, Result};
 
@@ -223,56 +222,5 @@ impl GearModel {
             });
         }
         Ok(results)
-    }
-
-    /// Generates text for each (query, document) pair from fusion(q, d).
-    pub fn generate<S: AsRef<str>>(
-        &self,
-        queries: &[S],
-        documents: &[S],
-        options: &GenerationOptions,
-    ) -> Result<Vec<String>> {
-        let _span = tracing::debug_span!("gear.generate", pairs = queries.len()).entered();
-        if queries.len() != documents.len() {
-            return Err(Error::Input(format!(
-                "{} queries but {} documents",
-                queries.len(),
-                documents.len()
-            )));
-        }
-        if queries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let q = self.encode_query_texts(queries)?;
-        let d = self.encode_document_texts(documents)?;
-        let sequences = tch::no_grad(|| -> Result<Vec<Vec<i64>>> {
-            let states = self.document_states_t(&d.ids, &d.mask, false)?;
-            let fused = self.fuse_t(
-                &q.ids,
-                &q.mask,
-                Context {
-                    states: &states,
-                    mask: &d.mask,
-                },
-                FusionOptions::default(),
-                false,
-            )?;
-            generate(
-                &self.decoder,
-                Context {
-                    states: &fused.hidden,
-                    mask: &q.mask,
-                },
-                self.tokens,
-                options,
-            )
-        })?;
-        sequences
-            .iter()
-            .map(|ids| {
-                let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-                Ok(self.texts.target().decode(&ids)?)
-            })
-            .collect()
     }
 }

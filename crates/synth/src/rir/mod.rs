@@ -308,6 +308,7 @@ fn document_triples<'q>(
             document: w.pre.document.clone(),
             units: vec![unit],
             answer: None,
+            alternative_answers: Vec::new(),
             scenario: Scenario::Rir,
             negatives: Vec::new(),
         });

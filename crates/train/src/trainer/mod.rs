@@ -99,6 +99,9 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
         g.decoder.num_hidden_layers = layers;
     }
     g.decoder.init = m.decoder_init;
+    g.decoder.memory = m.decoder_memory;
+    g.decoder.copy = m.decoder_copy;
+    g.decoder.decoding = m.decoding;
     g.cross_attention_init = m.cross_attention_init;
     g.cross_attention_heads = m.cross_attention_heads;
     g.cross_attention_normalize = m.cross_attention_normalize;

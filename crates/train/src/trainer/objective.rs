@@ -5,7 +5,7 @@
 
 use gear_c10d::{all_gather_counted, row_counts, Bf16Autocast};
 use gear_data::{Span, TripleBatch};
-use gear_model::{batch_tensors, l2_normalize, mean_pool, Context, CrossProbs, FusionOptions};
+use gear_model::{batch_tensors, keep_mask, l2_normalize, mean_pool, Context, ReaderInputs};
 use tch::{Device, Kind, Tensor};
 
 use super::{doc_hash, Trainer};
@@ -274,14 +274,6 @@ impl Trainer {
         let device = self.model.device();
         let beta = self.config.loss.local_weight;
         let local_layer = self.model.config().local_layer();
-        let fusion = if beta > 0.0 {
-            FusionOptions {
-                layers: None,
-                cross_probs: CrossProbs::Layer(local_layer),
-            }
-        } else {
-            FusionOptions::default()
-        };
         let fused = self.model.fuse_t(
             &x.q_ids,
             &x.q_mask,
@@ -289,19 +281,24 @@ impl Trainer {
                 states: d_states,
                 mask: &x.d_mask,
             },
-            fusion,
+            self.model.fusion_options_for_reading(beta > 0.0),
             true,
         )?;
-        let logits = self.model.decoder_logits_t(
-            &x.t_ids,
-            &x.t_mask,
-            Context {
-                states: &fused.hidden,
-                mask: &x.q_mask,
-            },
-            true,
-        )?;
-        let l_lm = lm_loss(&logits, &x.t_ids, &x.t_mask);
+        let query_keep = query_keep(&batch.queries, device);
+        let copyable = keep_mask(&batch.documents, device);
+        let reader = ReaderInputs {
+            fused: &fused,
+            query_mask: &x.q_mask,
+            query_keep: &query_keep,
+            document_ids: &x.d_ids,
+            document_mask: &x.d_mask,
+            document_copyable: &copyable,
+            document_states: d_states,
+        };
+        let log_probs = self
+            .model
+            .target_log_probs_t(&x.t_ids, &x.t_mask, &reader, true)?;
+        let l_lm = lm_loss(&log_probs, &x.t_mask);
         let (loc_sum, loc_rows) = if beta > 0.0 {
             let probs = fused.cross_attention(local_layer).ok_or_else(|| {
                 Error::Train(format!(
@@ -310,7 +307,7 @@ impl Trainer {
             })?;
             local_loss_sum(
                 probs,
-                &query_keep(&batch.queries, device),
+                &query_keep,
                 &unit_token_mask(&batch.documents, units, device),
             )
         } else {

@@ -1,0 +1,193 @@
+//! Span decoding ([`crate::Decoding::Span`]): generation constrained to a span of the document.
+//! The first token is a word of the document (any copyable position that does not continue a
+//! word piece), every later token the document's next one, or the end; the decoder's scores
+//! (with the copy head, the probability of reading *that position*) pick among them. Greedy over
+//! `starts` start positions, the best by total log-probability, end included.
+//!
+//! What comes back are token ranges of the document, so the generated answer is the document's
+//! own text at a known place (the byte span is what `gear generate` and `/generate` report).
+
+use std::ops::Range;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::bert::encoder::Context;
+use crate::decoder::Decoder;
+use crate::generate::GenerationTokens;
+use crate::pointer::{position_log_probs, Passage, Pointer};
+use crate::{Error, Result};
+
+/// The decoder and copy head a span decoder runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanReader<'a> {
+    /// The decoder.
+    pub decoder: &'a Decoder,
+    /// Its copy head, if it has one.
+    pub pointer: Option<&'a Pointer>,
+    /// `[Decode]` and the end token.
+    pub tokens: GenerationTokens,
+}
+
+/// One row's state during decoding.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    start: i64,
+    last: i64,
+    score: f64,
+    done: bool,
+}
+
+/// Decodes one span per row of `memory`/`passage`: `[start, end)` token positions of the
+/// document, `None` where the document has no word to start from. `word_start [batch, d_len]`
+/// marks positions that begin a word; `max_len` bounds the span's tokens; `starts ≥ 1` start
+/// positions are tried per row.
+pub fn decode_spans(
+    reader: SpanReader<'_>,
+    memory: Context<'_>,
+    passage: Passage<'_>,
+    word_start: &Tensor,
+    max_len: usize,
+    starts: usize,
+) -> Result<Vec<Option<Range<usize>>>> {
+    let _span = tracing::debug_span!("generate", search = "span", starts).entered();
+    if starts == 0 || max_len == 0 {
+        return Err(Error::Input(
+            "span decoding needs at least one start and one token".into(),
+        ));
+    }
+    tch::no_grad(|| decode(reader, memory, passage, word_start, max_len, starts))
+}
+
+/// Log-probabilities of reading each document position next `[rows, d_len]` and of ending
+/// `[rows]`, after decoder states `hidden [rows, 1, width]` that read `inputs [rows, 1]`
+/// (`keys`: the copy head's document keys, when it has one).
+fn next_scores(
+    reader: SpanReader<'_>,
+    hidden: &Tensor,
+    inputs: &Tensor,
+    passage: &Passage<'_>,
+    keys: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let vocab = reader
+        .decoder
+        .logits(hidden)
+        .to_kind(Kind::Float)
+        .log_softmax(-1, Kind::Float);
+    let copy = reader
+        .pointer
+        .zip(keys)
+        .map(|(p, k)| p.forward_with_keys(hidden, inputs, passage, k));
+    let positions = position_log_probs(&vocab, copy.as_ref(), passage.ids).squeeze_dim(1);
+    let mut end = vocab.select(1, 0).select(1, reader.tokens.end);
+    if let Some(c) = &copy {
+        end = end + c.log_vocab_share.select(1, 0);
+    }
+    (positions, end)
+}
+
+fn decode(
+    reader: SpanReader<'_>,
+    memory: Context<'_>,
+    passage: Passage<'_>,
+    word_start: &Tensor,
+    max_len: usize,
+    starts: usize,
+) -> Result<Vec<Option<Range<usize>>>> {
+    let batch = passage.ids.size()[0];
+    let d_len = passage.ids.size()[1];
+    let device = passage.ids.device();
+    let k = (starts as i64).min(d_len.max(1));
+    let cache = reader.decoder.start(memory)?;
+    let first = Tensor::full([batch, 1], reader.tokens.start, (Kind::Int64, device));
+    let (hidden, cache) = reader.decoder.step_hidden(&first, &cache)?;
+    let keys = reader.pointer.map(|p| p.keys(&passage));
+    let (positions, _) = next_scores(reader, &hidden, &first, &passage, keys.as_ref());
+    let copyable = passage.copyable.to_kind(Kind::Bool);
+    let startable = copyable.logical_and(&word_start.to_kind(Kind::Bool));
+    let (top, at) = positions
+        .masked_fill(&startable.logical_not(), f64::NEG_INFINITY)
+        .topk(k, 1, true, true);
+
+    // Rows × starts from here on.
+    let index = Tensor::arange(batch, (Kind::Int64, device)).repeat_interleave_self_int(k, 0, None);
+    let mut cache = cache.select(&index);
+    let ids = passage.ids.index_select(0, &index);
+    let states = passage.states.index_select(0, &index);
+    let copyable_rows = passage.copyable.index_select(0, &index);
+    let question = passage.question.0.index_select(0, &index);
+    let question_mask = passage.question.1.index_select(0, &index);
+    let prior = passage.prior.map(|p| p.index_select(0, &index));
+    let keys = keys.map(|k| k.index_select(0, &index));
+    let rows_passage = Passage {
+        ids: &ids,
+        states: &states,
+        copyable: &copyable_rows,
+        question: (&question, &question_mask),
+        prior: prior.as_ref(),
+    };
+    let copyable_cpu = to_bools(&copyable_rows)?;
+    let word_cpu = to_bools(&word_start.to_kind(Kind::Bool).index_select(0, &index))?;
+    let top = Vec::<f32>::try_from(top.flatten(0, -1).to_device(Device::Cpu))?;
+    let at = Vec::<i64>::try_from(at.flatten(0, -1).to_device(Device::Cpu))?;
+    let mut rows: Vec<Row> = top
+        .iter()
+        .zip(&at)
+        .map(|(&s, &j)| Row {
+            start: j,
+            last: j,
+            score: f64::from(s),
+            done: !s.is_finite(),
+        })
+        .collect();
+    let d = d_len as usize;
+    for _ in 1..max_len {
+        if rows.iter().all(|r| r.done) {
+            break;
+        }
+        let last: Vec<i64> = rows.iter().map(|r| r.last).collect();
+        let last = Tensor::from_slice(&last).to_device(device).unsqueeze(1);
+        let fed = ids.gather(1, &last, false);
+        let (hidden, next) = reader.decoder.step_hidden(&fed, &cache)?;
+        cache = next;
+        let (positions, end) = next_scores(reader, &hidden, &fed, &rows_passage, keys.as_ref());
+        let following = (&last + 1).clamp_max(d_len - 1);
+        let cont = Vec::<f32>::try_from(
+            positions
+                .gather(1, &following, false)
+                .squeeze_dim(1)
+                .to_device(Device::Cpu),
+        )?;
+        let end = Vec::<f32>::try_from(end.to_device(Device::Cpu))?;
+        for (r, row) in rows.iter_mut().enumerate() {
+            if row.done {
+                continue;
+            }
+            let next = row.last as usize + 1;
+            let can_continue = next < d && copyable_cpu[r * d + next];
+            let forced = can_continue && !word_cpu[r * d + next];
+            if can_continue && (forced || cont[r] > end[r]) {
+                row.last += 1;
+                row.score += f64::from(cont[r]);
+            } else {
+                row.score += f64::from(end[r]);
+                row.done = true;
+            }
+        }
+    }
+    Ok(rows
+        .chunks(k as usize)
+        .map(|candidates| {
+            candidates
+                .iter()
+                .filter(|r| r.score.is_finite())
+                .max_by(|a, b| a.score.total_cmp(&b.score))
+                .map(|r| r.start as usize..r.last as usize + 1)
+        })
+        .collect())
+}
+
+fn to_bools(t: &Tensor) -> Result<Vec<bool>> {
+    Ok(Vec::<bool>::try_from(
+        t.to_kind(Kind::Bool).flatten(0, -1).to_device(Device::Cpu),
+    )?)
+}

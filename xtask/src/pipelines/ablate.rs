@@ -1,0 +1,426 @@
+//! `cargo xtask ablate`: variants of a training config, each trained on a pipeline's train split
+//! and scored on its **dev** split (never the test split the pipelines report), one table. How
+//! the settings of `configs/qar-squad.toml` and `configs/rir-wiki.toml` were chosen
+//! (docs/training.md, "Generation on real text").
+//!
+//! Each row is the base config with a few fields changed; the rows' configs are written beside
+//! their runs (`OUT/ROW/config.toml`), so any row can be rerun with `gear train` alone.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    gear, import_squad_files, s, shipped_squad, split_only, squad_eval_json, step, train_gear,
+    RunOptions, SplitOptions,
+};
+use crate::cmd::{build_gear, write_atomically};
+use crate::setup::Env;
+
+/// Options of `cargo xtask ablate`.
+#[derive(clap::Args, Debug)]
+pub struct AblateArgs {
+    /// Base training configuration.
+    #[arg(long, default_value = "configs/qar-squad.toml")]
+    config: PathBuf,
+    /// A pipeline's output folder holding `train.jsonl` and `dev.jsonl` (for QAR it is created
+    /// from the shipped SQuAD files, split by article as `train-qar` does, when missing; for RIR
+    /// run `cargo xtask train-rir` first).
+    #[arg(long, default_value = "out/train-qar")]
+    data: PathBuf,
+    /// Rows to run, comma-separated (default: the decoder rows). `--list` shows them all.
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
+    /// Print the rows and exit.
+    #[arg(long)]
+    list: bool,
+    /// Epochs per row (overrides the config's `run.epochs`: ablations are shorter than the final
+    /// run).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    epochs: u64,
+    /// Dev questions whose answers are generated and scored.
+    #[arg(long, default_value_t = 300)]
+    generation_examples: usize,
+    /// Output folder (one sub-folder per row).
+    #[arg(long, default_value = "out/ablate")]
+    out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// One variant: a name, what it changes, and the changed fields (`section.field`, TOML value).
+struct Row {
+    name: &'static str,
+    what: &'static str,
+    set: &'static [(&'static str, &'static str)],
+    /// Not trained: another row's checkpoint evaluated with span decoding.
+    spans_of: Option<&'static str>,
+    /// Hard negatives mined per training triple (`gear data negatives`, BM25 over the training
+    /// passages); 0: the triples as they are.
+    negatives: u32,
+}
+
+const PAPER_DECODER: [(&str, &str); 3] = [
+    ("model.decoder_memory", "\"fusion\""),
+    ("model.decoder_copy", "\"none\""),
+    ("model.decoding", "\"free\""),
+];
+
+/// Every row; the first group (up to `alpha-0`) is the default selection.
+const ROWS: &[Row] = &[
+    Row {
+        name: "paper",
+        what: "decoder over the fusion states only, vocabulary only, free decoding (the paper)",
+        set: &PAPER_DECODER,
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "paper-span",
+        what: "the paper's decoder (row `paper`'s checkpoint), decoding constrained to spans of the passage",
+        set: &[],
+        spans_of: Some("paper"),
+        negatives: 0,
+    },
+    Row {
+        name: "memory",
+        what: "decoder memory = fusion states + passage token states, vocabulary only, spans",
+        set: &[
+            ("model.decoder_memory", "\"fusion_and_document\""),
+            ("model.decoder_copy", "\"none\""),
+            ("model.decoding", "\"span\""),
+        ],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "pointer",
+        what: "memory + a pointer over passage tokens mixed by a learned gate, spans",
+        set: &[
+            ("model.decoder_memory", "\"fusion_and_document\""),
+            ("model.decoder_copy", "\"pointer\""),
+            ("model.decoding", "\"span\""),
+        ],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "local-attention",
+        what: "memory + pointer whose prior is the fusion encoder's local-layer cross-attention, spans",
+        set: &[
+            ("model.decoder_memory", "\"fusion_and_document\""),
+            ("model.decoder_copy", "\"local_attention\""),
+            ("model.decoding", "\"span\""),
+        ],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "local-attention-fusion-memory",
+        what: "pointer with the local-attention prior, decoder memory = fusion states only, spans",
+        set: &[
+            ("model.decoder_memory", "\"fusion\""),
+            ("model.decoder_copy", "\"local_attention\""),
+            ("model.decoding", "\"span\""),
+        ],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "decoder-4",
+        what: "the config's decoder with 4 layers instead of its own",
+        set: &[("model.decoder_layers", "4")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "fusion-lr-5",
+        what: "the fusion cross-attention at 5× the encoder's learning rate (the config: its own)",
+        set: &[("optim.cross_attention_lr_scale", "5.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "alpha-0",
+        what: "α = 0: no generation loss (L_CL + L_LOC)",
+        set: &[("loss.alpha", "0.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "alpha-0.25",
+        what: "α = 0.25 (the paper's)",
+        set: &[("loss.alpha", "0.25")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "alpha-0.5",
+        what: "α = 0.5",
+        set: &[("loss.alpha", "0.5")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "alpha-1",
+        what: "α = 1",
+        set: &[("loss.alpha", "1.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "no-loc-alpha-0",
+        what: "α = 0 and no L_LOC: the contrastive loss alone",
+        set: &[("loss.alpha", "0.0"), ("loss.local_weight", "0.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "no-loc-alpha-0.25",
+        what: "α = 0.25, no L_LOC: generation is the only teacher of where to look",
+        set: &[("loss.alpha", "0.25"), ("loss.local_weight", "0.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "no-loc-alpha-0.5",
+        what: "α = 0.5, no L_LOC",
+        set: &[("loss.alpha", "0.5"), ("loss.local_weight", "0.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "no-loc-alpha-1",
+        what: "α = 1, no L_LOC",
+        set: &[("loss.alpha", "1.0"), ("loss.local_weight", "0.0")],
+        spans_of: None,
+        negatives: 0,
+    },
+    Row {
+        name: "hard-negatives",
+        what: "one BM25-mined hard negative per question (another passage of the training articles) in L_CL",
+        set: &[("loss.hard_negatives", "1")],
+        spans_of: None,
+        negatives: 1,
+    },
+    Row {
+        name: "unfrozen-documents",
+        what: "the document encoder trained too (slower steps; the index must be rebuilt)",
+        set: &[("optim.freeze_document_encoder", "false")],
+        spans_of: None,
+        negatives: 0,
+    },
+];
+
+/// The default selection: the decoder rows.
+const DEFAULT_ROWS: [&str; 5] = ["paper", "paper-span", "memory", "pointer", "local-attention"];
+
+pub fn ablate(env: &Env, args: &AblateArgs) -> Result<()> {
+    if args.list {
+        for r in ROWS {
+            println!("{:<30} {}", r.name, r.what);
+        }
+        return Ok(());
+    }
+    let names: Vec<&str> = if args.rows.is_empty() {
+        DEFAULT_ROWS.to_vec()
+    } else {
+        args.rows.iter().map(String::as_str).collect()
+    };
+    let rows: Vec<&Row> = names
+        .iter()
+        .map(|n| {
+            ROWS.iter().find(|r| r.name == *n).with_context(|| {
+                format!("no ablation row `{n}` (cargo xtask ablate --list shows them)")
+            })
+        })
+        .collect::<Result<_>>()?;
+    let base = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let bin = build_gear(env)?;
+    ensure_split(env, &bin, &args.data)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut lines = vec![
+        format!(
+            "Base config {}, {} epoch(s) per row, trained on {}/train.jsonl, scored on {}/dev.jsonl (dev articles).",
+            args.config.display(),
+            args.epochs,
+            args.data.display(),
+            args.data.display()
+        ),
+        String::new(),
+        "| row | what changes | global R@5 | local R@1 | EM or ROUGE-1 | F1 or ROUGE-L | training |".into(),
+        "|---|---|---|---|---|---|---|".into(),
+    ];
+    for row in rows {
+        step(&format!("ablation row `{}`: {}", row.name, row.what));
+        let line = run_row(env, &bin, args, &base, row)?;
+        println!("{line}");
+        lines.push(line);
+        write_atomically(&args.out.join("ablations.md"), &(lines.join("\n") + "\n"))?;
+    }
+    println!("\n{}", lines.join("\n"));
+    println!("written: {}", args.out.join("ablations.md").display());
+    Ok(())
+}
+
+/// The QAR split of the shipped SQuAD files in `data` (as `train-qar` makes it) when missing.
+fn ensure_split(env: &Env, bin: &Path, data: &Path) -> Result<()> {
+    if data.join("train.jsonl").is_file() && data.join("dev.jsonl").is_file() {
+        return Ok(());
+    }
+    if data.file_name().is_some_and(|n| n != "train-qar") {
+        bail!(
+            "{} has no train.jsonl and dev.jsonl: run the pipeline that makes them first",
+            data.display()
+        );
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let triples = import_squad_files(env, bin, &shipped_squad()?, data, None)?;
+    let split = SplitOptions {
+        by_title: true,
+        dev_fraction: 0.1,
+        test_fraction: 0.2,
+    };
+    split_only(env, bin, data, &triples, &split)
+}
+
+/// Trains `row` (its config written to `dir/config.toml`) unless a finished run is there;
+/// returns the training minutes.
+fn train_row(
+    env: &Env,
+    bin: &Path,
+    args: &AblateArgs,
+    base: &str,
+    row: &Row,
+    dir: &Path,
+) -> Result<f64> {
+    let config = dir.join("config.toml");
+    let text = format!(
+        "# cargo xtask ablate row `{}`: {}\n{}",
+        row.name,
+        row.what,
+        row_config(base, row, args.epochs)?
+    );
+    write_atomically(&config, &text)?;
+    let run = RunOptions {
+        config: &config,
+        device: &args.device,
+        nproc: None,
+        precision: None,
+    };
+    let run_dir = dir.join("run");
+    // A finished row is not trained again (its time is remembered); an interrupted one resumes.
+    let done = dir.join("trained-minutes.txt");
+    if let Ok(m) = std::fs::read_to_string(&done) {
+        return Ok(m.trim().parse::<f64>().unwrap_or(f64::NAN));
+    }
+    let data = if row.negatives > 0 {
+        with_negatives(env, bin, &args.data, &dir.join("data"), row.negatives)?
+    } else {
+        args.data.clone()
+    };
+    let started = Instant::now();
+    train_gear(env, bin, &data, &config, &run_dir, &run)?;
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    write_atomically(&done, &format!("{minutes:.2}\n"))?;
+    Ok(minutes)
+}
+
+/// `data`'s split in `into`, its training triples carrying `n` mined hard negatives each.
+fn with_negatives(env: &Env, bin: &Path, data: &Path, into: &Path, n: u32) -> Result<PathBuf> {
+    std::fs::create_dir_all(into).with_context(|| format!("cannot create {}", into.display()))?;
+    let train = into.join("train.jsonl");
+    if !train.is_file() {
+        let n = n.to_string();
+        gear(
+            env,
+            bin,
+            &[
+                "data",
+                "negatives",
+                "--input",
+                s(&data.join("train.jsonl")),
+                "--output",
+                s(&train),
+                "--negatives",
+                &n,
+            ],
+        )?;
+    }
+    std::fs::copy(data.join("dev.jsonl"), into.join("dev.jsonl"))
+        .with_context(|| format!("cannot copy {}", data.join("dev.jsonl").display()))?;
+    Ok(into.to_owned())
+}
+
+/// The base config with `row`'s fields set and `run.epochs` replaced.
+fn row_config(base: &str, row: &Row, epochs: u64) -> Result<String> {
+    let mut doc: toml::Table = toml::from_str(base).context("the base config is not TOML")?;
+    let epochs = epochs.to_string();
+    for (key, value) in row.set.iter().copied().chain([("run.epochs", epochs.as_str())]) {
+        let (section, field) = key.split_once('.').context("row keys are section.field")?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))?
+            .remove("v")
+            .context("row value")?;
+        doc.entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("`{section}` is not a table"))?
+            .insert(field.to_owned(), value);
+    }
+    Ok(toml::to_string_pretty(&doc)?)
+}
+
+fn run_row(env: &Env, bin: &Path, args: &AblateArgs, base: &str, row: &Row) -> Result<String> {
+    let dir = args.out.join(row.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (model, minutes, decoding) = match row.spans_of {
+        Some(other) => {
+            let model = args.out.join(other).join("run").join("checkpoint").join("model");
+            if !model.join("gear.toml").is_file() {
+                bail!("row `{}` reads row `{other}`'s checkpoint: run `{other}` first", row.name);
+            }
+            (model, None, Some("span"))
+        }
+        None => {
+            let minutes = train_row(env, bin, args, base, row, &dir)?;
+            let model = dir.join("run").join("checkpoint").join("model");
+            (model, Some(minutes), None)
+        }
+    };
+    let mut model_args = vec!["--model", s(&model)];
+    if let Some(d) = decoding {
+        model_args.extend(["--decoding", d]);
+    }
+    let generation = args.generation_examples.to_string();
+    let r = squad_eval_json(
+        env,
+        bin,
+        &args.data.join("dev.jsonl"),
+        &model_args,
+        &generation,
+        &args.device,
+    )?;
+    write_atomically(&dir.join("dev.json"), &serde_json::to_string_pretty(&r)?)?;
+    let m = |k: &str| r["methods"]["gear"][k].as_f64();
+    let f3 = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.3}"));
+    let f1 = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.1}"));
+    let (a, b) = if m("generation.f1").is_some() {
+        (m("generation.exact_match"), m("generation.f1"))
+    } else {
+        (m("generation.rouge1"), m("generation.rouge_l"))
+    };
+    let minutes = minutes.map_or("—".into(), |m| format!("{m:.1} min"));
+    Ok(format!(
+        "| `{}` | {} | {} | {} | {} | {} | {minutes} |",
+        row.name,
+        row.what,
+        f3(m("global.recall@5")),
+        f3(m("local.recall@1")),
+        f1(a),
+        f1(b),
+    ))
+}
