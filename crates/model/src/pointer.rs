@@ -51,7 +51,9 @@ pub struct Pointer {
     width: i64,
 }
 
-/// The scale `β` of the "continue after the token just written" term starts here.
+/// The scale `β` of the "continue after the token just written" term starts here; the prior's
+/// `λ` starts at 1 and `μ` at 0 (a scale learns slowly at the decoder's learning rate, and a
+/// token-level log-mass at full weight would first push the copy onto the question's own words).
 const FOLLOW_INIT: f64 = 2.0;
 
 /// The document a pointer copies from, one row per decoder row.
@@ -94,7 +96,13 @@ impl Pointer {
             read_key: linear(&(p / "read" / "key"), w, w, cfg),
             context: linear(&(p / "context"), w, w, cfg),
             follow: p.var("follow", &[1], nn::Init::Const(FOLLOW_INIT)),
-            prior_scale: prior.then(|| p.var("prior_scale", &[2], nn::Init::Const(1.0))),
+            prior_scale: prior.then(|| {
+                let scale = p.zeros("prior_scale", &[2]);
+                tch::no_grad(|| {
+                    let _ = scale.get(0).fill_(1.0);
+                });
+                scale
+            }),
             width: w,
         }
     }

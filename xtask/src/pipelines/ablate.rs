@@ -243,27 +243,39 @@ pub fn ablate(env: &Env, args: &AblateArgs) -> Result<()> {
     ensure_split(env, &bin, &args.data)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut lines = vec![
-        format!(
-            "Base config {}, {} epoch(s) per row, trained on {}/train.jsonl, scored on {}/dev.jsonl (dev articles).",
-            args.config.display(),
-            args.epochs,
-            args.data.display(),
-            args.data.display()
-        ),
-        String::new(),
-        "| row | what changes | global R@5 | local R@1 | EM or ROUGE-1 | F1 or ROUGE-L | training |".into(),
-        "|---|---|---|---|---|---|---|".into(),
-    ];
+    // Rows measured by earlier runs into the same folder stay in the table.
+    let table = args.out.join("ablations.md");
+    let mut measured: Vec<(String, String)> = std::fs::read_to_string(&table)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let name = l.strip_prefix("| `")?.split('`').next()?;
+            Some((name.to_owned(), l.to_owned()))
+        })
+        .collect();
+    let header = format!(
+        "Base config {}, {} epoch(s) per row, trained on {}/train.jsonl, scored on {}/dev.jsonl (dev articles).\n\n\
+         | row | what changes | global R@5 | local R@1 | EM or ROUGE-1 | F1 or ROUGE-L | training |\n\
+         |---|---|---|---|---|---|---|",
+        args.config.display(),
+        args.epochs,
+        args.data.display(),
+        args.data.display()
+    );
+    let mut lines = Vec::new();
     for row in rows {
         step(&format!("ablation row `{}`: {}", row.name, row.what));
         let line = run_row(env, &bin, args, &base, row)?;
         println!("{line}");
+        measured.retain(|(n, _)| n != row.name);
+        measured.push((row.name.to_owned(), line.clone()));
+        measured.sort_by_key(|(n, _)| ROWS.iter().position(|r| r.name == n).unwrap_or(usize::MAX));
+        let body: Vec<&str> = measured.iter().map(|(_, l)| l.as_str()).collect();
+        write_atomically(&table, &format!("{header}\n{}\n", body.join("\n")))?;
         lines.push(line);
-        write_atomically(&args.out.join("ablations.md"), &(lines.join("\n") + "\n"))?;
     }
-    println!("\n{}", lines.join("\n"));
-    println!("written: {}", args.out.join("ablations.md").display());
+    println!("\n{header}\n{}", lines.join("\n"));
+    println!("written: {} (with the rows measured before)", table.display());
     Ok(())
 }
 

@@ -103,7 +103,14 @@ pub(super) fn qar_table(reports: &Reports, scenario: Scenario) -> String {
     let unlocatable = trained["unlocatable"].as_u64().unwrap_or(0);
     let generated = trained["generated"].as_u64().unwrap_or(0);
     let generation_note = if generated > 0 {
-        format!("generation scored on the first {generated}")
+        let ms = trained["methods"]["gear"]["generation.ms_per_answer"].as_f64();
+        let bi = trained["local_seconds"]["bi-encoder"].as_f64();
+        let per_question = |s: f64| 1000.0 * s / questions.max(1) as f64;
+        format!(
+            "generation scored on the first {generated}, {} ms per generated answer (passage encoded, fused and decoded; the bi-encoder's local retrieval: {} ms per question)",
+            ms.map_or("—".into(), |v| format!("{v:.0}")),
+            bi.map_or("—".into(), |s| format!("{:.1}", per_question(s)))
+        )
     } else {
         "no generation scored".to_string()
     };

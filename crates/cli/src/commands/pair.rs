@@ -140,7 +140,21 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
                 outln!("{:.4}  [{}] {}", s.score, s.index, s.text)?;
             }
         }
-        PairMode::Generate => outln!("{}", e.generated.unwrap_or_default())?,
+        PairMode::Generate => {
+            outln!("{}", e.generated.clone().unwrap_or_default())?;
+            // Where it was read from, beside the answer (stderr: stdout stays the answer alone).
+            if let Some(span) = e.generated_span {
+                if let Some(s) = e.sentences.iter().find(|s| s.span.contains(span.start)) {
+                    let rank = e.sentences.iter().position(|r| r.index == s.index).unwrap_or(0);
+                    eprintln!(
+                        "read from sentence {} (ranked {} by cross-attention): {}",
+                        s.index + 1,
+                        rank + 1,
+                        s.text
+                    );
+                }
+            }
+        }
         PairMode::Explain => {
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
             out!("{}", render_terminal(&e, color, args.k))?;
