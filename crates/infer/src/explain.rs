@@ -146,7 +146,13 @@ pub fn explain(
         .collect();
     // The decoder reads one window: the one holding the best sentence.
     let (generated, generated_span) = match generation {
-        Some(g) => generated(model, query, read.generation_text, read.generation_offset, g)?,
+        Some(g) => generated(
+            model,
+            query,
+            read.generation_text,
+            read.generation_offset,
+            g,
+        )?,
         None => (None, None),
     };
     Ok(Explanation {
@@ -171,7 +177,10 @@ fn generated(
 ) -> Result<(Option<String>, Option<Span>)> {
     let g = model.generate_located(&[query], &[text], options)?.pop();
     let span = g.as_ref().and_then(|g| g.span);
-    Ok((g.map(|g| g.text), span.map(|s| Span::new(s.start + at, s.end + at))))
+    Ok((
+        g.map(|g| g.text),
+        span.map(|s| Span::new(s.start + at, s.end + at)),
+    ))
 }
 
 /// A document as the model read it: the ranking over all its sentences, what was cut, and the

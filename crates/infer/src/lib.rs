@@ -24,8 +24,8 @@ mod ann_build;
 mod build;
 mod error;
 mod explain;
-mod render;
 mod mapped;
+mod render;
 mod search;
 mod store;
 

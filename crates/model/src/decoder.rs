@@ -199,7 +199,11 @@ impl Decoder {
 
     /// As [`Decoder::step`], returning the last-layer states `[batch, n, width]` instead of
     /// logits.
-    pub fn step_hidden(&self, ids: &Tensor, cache: &DecoderCache) -> Result<(Tensor, DecoderCache)> {
+    pub fn step_hidden(
+        &self,
+        ids: &Tensor,
+        cache: &DecoderCache,
+    ) -> Result<(Tensor, DecoderCache)> {
         let n = ids.size()[1];
         if cache.position > 0 && n != 1 {
             return Err(Error::Input(format!(

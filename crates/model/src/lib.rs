@@ -85,8 +85,8 @@ pub use pointer::{
     PRIOR_RADIUS,
 };
 pub use pooling::{l2_normalize, mean_pool, pool};
-pub use span::{decode_spans, SpanReader};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};
+pub use span::{decode_spans, SpanReader};
 pub use st_folder::{Pooling, SentenceLayout};
 
 /// The README's examples, compiled (and run where they can) as doctests.

@@ -132,7 +132,12 @@ impl Pointer {
 
     /// The copy distribution of decoder states `hidden [batch, t, width]`, whose inputs were
     /// `inputs [batch, t]`, over `passage`.
-    pub fn forward(&self, hidden: &Tensor, inputs: &Tensor, passage: &Passage<'_>) -> CopyDistribution {
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        inputs: &Tensor,
+        passage: &Passage<'_>,
+    ) -> CopyDistribution {
         self.forward_with_keys(hidden, inputs, passage, &self.keys(passage))
     }
 
@@ -145,7 +150,9 @@ impl Pointer {
         keys: &Tensor,
     ) -> CopyDistribution {
         let q = hidden.apply(&self.query);
-        let mut logits = q.matmul(&keys.to_kind(q.kind()).transpose(1, 2)).to_kind(Kind::Float)
+        let mut logits = q
+            .matmul(&keys.to_kind(q.kind()).transpose(1, 2))
+            .to_kind(Kind::Float)
             / (self.width as f64).sqrt();
         // 1 where the document token before position j is the decoder's input token.
         let d = passage.ids.size()[1];
@@ -169,11 +176,18 @@ impl Pointer {
             );
             logits = logits + weighted.unsqueeze(1);
         }
-        let blocked = passage.copyable.to_kind(Kind::Bool).logical_not().unsqueeze(1);
+        let blocked = passage
+            .copyable
+            .to_kind(Kind::Bool)
+            .logical_not()
+            .unsqueeze(1);
         let log_copy = logits
             .masked_fill(&blocked, EXCLUDED)
             .log_softmax(-1, Kind::Float);
-        let g = hidden.apply(&self.gate).to_kind(Kind::Float).squeeze_dim(-1);
+        let g = hidden
+            .apply(&self.gate)
+            .to_kind(Kind::Float)
+            .squeeze_dim(-1);
         CopyDistribution {
             log_copy,
             log_vocab_share: g.log_sigmoid(),
@@ -274,9 +288,14 @@ mod tests {
         let c = dist(&[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()], 3, 0.0);
         let ids = Tensor::from_slice(&[2i64, 3, 2]).reshape([1, 3]);
         let p = |tok: i64| {
-            mixture_log_probs(&vocab, &c, &ids, &Tensor::from_slice(&[tok]).reshape([1, 1]))
-                .exp()
-                .double_value(&[0, 0])
+            mixture_log_probs(
+                &vocab,
+                &c,
+                &ids,
+                &Tensor::from_slice(&[tok]).reshape([1, 1]),
+            )
+            .exp()
+            .double_value(&[0, 0])
         };
         assert!((p(2) - (0.5 * 0.3 + 0.5 * 0.7)).abs() < 1e-6, "{}", p(2));
         assert!((p(3) - (0.5 * 0.4 + 0.5 * 0.3)).abs() < 1e-6);
@@ -301,8 +320,8 @@ mod tests {
         let ids = Tensor::from_slice(&[1i64, 5, 6, 7, 2]).reshape([1, 5]);
         let copyable = Tensor::from_slice(&[0i64, 1, 1, 1, 0]).reshape([1, 5]);
         let flat = Tensor::zeros([1, 2, 5], (Kind::Float, Device::Cpu));
-        let peaked =
-            Tensor::from_slice(&[0f32, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).reshape([1, 2, 5]);
+        let peaked = Tensor::from_slice(&[0f32, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            .reshape([1, 2, 5]);
         // Step 0 read `[Decode]` (id 9, nowhere in the document), step 1 read token 5.
         let inputs = Tensor::from_slice(&[9i64, 5]).reshape([1, 2]);
         let a = |prior: &Tensor| {
@@ -338,7 +357,8 @@ mod tests {
         });
         let q = hidden.apply(&pointer.query);
         let raw = q.matmul(&keys.transpose(1, 2)) / (w as f64).sqrt();
-        let raw_ratio = |t: i64| (raw.double_value(&[0, t, 2]) - raw.double_value(&[0, t, 3])).exp();
+        let raw_ratio =
+            |t: i64| (raw.double_value(&[0, t, 2]) - raw.double_value(&[0, t, 3])).exp();
         assert!((ratio(0) / raw_ratio(0) - 1.0).abs() < 1e-4);
         assert!((ratio(1) / raw_ratio(1) - FOLLOW_INIT.exp()).abs() < 1e-3 * FOLLOW_INIT.exp());
     }
@@ -353,7 +373,10 @@ mod tests {
         let prior = local_prior(&probs, &keep).unwrap().exp();
         let inside = prior.double_value(&[0, 0, 20 + PRIOR_RADIUS]);
         let outside = prior.double_value(&[0, 0, 20 + PRIOR_RADIUS + 1]);
-        assert!((inside - 1.0 / (2 * PRIOR_RADIUS + 1) as f64).abs() < 1e-5, "{inside}");
+        assert!(
+            (inside - 1.0 / (2 * PRIOR_RADIUS + 1) as f64).abs() < 1e-5,
+            "{inside}"
+        );
         assert!(outside < 1e-5, "{outside}");
         // The token-level row keeps the mass where it fell.
         assert!((prior.double_value(&[0, 1, 20]) - 1.0).abs() < 1e-5);

@@ -108,7 +108,11 @@ fn decoding_can_be_chosen_per_call_and_a_copy_head_refuses_free_decoding() -> Re
         decoding: Some(Decoding::Span),
         ..GenerationOptions::default()
     };
-    for (g, doc) in paper.generate_located(&QUERIES, &DOCS, &spans)?.iter().zip(DOCS) {
+    for (g, doc) in paper
+        .generate_located(&QUERIES, &DOCS, &spans)?
+        .iter()
+        .zip(DOCS)
+    {
         assert_eq!(g.span.and_then(|s| s.slice(doc)), Some(g.text.as_str()));
     }
     let free = paper.generate_located(&QUERIES, &DOCS, &GenerationOptions::default())?;
@@ -169,12 +173,18 @@ fn first_token(m: &GearModel, id: i64) -> Tensor {
 #[test]
 fn copy_probabilities_form_a_distribution_over_the_vocabulary() -> Result<()> {
     for copy in [CopyMode::Pointer, CopyMode::LocalAttention] {
-        let m = model(copying(copy, DecoderMemory::FusionAndDocument, Decoding::Span));
+        let m = model(copying(
+            copy,
+            DecoderMemory::FusionAndDocument,
+            Decoding::Span,
+        ));
         let vocab = m.tokenizer().vocab_size() as i64;
         let (total, copied) = tch::no_grad(|| -> Result<(Tensor, f64)> {
             let mut total = Tensor::zeros([2], (Kind::Float, Device::Cpu));
             for id in 0..vocab {
-                total += target_log_probs(&m, &first_token(&m, id))?.select(1, 0).exp();
+                total += target_log_probs(&m, &first_token(&m, id))?
+                    .select(1, 0)
+                    .exp();
             }
             // "locks" is in row 0's document only, "1850" in row 1's only: each gets more
             // probability where it can be copied.

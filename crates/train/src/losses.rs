@@ -47,7 +47,8 @@ pub fn contrastive_loss(
 pub fn lm_loss(log_probs: &Tensor, mask: &Tensor) -> Tensor {
     let t = mask.size()[1];
     let keep = mask.narrow(1, 1, t - 1).to_kind(Kind::Float);
-    -(log_probs.to_kind(Kind::Float) * &keep).sum(Kind::Float) / keep.sum(Kind::Float).clamp_min(1.0)
+    -(log_probs.to_kind(Kind::Float) * &keep).sum(Kind::Float)
+        / keep.sum(Kind::Float).clamp_min(1.0)
 }
 
 /// Per-example attention mass on the unit: `Σ_j unit[b, j] · w[b, j]`, where `w[b, j]` is the

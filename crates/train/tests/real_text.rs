@@ -85,10 +85,14 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     let untrained = {
         let out = tempfile::tempdir().unwrap();
         let trainer = Trainer::new(config.clone(), out.path(), Device::Cpu).unwrap();
-        evaluate(trainer.model(), &test, &EvalOptions {
-            generation_examples: 0,
-            ..opts.clone()
-        })
+        evaluate(
+            trainer.model(),
+            &test,
+            &EvalOptions {
+                generation_examples: 0,
+                ..opts.clone()
+            },
+        )
         .unwrap()
     };
     assert_eq!(

@@ -215,7 +215,13 @@ const ROWS: &[Row] = &[
 ];
 
 /// The default selection: the decoder rows.
-const DEFAULT_ROWS: [&str; 5] = ["paper", "paper-span", "memory", "pointer", "local-attention"];
+const DEFAULT_ROWS: [&str; 5] = [
+    "paper",
+    "paper-span",
+    "memory",
+    "pointer",
+    "local-attention",
+];
 
 pub fn ablate(env: &Env, args: &AblateArgs) -> Result<()> {
     if args.list {
@@ -275,7 +281,10 @@ pub fn ablate(env: &Env, args: &AblateArgs) -> Result<()> {
         lines.push(line);
     }
     println!("\n{header}\n{}", lines.join("\n"));
-    println!("written: {} (with the rows measured before)", table.display());
+    println!(
+        "written: {} (with the rows measured before)",
+        table.display()
+    );
     Ok(())
 }
 
@@ -372,7 +381,12 @@ fn with_negatives(env: &Env, bin: &Path, data: &Path, into: &Path, n: u32) -> Re
 fn row_config(base: &str, row: &Row, epochs: u64) -> Result<String> {
     let mut doc: toml::Table = toml::from_str(base).context("the base config is not TOML")?;
     let epochs = epochs.to_string();
-    for (key, value) in row.set.iter().copied().chain([("run.epochs", epochs.as_str())]) {
+    for (key, value) in row
+        .set
+        .iter()
+        .copied()
+        .chain([("run.epochs", epochs.as_str())])
+    {
         let (section, field) = key.split_once('.').context("row keys are section.field")?;
         let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))?
             .remove("v")
@@ -391,9 +405,17 @@ fn run_row(env: &Env, bin: &Path, args: &AblateArgs, base: &str, row: &Row) -> R
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (model, minutes, decoding) = match row.spans_of {
         Some(other) => {
-            let model = args.out.join(other).join("run").join("checkpoint").join("model");
+            let model = args
+                .out
+                .join(other)
+                .join("run")
+                .join("checkpoint")
+                .join("model");
             if !model.join("gear.toml").is_file() {
-                bail!("row `{}` reads row `{other}`'s checkpoint: run `{other}` first", row.name);
+                bail!(
+                    "row `{}` reads row `{other}`'s checkpoint: run `{other}` first",
+                    row.name
+                );
             }
             (model, None, Some("span"))
         }

@@ -234,7 +234,11 @@ fn write_predictions(report: &gear_eval::EvalReport, path: &std::path::Path) -> 
         let mut official = serde_json::Map::new();
         for (i, p) in report.predictions.iter().enumerate() {
             let id = p.id.clone().with_context(|| {
-                format!("question {} has no id for {}: write .jsonl instead", i + 1, path.display())
+                format!(
+                    "question {} has no id for {}: write .jsonl instead",
+                    i + 1,
+                    path.display()
+                )
             })?;
             official.insert(id, serde_json::Value::String(p.generated.clone()));
         }
@@ -245,7 +249,11 @@ fn write_predictions(report: &gear_eval::EvalReport, path: &std::path::Path) -> 
         }
     }
     w.finish()?;
-    eprintln!("wrote {} answers to {}", report.predictions.len(), path.display());
+    eprintln!(
+        "wrote {} answers to {}",
+        report.predictions.len(),
+        path.display()
+    );
     Ok(())
 }
 

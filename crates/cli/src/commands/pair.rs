@@ -145,7 +145,11 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
             // Where it was read from, beside the answer (stderr: stdout stays the answer alone).
             if let Some(span) = e.generated_span {
                 if let Some(s) = e.sentences.iter().find(|s| s.span.contains(span.start)) {
-                    let rank = e.sentences.iter().position(|r| r.index == s.index).unwrap_or(0);
+                    let rank = e
+                        .sentences
+                        .iter()
+                        .position(|r| r.index == s.index)
+                        .unwrap_or(0);
                     eprintln!(
                         "read from sentence {} (ranked {} by cross-attention): {}",
                         s.index + 1,

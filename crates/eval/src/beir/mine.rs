@@ -294,7 +294,11 @@ mod tests {
         ];
         let mined = mine_negatives(&triples, Miner::Bm25, None, 2, 8, &mut |_| {}).unwrap();
         let ids = |i: usize| -> Vec<&str> {
-            mined.triples[i].negatives.iter().map(|d| d.id.as_str()).collect()
+            mined.triples[i]
+                .negatives
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect()
         };
         assert_eq!(ids(0), ["d2"], "not d4 itself, not its copy");
         assert_eq!(ids(1).len(), 2);

@@ -102,7 +102,10 @@ impl GearModel {
             DecoderMemory::Fusion => (x.fused.hidden.shallow_clone(), x.query_mask.shallow_clone()),
             DecoderMemory::FusionAndDocument => (
                 Tensor::cat(
-                    &[&x.fused.hidden, &x.document_states.to_kind(x.fused.hidden.kind())],
+                    &[
+                        &x.fused.hidden,
+                        &x.document_states.to_kind(x.fused.hidden.kind()),
+                    ],
                     1,
                 ),
                 Tensor::cat(&[x.query_mask, x.document_mask], 1),
