@@ -81,8 +81,8 @@ pub use local::{
     rank_units, token_weights, top_tokens, AttendedToken, LocalRanking, RankedUnit, UnitAggregation,
 };
 pub use pointer::{
-    local_prior, mixture_log_probs, position_log_probs, CopyDistribution, Passage, Pointer,
-    PRIOR_RADIUS,
+    attention_mass, local_prior, mixture_log_probs, position_log_probs, CopyDistribution, Passage,
+    Pointer, PRIOR_RADIUS,
 };
 pub use pooling::{l2_normalize, mean_pool, pool};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};

@@ -248,15 +248,23 @@ pub fn position_log_probs(
     }
 }
 
+/// Each document token's cross-attention weight `[batch, d_len]`, from probabilities `probs
+/// [batch, heads, q_len, d_len]`: averaged over heads and over the query tokens with
+/// `query_keep [batch, q_len] = 1` — the token weights local retrieval sums per sentence
+/// ([`crate::token_weights`] on one example), differentiable.
+pub fn attention_mass(probs: &Tensor, query_keep: &Tensor) -> Tensor {
+    let keep = query_keep.to_kind(Kind::Float);
+    let per_query = probs.to_kind(Kind::Float).mean_dim(1, false, Kind::Float);
+    (per_query * keep.unsqueeze(2)).sum_dim_intlist(1, false, Kind::Float)
+        / keep.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0)
+}
+
 /// The local-attention prior `[batch, 2, d_len]`: `log(m̃_j + 1e-6)` and `log(m_j + 1e-6)`, from
 /// the fusion encoder's cross-attention probabilities `probs [batch, heads, q_len, d_len]` over
 /// the query tokens with `query_keep [batch, q_len] = 1` (`m`), and `m` averaged over a window of
 /// [`PRIOR_RADIUS`] tokens each side (`m̃`).
 pub fn local_prior(probs: &Tensor, query_keep: &Tensor) -> Result<Tensor> {
-    let keep = query_keep.to_kind(Kind::Float);
-    let per_query = probs.to_kind(Kind::Float).mean_dim(1, false, Kind::Float);
-    let mass = (per_query * keep.unsqueeze(2)).sum_dim_intlist(1, false, Kind::Float)
-        / keep.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+    let mass = attention_mass(probs, query_keep);
     let k = 2 * PRIOR_RADIUS + 1;
     let smooth = mass
         .unsqueeze(1)

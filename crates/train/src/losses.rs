@@ -56,10 +56,7 @@ pub fn lm_loss(log_probs: &Tensor, mask: &Tensor) -> Tensor {
 /// with `query_keep[b, i] = 1` — exactly the token weights local retrieval ranks sentences by
 /// (`gear_model::local`). `probs [B, H, Q, D]`, `query_keep [B, Q]`, `unit [B, D]` (0/1).
 pub fn unit_attention_mass(probs: &Tensor, query_keep: &Tensor, unit: &Tensor) -> Tensor {
-    let keep = query_keep.to_kind(Kind::Float);
-    let per_query = probs.to_kind(Kind::Float).mean_dim(1, false, Kind::Float); // [B, Q, D]
-    let weights = (per_query * keep.unsqueeze(2)).sum_dim_intlist(1, false, Kind::Float)
-        / keep.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0); // [B, D]
+    let weights = gear_model::attention_mass(probs, query_keep); // [B, D]
     (weights * unit.to_kind(Kind::Float)).sum_dim_intlist(1, false, Kind::Float)
 }
 
@@ -82,15 +79,7 @@ pub fn local_loss_sum(probs: &Tensor, query_keep: &Tensor, unit: &Tensor) -> (Te
 /// `[batch, len]` 0/1 mask of the real, non-special query tokens (those local retrieval
 /// averages over).
 pub fn query_keep(queries: &gear_data::Batch, device: Device) -> Tensor {
-    let keep: Vec<f32> = queries
-        .attention_mask()
-        .iter()
-        .zip(queries.special_tokens_mask())
-        .map(|(&m, &special)| if m == 1 && !special { 1.0 } else { 0.0 })
-        .collect();
-    Tensor::from_slice(&keep)
-        .view([queries.len() as i64, queries.seq_len() as i64])
-        .to_device(device)
+    gear_model::keep_mask(queries, device).to_kind(Kind::Float)
 }
 
 /// `[batch, len]` 0/1 mask of the document tokens inside a unit: a token belongs to a unit when

@@ -1,6 +1,6 @@
 //! `gear data …`: build triples and corpora.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
@@ -211,6 +211,23 @@ fn miner_of(
     })
 }
 
+/// Writes mined triples to `output`, says on stderr how many got fewer than `negatives`, and
+/// returns how many were written.
+fn write_mined(mined: &gear_eval::MinedTriples, output: &Path, negatives: u32) -> Result<usize> {
+    let mut w = JsonlWriter::create(output)?;
+    for t in &mined.triples {
+        w.write(t)?;
+    }
+    let n = w.finish()?;
+    if mined.short > 0 {
+        eprintln!(
+            "{} triples got fewer than {negatives} negatives (the miner ranked too few other documents)",
+            mined.short
+        );
+    }
+    Ok(n)
+}
+
 fn negatives(args: &NegativesArgs) -> Result<()> {
     let triples = gear_data::TripleReader::open(&args.input)?.collect::<Result<Vec<_>, _>>()?;
     let (miner, model) = miner_of(args.miner, &args.model)?;
@@ -224,22 +241,12 @@ fn negatives(args: &NegativesArgs) -> Result<()> {
         &mut |step| bar.set_message(format!("negatives: {step}")),
     )?;
     bar.finish_and_clear();
-    let mut w = JsonlWriter::create(&args.output)?;
-    for t in &mined.triples {
-        w.write(t)?;
-    }
-    let n = w.finish()?;
+    let n = write_mined(&mined, &args.output, args.negatives)?;
     eprintln!(
         "wrote {n} triples with up to {} negatives each to {}",
         args.negatives,
         args.output.display()
     );
-    if mined.short > 0 {
-        eprintln!(
-            "{} triples got fewer than {} negatives (the miner ranked too few other documents)",
-            mined.short, args.negatives
-        );
-    }
     Ok(())
 }
 
@@ -256,11 +263,7 @@ fn beir(args: &BeirArgs) -> Result<()> {
         &mut |step| bar.set_message(format!("beir: {step}")),
     )?;
     bar.finish_and_clear();
-    let mut w = JsonlWriter::create(&args.output)?;
-    for t in &mined.triples {
-        w.write(t)?;
-    }
-    let n = w.finish()?;
+    let n = write_mined(&mined, &args.output, args.negatives)?;
     eprintln!(
         "wrote {n} triples ({} queries of {}, split `{}`) with up to {} negatives each, mined \
          by {}, to {}",
@@ -274,12 +277,6 @@ fn beir(args: &BeirArgs) -> Result<()> {
         },
         args.output.display()
     );
-    if mined.short > 0 {
-        eprintln!(
-            "{} triples got fewer than {} negatives (the miner ranked too few other documents)",
-            mined.short, args.negatives
-        );
-    }
     Ok(())
 }
 

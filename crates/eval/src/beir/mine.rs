@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use gear_data::{split_sentences, BeirData, Document, Scenario, Triple, Unit};
 use gear_model::GearModel;
 
-use super::{bm25_rows, corpus_texts, dense_rows};
+use super::{bm25_rows, corpus_texts, dense_rows, document_texts};
 use crate::lexical::Bm25;
 use crate::{Error, Result};
 
@@ -71,21 +71,18 @@ pub fn beir_triples(
     let texts = corpus_texts(data);
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let queries: Vec<&str> = data.queries.iter().map(|(_, q)| q.as_str()).collect();
-    let rows = match (negatives, miner, model) {
-        (0, _, _) => vec![Vec::new(); queries.len()],
-        (_, Miner::Bm25, _) => {
-            progress("bm25");
-            bm25_rows(&text_refs, &queries, fetch)
-        }
-        (_, Miner::BiEncoder, Some(model)) => {
-            dense_rows(model, &text_refs, &queries, fetch, batch_size, progress)?
-        }
-        (_, Miner::BiEncoder, None) => {
-            return Err(Error::Input(
-                "mining with the bi-encoder needs a model".into(),
-            ))
-        }
-    };
+    let rows = ranked_rows(
+        Ranking {
+            miner,
+            model,
+            fetch,
+            batch_size,
+        },
+        negatives,
+        &text_refs,
+        &queries,
+        progress,
+    )?;
     progress("writing triples");
     let mut out = MinedTriples {
         triples: Vec::new(),
@@ -130,6 +127,40 @@ pub fn beir_triples(
     Ok(out)
 }
 
+/// How candidates are ranked for mining.
+struct Ranking<'a> {
+    miner: Miner,
+    model: Option<&'a GearModel>,
+    /// Rows kept per query.
+    fetch: usize,
+    batch_size: usize,
+}
+
+/// The miner's top `fetch` rows of `texts` for each query; none when no negatives are asked.
+fn ranked_rows(
+    r: Ranking<'_>,
+    negatives: usize,
+    texts: &[&str],
+    queries: &[&str],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Vec<usize>>> {
+    Ok(match (negatives, r.miner, r.model) {
+        (0, _, _) => vec![Vec::new(); queries.len()],
+        (_, Miner::Bm25, _) => {
+            progress("bm25");
+            bm25_rows(texts, queries, r.fetch)
+        }
+        (_, Miner::BiEncoder, Some(model)) => {
+            dense_rows(model, texts, queries, r.fetch, r.batch_size, progress)?
+        }
+        (_, Miner::BiEncoder, None) => {
+            return Err(Error::Input(
+                "mining with the bi-encoder needs a model".into(),
+            ))
+        }
+    })
+}
+
 /// Hard negatives for triples that have none (SQuAD questions, synthesised RIR triples): the
 /// corpus is the triples' own distinct documents (by id), and each triple gets the miner's
 /// best-ranked documents for its query other than its own document and any document with the
@@ -149,35 +180,23 @@ pub fn mine_negatives(
             corpus.push(&t.document);
         }
     }
-    let texts: Vec<String> = corpus
-        .iter()
-        .map(|d| {
-            if d.title.is_empty() {
-                d.text.clone()
-            } else {
-                format!("{} {}", d.title, d.text)
-            }
-        })
-        .collect();
+    let texts = document_texts(corpus.iter().copied());
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let queries: Vec<&str> = triples.iter().map(|t| t.query.as_str()).collect();
     // Enough candidates to skip the triple's own document and its copies.
     let fetch = (negatives + 4).min(corpus.len());
-    let rows = match (negatives, miner, model) {
-        (0, _, _) => vec![Vec::new(); queries.len()],
-        (_, Miner::Bm25, _) => {
-            progress("bm25");
-            bm25_rows(&text_refs, &queries, fetch)
-        }
-        (_, Miner::BiEncoder, Some(model)) => {
-            dense_rows(model, &text_refs, &queries, fetch, batch_size, progress)?
-        }
-        (_, Miner::BiEncoder, None) => {
-            return Err(Error::Input(
-                "mining with the bi-encoder needs a model".into(),
-            ))
-        }
-    };
+    let rows = ranked_rows(
+        Ranking {
+            miner,
+            model,
+            fetch,
+            batch_size,
+        },
+        negatives,
+        &text_refs,
+        &queries,
+        progress,
+    )?;
     let mut out = MinedTriples {
         triples: Vec::with_capacity(triples.len()),
         queries: triples.len(),

@@ -12,7 +12,7 @@ mod mine;
 
 use std::collections::BTreeMap;
 
-use gear_data::BeirData;
+use gear_data::{BeirData, Document};
 use gear_metrics::{
     average_precision_trec_at_k, ndcg_at_k_graded, recall_at_k, reciprocal_rank_at_k,
 };
@@ -141,8 +141,13 @@ pub fn eval_beir(
 
 /// Each corpus document as the dense models and BM25 read it: title and text joined by a space.
 pub(super) fn corpus_texts(data: &BeirData) -> Vec<String> {
-    data.corpus
-        .iter()
+    document_texts(&data.corpus)
+}
+
+/// Documents as the dense models and BM25 read them: title and text joined by a space.
+pub(super) fn document_texts<'a>(documents: impl IntoIterator<Item = &'a Document>) -> Vec<String> {
+    documents
+        .into_iter()
         .map(|d| {
             if d.title.is_empty() {
                 d.text.clone()
