@@ -31,14 +31,23 @@ fn device(s: &str) -> Result<Device, String> {
     gear_model::parse_device(s).map_err(|e| e.to_string())
 }
 
-/// A count that must be at least 1 (`-k`, `--beams`, batch sizes).
-pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
+/// A count option within `range` (`-k`, `--beams`, batch sizes, limits). Every numeric option
+/// has a stated upper bound: far above any real use, far below a value that would wrap in
+/// arithmetic or ask an allocator for more than the machine has (`-k` near 2⁶⁴ used to wrap to
+/// one result, `--max-body-kib 2⁵⁴` to a zero limit, `--ef-search 10¹²` to an out-of-memory
+/// abort). The error names the option and the range.
+pub fn count(
+    range: std::ops::RangeInclusive<u64>,
+) -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(u64)
+        .range(range)
+        // The bounds are far below usize::MAX on every supported target.
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
+
+/// Texts, pairs or triples per forward pass.
+pub const MAX_BATCH: u64 = 65_536;
 
 /// A sentence encoder (`gear embed`, `gear demo`, RIR's relevance filter, bi-encoder mining).
 #[derive(clap::Args, Debug, Clone)]
@@ -49,15 +58,15 @@ pub struct EncoderArgs {
     model: Option<PathBuf>,
     /// Token limit per text, special tokens included; longer texts are truncated. Default: the
     /// model's `max_seq_length` (256 for MiniLM).
-    #[arg(long)]
+    #[arg(long, value_parser = count(1..=1_000_000))]
     max_len: Option<usize>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
     pub batch_size: usize,
     #[command(flatten)]
     pub device: DeviceArg,
     /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
-    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=4096))]
     threads: Option<i32>,
 }
 
@@ -329,11 +338,11 @@ pub struct BackendArgs {
     backend: SearchBackend,
     /// HNSW candidate list size while searching: recall vs speed (`--backend hnsw`; default
     /// 64).
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = count(1..=65_536))]
     ef_search: Option<usize>,
     /// HNSW candidates per result scored again exactly (`--backend hnsw`; default 4; 1: the
     /// graph's own top-k).
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = count(1..=1000))]
     rerank: Option<usize>,
 }
 

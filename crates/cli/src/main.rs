@@ -175,3 +175,85 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
                 .is_some_and(|k| k == ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    /// Options whose every value is meaningful: a seed only picks a random stream.
+    const UNBOUNDED: [&str; 1] = ["seed"];
+
+    /// Every option of every command that takes an integer: the command's words and the option.
+    fn integer_options() -> Vec<(Vec<String>, clap::Arg)> {
+        let id = |p: clap::builder::ValueParser| clap::Arg::new("x").value_parser(p).get_value_parser().type_id();
+        let integers = [
+            id(clap::value_parser!(u8).into()),
+            id(clap::value_parser!(u16).into()),
+            id(clap::value_parser!(u32).into()),
+            id(clap::value_parser!(u64).into()),
+            id(clap::value_parser!(usize).into()),
+            id(clap::value_parser!(i32).into()),
+            id(clap::value_parser!(i64).into()),
+        ];
+        let mut out = Vec::new();
+        let mut stack = vec![(Vec::<String>::new(), super::Cli::command())];
+        while let Some((path, mut cmd)) = stack.pop() {
+            cmd.build();
+            for arg in cmd.get_arguments() {
+                if integers.contains(&arg.get_value_parser().type_id()) {
+                    out.push((path.clone(), arg.clone()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let mut words = path.clone();
+                words.push(sub.get_name().to_owned());
+                stack.push((words, sub.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every integer option states an upper bound: a value that would wrap, or allocate past
+    /// memory, is refused by the parser with an error naming the option and its range — the
+    /// root of `-k` near 2⁶⁴ returning one result and `--max-body-kib 2⁵⁴` answering every
+    /// request 413. A new option without a bound fails here.
+    #[test]
+    fn every_integer_option_has_an_upper_bound() {
+        let options = integer_options();
+        assert!(
+            options.len() > 30,
+            "only {} integer options found: is the walk broken?",
+            options.len()
+        );
+        let mut unbounded = Vec::new();
+        for (path, arg) in &options {
+            if UNBOUNDED.contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            let Some(long) = arg.get_long() else {
+                unbounded.push(format!("gear {} <{}> is positional", path.join(" "), arg.get_id()));
+                continue;
+            };
+            for huge in ["18446744073709551615", "9223372036854775808", "1000000000000"] {
+                let mut argv = vec!["gear".to_owned()];
+                argv.extend(path.iter().cloned());
+                argv.extend([format!("--{long}"), huge.to_owned()]);
+                match super::Cli::command().try_get_matches_from(&argv) {
+                    Err(e) if e.kind() == ErrorKind::ValueValidation => {
+                        let shown = e.to_string();
+                        assert!(
+                            shown.contains(huge)
+                                && shown.contains(&format!("--{long}"))
+                                && (shown.contains("..=") || shown.contains("too large")),
+                            "{argv:?}: the error should name the option, the value and the range: \
+                             {shown}"
+                        );
+                    }
+                    _ => unbounded.push(argv[1..].join(" ")),
+                }
+            }
+        }
+        assert!(unbounded.is_empty(), "accepted: {unbounded:#?}");
+    }
+}

@@ -177,6 +177,15 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// A valid one-question SQuAD file in `dir` (answer `north`, id `q1`).
+fn good_squad_file(dir: &Path) -> PathBuf {
+    let json = serde_json::json!({"version": "1.1", "data": [{"title": "T", "paragraphs": [{
+        "context": "The river is long. It flows north.",
+        "qas": [{"id": "q1", "question": "Which way?",
+                 "answers": [{"text": "north", "answer_start": 28}]}]}]}]});
+    write(dir, "good-squad.json", json.to_string())
+}
+
 fn gear_ok(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_gear"))
         .args(args)
@@ -472,7 +481,7 @@ fn bad_input_sweep() {
                 "--max-len",
                 "18446744073709551615",
             ],
-            &["max length 18446744073709551615 exceeds the model's 512 positions"],
+            &["--max-len", "18446744073709551615 is not in 1..=1000000"],
         ),
         refused(
             "size bound",
@@ -489,7 +498,7 @@ fn bad_input_sweep() {
                 "--batch-size",
                 "0",
             ],
-            &["--batch-size", "at least 1"],
+            &["--batch-size", "0 is not in 1..=65536"],
         ),
         refused(
             "size bound",
@@ -651,7 +660,7 @@ fn bad_input_sweep() {
             "empty work",
             "search -k 0",
             &["search", "--index", &idx, "-k", "0", &query],
-            &["-k", "at least 1"],
+            &["--k", "0 is not in 1..=100000"],
         ),
         refused(
             "empty work",
@@ -678,7 +687,7 @@ fn bad_input_sweep() {
                 "0",
                 &query,
             ],
-            &["--beams", "at least 1"],
+            &["--beams", "0 is not in 1..=64"],
         ),
         // Long documents.
         Case {
@@ -1090,6 +1099,397 @@ fn bad_input_sweep() {
         "export into an existing folder",
         &["export", "--model", &m, "--out", &idx],
         &["exists already"],
+    ));
+
+    // Round two (docs/reliability.md): texts that tokenise to nothing, integer options past
+    // their bounds, index files that do not belong together, a tokenizer that does not fit its
+    // model, byte-order marks, judgements with nothing relevant, copies as negatives, predictions
+    // for unknown questions and files of unanswerable questions.
+    for (name, q) in [
+        ("zero-width spaces", "\u{200b}\u{200b}\u{200b}"),
+        ("control characters", "\u{7}\u{1b}\u{7f}"),
+        ("a byte-order mark and a zero-width joiner", "\u{feff}\u{200d}"),
+    ] {
+        cases.push(refused(
+            "blank text",
+            &format!("search with a query of {name}"),
+            &["search", "--index", &idx, q],
+            &["query is empty or holds only invisible characters"],
+        ));
+        cases.push(refused(
+            "blank text",
+            &format!("locate with a query of {name}"),
+            &["locate", "--model", &m, "--doc", &s(&doc_file), q],
+            &["the query holds only characters no model reads"],
+        ));
+    }
+    let invisible_doc = write(d, "invisible.txt", "\u{200b}\u{200c}\u{2060}\n");
+    cases.push(refused(
+        "blank text",
+        "locate in a document of zero-width characters",
+        &["locate", "--model", &m, "--doc", &s(&invisible_doc), &query],
+        &["document", "holds only characters no model reads"],
+    ));
+    let invisible_corpus = write(
+        d,
+        "invisible-corpus.jsonl",
+        format!("{corpus_text}{{\"id\":\"z\",\"title\":\"\",\"text\":\"\\u200b\\u0000\"}}\n"),
+    );
+    cases.push(refused(
+        "blank text",
+        "index build over a document of a zero-width space and NUL",
+        &[
+            "index",
+            "build",
+            "--corpus",
+            &s(&invisible_corpus),
+            "--out",
+            &s(&fresh("i-invisible")),
+            "--model",
+            &m,
+        ],
+        &["invisible-corpus.jsonl:9", "text", "no model reads"],
+    ));
+    let bert_dir = s(&bert);
+    for (name, args, needles) in [
+        (
+            "search -k 2⁶⁴−1",
+            vec!["search", "--index", &idx, "-k", "18446744073709551615", &query],
+            vec!["-k", "18446744073709551615"],
+        ),
+        (
+            "search --rerank 2⁶³",
+            vec![
+                "search", "--index", &idx, "--backend", "hnsw", "--rerank",
+                "9223372036854775808", &query,
+            ],
+            vec!["--rerank", "1..=1000"],
+        ),
+        (
+            "search --ef-search 10¹²",
+            vec![
+                "search", "--index", &idx, "--backend", "hnsw", "--ef-search",
+                "1000000000000", &query,
+            ],
+            vec!["--ef-search", "1..=65536"],
+        ),
+        (
+            "index ann --ef-construction 10¹²",
+            vec!["index", "ann", "--index", &idx, "--ef-construction", "1000000000000"],
+            vec!["--ef-construction", "1..=65536"],
+        ),
+        (
+            "serve --max-body-kib 2⁵⁴",
+            vec!["serve", "--index", &idx, "--max-body-kib", "18014398509481984"],
+            vec!["--max-body-kib", "1..=1048576"],
+        ),
+        (
+            "locate -k 10¹²",
+            vec!["locate", "--model", &m, "--doc", "x", "-k", "1000000000000", "q"],
+            vec!["-k", "1..=10000"],
+        ),
+        (
+            "embed --max-len 10¹²",
+            vec!["embed", "--max-len", "1000000000000"],
+            vec!["--max-len", "1..=1000000"],
+        ),
+        (
+            "embed --max-len past the model's positions",
+            vec!["embed", "--model", &bert_dir, "--max-len", "100000"],
+            vec!["max length 100000 exceeds the model's 512 positions"],
+        ),
+    ] {
+        cases.push(refused("integer bounds", name, &args, &needles));
+    }
+
+    // Vectors shuffled in place, and a graph from another build of the same size.
+    let shuffled = copy_index("shuffled", &|p: &Path| {
+        let t = gear_model::read_tensors(p.join("embeddings.safetensors")).unwrap();
+        let t: Vec<(String, tch::Tensor)> = t
+            .into_iter()
+            .map(|(n, v)| {
+                if n == "embeddings" {
+                    let rows = v.size()[0];
+                    let mut order: Vec<i64> = (0..rows).collect();
+                    order.swap(0, 1);
+                    (n, v.index_select(0, &tch::Tensor::from_slice(&order)))
+                } else {
+                    (n, v)
+                }
+            })
+            .collect();
+        gear_model::save_tensors(t, p.join("embeddings.safetensors")).unwrap();
+    });
+    cases.push(refused(
+        "unverified files",
+        "search an index whose vector rows were shuffled",
+        &["search", "--index", &shuffled, &query],
+        &["embeddings.safetensors changed since the index was built"],
+    ));
+    let other_docs = gear_synth::generate_corpus(8, 4);
+    let other_corpus = write(
+        d,
+        "other-corpus.jsonl",
+        other_docs
+            .iter()
+            .map(|doc| serde_json::to_string(doc).unwrap() + "\n")
+            .collect::<String>(),
+    );
+    let other = d.join("other-index");
+    gear_ok(&[
+        "index",
+        "build",
+        "--corpus",
+        &s(&other_corpus),
+        "--out",
+        &s(&other),
+        "--model",
+        &m,
+    ]);
+    gear_ok(&[
+        "index",
+        "ann",
+        "--index",
+        &s(&other),
+        "--hnsw-m",
+        "8",
+        "--ef-construction",
+        "40",
+        "--graph-vectors",
+        "f16",
+    ]);
+    let swapped = copy_index("swapped-graph", &|p: &Path| {
+        std::fs::copy(other.join("hnsw-1.usearch"), p.join("hnsw-1.usearch")).unwrap();
+    });
+    cases.push(refused(
+        "unverified files",
+        "search --backend hnsw with a graph from another build of the same size",
+        &["search", "--index", &swapped, "--backend", "hnsw", &query],
+        &["hnsw-1.usearch changed since the index was built"],
+    ));
+    let copied = copy_index("copied-graph", &|p: &Path| {
+        std::fs::copy(index.join("hnsw-1.usearch"), p.join("hnsw-1.usearch")).unwrap();
+    });
+    cases.push(Case {
+        class: "unverified files",
+        name: "a faithful copy of an index (new times, same contents) opens".into(),
+        args: vec![
+            "search".into(),
+            "--index".into(),
+            copied,
+            "--backend".into(),
+            "hnsw".into(),
+            "-k".into(),
+            "3".into(),
+            query.clone(),
+        ],
+        expect: Expect::Succeeds(Box::new(|out, _| out.lines().count() >= 3)),
+    });
+
+    // A tokenizer with an id past the embedding table.
+    let wide_tok = d.join("wide-tokenizer-model");
+    std::fs::create_dir_all(&wide_tok).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), wide_tok.join(entry.file_name())).unwrap();
+    }
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(wide_tok.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let word = vocab
+        .keys()
+        .find(|k| k.chars().all(|c| c.is_ascii_lowercase()))
+        .cloned()
+        .unwrap();
+    vocab.insert(word.clone(), 1_000_000.into());
+    std::fs::write(wide_tok.join("tokenizer.json"), tok.to_string()).unwrap();
+    cases.push(refused(
+        "model files",
+        "locate with a tokenizer whose ids run past the embedding table",
+        &["locate", "--model", &s(&wide_tok), "--doc", &s(&doc_file), &query],
+        &["tokenizer.json", &format!("`{word}` has id 1000000"), "embedding table"],
+    ));
+
+    // Byte-order marks.
+    let bom_corpus = write(d, "bom-corpus.jsonl", format!("\u{feff}{corpus_text}"));
+    let bom_index = fresh("i-bom");
+    let bom_check = bom_index.clone();
+    cases.push(Case {
+        class: "byte-order mark",
+        name: "index build over a corpus starting with a BOM".into(),
+        args: vec![
+            "index".into(),
+            "build".into(),
+            "--corpus".into(),
+            s(&bom_corpus),
+            "--out".into(),
+            s(&bom_index),
+            "--model".into(),
+            m.clone(),
+        ],
+        expect: Expect::Succeeds(Box::new(move |_, _| {
+            let meta = std::fs::read_to_string(bom_check.join("index.json")).unwrap_or_default();
+            meta.contains("\"documents\": 8")
+        })),
+    });
+    let bom_squad = s(&write(
+        d,
+        "bom-squad.json",
+        format!(
+            "\u{feff}{}",
+            std::fs::read_to_string(&good_squad_file(d)).unwrap()
+        ),
+    ));
+    let bom_squad_out = fresh("bom-squad.jsonl");
+    let bom_squad_check = bom_squad_out.clone();
+    cases.push(Case {
+        class: "byte-order mark",
+        name: "data squad on a file starting with a BOM".into(),
+        args: vec![
+            "data".into(),
+            "squad".into(),
+            "--input".into(),
+            bom_squad,
+            "--output".into(),
+            s(&bom_squad_out),
+        ],
+        expect: Expect::Succeeds(Box::new(move |_, _| {
+            std::fs::read_to_string(&bom_squad_check).is_ok_and(|t| t.lines().count() == 1)
+        })),
+    });
+    let bom_config = s(&write(d, "bom.toml", format!("\u{feff}{base_config}")));
+    cases.push(refused(
+        "byte-order mark",
+        "a config starting with a BOM is read (and its real error named)",
+        &["train", "--config", &bom_config, "--train", &s(&empty), "--out", &s(&fresh("bom-run"))],
+        &["empty.jsonl"],
+    ));
+
+    // BEIR judgements: a BOM before the header, and none positive.
+    let beir = |name: &str, qrels: &str| -> String {
+        let dir = d.join(name);
+        std::fs::create_dir_all(dir.join("qrels")).unwrap();
+        std::fs::write(
+            dir.join("corpus.jsonl"),
+            docs.iter()
+                .map(|x| serde_json::json!({"_id": x.id, "title": x.title, "text": x.text}).to_string() + "\n")
+                .collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("queries.jsonl"),
+            format!("{}\n", serde_json::json!({"_id": "q1", "text": query})),
+        )
+        .unwrap();
+        std::fs::write(dir.join("qrels/test.tsv"), qrels).unwrap();
+        s(&dir)
+    };
+    let header = "query-id\tcorpus-id\tscore\n";
+    let bom_beir = beir("beir-bom", &format!("\u{feff}{header}q1\t{}\t1\n", docs[0].id));
+    let zero_beir = beir(
+        "beir-zero",
+        &format!("{header}q1\t{}\t0\nq1\t{}\t0\n", docs[0].id, docs[1].id),
+    );
+    let bom_beir_out = fresh("beir-bom.jsonl");
+    let bom_beir_check = bom_beir_out.clone();
+    cases.push(Case {
+        class: "byte-order mark",
+        name: "data beir with a BOM before the qrels header".into(),
+        args: vec![
+            "data".into(),
+            "beir".into(),
+            "--data".into(),
+            bom_beir,
+            "--output".into(),
+            s(&bom_beir_out),
+            "--split".into(),
+            "test".into(),
+            "--negatives".into(),
+            "0".into(),
+        ],
+        expect: Expect::Succeeds(Box::new(move |_, _| {
+            std::fs::read_to_string(&bom_beir_check).is_ok_and(|t| t.lines().count() == 1)
+        })),
+    });
+    cases.push(refused(
+        "nothing relevant",
+        "data beir with every judgement 0",
+        &[
+            "data",
+            "beir",
+            "--data",
+            &zero_beir,
+            "--split",
+            "test",
+            "--output",
+            &s(&fresh("beir-zero.jsonl")),
+        ],
+        &["test.tsv", "2 judgement(s) and none is positive"],
+    ));
+    cases.push(refused(
+        "nothing relevant",
+        "eval beir with every judgement 0",
+        &["eval", "beir", "--data", &zero_beir, "--model", &m],
+        &["test.tsv", "none is positive"],
+    ));
+
+    // A negative whose text is the positive's, under another id.
+    let copy_negative = {
+        let mut v: serde_json::Value = serde_json::from_str(first).unwrap();
+        let text = v["document"]["text"].clone();
+        v["negatives"] = serde_json::json!([{"id": "a-copy", "title": "", "text": text}]);
+        write(d, "copy-negative.jsonl", v.to_string() + "\n")
+    };
+    cases.push(refused(
+        "copies as negatives",
+        "train on a triple whose negative is a copy of its document",
+        &tr(&c, &copy_negative, &fresh("copy-run"), false)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &["copy-negative.jsonl:1", "negatives[0].text", "text of the triple's own document"],
+    ));
+
+    // Predictions for questions the data does not hold; a file of unanswerable questions.
+    let good = good_squad_file(d);
+    let some_unknown = write(d, "preds-some.json", r#"{"q1": "north", "q9": "south"}"#);
+    cases.push(Case {
+        class: "unknown ids",
+        name: "score squad with a prediction for an unknown question".into(),
+        args: vec![
+            "score".into(),
+            "squad".into(),
+            "--data".into(),
+            s(&good),
+            "--predictions".into(),
+            s(&some_unknown),
+        ],
+        expect: Expect::Succeeds(Box::new(|out, err| {
+            out.contains("\"exact_match\": 100") && err.contains("1 of 2 prediction(s)") && err.contains("`q9`")
+        })),
+    });
+    let all_unknown = write(d, "preds-none.json", r#"{"x1": "north"}"#);
+    cases.push(refused(
+        "unknown ids",
+        "score squad where no prediction names a question",
+        &["score", "squad", "--data", &s(&good), "--predictions", &s(&all_unknown)],
+        &["preds-none.json", "none of its 1 prediction(s)", "`x1`"],
+    ));
+    let impossible = write(
+        d,
+        "impossible.json",
+        serde_json::json!({"version": "v2.0", "data": [{"title": "T", "paragraphs": [{
+            "context": "The river is long. It flows north.",
+            "qas": [{"id": "q1", "question": "Which way is south?", "answers": [],
+                     "is_impossible": true}]}]}]})
+        .to_string(),
+    );
+    cases.push(refused(
+        "unknown ids",
+        "eval squad on a file whose questions are all unanswerable",
+        &["eval", "squad", "--data", &s(&impossible), "--model", &m],
+        &["impossible.json", "(1) is unanswerable", "is_impossible"],
     ));
 
     // A second writer while the first holds the output.

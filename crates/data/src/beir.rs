@@ -43,8 +43,9 @@ impl Record for CorpusLine {
         if self.id.trim().is_empty() {
             return Err(("_id".into(), "is empty".into()));
         }
-        if self.text.trim().is_empty() && self.title.trim().is_empty() {
-            return Err(("text".into(), "is empty (and so is the title)".into()));
+        if crate::is_blank(&self.text) && crate::is_blank(&self.title) {
+            let why = crate::blank_reason(&self.text).unwrap_or("is empty");
+            return Err(("text".into(), format!("{why} (and so is the title)")));
         }
         Ok(())
     }
@@ -59,8 +60,8 @@ impl Record for QueryLine {
         if self.id.trim().is_empty() {
             return Err(("_id".into(), "is empty".into()));
         }
-        if self.text.trim().is_empty() {
-            return Err(("text".into(), "is empty".into()));
+        if let Some(why) = crate::blank_reason(&self.text) {
+            return Err(("text".into(), why.into()));
         }
         Ok(())
     }
@@ -133,6 +134,18 @@ pub fn read_beir(dir: impl AsRef<Path>, split: &str) -> Result<BeirData> {
             message: "holds no judgements".into(),
         });
     }
+    // Only a positive score marks a relevant document: with none, every query has nothing to
+    // find, and an evaluation or mined training file would be all zeros or empty.
+    if !qrels.values().flatten().any(|(_, score)| *score > 0) {
+        let judged: usize = qrels.values().map(Vec::len).sum();
+        return Err(Error::Output {
+            path: qrels_path,
+            message: format!(
+                "holds {judged} judgement(s) and none is positive (score > 0): no query has a \
+                 relevant document to find"
+            ),
+        });
+    }
     let queries = all_queries
         .into_iter()
         .filter(|(id, _)| qrels.contains_key(id))
@@ -183,6 +196,8 @@ fn for_each_line(path: &PathBuf, mut f: impl FnMut(usize, &str) -> Result<()>) -
             )
         })?;
         let text = text.trim_end_matches(['\n', '\r']);
+        // A byte-order mark would make the header look like data.
+        let text = if line == 1 { crate::strip_bom(text) } else { text };
         if text.trim().is_empty() {
             continue;
         }

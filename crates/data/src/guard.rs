@@ -196,13 +196,14 @@ pub fn parse_config<T: TomlConfig>(text: &str) -> std::result::Result<T, String>
     Ok(config)
 }
 
-/// Reads a text file whole; invalid UTF-8 is an error naming the line and byte where it starts.
+/// Reads a text file whole, without a leading byte-order mark; invalid UTF-8 is an error naming
+/// the line and byte where it starts.
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
     })?;
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
         let column = valid.len() - valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -212,6 +213,11 @@ pub fn read_text(path: &Path) -> Result<String> {
             field: "(line)".into(),
             message: format!("invalid UTF-8 at byte {} of the line", column + 1),
         }
+    })?;
+    // A byte-order mark is not content: JSON, TOML and TSV parsers would see a stray character.
+    Ok(match text.strip_prefix(crate::BOM) {
+        Some(rest) => rest.to_owned(),
+        None => text,
     })
 }
 

@@ -105,12 +105,12 @@ pub fn import_squad(path: impl AsRef<Path>) -> Result<SquadImport> {
             let byte_at = char_to_byte(&doc.text);
             for (q, qa) in para.qas.iter().enumerate() {
                 out.stats.questions += 1;
-                if qa.question.trim().is_empty() {
+                if let Some(why) = crate::blank_reason(&qa.question) {
                     return Err(Error::BadLine {
                         path: path.to_owned(),
                         line: 0,
                         field: format!("data[{a}].paragraphs[{p}].qas[{q}].question"),
-                        message: "is empty".into(),
+                        message: why.into(),
                     });
                 }
                 if qa.is_impossible || qa.answers.is_empty() {

@@ -235,6 +235,33 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// One past the largest id the tokenizer can produce (added tokens included): the rows an
+    /// embedding table needs. Larger than [`Tokenizer::vocab_size`] when ids have gaps.
+    pub fn id_bound(&self) -> usize {
+        self.largest_id_except(&[])
+            .map_or(0, |(id, _)| id as usize + 1)
+    }
+
+    /// The largest id among the tokenizer's tokens other than `except`, with its token.
+    pub fn largest_id_except(&self, except: &[&str]) -> Option<(u32, String)> {
+        self.inner
+            .get_vocab(true)
+            .into_iter()
+            .filter(|(token, _)| !except.contains(&token.as_str()))
+            .max_by_key(|(_, id)| *id)
+            .map(|(token, id)| (id, token))
+    }
+
+    /// Tokens `text` becomes without special tokens: 0 when the model would read nothing of it
+    /// (white space, control and zero-width characters, which the normaliser drops).
+    pub fn content_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        Ok(enc.len())
+    }
+
     /// Id of the padding token.
     pub fn pad_id(&self) -> u32 {
         self.pad_id

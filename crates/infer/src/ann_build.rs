@@ -82,7 +82,7 @@ pub(crate) fn stage_graph(
     meta.files
         .retain(|f| old.as_ref().is_none_or(|o| f.name != o.file));
     meta.files
-        .push(crate::build::FileStamp::of(dir, &ann.file)?);
+        .push(crate::build::FileStamp::hashed(dir, &ann.file)?);
     let replaced = old.map(|o| o.file).filter(|f| f != &ann.file);
     meta.ann = Some(ann);
     Ok(replaced)

@@ -32,6 +32,14 @@ pub enum Error {
     /// Invalid input.
     #[error("{0}")]
     Input(String),
+    /// Work stopped at its deadline ([`crate::explain_within`]), between two forward passes.
+    #[error("stopped at the time limit after {done} of {total} passes over the document")]
+    Deadline {
+        /// Passes (batches of windows) finished.
+        done: usize,
+        /// Passes the document needed.
+        total: usize,
+    },
     /// The model layer failed.
     #[error(transparent)]
     Model(#[from] gear_model::Error),

@@ -83,15 +83,32 @@ pub fn explain(
     locate: &LocateOptions,
     generation: Option<&GenerationOptions>,
 ) -> Result<Explanation> {
-    if query.trim().is_empty() {
-        return Err(crate::Error::Input("the query is empty".into()));
-    }
-    if document.text.trim().is_empty() {
-        return Err(crate::Error::Input(format!(
-            "document `{}` is empty",
-            document.id
-        )));
-    }
+    explain_within(model, query, document, locate, generation, None)
+}
+
+/// Windows located in one forward pass of a long document; between passes the deadline of
+/// [`explain_within`] is checked.
+const WINDOWS_PER_PASS: usize = 8;
+
+/// [`explain`] that stops with [`crate::Error::Deadline`] once `deadline` has passed: checked
+/// before each forward pass over (at most [`WINDOWS_PER_PASS`] windows of) the document and
+/// before generating, so work past the deadline is at most one pass. A server gives each
+/// request's deadline, so that a request that timed out stops using the model.
+pub fn explain_within(
+    model: &GearModel,
+    query: &str,
+    document: &Document,
+    locate: &LocateOptions,
+    generation: Option<&GenerationOptions>,
+    deadline: Option<std::time::Instant>,
+) -> Result<Explanation> {
+    crate::check_readable(model, "the query", query)?;
+    let what = if document.id.is_empty() {
+        "the document".to_owned()
+    } else {
+        format!("document `{}`", document.id)
+    };
+    crate::check_readable(model, &what, &document.text)?;
     let max = model.config().max_query_len;
     if model.tokenizer().count_tokens(query)? > max {
         tracing::warn!(
@@ -101,7 +118,7 @@ pub fn explain(
     }
     let units = split_sentences(&document.text);
     let text = &document.text;
-    let read = read_document(model, query, text, &units, locate)?;
+    let read = read_document(model, query, text, &units, locate, deadline)?;
     let ranking = read.ranking;
     if let Some(t) = &read.truncated {
         if t.cut_sentences > 0 || t.unreachable_sentences > 0 {
@@ -145,6 +162,9 @@ pub fn explain(
         })
         .collect();
     // The decoder reads one window: the one holding the best sentence.
+    if generation.is_some() && past(deadline) {
+        return Err(crate::Error::Deadline { done: 1, total: 2 });
+    }
     let (generated, generated_span) = match generation {
         Some(g) => generated(
             model,
@@ -194,7 +214,8 @@ struct Reading<'a> {
 }
 
 /// Reads `text` whole when it fits `max_document_len`; otherwise in windows of whole sentences
-/// that each fit, consecutive windows sharing one sentence, all located in one batch. A
+/// that each fit, consecutive windows sharing one sentence, located in passes of
+/// [`WINDOWS_PER_PASS`] windows. A
 /// sentence's score is its best over the windows holding it (scores are attention mass within a
 /// window), and the attended tokens are the heaviest over all windows.
 fn read_document<'a>(
@@ -203,6 +224,7 @@ fn read_document<'a>(
     text: &'a str,
     units: &[Span],
     options: &LocateOptions,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Reading<'a>> {
     let kept = model.config().max_document_len;
     let tokens = model.tokenizer().count_tokens(text)?;
@@ -228,7 +250,17 @@ fn read_document<'a>(
         windows,
         cut_sentences,
     } = model_windows(model, text, units)?;
-    let rankings = locate_windows(model, query, text, units, &windows, options)?;
+    let mut rankings = Vec::with_capacity(windows.len());
+    let passes = windows.len().div_ceil(WINDOWS_PER_PASS);
+    for (done, pass) in windows.chunks(WINDOWS_PER_PASS).enumerate() {
+        if past(deadline) {
+            return Err(crate::Error::Deadline {
+                done,
+                total: passes,
+            });
+        }
+        rankings.extend(locate_windows(model, query, text, units, pass, options)?);
+    }
     let (ranking, top_window) = merge_windows(units, &windows, &rankings, options.top_tokens);
     let w = &windows[top_window];
     Ok(Reading {
@@ -244,6 +276,11 @@ fn read_document<'a>(
         generation_text: &text[units[w.start].start..units[w.end - 1].end],
         generation_offset: units[w.start].start,
     })
+}
+
+/// Whether `deadline` (if any) has passed.
+fn past(deadline: Option<std::time::Instant>) -> bool {
+    deadline.is_some_and(|d| std::time::Instant::now() >= d)
 }
 
 /// Each window of `text` (sentence ranges of `units`) located for `query`, in one batch; a

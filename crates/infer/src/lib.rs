@@ -39,7 +39,8 @@ pub use build::{
 };
 pub use error::{Error, Result};
 pub use explain::{
-    explain, sentence_windows, AttendedSpan, Explanation, RankedSentence, Truncation,
+    explain, explain_within, sentence_windows, AttendedSpan, Explanation, RankedSentence,
+    Truncation,
 };
 pub use render::{escape_html, render_html, render_terminal};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
@@ -74,3 +75,19 @@ pub fn load_model(source: &ModelSource, device: tch::Device) -> Result<(GearMode
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Refuses a text `model` would read nothing of: `what` (\"the query\", \"query 3\", \"document
+/// `d1`\") is empty, or holds only white space, control or zero-width characters, or tokenises
+/// to no token at all. Blank means \"no token the model reads\", not \"no visible byte\": such a
+/// query used to embed as `[CLS] [SEP]` and return arbitrary documents.
+pub fn check_readable(model: &GearModel, what: &str, text: &str) -> Result<()> {
+    if let Some(why) = gear_data::blank_reason(text) {
+        return Err(Error::Input(format!("{what} {why}")));
+    }
+    if model.tokenizer().content_tokens(text)? == 0 {
+        return Err(Error::Input(format!(
+            "{what} holds no token the model reads (only characters its tokenizer drops)"
+        )));
+    }
+    Ok(())
+}

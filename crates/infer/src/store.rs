@@ -22,7 +22,7 @@ use tch::{Device, Tensor};
 
 use crate::ann::{HnswConfig, HnswIndex};
 use crate::ann_build::AnnMeta;
-use crate::build::{covers, model_fingerprint, model_stamps, partial_dir, FileStamp};
+use crate::build::{covers, model_fingerprint, model_stamps, partial_dir, FileStamp, Verdict};
 use crate::mapped::{MappedDocuments, MappedVectors};
 use crate::search::{ExactIndex, Hit, VectorIndex};
 use crate::{Error, Result};
@@ -166,6 +166,11 @@ pub struct DocumentIndex {
     owners: Vec<usize>,
     /// The most vectors any one document has.
     max_rows_per_document: usize,
+    /// Every file of the index as it was when opened (stamp and inode), to tell a long-running
+    /// reader that the files changed under it ([`DocumentIndex::changed_on_disk`]).
+    opened: Vec<(FileStamp, u64)>,
+    device: Device,
+    backend: Backend,
 }
 
 impl DocumentIndex {
@@ -182,6 +187,14 @@ impl DocumentIndex {
             message,
         };
         let meta = read_meta(&dir)?;
+        // Stamped before anything is read: a change from here on shows as a difference.
+        let opened = file_names(&meta, backend)
+            .into_iter()
+            .map(|name| opened_stamp(&dir, &name))
+            .collect::<Result<Vec<_>>>()?;
+        if read_meta(&dir)? != meta {
+            return Err(bad(format!("{META} changed while it was being opened; try again")));
+        }
         let (vectors, documents, owners) = open_parts(&dir, &meta)?;
         let rows = meta.rows.unwrap_or(meta.documents);
         let dims_ok = vectors
@@ -213,6 +226,11 @@ impl DocumentIndex {
                             .into(),
                     ));
                 };
+                // A graph from another build (same rows, other edges) gives wrong neighbours
+                // without a word: its contents must be the recorded ones.
+                if let Some(stamp) = meta.files.iter().find(|f| f.name == ann.file) {
+                    stamp.verify(&dir)?.into_error(&dir)?;
+                }
                 Box::new(HnswIndex::open(
                     &dir.join(&ann.file),
                     &parts,
@@ -230,7 +248,41 @@ impl DocumentIndex {
             ids: std::sync::OnceLock::new(),
             owners,
             max_rows_per_document,
+            opened,
+            device,
+            backend,
         })
+    }
+
+    /// Opens the same folder again, with the same device and backend (after
+    /// [`DocumentIndex::changed_on_disk`] said its files changed).
+    pub fn reopen(&self) -> Result<Self> {
+        Self::open_with(&self.dir, self.device, self.backend)
+    }
+
+    /// Which file of the index differs from when it was opened (size, modification time or
+    /// inode: written in place, replaced, removed), if any; `index.json` included. Costs one
+    /// `stat` per file. A process that keeps an index open (`gear serve`) asks before reading
+    /// it: a memory-mapped file truncated under a reader kills the reader (`SIGBUS`), and one
+    /// replaced by rename leaves the reader on the old contents.
+    pub fn changed_on_disk(&self) -> Option<String> {
+        self.opened.iter().find_map(|(stamp, inode)| {
+            match opened_stamp(&self.dir, &stamp.name) {
+                Err(_) => Some(format!("{} is gone", stamp.name)),
+                Ok((now, now_inode)) if !stamp.unchanged(&now) || now_inode != *inode => {
+                    Some(format!(
+                        "{} changed ({} bytes, was {})",
+                        stamp.name, now.bytes, stamp.bytes
+                    ))
+                }
+                Ok(_) => None,
+            }
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The metadata.
@@ -333,8 +385,13 @@ impl DocumentIndex {
         if k == 0 {
             return Err(Error::Input("k must be at least 1".into()));
         }
-        if let Some(i) = queries.iter().position(|q| q.as_ref().trim().is_empty()) {
-            return Err(Error::Input(format!("query {} is empty", i + 1)));
+        for (i, q) in queries.iter().enumerate() {
+            let what = if queries.len() == 1 {
+                "the query".to_owned()
+            } else {
+                format!("query {}", i + 1)
+            };
+            crate::check_readable(model, &what, q.as_ref())?;
         }
         let q = model.embed_queries(queries)?;
         self.search_embedded(&q, k)?
@@ -379,6 +436,38 @@ impl DocumentIndex {
             })
             .collect())
     }
+}
+
+/// Every file an index opened with `backend` reads: `index.json`, the documents and vectors of
+/// each part, the graph (HNSW search).
+fn file_names(meta: &IndexMeta, backend: Backend) -> Vec<String> {
+    let mut names = vec![META.to_owned(), DOCUMENTS.to_owned(), EMBEDDINGS.to_owned()];
+    for p in &meta.added {
+        names.push(p.documents.clone());
+        names.push(p.embeddings.clone());
+    }
+    if matches!(backend, Backend::Hnsw(_)) {
+        names.extend(meta.ann.as_ref().map(|a| a.file.clone()));
+    }
+    names
+}
+
+/// The stamp and inode of `dir/name` now.
+fn opened_stamp(dir: &Path, name: &str) -> Result<(FileStamp, u64)> {
+    let stamp = FileStamp::of(dir, name)?;
+    #[cfg(unix)]
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.join(name))
+            .map_err(|source| Error::Io {
+                path: dir.join(name),
+                source,
+            })?
+            .ino()
+    };
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok((stamp, inode))
 }
 
 /// `dir/index.json`, after checking the folder holds an index of a format and backend this
@@ -438,12 +527,23 @@ fn open_parts(
         path: dir.to_owned(),
         message,
     };
-    // Unchanged since the build (size and mtime as recorded): the build's checks stand.
-    let unchanged = !meta.files.is_empty()
-        && meta
-            .files
-            .iter()
-            .all(|f| FileStamp::of(dir, &f.name).is_ok_and(|now| &now == f));
+    // Every file the record covers: unchanged since the build (size and mtime as recorded), or
+    // holding the recorded contents (SHA-256, checked only when the stamp differs). When all
+    // are, the build's checks stand.
+    // The graph is checked where it is opened (HNSW search): exact search does not read it.
+    let graph = meta.ann.as_ref().map(|a| a.file.as_str());
+    let mut unchanged = !meta.files.is_empty();
+    let mut changed = None;
+    for f in meta.files.iter().filter(|f| Some(f.name.as_str()) != graph) {
+        match f.verify(dir)? {
+            Verdict::Unchanged | Verdict::SameContents => {}
+            Verdict::Unrecorded => unchanged = false,
+            other => {
+                unchanged = false;
+                changed.get_or_insert(other);
+            }
+        }
+    }
     let mut part_files = vec![(
         DOCUMENTS.to_owned(),
         EMBEDDINGS.to_owned(),
@@ -489,6 +589,10 @@ fn open_parts(
         owners.extend(local.iter().map(|o| o + first as i64));
         documents.push(docs);
         vectors.push(part);
+    }
+    // After the checks that say more (which document moved, which value is not finite).
+    if let Some(changed) = changed {
+        changed.into_error(dir)?;
     }
     let documents = DocumentParts::new(documents);
     Ok((vectors, documents, owners))

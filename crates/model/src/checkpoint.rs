@@ -248,6 +248,27 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp"))
 }
 
+/// Fails unless every id `tokenizer` can produce (but those of `except`, read by another table)
+/// has a row in an embedding table of `rows` rows (`field` of the model's config): a tokenizer
+/// from another model would otherwise index past the table inside libtorch.
+pub(crate) fn check_tokenizer_fits(
+    tokenizer: &gear_data::Tokenizer,
+    rows: i64,
+    field: &str,
+    except: &[&str],
+) -> Result<()> {
+    match tokenizer.largest_id_except(except) {
+        Some((id, token)) if i64::from(id) >= rows => Err(Error::Config {
+            path: tokenizer.path().to_owned(),
+            message: format!(
+                "token `{token}` has id {id}, past the model's embedding table ({rows} rows, \
+                 `{field}`): this tokenizer does not belong to this model"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `dir/file`, or [`Error::MissingFile`] when it is not a file.
 pub(crate) fn required_file(dir: &Path, file: &'static str) -> Result<PathBuf> {
     let p = dir.join(file);

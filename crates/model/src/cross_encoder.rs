@@ -41,6 +41,7 @@ pub struct EncodedPairs {
 
 impl CrossEncoder {
     fn build(config: &BertConfig, tokenizer: Tokenizer, device: Device) -> Result<Self> {
+        crate::checkpoint::check_tokenizer_fits(&tokenizer, config.vocab_size, "vocab_size", &[])?;
         let vs = VarStore::new(device);
         let root = vs.root();
         let bert = Bert::new(&(&root / "bert"), config)?;

@@ -118,6 +118,17 @@ impl SentenceEncoder {
                 ),
             });
         }
+        let decoder_tokens: &[&str] = if decoder_only == 1 {
+            &[crate::gear::DECODE_TOKEN]
+        } else {
+            &[]
+        };
+        crate::checkpoint::check_tokenizer_fits(
+            &tokenizer,
+            config.vocab_size,
+            "vocab_size",
+            decoder_tokens,
+        )?;
         let mut vs = VarStore::new(opts.device);
         let bert = Bert::new(&vs.root(), &config)?;
         let report = match gear_prefix {

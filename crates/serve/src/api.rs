@@ -32,6 +32,7 @@ pub(crate) struct Limits {
     pub max_new_tokens: usize,
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    pub max_document_chars: usize,
 }
 
 /// What every handler shares.
@@ -42,6 +43,7 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub alive: Arc<AtomicBool>,
+    pub index_problem: crate::worker::IndexProblem,
     pub info: Arc<Value>,
 }
 
@@ -103,15 +105,35 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 }
 
 /// `Json<T>` whose rejections are JSON errors: 400 for malformed JSON, 415 for a missing
-/// content type, 422 for a wrong shape, 413 for a body over the limit.
+/// content type, 422 for a wrong shape, 413 for a body over the limit. The body must be a JSON
+/// object: serde would also fill a request struct from an array (`["query", 3]` as query and
+/// `k`), which no client means.
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+        match Json::<Value>::from_request(req, state).await {
+            Ok(Json(value)) => {
+                if !value.is_object() {
+                    let kind = match value {
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    };
+                    return Err(ApiError::validation(format!(
+                        "the request body must be a JSON object with named fields, not {kind}"
+                    )));
+                }
+                serde_json::from_value::<T>(value).map(Self).map_err(|e| {
+                    ApiError::validation(format!(
+                        "Failed to deserialize the JSON body into the target type: {e}"
+                    ))
+                })
+            }
             Err(rejection) => {
                 let status = rejection.status();
                 let message = rejection.body_text();
@@ -136,7 +158,11 @@ async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
     let (reply, answer) = oneshot::channel();
     state
         .jobs
-        .try_send(Job { task, reply })
+        .try_send(Job {
+            task,
+            reply,
+            deadline: Instant::now() + state.limits.timeout,
+        })
         .map_err(|e| match e {
             TrySendError::Full(_) => ApiError::overloaded(format!(
                 "{} requests are already waiting for the model; retry later",
@@ -155,8 +181,8 @@ async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
 }
 
 fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> {
-    if query.trim().is_empty() {
-        return Err(ApiError::validation("`query` is empty"));
+    if let Some(why) = gear_data::blank_reason(query) {
+        return Err(ApiError::validation(format!("`query` {why}")));
     }
     let n = query.chars().count();
     if n > limits.max_query_chars {
@@ -232,8 +258,12 @@ async fn embed(
             state.limits.max_inputs
         )));
     }
-    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(ApiError::validation(format!("inputs[{i}] is empty")));
+    if let Some((i, why)) = texts
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
+    {
+        return Err(ApiError::validation(format!("inputs[{i}] {why}")));
     }
     if req.normalize == Some(false) {
         return Err(ApiError::validation(
@@ -316,8 +346,22 @@ async fn locate(
             check_doc_id(&id)?;
             DocSource::Id(id)
         }
-        (None, Some(text)) if !text.trim().is_empty() => DocSource::Text(text),
-        (None, Some(_)) => return Err(ApiError::validation("`document` is empty")),
+        (None, Some(text)) => {
+            if let Some(why) = gear_data::blank_reason(&text) {
+                return Err(ApiError::validation(format!("`document` {why}")));
+            }
+            // Bounded before any work starts: locating reads the whole text, window by window.
+            let n = text.chars().count();
+            if n > state.limits.max_document_chars {
+                return Err(ApiError::too_large(format!(
+                    "`document` is {n} characters; this server locates in at most {} per \
+                     request (`gear serve --max-document-chars`): send the passage, or index \
+                     the document and pass its `doc_id`",
+                    state.limits.max_document_chars
+                )));
+            }
+            DocSource::Text(text)
+        }
         _ => {
             return Err(ApiError::validation(
                 "pass exactly one of `doc_id` and `document`",
@@ -390,6 +434,15 @@ async fn explain(
 }
 
 async fn health(State(state): State<AppState>) -> Response {
+    let problem = state.index_problem.lock().ok().and_then(|p| p.clone());
+    if let Some(problem) = problem {
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "Unhealthy",
+            message: format!("the index is not being served: {problem}"),
+        }
+        .into_response();
+    }
     if state.alive.load(Ordering::Relaxed) {
         Json(json!({"status": "ok"})).into_response()
     } else {

@@ -45,6 +45,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", message)
     }
 
+    /// 503: the index cannot be served now (its files changed and do not open).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unhealthy", message)
+    }
+
     /// 504: the request ran past its time limit.
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)

@@ -12,13 +12,18 @@
 //! bounded queue and wait (with a time limit) for the answer, so libtorch never runs on the
 //! async runtime's threads. That thread batches the encoder work of concurrent requests
 //! ([`ServeOptions::max_batch`], [`ServeOptions::max_wait`]). `SIGTERM` or Ctrl-C stops
-//! accepting, lets in-flight requests finish, and returns. The index is only read.
+//! accepting, lets in-flight requests finish for at most [`ServeOptions::shutdown_grace`], then
+//! closes what is still open and returns. The index is only read; when its files change on disk
+//! the server opens them again (verified) or answers 503 until a complete index is back (see
+//! `docs/serve.md` for replacing an index under a running server).
 
 mod api;
 mod error;
+mod fault;
 mod metrics;
 mod worker;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +59,12 @@ pub struct ServeOptions {
     pub max_inputs: usize,
     /// Most tokens `/generate` may ask for.
     pub max_new_tokens: usize,
+    /// Longest `document` sent to `/locate`, in characters; beyond it, 413 (locating reads all
+    /// of it, so this bounds a request's work before it starts).
+    pub max_document_chars: usize,
+    /// After `SIGTERM`, how long in-flight requests may take before the server closes the
+    /// connections still open and returns.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServeOptions {
@@ -69,6 +80,8 @@ impl Default for ServeOptions {
             max_k: 100,
             max_inputs: 256,
             max_new_tokens: 128,
+            max_document_chars: 50_000,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -100,11 +113,16 @@ pub fn serve(
     options: &ServeOptions,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), Error> {
-    if options.max_batch == 0 || options.queue == 0 || options.max_k == 0 {
+    if options.max_batch == 0
+        || options.queue == 0
+        || options.max_k == 0
+        || options.max_document_chars == 0
+    {
         return Err(Error::Options(
-            "max_batch, queue and max_k must be at least 1".into(),
+            "max_batch, queue, max_k and max_document_chars must be at least 1".into(),
         ));
     }
+    fault::report_index_faults();
     let io = |context: &str| {
         let context = context.to_owned();
         move |source| Error::Io { context, source }
@@ -116,6 +134,7 @@ pub fn serve(
         .map_err(io("starting the async runtime"))?;
     let metrics = Arc::new(Metrics::default());
     let alive = Arc::new(AtomicBool::new(true));
+    let index_problem: worker::IndexProblem = Arc::default();
     let info = serde_json::json!({
         "model": index.meta().model,
         "documents": index.len(),
@@ -131,6 +150,7 @@ pub fn serve(
     let worker = {
         let metrics = Arc::clone(&metrics);
         let alive = Arc::clone(&alive);
+        let problem = Arc::clone(&index_problem);
         std::thread::Builder::new()
             .name("gear-model".into())
             .spawn(move || {
@@ -142,7 +162,7 @@ pub fn serve(
                     }
                 }
                 let _gone = Gone(alive);
-                worker::run(model, index, &queue, batching, &metrics);
+                worker::run(model, index, &queue, batching, &metrics, problem);
             })
             .map_err(io("starting the model thread"))?
     };
@@ -157,8 +177,10 @@ pub fn serve(
             max_new_tokens: options.max_new_tokens,
             timeout: options.timeout,
             max_body_bytes: options.max_body_bytes,
+            max_document_chars: options.max_document_chars,
         },
         alive,
+        index_problem,
         info: Arc::new(info),
     };
     let served = runtime.block_on(async move {
@@ -169,12 +191,35 @@ pub fn serve(
             .local_addr()
             .map_err(io("reading the bound address"))?;
         ready(addr);
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(io("serving"))
+        let (stopping, mut stop) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stopping.send(true);
+            })
+            .into_future();
+        // Draining has a deadline: a client that keeps a connection busy (headers sent a line
+        // at a time) must not hold the server past it.
+        let grace = options.shutdown_grace;
+        let deadline = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = server => served.map_err(io("serving")),
+            () = deadline => {
+                tracing::warn!(
+                    "connections still open {} s after the shutdown signal: closing them",
+                    grace.as_secs_f64()
+                );
+                Ok(())
+            }
+        }
     });
-    // The router and its senders are gone: the model thread finishes its queue and ends.
+    // Connections still open past the grace period are dropped with the runtime, and with them
+    // the last senders: the model thread finishes its queue (each job bounded by its deadline)
+    // and ends.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     let joined = worker.join();
     served?;
     joined.map_err(|_| Error::Worker)

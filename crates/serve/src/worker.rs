@@ -4,13 +4,20 @@
 //! `max_wait` is not zero, waits that long for more — up to `max_batch` texts, and runs them
 //! together. Locating, generation and explanations run one
 //! (query, document) pair at a time after the batch.
+//!
+//! Every job carries its request's deadline: a job whose deadline passed while it waited is
+//! dropped unread, and locating a long document stops at the deadline between two forward
+//! passes, so a request that timed out stops using the model. Before a batch that reads the
+//! index, the thread checks that the index's files are the ones it opened
+//! ([`DocumentIndex::changed_on_disk`]); when they changed it opens them again (verified as
+//! any open is) and serves the new index, or answers 503 until a complete index is back.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gear_data::{Document, Span};
-use gear_infer::{explain, DocumentIndex, Explanation};
+use gear_infer::{explain_within, DocumentIndex, Explanation};
 use gear_model::{GearModel, GenerationOptions, LocateOptions};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -78,6 +85,15 @@ impl Task {
             _ => 0,
         }
     }
+
+    /// Whether the task reads the index (its vectors or documents).
+    fn reads_index(&self) -> bool {
+        match self {
+            Task::Embed { .. } => false,
+            Task::Locate { document, .. } => matches!(document, DocSource::Id(_)),
+            Task::Search { .. } | Task::Generate { .. } | Task::Explain { .. } => true,
+        }
+    }
 }
 
 /// The answer to one job.
@@ -87,6 +103,8 @@ pub(crate) type Answer = Result<Value, ApiError>;
 pub(crate) struct Job {
     pub task: Task,
     pub reply: oneshot::Sender<Answer>,
+    /// When the request's time limit ends: the client has its 504 by then.
+    pub deadline: Instant,
 }
 
 /// Batching limits.
@@ -96,6 +114,10 @@ pub(crate) struct Batching {
     pub max_wait: Duration,
 }
 
+/// Why the index is not being served (its files changed and do not open), shared with
+/// `/health`.
+pub(crate) type IndexProblem = Arc<Mutex<Option<String>>>;
+
 /// Serves jobs until every sender is gone (the server has drained).
 pub(crate) fn run(
     model: GearModel,
@@ -103,14 +125,27 @@ pub(crate) fn run(
     jobs: &Receiver<Job>,
     batching: Batching,
     metrics: &Arc<Metrics>,
+    problem: IndexProblem,
 ) {
-    let worker = Worker {
+    let mut worker = Worker {
         model,
+        fingerprint: index.meta().fingerprint.clone(),
         index,
         metrics,
         max_batch: batching.max_batch,
+        problem,
+        failed_at: None,
     };
-    while let Ok(first) = jobs.recv() {
+    loop {
+        let first = match jobs.recv_timeout(IDLE_CHECK) {
+            Ok(job) => job,
+            // Idle: notice changed index files now, so `/health` says so before a request does.
+            Err(RecvTimeoutError::Timeout) => {
+                worker.refresh_index();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut texts = first.task.batch_texts();
         let mut pending = vec![first];
         if texts > 0 {
@@ -135,50 +170,160 @@ struct SearchJob {
     k: usize,
     locate: usize,
     reply: oneshot::Sender<Answer>,
+    deadline: Instant,
 }
 
 type EmbedJob = (Vec<String>, oneshot::Sender<Answer>);
 
+/// How often an idle model thread checks the index's files.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a failed reopen of a changed index holds before the next try.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
 struct Worker<'a> {
     model: GearModel,
+    /// The index served; not read while `problem` holds a reason.
     index: DocumentIndex,
+    /// The model fingerprint the served index was built with (a reopened one must match).
+    fingerprint: String,
     metrics: &'a Metrics,
     max_batch: usize,
+    problem: IndexProblem,
+    /// When reopening a changed index last failed.
+    failed_at: Option<Instant>,
 }
 
 // A client that gave up has dropped its receiver: a failed `send` has nobody to tell.
 impl Worker<'_> {
-    fn run(&self, pending: Vec<Job>) {
+    fn run(&mut self, pending: Vec<Job>) {
+        let now = Instant::now();
+        if pending.iter().any(|j| j.task.reads_index()) {
+            self.refresh_index();
+        }
+        let unavailable = self.unavailable();
         let mut queries: Vec<EmbedJob> = Vec::new();
         let mut documents: Vec<EmbedJob> = Vec::new();
         let mut searches = Vec::new();
-        for Job { task, reply } in pending {
+        for Job {
+            task,
+            reply,
+            deadline,
+        } in pending
+        {
+            if now >= deadline {
+                // The client has had its 504: nothing to compute.
+                let _ = reply.send(Err(ApiError::timeout(
+                    "the request's time limit ended while it waited for the model",
+                )));
+                continue;
+            }
+            if let (true, Some(e)) = (task.reads_index(), &unavailable) {
+                let _ = reply.send(Err(e.clone()));
+                continue;
+            }
             match task {
                 Task::Embed {
                     texts,
                     encoder,
                     truncate,
-                } => match self.check_lengths(&texts, encoder, truncate) {
+                } => match self.check_inputs(&texts, encoder, truncate) {
                     Ok(()) if encoder == Encoder::Query => queries.push((texts, reply)),
                     Ok(()) => documents.push((texts, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                 },
-                Task::Search { query, k, locate } => searches.push(SearchJob {
-                    query,
-                    k,
-                    locate,
-                    reply,
-                }),
+                // A query the model reads nothing of fails alone, not the batch it joins.
+                Task::Search { query, k, locate } => {
+                    match gear_infer::check_readable(&self.model, "`query`", &query) {
+                        Ok(()) => searches.push(SearchJob {
+                            query,
+                            k,
+                            locate,
+                            reply,
+                            deadline,
+                        }),
+                        Err(e) => {
+                            let _ = reply.send(Err(ApiError::from_infer(e)));
+                        }
+                    }
+                }
                 other => {
-                    let _ = reply.send(self.single(other));
+                    let _ = reply.send(self.single(other, deadline));
                 }
             }
         }
         self.embed_group(Encoder::Query, queries);
         self.embed_group(Encoder::Document, documents);
         self.search_group(searches);
+    }
+
+    /// The error index-reading requests get while the index is not served.
+    fn unavailable(&self) -> Option<ApiError> {
+        let problem = self.problem.lock().ok()?.clone()?;
+        Some(ApiError::unavailable(format!(
+            "the index is not being served: {problem}. Replace an index under a running server \
+             by renaming a complete new folder into place (see docs/serve.md)"
+        )))
+    }
+
+    /// Opens the index again when its files changed since it was opened (or when the last
+    /// attempt failed and [`REOPEN_EVERY`] has passed); records why it cannot be served.
+    fn refresh_index(&mut self) {
+        let retry = self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_EVERY);
+        let changed = self.index.changed_on_disk();
+        if self.failed_at.is_some() && !retry {
+            return;
+        }
+        let Some(why) = changed.or_else(|| retry.then(String::new)) else {
+            return;
+        };
+        let outcome = match self.index.reopen() {
+            Ok(index) if index.meta().fingerprint == self.fingerprint => Ok(index),
+            Ok(index) => Err(format!(
+                "the index in {} was replaced by one built with another model ({}): restart \
+                 the server with that model",
+                index.dir().display(),
+                index.meta().model.display()
+            )),
+            Err(e) => Err(if why.is_empty() {
+                e.to_string()
+            } else {
+                format!("{why}, and it does not open: {e}")
+            }),
+        };
+        let reason = match outcome {
+            Ok(index) => {
+                tracing::info!(
+                    documents = index.len(),
+                    "the index's files changed ({why}): opened again and serving it"
+                );
+                self.index = index;
+                self.failed_at = None;
+                None
+            }
+            Err(reason) => {
+                if self.failed_at.is_none() {
+                    tracing::warn!("{reason}: index requests get 503 until it opens");
+                }
+                self.failed_at = Some(Instant::now());
+                Some(reason)
+            }
+        };
+        if let Ok(mut p) = self.problem.lock() {
+            *p = reason;
+        }
+    }
+
+    /// `/embed` inputs: each must hold a token the model reads; longer than the encoder reads
+    /// only with `truncate`.
+    fn check_inputs(&self, texts: &[String], encoder: Encoder, truncate: bool) -> Result<(), ApiError> {
+        for (i, text) in texts.iter().enumerate() {
+            gear_infer::check_readable(&self.model, &format!("inputs[{i}]"), text)
+                .map_err(ApiError::from_infer)?;
+        }
+        self.check_lengths(texts, encoder, truncate)
     }
 
     /// TEI refuses inputs longer than the model reads unless `truncate` is set; so do we.
@@ -294,18 +439,22 @@ impl Worker<'_> {
                 "text": doc.text,
             });
             if job.locate > 0 {
-                let e = self.explain(&job.query, &doc, &LocateOptions::default(), None)?;
+                let e = self.explain(
+                    &job.query,
+                    &doc,
+                    &LocateOptions::default(),
+                    None,
+                    job.deadline,
+                )?;
                 r["sentences"] = sentences(&e, job.locate);
-                if let Some(t) = e.truncated {
-                    r["truncated"] = json!(t);
-                }
+                add_truncation(&mut r, &e);
             }
             results.push(r);
         }
         Ok(json!({ "query": job.query, "results": results }))
     }
 
-    fn single(&self, task: Task) -> Answer {
+    fn single(&self, task: Task, deadline: Instant) -> Answer {
         match task {
             Task::Locate { query, document, k } => {
                 let doc = match document {
@@ -316,11 +465,9 @@ impl Worker<'_> {
                         text,
                     },
                 };
-                let e = self.explain(&query, &doc, &LocateOptions::default(), None)?;
+                let e = self.explain(&query, &doc, &LocateOptions::default(), None, deadline)?;
                 let mut answer = json!({ "query": query, "sentences": sentences(&e, k) });
-                if let Some(t) = e.truncated {
-                    answer["truncated"] = json!(t);
-                }
+                add_truncation(&mut answer, &e);
                 Ok(answer)
             }
             Task::Generate {
@@ -333,7 +480,13 @@ impl Worker<'_> {
                     max_len: max_tokens,
                     ..GenerationOptions::default()
                 };
-                let e = self.explain(&query, &doc, &LocateOptions::default(), Some(&generation))?;
+                let e = self.explain(
+                    &query,
+                    &doc,
+                    &LocateOptions::default(),
+                    Some(&generation),
+                    deadline,
+                )?;
                 let mut answer = json!({
                     "query": query,
                     "doc_id": doc_id,
@@ -352,6 +505,7 @@ impl Worker<'_> {
                         "score": top.score, "text": top.text,
                     });
                 }
+                add_truncation(&mut answer, &e);
                 Ok(answer)
             }
             Task::Explain {
@@ -365,7 +519,7 @@ impl Worker<'_> {
                     top_tokens: tokens,
                     ..LocateOptions::default()
                 };
-                let e = self.explain(&query, &doc, &options, None)?;
+                let e = self.explain(&query, &doc, &options, None, deadline)?;
                 let attended: Vec<Value> = e
                     .tokens
                     .iter()
@@ -374,12 +528,14 @@ impl Worker<'_> {
                         json!({"start": start, "end": end, "weight": t.weight, "text": t.text})
                     })
                     .collect();
-                Ok(json!({
+                let mut answer = json!({
                     "query": query,
                     "doc_id": doc_id,
                     "sentences": sentences(&e, k),
                     "tokens": attended,
-                }))
+                });
+                add_truncation(&mut answer, &e);
+                Ok(answer)
             }
             Task::Embed { .. } | Task::Search { .. } => Err(ApiError::backend(
                 "a batched task reached the single-pair path",
@@ -402,8 +558,25 @@ impl Worker<'_> {
         doc: &Document,
         locate: &LocateOptions,
         generation: Option<&GenerationOptions>,
+        deadline: Instant,
     ) -> Result<Explanation, ApiError> {
-        explain(&self.model, query, doc, locate, generation).map_err(ApiError::from_infer)
+        explain_within(&self.model, query, doc, locate, generation, Some(deadline)).map_err(
+            |e| match e {
+                gear_infer::Error::Deadline { done, total } => ApiError::timeout(format!(
+                    "the request's time limit ended after {done} of {total} passes over the \
+                     document; the work stopped there"
+                )),
+                other => ApiError::from_infer(other),
+            },
+        )
+    }
+}
+
+/// Every answer read from an [`Explanation`] says how a document longer than the model reads
+/// at once was read (windows, sentences cut or out of reach), under `truncated`.
+fn add_truncation(answer: &mut Value, e: &Explanation) {
+    if let Some(t) = e.truncated {
+        answer["truncated"] = json!(t);
     }
 }
 

@@ -11,7 +11,7 @@ use gear_synth::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{at_least_one, EncoderArgs, GearModelArgs};
+use crate::args::{count, EncoderArgs, GearModelArgs, MAX_BATCH};
 
 /// `gear data` subcommands.
 #[derive(Subcommand, Debug)]
@@ -168,7 +168,7 @@ pub struct BeirArgs {
     #[command(flatten)]
     model: GearModelArgs,
     /// Texts per forward pass (bi-encoder mining).
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
     batch_size: usize,
 }
 
@@ -191,7 +191,7 @@ pub struct NegativesArgs {
     #[command(flatten)]
     model: GearModelArgs,
     /// Texts per forward pass (bi-encoder mining).
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
     batch_size: usize,
 }
 
@@ -219,6 +219,13 @@ fn write_mined(mined: &gear_eval::MinedTriples, output: &Path, negatives: u32) -
         w.write(t)?;
     }
     let n = w.finish()?;
+    if mined.copies > 0 {
+        eprintln!(
+            "{} candidate negative(s) were passed over: their text is their triple's positive \
+             document's (a copy under another id)",
+            mined.copies
+        );
+    }
     if mined.short > 0 {
         eprintln!(
             "{} triples got fewer than {negatives} negatives (the miner ranked too few other documents)",

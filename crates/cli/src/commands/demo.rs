@@ -11,7 +11,7 @@ pub struct Args {
     #[command(flatten)]
     model: EncoderArgs,
     /// Results per query.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::args::count(1..=1000))]
     top_k: usize,
     /// Extra queries to run after the built-in ones.
     queries: Vec<String>,

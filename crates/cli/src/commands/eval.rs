@@ -8,7 +8,7 @@ use gear_data::{Scenario, TripleReader};
 use gear_eval::{EvalOptions, EvalSet};
 
 use crate::args::{
-    at_least_one, Aggregation, EvalModelArgs, GearModelArgs, LayersArg, ScenarioArg,
+    count, Aggregation, EvalModelArgs, GearModelArgs, LayersArg, ScenarioArg, MAX_BATCH,
 };
 
 /// Options of `gear eval triples`.
@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum)]
     scenario: Option<ScenarioArg>,
     /// Examples used for generation metrics.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = count(0..=10_000_000))]
     generation_examples: usize,
     /// Write the generated answers: `FILE.json` as the official SQuAD predictions
     /// (`{question_id: answer}`, for `gear score squad` or the official script), `FILE.jsonl`
@@ -43,7 +43,7 @@ pub struct EvalArgs {
     aggregation: Aggregation,
     /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
     /// (10/12 of its depth).
-    #[arg(long)]
+    #[arg(long, value_parser = count(0..=1000))]
     layer: Option<usize>,
 }
 
@@ -86,7 +86,7 @@ pub struct BeirArgs {
     #[command(flatten)]
     model: GearModelArgs,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
     batch_size: usize,
     /// Print JSON.
     #[arg(long)]
@@ -147,7 +147,7 @@ pub struct SquadArgs {
     #[arg(long)]
     layers: Option<LayersArg>,
     /// Questions used for generation metrics.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0..=10_000_000))]
     generation_examples: usize,
     /// Write the generated answers: `FILE.json` as the official SQuAD predictions
     /// (`{question_id: answer}`, for `gear score squad` or the official script), `FILE.jsonl`
@@ -167,18 +167,34 @@ pub fn eval_squad(args: &SquadArgs) -> Result<()> {
     let device = args.model.device();
     let model = args.model.load()?;
     let mut data = gear_eval::EvalSet::default();
+    // Questions SQuAD marks unanswerable (v2.0 `is_impossible`, or no gold answer).
+    let mut unanswerable = 0;
     for path in &args.data {
         if path.extension().is_some_and(|e| e == "jsonl") {
             let triples = TripleReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
             data.extend(gear_eval::EvalSet::from_triples(triples));
         } else {
-            data.extend(gear_eval::EvalSet::from_squad(gear_data::import_squad(
-                path,
-            )?));
+            let import = gear_data::import_squad(path)?;
+            unanswerable += import.stats.unanswerable;
+            data.extend(gear_eval::EvalSet::from_squad(import));
         }
     }
     if data.triples.is_empty() {
+        if unanswerable > 0 {
+            anyhow::bail!(
+                "every question in {:?} ({unanswerable}) is unanswerable (SQuAD 2.0 \
+                 `is_impossible`, or no gold answer): GeAR is evaluated on answerable questions, \
+                 whose answer sentence it must find",
+                args.data
+            );
+        }
         anyhow::bail!("no questions in {:?}", args.data);
+    }
+    if unanswerable > 0 {
+        tracing::warn!(
+            unanswerable,
+            "unanswerable questions (SQuAD 2.0 `is_impossible`) are left out of the evaluation"
+        );
     }
     let n_layers = model.config().encoder.num_hidden_layers as usize;
     let layers = match &args.layers {

@@ -8,7 +8,9 @@ use gear_data::DocumentReader;
 use gear_infer::{build_index, BuildOptions, BuildOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{at_least_one, AnnArg, DeviceArg, GearModelArgs, GraphVectorsArg, VectorsArg};
+use crate::args::{
+    count, AnnArg, DeviceArg, GearModelArgs, GraphVectorsArg, VectorsArg, MAX_BATCH,
+};
 
 /// How an HNSW graph is built (defaults: `HnswParams::default()`).
 #[derive(clap::Args, Debug, Clone)]
@@ -17,7 +19,7 @@ pub struct HnswBuildArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(2..=1024))]
     hnsw_m: Option<u16>,
     /// Candidate list size while inserting (graph quality vs build time; default 200).
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = count(1..=65_536))]
     ef_construction: Option<usize>,
     /// The graph's own copy of the vectors, which it navigates with (default i8; results are
     /// scored again with the index's vectors).
@@ -54,7 +56,7 @@ pub enum IndexCommand {
         #[command(flatten)]
         model: GearModelArgs,
         /// Documents per forward pass.
-        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
         batch_size: usize,
         /// Embed only the beginning of a document longer than the model reads at once (by
         /// default it gets one vector per window of whole sentences, and scores its best).
@@ -95,7 +97,7 @@ pub enum IndexCommand {
         #[command(flatten)]
         device: DeviceArg,
         /// Documents per forward pass.
-        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
         batch_size: usize,
         /// Embed only the beginning of a document longer than the model reads at once.
         #[arg(long)]

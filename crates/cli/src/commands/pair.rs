@@ -9,7 +9,7 @@ use gear_data::Document;
 use gear_infer::{explain, render_html, render_terminal, DocumentIndex};
 use gear_model::{GenerationOptions, LocateOptions, Search};
 
-use crate::args::{at_least_one, Aggregation, DecodingArg, GearModelArgs};
+use crate::args::{count, Aggregation, DecodingArg, GearModelArgs};
 
 /// Where the document of `locate`/`generate`/`explain` comes from.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,17 +57,17 @@ pub struct PairArgs {
     #[command(flatten)]
     doc: DocChoice,
     /// Sentences shown.
-    #[arg(long, short, default_value_t = 5, value_parser = at_least_one)]
+    #[arg(long, short, default_value_t = 5, value_parser = count(1..=10_000))]
     k: usize,
     /// Sentence score: the attention mass on its tokens (`sum`) or its mean per token (`mean`).
     #[arg(long, value_enum, default_value_t = Aggregation::Sum)]
     aggregation: Aggregation,
     /// Fusion layer whose cross-attention ranks sentences (1-based); default: the model's
     /// `local_layer`.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = count(1..=1000))]
     layer: Option<usize>,
     /// Beam width for generation (1: greedy); with span decoding, the start positions tried.
-    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1, value_parser = count(1..=64))]
     beams: usize,
     /// Free or span decoding; default: the model's (`decoder.decoding` in its gear.toml).
     #[arg(long, value_enum)]
@@ -94,8 +94,8 @@ pub enum PairMode {
 }
 
 pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
-    if args.query.trim().is_empty() {
-        bail!("the query is empty");
+    if let Some(why) = gear_data::blank_reason(&args.query) {
+        bail!("the query {why}");
     }
     let (model, _) = args.model.load()?;
     let doc = args.doc.load()?;

@@ -24,16 +24,16 @@ pub struct Args {
     #[arg(long)]
     init: Option<PathBuf>,
     /// Passes over the triples.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     epochs: u64,
     /// Questions per optimiser step (each with all its document's sentences).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::args::count(1..=crate::args::MAX_BATCH))]
     batch_size: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,
     /// Token limit of `question [SEP] sentence`.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::args::count(3..=8192))]
     max_len: usize,
     /// Seed of the head's initialisation and the data order.
     #[arg(long, default_value_t = 42)]

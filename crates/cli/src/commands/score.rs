@@ -24,14 +24,43 @@ pub enum Command {
 pub fn run(cmd: &Command) -> Result<()> {
     let Command::Squad { data, predictions } = cmd;
     let gold = squad_gold_answers(data)?;
-    let text = std::fs::read_to_string(predictions)
-        .with_context(|| format!("reading {}", predictions.display()))?;
+    let text = gear_data::read_text(predictions)?;
     let preds: HashMap<String, String> = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: expected a JSON object of question id → answer text",
             predictions.display()
         )
     })?;
+    // Predictions for questions the data does not hold would be dropped without a word (the
+    // official script drops them too): say how many, and refuse a file none of whose ids fit.
+    let known: std::collections::HashSet<&str> = gold.iter().map(|(id, _)| id.as_str()).collect();
+    let mut unknown: Vec<&str> = preds
+        .keys()
+        .map(String::as_str)
+        .filter(|id| !known.contains(id))
+        .collect();
+    unknown.sort_unstable();
+    if !unknown.is_empty() {
+        let examples = unknown.iter().take(3).map(|id| format!("`{id}`")).collect::<Vec<_>>();
+        if unknown.len() == preds.len() {
+            anyhow::bail!(
+                "{}: none of its {} prediction(s) names a question of {} (e.g. {}): are these \
+                 the predictions for another file?",
+                predictions.display(),
+                preds.len(),
+                data.display(),
+                examples.join(", ")
+            );
+        }
+        eprintln!(
+            "warning: {} of {} prediction(s) name question ids not in {} (e.g. {}); they are \
+             not scored",
+            unknown.len(),
+            preds.len(),
+            data.display(),
+            examples.join(", ")
+        );
+    }
     let mut unanswered = 0;
     let scores = squad_scores(gold.iter().map(|(id, answers)| {
         let p = preds.get(id).map(String::as_str);

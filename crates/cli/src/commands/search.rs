@@ -8,7 +8,7 @@ use gear_infer::{explain, load_model, Backend, DocumentIndex, ModelSource};
 use gear_model::LocateOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{at_least_one, BackendArgs, DeviceArg};
+use crate::args::{count, BackendArgs, DeviceArg};
 
 /// Options of `gear search`.
 #[derive(clap::Args, Debug)]
@@ -17,7 +17,7 @@ pub struct SearchArgs {
     #[arg(long)]
     index: PathBuf,
     /// Results.
-    #[arg(long, short, default_value_t = 10, value_parser = at_least_one)]
+    #[arg(long, short, default_value_t = 10, value_parser = count(1..=100_000))]
     k: usize,
     /// Override the model recorded in the index (must be the same files).
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct SearchArgs {
     device: DeviceArg,
     /// For each result, its K best sentences by cross-attention (local retrieval), with
     /// character spans (0: none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count(0..=1000))]
     locate: usize,
     /// A file of queries, one per line (blank lines skipped), instead of QUERY; JSON lines carry
     /// a `query` field.
@@ -48,9 +48,9 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         (None, Some(path)) => read_queries(path)?,
         (None, None) => bail!("pass a QUERY or --queries FILE"),
     };
-    if let Some(i) = queries.iter().position(|q| q.trim().is_empty()) {
+    if let Some(i) = queries.iter().position(|q| gear_data::is_blank(q)) {
         bail!(
-            "the query is empty{}",
+            "the query is empty or holds only invisible characters{}",
             if args.queries.is_some() {
                 format!(" (query {})", i + 1)
             } else {

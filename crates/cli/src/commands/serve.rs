@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use gear_serve::ServeOptions;
 
 use super::search::open_index_and_model;
-use crate::args::{at_least_one, BackendArgs, DeviceArg};
+use crate::args::{count, BackendArgs, DeviceArg};
 
 /// Options of `gear serve`.
 #[derive(clap::Args, Debug)]
@@ -27,7 +27,7 @@ pub struct Args {
     #[command(flatten)]
     backend: BackendArgs,
     /// Most texts in one batched encoder forward (1: every request alone).
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = count(1..=4096))]
     max_batch: usize,
     /// Longest wait for more requests after the first of a batch, in milliseconds. 0 (the
     /// default): no waiting — a forward takes every request queued while the previous one ran
@@ -35,17 +35,26 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     max_wait_ms: u64,
     /// Requests that may wait for the model; more get 503.
-    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1024, value_parser = count(1..=1_000_000))]
     queue: usize,
     /// Per-request time limit in seconds (waiting included); beyond it, 504.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_s: u64,
-    /// Largest request body in KiB; beyond it, 413.
-    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    /// Largest request body in KiB (at most 1 GiB); beyond it, 413.
+    #[arg(long, default_value_t = 1024, value_parser = count(1..=1_048_576))]
     max_body_kib: usize,
     /// Longest query in characters; beyond it, 413.
-    #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 2000, value_parser = count(1..=1_000_000))]
     max_query_chars: usize,
+    /// Longest `document` sent to `/locate`, in characters; beyond it, 413. Locating reads all
+    /// of a document, window by window, so this bounds one request's work before it starts
+    /// (≈ 5 s on 2 CPU cores at the default).
+    #[arg(long, default_value_t = 50_000, value_parser = count(1..=10_000_000))]
+    max_document_chars: usize,
+    /// After SIGTERM or Ctrl-C, seconds in-flight requests may take before the connections
+    /// still open are closed and the server exits.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace_s: u64,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -65,8 +74,13 @@ pub fn run(args: &Args) -> Result<()> {
         max_wait: Duration::from_millis(args.max_wait_ms),
         queue: args.queue,
         timeout: Duration::from_secs(args.timeout_s),
-        max_body_bytes: args.max_body_kib * 1024,
+        max_body_bytes: args
+            .max_body_kib
+            .checked_mul(1024)
+            .context("--max-body-kib overflows a byte count")?,
         max_query_chars: args.max_query_chars,
+        max_document_chars: args.max_document_chars,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         ..ServeOptions::default()
     };
     gear_serve::serve(model, index, &options, |addr| {

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     device: DeviceArg,
     /// Stop after this many optimiser steps (overrides `run.max_steps`).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     max_steps: Option<u64>,
     /// `fp32` or `bf16` (mixed precision, meant for `--device cuda`); overrides `run.precision`.
     #[arg(long, value_enum)]
@@ -42,10 +42,10 @@ pub struct TrainArgs {
     /// one GPU per process), each with `data.batch_size` examples of every global batch.
     /// Without it, `gear train` joins the job the launcher variables (`RANK`, `WORLD_SIZE`,
     /// `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`) describe, or trains alone when they are unset.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::count(1..=256))]
     nproc: Option<usize>,
     /// Seconds a rank waits for its peers (rendezvous and every collective) before failing.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     dist_timeout: u64,
 }
 

@@ -111,6 +111,12 @@ impl<T: Record> Iterator for JsonlReader<T> {
                 }),
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => {
+                    // A byte-order mark before the first record is not part of it.
+                    let text = if self.line == 1 {
+                        crate::strip_bom(text)
+                    } else {
+                        text
+                    };
                     Self::parse_line(&self.path, self.line, text.trim_end_matches(['\n', '\r']))
                 }
             };

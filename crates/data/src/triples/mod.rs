@@ -136,11 +136,11 @@ impl Triple {
     /// unit's offsets in range and matching its text, and negatives that are other, distinct,
     /// non-empty documents. Returns the offending field and why.
     pub fn validate(&self) -> std::result::Result<(), (String, String)> {
-        if self.query.trim().is_empty() {
-            return Err(("query".into(), "is empty".into()));
+        if let Some(why) = crate::blank_reason(&self.query) {
+            return Err(("query".into(), why.into()));
         }
-        if self.document.text.trim().is_empty() {
-            return Err(("document.text".into(), "is empty".into()));
+        if let Some(why) = crate::blank_reason(&self.document.text) {
+            return Err(("document.text".into(), why.into()));
         }
         if self.units.is_empty() {
             return Err(("units".into(), "needs at least one unit".into()));
@@ -177,8 +177,18 @@ impl Triple {
             if negative.id.trim().is_empty() {
                 return Err((format!("negatives[{i}].id"), "is empty".into()));
             }
-            if negative.text.trim().is_empty() {
-                return Err((format!("negatives[{i}].text"), "is empty".into()));
+            if let Some(why) = crate::blank_reason(&negative.text) {
+                return Err((format!("negatives[{i}].text"), why.into()));
+            }
+            if negative.text.trim() == self.document.text.trim() {
+                return Err((
+                    format!("negatives[{i}].text"),
+                    format!(
+                        "is the text of the triple's own document (`{}` is a copy of `{}`): a \
+                         negative must differ from the positive",
+                        negative.id, self.document.id
+                    ),
+                ));
             }
             if negative.id == self.document.id {
                 return Err((
@@ -222,8 +232,8 @@ impl Record for Document {
         if self.id.trim().is_empty() {
             return Err(("id".into(), "is empty".into()));
         }
-        if self.text.trim().is_empty() {
-            return Err(("text".into(), "is empty".into()));
+        if let Some(why) = crate::blank_reason(&self.text) {
+            return Err(("text".into(), why.into()));
         }
         Ok(())
     }

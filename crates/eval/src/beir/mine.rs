@@ -36,6 +36,9 @@ pub struct MinedTriples {
     /// Triples that got fewer negatives than asked (the miner ran out of candidates: BM25 ranks
     /// only documents that share a term with the query).
     pub short: usize,
+    /// Candidates passed over because their text is the positive document's (a copy under
+    /// another id): training on one would push the positive away from itself.
+    pub copies: usize,
 }
 
 /// Turns `data`'s relevant judgements into triples with up to `negatives` hard negatives each.
@@ -66,8 +69,8 @@ pub fn beir_triples(
         })
         .collect();
     let most_relevant = relevant.iter().map(Vec::len).max().unwrap_or(0);
-    // Enough candidates to skip every relevant document and the query's own id.
-    let fetch = (negatives + most_relevant + 1).min(data.corpus.len());
+    // Enough candidates to skip every relevant document, the query's own id and a few copies.
+    let fetch = (negatives + most_relevant + 5).min(data.corpus.len());
     let texts = corpus_texts(data);
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let queries: Vec<&str> = data.queries.iter().map(|(_, q)| q.as_str()).collect();
@@ -88,6 +91,7 @@ pub fn beir_triples(
         triples: Vec::new(),
         queries: 0,
         short: 0,
+        copies: 0,
     };
     for (((qid, query), relevant), rows) in data.queries.iter().zip(&relevant).zip(rows) {
         if relevant.is_empty() {
@@ -95,15 +99,15 @@ pub fn beir_triples(
         }
         out.queries += 1;
         let skip: HashSet<&str> = relevant.iter().copied().chain([qid.as_str()]).collect();
-        let mined: Vec<Document> = rows
+        let candidates: Vec<&Document> = rows
             .into_iter()
             .map(|r| &data.corpus[r])
             .filter(|d| !skip.contains(d.id.as_str()))
-            .take(negatives)
-            .cloned()
             .collect();
         for doc_id in relevant {
             let document = data.corpus[doc_row[doc_id]].clone();
+            let (mined, copies) = other_texts(&candidates, &document, negatives);
+            out.copies += copies;
             let unit = best_sentence(query, &document.text).ok_or_else(|| {
                 Error::Input(format!(
                     "corpus document `{doc_id}` has no text to take a unit sentence from"
@@ -120,7 +124,7 @@ pub fn beir_triples(
                 answer: None,
                 alternative_answers: Vec::new(),
                 scenario: Scenario::Rir,
-                negatives: mined.clone(),
+                negatives: mined,
             });
         }
     }
@@ -201,15 +205,16 @@ pub fn mine_negatives(
         triples: Vec::with_capacity(triples.len()),
         queries: triples.len(),
         short: 0,
+        copies: 0,
     };
     for (t, rows) in triples.iter().zip(rows) {
-        let mined: Vec<Document> = rows
+        let candidates: Vec<&Document> = rows
             .into_iter()
             .map(|r| corpus[r])
-            .filter(|d| d.id != t.document.id && d.text != t.document.text)
-            .take(negatives)
-            .cloned()
+            .filter(|d| d.id != t.document.id)
             .collect();
+        let (mined, copies) = other_texts(&candidates, &t.document, negatives);
+        out.copies += copies;
         if mined.len() < negatives {
             out.short += 1;
         }
@@ -219,6 +224,28 @@ pub fn mine_negatives(
         });
     }
     Ok(out)
+}
+
+/// The first `negatives` of `candidates` whose text differs from `positive`'s, and how many
+/// copies of the positive's text were passed over before them.
+fn other_texts(
+    candidates: &[&Document],
+    positive: &Document,
+    negatives: usize,
+) -> (Vec<Document>, usize) {
+    let mut copies = 0;
+    let mut mined = Vec::with_capacity(negatives);
+    for d in candidates {
+        if mined.len() == negatives {
+            break;
+        }
+        if d.text.trim() == positive.text.trim() {
+            copies += 1;
+        } else {
+            mined.push((*d).clone());
+        }
+    }
+    (mined, copies)
 }
 
 /// The sentence of `text` BM25 scores highest for `query` (fitted on the text's sentences; the

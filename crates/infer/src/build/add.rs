@@ -89,8 +89,8 @@ pub fn add_to_index(
             .finish(),
         ..part
     };
-    meta.files.push(FileStamp::of(dir, &part.documents)?);
-    meta.files.push(FileStamp::of(dir, &part.embeddings)?);
+    meta.files.push(FileStamp::hashed(dir, &part.documents)?);
+    meta.files.push(FileStamp::hashed(dir, &part.embeddings)?);
     meta.documents += corpus.len();
     meta.rows = Some(meta.rows.unwrap_or(meta.documents - corpus.len()) + rows);
     meta.added.push(part);

@@ -20,7 +20,7 @@ use tch::Tensor;
 use crate::{Error, Result};
 
 pub use add::add_to_index;
-pub use stamp::{model_fingerprint, FileStamp};
+pub use stamp::{model_fingerprint, FileStamp, Verdict};
 pub use write::index_vectors;
 
 pub(crate) use stamp::model_stamps;

@@ -15,7 +15,10 @@ const MODEL_FILES: [&str; 4] = [
 ];
 
 /// A file as an index records it, to tell cheaply whether it changed: its name, size and
-/// modification time (nanoseconds since the Unix epoch).
+/// modification time (nanoseconds since the Unix epoch) — and, for the index's own files, the
+/// SHA-256 of its contents, checked when the size or time differ (a copied index keeps its
+/// contents and gets new times; a file rewritten in place, rows shuffled or a graph taken from
+/// another build, does not keep its contents).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     /// File name inside its folder.
@@ -24,6 +27,10 @@ pub struct FileStamp {
     pub bytes: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub modified_ns: u64,
+    /// SHA-256 of the contents ([`gear_data::Fingerprint`] of the file), recorded for the
+    /// index's own files (not for the model's, which the model fingerprint covers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl FileStamp {
@@ -44,8 +51,86 @@ impl FileStamp {
             name: name.to_owned(),
             bytes: meta.len(),
             modified_ns,
+            sha256: None,
         })
     }
+
+    /// The stamp of `dir/name` now, with the SHA-256 of its contents.
+    pub fn hashed(dir: &Path, name: &str) -> Result<Self> {
+        let stamp = Self::of(dir, name)?;
+        Ok(Self {
+            sha256: Some(content_sha256(&dir.join(name))?),
+            ..stamp
+        })
+    }
+
+    /// Whether `now` (a fresh [`FileStamp::of`]) shows the file unchanged: same name, size and
+    /// modification time.
+    pub fn unchanged(&self, now: &FileStamp) -> bool {
+        self.name == now.name && self.bytes == now.bytes && self.modified_ns == now.modified_ns
+    }
+
+    /// Checks `dir/name` against this record: unchanged by its stamp, or else holding the
+    /// recorded contents (hashed only then).
+    pub fn verify(&self, dir: &Path) -> Result<Verdict> {
+        let now = Self::of(dir, &self.name)?;
+        if self.unchanged(&now) {
+            return Ok(Verdict::Unchanged);
+        }
+        let Some(expected) = &self.sha256 else {
+            return Ok(Verdict::Unrecorded);
+        };
+        let changed = |how: String| {
+            Verdict::Changed(format!(
+                "{} changed since the index was built or last added to ({how}): its vectors, \
+                 documents and graph no longer belong together; rebuild the index, or put back \
+                 the file index.json records",
+                self.name
+            ))
+        };
+        if now.bytes != self.bytes {
+            return Ok(changed(format!(
+                "{} bytes, index.json records {}",
+                now.bytes, self.bytes
+            )));
+        }
+        if &content_sha256(&dir.join(&self.name))? != expected {
+            return Ok(changed("same size, other contents".into()));
+        }
+        Ok(Verdict::SameContents)
+    }
+}
+
+/// What [`FileStamp::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Size and modification time as recorded.
+    Unchanged,
+    /// Other stamp, the recorded contents (a copy).
+    SameContents,
+    /// Other stamp and no SHA-256 recorded (an index built before they were): other checks
+    /// decide.
+    Unrecorded,
+    /// Other contents: why, for the error.
+    Changed(String),
+}
+
+impl Verdict {
+    /// The error for a changed file of the index in `dir`, if this is one.
+    pub(crate) fn into_error(self, dir: &Path) -> Result<()> {
+        match self {
+            Verdict::Changed(message) => Err(Error::Index {
+                path: dir.to_owned(),
+                message,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// SHA-256 of a file's contents, as [`FileStamp::sha256`] records it.
+fn content_sha256(path: &Path) -> Result<String> {
+    Ok(gear_data::Fingerprint::new().file(path)?.finish())
 }
 
 /// The stamps of a model folder's fingerprinted files.

@@ -110,8 +110,8 @@ pub(super) fn write_index(
             ),
             model_files: stamps,
             files: vec![
-                FileStamp::of(tmp, DOCUMENTS)?,
-                FileStamp::of(tmp, EMBEDDINGS)?,
+                FileStamp::hashed(tmp, DOCUMENTS)?,
+                FileStamp::hashed(tmp, EMBEDDINGS)?,
             ],
             added: Vec::new(),
             precision,

@@ -90,19 +90,25 @@ impl GearModel {
             message,
         })?;
         let mut tokenizer = tokenizer;
-        if tokenizer.token_to_id(DECODE_TOKEN).is_none()
-            && tokenizer.vocab_size() as i64 > config.encoder.vocab_size
-        {
+        // `[Decode]` is read by the decoder only, whose table grows by it.
+        crate::checkpoint::check_tokenizer_fits(
+            &tokenizer,
+            config.encoder.vocab_size,
+            "encoder.vocab_size",
+            &[DECODE_TOKEN],
+        )?;
+        let decode = tokenizer.add_special_token(DECODE_TOKEN);
+        if tokenizer.id_bound() > tokenizer.vocab_size() {
             return Err(Error::Config {
-                path: PathBuf::from("<config>"),
+                path: tokenizer.path().to_owned(),
                 message: format!(
-                    "field `encoder.vocab_size` ({}) is smaller than the tokenizer's vocabulary ({})",
-                    config.encoder.vocab_size,
+                    "ids up to {} for {} tokens: a tokenizer whose ids have gaps cannot size the \
+                     decoder's vocabulary",
+                    tokenizer.id_bound() - 1,
                     tokenizer.vocab_size()
                 ),
             });
         }
-        let decode = tokenizer.add_special_token(DECODE_TOKEN);
         let end = tokenizer.token_to_id("[SEP]").ok_or_else(|| {
             Error::Input("the tokenizer has no `[SEP]` token to end generation".into())
         })?;
