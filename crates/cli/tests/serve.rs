@@ -64,9 +64,13 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        Self::start_on(index(), extra)
+    }
+
+    fn start_on(index: &Path, extra: &[&str]) -> Self {
         let mut child = gear()
             .args(["serve", "--addr", "127.0.0.1:0", "--index"])
-            .arg(index())
+            .arg(index)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -335,6 +339,21 @@ fn bad_requests_get_a_json_4xx_and_the_server_stays_up() {
         ("/embed", r#"{"inputs": []}"#.into(), 422),
         ("/embed", r#"{"inputs": [""]}"#.into(), 422),
         ("/embed", r#"{"inputs": 3}"#.into(), 422),
+        // A JSON array would fill the request's fields in order: only objects are requests.
+        ("/search", r#"["Which team won?", 3]"#.into(), 422),
+        ("/locate", r#""Which team won?""#.into(), 422),
+        // Texts the model reads nothing of (zero-width spaces, control characters).
+        ("/search", r#"{"query": "\u200b\u200b"}"#.into(), 422),
+        ("/search", r#"{"query": "\u0000\u0007"}"#.into(), 422),
+        ("/locate", r#"{"query": "x", "document": "\u200b\u2060"}"#.into(), 422),
+        ("/embed", r#"{"inputs": ["ok", "\u200b"]}"#.into(), 422),
+        // A document over --max-document-chars (50,000), under the body limit: refused before
+        // any work starts.
+        (
+            "/locate",
+            json!({"query": "x", "document": "word ".repeat(12_000)}).to_string(),
+            413,
+        ),
         (
             "/embed",
             r#"{"inputs": "x", "normalize": false}"#.into(),
@@ -496,3 +515,213 @@ fn the_search_page_highlights_the_located_sentence_in_chromium() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
     println!("screenshot: {}", screenshot.display());
 }
+
+/// A copy of the shared index, with one long document added (read in windows), in a folder of
+/// its own: the tests that change index files under a server use it.
+fn own_index(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("index");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(index()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let long = dir.join("long.jsonl");
+    std::fs::write(
+        &long,
+        json!({"id": "long-1", "title": "Long", "text": long_text()}).to_string() + "\n",
+    )
+    .unwrap();
+    let mut cmd = gear();
+    cmd.args(["index", "add", "--index"]).arg(&copy);
+    cmd.arg("--corpus").arg(&long);
+    run_ok(cmd);
+    copy
+}
+
+/// Thirty passages of the index as one text: longer than the 256 tokens the model reads at once.
+fn long_text() -> String {
+    let passages = std::fs::read_to_string(index().join("documents.jsonl")).unwrap();
+    passages
+        .lines()
+        .take(30)
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes `bytes` over `path` in place (same inode), as `cp new old` does.
+fn overwrite_in_place(path: &Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn index_files_changed_under_the_server_are_reopened_or_refused_never_read() {
+    let _serial = serial();
+    let index = own_index("serve-swap");
+    let server = Server::start_on(&index, &[]);
+    let search = json!({"query": QUERY, "k": 3}).to_string();
+    let (code, before) = server.post("/search", &search);
+    assert_eq!(code, 200, "{before}");
+
+    // Every answer read from an explanation says how a long document was read.
+    let pair = json!({"query": QUERY, "doc_id": "long-1"}).to_string();
+    let mut truncations = Vec::new();
+    for path in ["/locate", "/explain", "/generate"] {
+        let (code, answer) = server.post(path, &pair);
+        assert_eq!(code, 200, "{path}: {answer}");
+        assert!(
+            answer["truncated"]["windows"].as_u64() > Some(1),
+            "{path} says nothing of the windows it read: {answer}"
+        );
+        truncations.push(answer["truncated"].clone());
+    }
+    assert!(truncations.windows(2).all(|w| w[0] == w[1]), "{truncations:?}");
+
+    // Truncated in place (a `cp` half done): refused by name, the server alive, /health says why.
+    let embeddings = index.join("embeddings.safetensors");
+    let original = std::fs::read(&embeddings).unwrap();
+    overwrite_in_place(&embeddings, &original[..original.len() / 2]);
+    let (code, answer) = server.post("/search", &search);
+    assert_eq!(code, 503, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("embeddings.safetensors"), "{message}");
+    let (code, health) = server.get("/health");
+    assert_eq!(code, 503, "{health}");
+    // Requests that do not read the index still work.
+    assert_eq!(server.post("/embed", r#"{"inputs": "still up"}"#).0, 200);
+
+    // The copy finished: the server opens the files again, verified, and answers as before.
+    overwrite_in_place(&embeddings, &original);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (code, answer) = server.post("/search", &search);
+        if code == 200 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "still {code} after the files were restored: {answer}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(before["results"], after["results"]);
+    assert_eq!(server.get("/health").0, 200);
+
+    // Rows shuffled in place (same size, other contents): refused, never served.
+    let docs = index.join("documents.jsonl");
+    let lines = std::fs::read_to_string(&docs).unwrap();
+    let mut shuffled: Vec<&str> = lines.lines().collect();
+    shuffled.swap(0, 1);
+    overwrite_in_place(&docs, (shuffled.join("\n") + "\n").as_bytes());
+    let (code, answer) = server.post("/search", &search);
+    assert_eq!(code, 503, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("documents.jsonl"), "{answer}");
+    overwrite_in_place(&docs, lines.as_bytes());
+
+    // The safe way: a complete new folder renamed into place.
+    let staged = index.with_file_name("index.new");
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir_all(&staged).unwrap();
+    for entry in std::fs::read_dir(&index).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), staged.join(entry.file_name())).unwrap();
+    }
+    let old = index.with_file_name("index.old");
+    std::fs::rename(&index, &old).unwrap();
+    std::fs::rename(&staged, &index).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, answer) = server.post("/search", &search);
+        if code == 200 {
+            assert_eq!(before["results"], answer["results"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} after a rename into place: {answer}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn a_request_past_its_time_limit_stops_using_the_model() {
+    let _serial = serial();
+    // A document far longer than one second of work, under the body limit.
+    let long = long_text();
+    let copies = 400_000 / long.len() + 1;
+    let document: String = vec![long.as_str(); copies].join(" ");
+    assert!(document.len() > 400_000);
+    let server = Server::start(&["--timeout-s", "3", "--max-document-chars", "1000000"]);
+    let started = Instant::now();
+    let (code, answer) = server.post("/locate", &json!({"query": QUERY, "document": document}).to_string());
+    assert_eq!(code, 504, "{answer}");
+    // The next client is served at once, not after the abandoned document is read to its end.
+    let (code, answer) = server.post("/search", &json!({"query": QUERY, "k": 3}).to_string());
+    let waited = started.elapsed();
+    assert_eq!(code, 200, "{answer}");
+    // Read to its end, the document takes the model thread ≈ 45 s (debug build, 2 cores); the
+    // search, with its own 3 s limit, is answered only if that work stopped at the deadline.
+    assert!(
+        waited < Duration::from_secs(20),
+        "the search waited {waited:?} behind a request that had timed out"
+    );
+    assert_eq!(
+        server.metric("gear_requests_total{endpoint=\"/locate\",status=\"504\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn shutdown_has_a_deadline_that_a_slow_client_cannot_hold() {
+    let _serial = serial();
+    let mut server = Server::start(&["--shutdown-grace-s", "2"]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A client that sends a header line every 300 ms and never finishes its request.
+    let slow = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+            let _ = socket.write_all(b"POST /search HTTP/1.1\r\nHost: x\r\n");
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if socket.write_all(format!("X-Slow-{n}: 1\r\n").as_bytes()).is_err() {
+                    break;
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    // SAFETY: kill(2) on our own child's pid.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM with a 2 s grace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    slow.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("connections still open after --shutdown-grace-s 2 were closed"),
+        "{stderr}"
+    );
+}
+

@@ -249,7 +249,7 @@ fn read_document<'a>(
     let Windowing {
         windows,
         cut_sentences,
-    } = model_windows(model, text, units)?;
+    } = counted_windows(model, text, units, deadline)?;
     let mut rankings = Vec::with_capacity(windows.len());
     let passes = windows.len().div_ceil(WINDOWS_PER_PASS);
     for (done, pass) in windows.chunks(WINDOWS_PER_PASS).enumerate() {
@@ -382,16 +382,33 @@ pub(crate) struct Windowing {
 /// content tokens fit the limit less `[CLS]`, `[SEP]` and a margin for tokens that merge
 /// differently in context.
 pub(crate) fn model_windows(model: &GearModel, text: &str, units: &[Span]) -> Result<Windowing> {
+    counted_windows(model, text, units, None)
+}
+
+/// Sentences tokenised between two checks of the deadline in [`counted_windows`].
+const SENTENCES_PER_CHECK: usize = 64;
+
+/// [`model_windows`], stopping at `deadline` (checked every [`SENTENCES_PER_CHECK`] sentences:
+/// counting the tokens of a very long document is work too).
+fn counted_windows(
+    model: &GearModel,
+    text: &str,
+    units: &[Span],
+    deadline: Option<std::time::Instant>,
+) -> Result<Windowing> {
     let budget = model.config().max_document_len.saturating_sub(4).max(1);
-    let counts = units
-        .iter()
-        .map(|u| {
-            Ok(model
+    let mut counts = Vec::with_capacity(units.len());
+    for (i, u) in units.iter().enumerate() {
+        if i % SENTENCES_PER_CHECK == 0 && past(deadline) {
+            return Err(crate::Error::Deadline { done: 0, total: 1 });
+        }
+        counts.push(
+            model
                 .tokenizer()
                 .count_tokens(u.slice(text).unwrap_or(""))?
-                .saturating_sub(2))
-        })
-        .collect::<Result<Vec<usize>>>()?;
+                .saturating_sub(2),
+        );
+    }
     Ok(Windowing {
         cut_sentences: counts.iter().filter(|&&c| c > budget).count(),
         windows: sentence_windows(&counts, budget),

@@ -105,14 +105,25 @@ pub enum Error {
     Worker,
 }
 
-/// Serves `model` over `index` until `SIGTERM` or Ctrl-C, then drains and returns. `ready` is
-/// called with the bound address once the server accepts connections.
+/// How the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight request was answered and every connection closed.
+    Drained,
+    /// Connections were still open when [`ServeOptions::shutdown_grace`] ended: they were
+    /// closed.
+    GraceEnded,
+}
+
+/// Serves `model` over `index` until `SIGTERM` or Ctrl-C, then drains (for at most
+/// [`ServeOptions::shutdown_grace`]) and returns how it stopped. `ready` is called with the
+/// bound address once the server accepts connections.
 pub fn serve(
     model: GearModel,
     index: DocumentIndex,
     options: &ServeOptions,
     ready: impl FnOnce(SocketAddr),
-) -> Result<(), Error> {
+) -> Result<Stopped, Error> {
     if options.max_batch == 0
         || options.queue == 0
         || options.max_k == 0
@@ -206,13 +217,13 @@ pub fn serve(
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            served = server => served.map_err(io("serving")),
+            served = server => served.map(|()| Stopped::Drained).map_err(io("serving")),
             () = deadline => {
                 tracing::warn!(
                     "connections still open {} s after the shutdown signal: closing them",
                     grace.as_secs_f64()
                 );
-                Ok(())
+                Ok(Stopped::GraceEnded)
             }
         }
     });
@@ -221,8 +232,9 @@ pub fn serve(
     // and ends.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let joined = worker.join();
-    served?;
-    joined.map_err(|_| Error::Worker)
+    let stopped = served?;
+    joined.map_err(|_| Error::Worker)?;
+    Ok(stopped)
 }
 
 /// SIGTERM (Unix) or Ctrl-C.

@@ -82,6 +82,8 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
         ..EvalOptions::for_scenario(Scenario::Qar, GENERATED)
     };
     let test = EvalSet::from_triples(test);
+    let clock = std::time::Instant::now();
+    let phase = |name: &str| eprintln!("[{:>6.1} s] {name}", clock.elapsed().as_secs_f64());
     let untrained = {
         let out = tempfile::tempdir().unwrap();
         let trainer = Trainer::new(config.clone(), out.path(), Device::Cpu).unwrap();
@@ -100,8 +102,11 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
         (CopyMode::LocalAttention, Decoding::Span),
         "the recipe copies from the passage"
     );
+    phase("untrained model evaluated");
     let (trainer, _dir, steps) = train_on(config.clone(), &train);
+    phase("recipe trained");
     let trained = evaluate(trainer.model(), &test, &opts).unwrap();
+    phase("recipe evaluated");
     drop(trainer);
 
     // The paper's decoder (fusion states only, vocabulary only, free decoding), same data and
@@ -111,7 +116,9 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     paper.model.decoder_copy = CopyMode::None;
     paper.model.decoding = Decoding::Free;
     let (paper, _paper_dir, _) = train_on(paper, &train);
+    phase("paper decoder trained");
     let paper = evaluate(paper.model(), &test, &opts).unwrap();
+    phase("paper decoder evaluated");
 
     let m = |r: &EvalReport, k: &str| r.metric("gear", k).unwrap();
     eprintln!(

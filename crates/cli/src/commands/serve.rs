@@ -83,10 +83,16 @@ pub fn run(args: &Args) -> Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         ..ServeOptions::default()
     };
-    gear_serve::serve(model, index, &options, |addr| {
+    let stopped = gear_serve::serve(model, index, &options, |addr| {
         // The first line on stdout: scripts and tests read the address from it.
         println!("listening on http://{addr} ({documents} documents; the search page is at /)");
     })?;
-    eprintln!("stopped: every in-flight request answered");
+    match stopped {
+        gear_serve::Stopped::Drained => eprintln!("stopped: every in-flight request answered"),
+        gear_serve::Stopped::GraceEnded => eprintln!(
+            "stopped: connections still open after --shutdown-grace-s {} were closed",
+            args.shutdown_grace_s
+        ),
+    }
     Ok(())
 }
