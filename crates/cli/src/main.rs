@@ -186,7 +186,12 @@ mod tests {
 
     /// Every option of every command that takes an integer: the command's words and the option.
     fn integer_options() -> Vec<(Vec<String>, clap::Arg)> {
-        let id = |p: clap::builder::ValueParser| clap::Arg::new("x").value_parser(p).get_value_parser().type_id();
+        let id = |p: clap::builder::ValueParser| {
+            clap::Arg::new("x")
+                .value_parser(p)
+                .get_value_parser()
+                .type_id()
+        };
         let integers = [
             id(clap::value_parser!(u8).into()),
             id(clap::value_parser!(u16).into()),
@@ -232,10 +237,18 @@ mod tests {
                 continue;
             }
             let Some(long) = arg.get_long() else {
-                unbounded.push(format!("gear {} <{}> is positional", path.join(" "), arg.get_id()));
+                unbounded.push(format!(
+                    "gear {} <{}> is positional",
+                    path.join(" "),
+                    arg.get_id()
+                ));
                 continue;
             };
-            for huge in ["18446744073709551615", "9223372036854775808", "1000000000000"] {
+            for huge in [
+                "18446744073709551615",
+                "9223372036854775808",
+                "1000000000000",
+            ] {
                 let mut argv = vec!["gear".to_owned()];
                 argv.extend(path.iter().cloned());
                 argv.extend([format!("--{long}"), huge.to_owned()]);

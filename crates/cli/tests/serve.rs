@@ -1,3 +1,4 @@
+// tidy: long file — every HTTP test shares one harness (the server process, its index built once per test binary, the serial lock); a second binary would build the index again.
 //! `gear serve` as a user runs it: the real binary over an index of real Wikipedia passages
 //! (the shipped SQuAD file, pretrained MiniLM), reached over loopback HTTP. Every endpoint, TEI
 //! parity of `/embed`, dynamic batching, bad requests, SIGTERM draining, the index left as it
@@ -345,7 +346,11 @@ fn bad_requests_get_a_json_4xx_and_the_server_stays_up() {
         // Texts the model reads nothing of (zero-width spaces, control characters).
         ("/search", r#"{"query": "\u200b\u200b"}"#.into(), 422),
         ("/search", r#"{"query": "\u0000\u0007"}"#.into(), 422),
-        ("/locate", r#"{"query": "x", "document": "\u200b\u2060"}"#.into(), 422),
+        (
+            "/locate",
+            r#"{"query": "x", "document": "\u200b\u2060"}"#.into(),
+            422,
+        ),
         ("/embed", r#"{"inputs": ["ok", "\u200b"]}"#.into(), 422),
         // A document over --max-document-chars (50,000), under the body limit: refused before
         // any work starts.
@@ -547,7 +552,12 @@ fn long_text() -> String {
     passages
         .lines()
         .take(30)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -584,7 +594,10 @@ fn index_files_changed_under_the_server_are_reopened_or_refused_never_read() {
         );
         truncations.push(answer["truncated"].clone());
     }
-    assert!(truncations.windows(2).all(|w| w[0] == w[1]), "{truncations:?}");
+    assert!(
+        truncations.windows(2).all(|w| w[0] == w[1]),
+        "{truncations:?}"
+    );
 
     // Truncated in place (a `cp` half done): refused by name, the server alive, /health says why.
     let embeddings = index.join("embeddings.safetensors");
@@ -607,7 +620,10 @@ fn index_files_changed_under_the_server_are_reopened_or_refused_never_read() {
         if code == 200 {
             break answer;
         }
-        assert!(Instant::now() < deadline, "still {code} after the files were restored: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "still {code} after the files were restored: {answer}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     assert_eq!(before["results"], after["results"]);
@@ -621,7 +637,13 @@ fn index_files_changed_under_the_server_are_reopened_or_refused_never_read() {
     overwrite_in_place(&docs, (shuffled.join("\n") + "\n").as_bytes());
     let (code, answer) = server.post("/search", &search);
     assert_eq!(code, 503, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("documents.jsonl"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("documents.jsonl"),
+        "{answer}"
+    );
     overwrite_in_place(&docs, lines.as_bytes());
 
     // The safe way: a complete new folder renamed into place.
@@ -642,7 +664,10 @@ fn index_files_changed_under_the_server_are_reopened_or_refused_never_read() {
             assert_eq!(before["results"], answer["results"]);
             break;
         }
-        assert!(Instant::now() < deadline, "{code} after a rename into place: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "{code} after a rename into place: {answer}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(server.get("/health").0, 200);
@@ -656,18 +681,21 @@ fn a_request_past_its_time_limit_stops_using_the_model() {
     let copies = 400_000 / long.len() + 1;
     let document: String = vec![long.as_str(); copies].join(" ");
     assert!(document.len() > 400_000);
-    let server = Server::start(&["--timeout-s", "3", "--max-document-chars", "1000000"]);
+    let server = Server::start(&["--timeout-s", "8", "--max-document-chars", "1000000"]);
     let started = Instant::now();
-    let (code, answer) = server.post("/locate", &json!({"query": QUERY, "document": document}).to_string());
+    let (code, answer) = server.post(
+        "/locate",
+        &json!({"query": QUERY, "document": document}).to_string(),
+    );
     assert_eq!(code, 504, "{answer}");
     // The next client is served at once, not after the abandoned document is read to its end.
     let (code, answer) = server.post("/search", &json!({"query": QUERY, "k": 3}).to_string());
     let waited = started.elapsed();
     assert_eq!(code, 200, "{answer}");
     // Read to its end, the document takes the model thread ≈ 45 s (debug build, 2 cores); the
-    // search, with its own 3 s limit, is answered only if that work stopped at the deadline.
+    // search, with its own 8 s limit, is answered only if that work stopped near the deadline.
     assert!(
-        waited < Duration::from_secs(20),
+        waited < Duration::from_secs(25),
         "the search waited {waited:?} behind a request that had timed out"
     );
     assert_eq!(
@@ -690,7 +718,10 @@ fn shutdown_has_a_deadline_that_a_slow_client_cannot_hold() {
             let _ = socket.write_all(b"POST /search HTTP/1.1\r\nHost: x\r\n");
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if socket.write_all(format!("X-Slow-{n}: 1\r\n").as_bytes()).is_err() {
+                if socket
+                    .write_all(format!("X-Slow-{n}: 1\r\n").as_bytes())
+                    .is_err()
+                {
                     break;
                 }
                 n += 1;
@@ -724,4 +755,3 @@ fn shutdown_has_a_deadline_that_a_slow_client_cannot_hold() {
         "{stderr}"
     );
 }
-

@@ -1108,7 +1108,10 @@ fn bad_input_sweep() {
     for (name, q) in [
         ("zero-width spaces", "\u{200b}\u{200b}\u{200b}"),
         ("control characters", "\u{7}\u{1b}\u{7f}"),
-        ("a byte-order mark and a zero-width joiner", "\u{feff}\u{200d}"),
+        (
+            "a byte-order mark and a zero-width joiner",
+            "\u{feff}\u{200d}",
+        ),
     ] {
         cases.push(refused(
             "blank text",
@@ -1154,38 +1157,79 @@ fn bad_input_sweep() {
     for (name, args, needles) in [
         (
             "search -k 2⁶⁴−1",
-            vec!["search", "--index", &idx, "-k", "18446744073709551615", &query],
+            vec![
+                "search",
+                "--index",
+                &idx,
+                "-k",
+                "18446744073709551615",
+                &query,
+            ],
             vec!["-k", "18446744073709551615"],
         ),
         (
             "search --rerank 2⁶³",
             vec![
-                "search", "--index", &idx, "--backend", "hnsw", "--rerank",
-                "9223372036854775808", &query,
+                "search",
+                "--index",
+                &idx,
+                "--backend",
+                "hnsw",
+                "--rerank",
+                "9223372036854775808",
+                &query,
             ],
             vec!["--rerank", "1..=1000"],
         ),
         (
             "search --ef-search 10¹²",
             vec![
-                "search", "--index", &idx, "--backend", "hnsw", "--ef-search",
-                "1000000000000", &query,
+                "search",
+                "--index",
+                &idx,
+                "--backend",
+                "hnsw",
+                "--ef-search",
+                "1000000000000",
+                &query,
             ],
             vec!["--ef-search", "1..=65536"],
         ),
         (
             "index ann --ef-construction 10¹²",
-            vec!["index", "ann", "--index", &idx, "--ef-construction", "1000000000000"],
+            vec![
+                "index",
+                "ann",
+                "--index",
+                &idx,
+                "--ef-construction",
+                "1000000000000",
+            ],
             vec!["--ef-construction", "1..=65536"],
         ),
         (
             "serve --max-body-kib 2⁵⁴",
-            vec!["serve", "--index", &idx, "--max-body-kib", "18014398509481984"],
+            vec![
+                "serve",
+                "--index",
+                &idx,
+                "--max-body-kib",
+                "18014398509481984",
+            ],
             vec!["--max-body-kib", "1..=1048576"],
         ),
         (
             "locate -k 10¹²",
-            vec!["locate", "--model", &m, "--doc", "x", "-k", "1000000000000", "q"],
+            vec![
+                "locate",
+                "--model",
+                &m,
+                "--doc",
+                "x",
+                "-k",
+                "1000000000000",
+                "q",
+            ],
             vec!["-k", "1..=10000"],
         ),
         (
@@ -1307,8 +1351,19 @@ fn bad_input_sweep() {
     cases.push(refused(
         "model files",
         "locate with a tokenizer whose ids run past the embedding table",
-        &["locate", "--model", &s(&wide_tok), "--doc", &s(&doc_file), &query],
-        &["tokenizer.json", &format!("`{word}` has id 1000000"), "embedding table"],
+        &[
+            "locate",
+            "--model",
+            &s(&wide_tok),
+            "--doc",
+            &s(&doc_file),
+            &query,
+        ],
+        &[
+            "tokenizer.json",
+            &format!("`{word}` has id 1000000"),
+            "embedding table",
+        ],
     ));
 
     // Byte-order marks.
@@ -1338,7 +1393,7 @@ fn bad_input_sweep() {
         "bom-squad.json",
         format!(
             "\u{feff}{}",
-            std::fs::read_to_string(&good_squad_file(d)).unwrap()
+            std::fs::read_to_string(good_squad_file(d)).unwrap()
         ),
     ));
     let bom_squad_out = fresh("bom-squad.jsonl");
@@ -1362,9 +1417,44 @@ fn bad_input_sweep() {
     cases.push(refused(
         "byte-order mark",
         "a config starting with a BOM is read (and its real error named)",
-        &["train", "--config", &bom_config, "--train", &s(&empty), "--out", &s(&fresh("bom-run"))],
+        &[
+            "train",
+            "--config",
+            &bom_config,
+            "--train",
+            &s(&empty),
+            "--out",
+            &s(&fresh("bom-run")),
+        ],
         &["empty.jsonl"],
     ));
+
+    // A checkpoint whose gear.toml and tokenizer.json start with a BOM (an editor saved them).
+    let bom_model = d.join("bom-model");
+    std::fs::create_dir_all(&bom_model).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bom_model.join(entry.file_name())).unwrap();
+    }
+    for f in ["gear.toml", "tokenizer.json"] {
+        let text = std::fs::read_to_string(bom_model.join(f)).unwrap();
+        std::fs::write(bom_model.join(f), format!("\u{feff}{text}")).unwrap();
+    }
+    cases.push(Case {
+        class: "byte-order mark",
+        name: "locate with a checkpoint whose gear.toml and tokenizer.json start with a BOM".into(),
+        args: vec![
+            "locate".into(),
+            "--model".into(),
+            s(&bom_model),
+            "--doc".into(),
+            s(&doc_file),
+            "-k".into(),
+            "1".into(),
+            query.clone(),
+        ],
+        expect: Expect::Succeeds(Box::new(|out, _| !out.trim().is_empty())),
+    });
 
     // BEIR judgements: a BOM before the header, and none positive.
     let beir = |name: &str, qrels: &str| -> String {
@@ -1373,7 +1463,10 @@ fn bad_input_sweep() {
         std::fs::write(
             dir.join("corpus.jsonl"),
             docs.iter()
-                .map(|x| serde_json::json!({"_id": x.id, "title": x.title, "text": x.text}).to_string() + "\n")
+                .map(|x| {
+                    serde_json::json!({"_id": x.id, "title": x.title, "text": x.text}).to_string()
+                        + "\n"
+                })
                 .collect::<String>(),
         )
         .unwrap();
@@ -1386,7 +1479,10 @@ fn bad_input_sweep() {
         s(&dir)
     };
     let header = "query-id\tcorpus-id\tscore\n";
-    let bom_beir = beir("beir-bom", &format!("\u{feff}{header}q1\t{}\t1\n", docs[0].id));
+    let bom_beir = beir(
+        "beir-bom",
+        &format!("\u{feff}{header}q1\t{}\t1\n", docs[0].id),
+    );
     let zero_beir = beir(
         "beir-zero",
         &format!("{header}q1\t{}\t0\nq1\t{}\t0\n", docs[0].id, docs[1].id),
@@ -1448,7 +1544,11 @@ fn bad_input_sweep() {
             .iter()
             .map(String::as_str)
             .collect::<Vec<_>>(),
-        &["copy-negative.jsonl:1", "negatives[0].text", "text of the triple's own document"],
+        &[
+            "copy-negative.jsonl:1",
+            "negatives[0].text",
+            "text of the triple's own document",
+        ],
     ));
 
     // Predictions for questions the data does not hold; a file of unanswerable questions.
@@ -1466,14 +1566,23 @@ fn bad_input_sweep() {
             s(&some_unknown),
         ],
         expect: Expect::Succeeds(Box::new(|out, err| {
-            out.contains("\"exact_match\": 100") && err.contains("1 of 2 prediction(s)") && err.contains("`q9`")
+            out.contains("\"exact_match\": 100")
+                && err.contains("1 of 2 prediction(s)")
+                && err.contains("`q9`")
         })),
     });
     let all_unknown = write(d, "preds-none.json", r#"{"x1": "north"}"#);
     cases.push(refused(
         "unknown ids",
         "score squad where no prediction names a question",
-        &["score", "squad", "--data", &s(&good), "--predictions", &s(&all_unknown)],
+        &[
+            "score",
+            "squad",
+            "--data",
+            &s(&good),
+            "--predictions",
+            &s(&all_unknown),
+        ],
         &["preds-none.json", "none of its 1 prediction(s)", "`x1`"],
     ));
     let impossible = write(

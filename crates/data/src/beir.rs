@@ -197,7 +197,11 @@ fn for_each_line(path: &PathBuf, mut f: impl FnMut(usize, &str) -> Result<()>) -
         })?;
         let text = text.trim_end_matches(['\n', '\r']);
         // A byte-order mark would make the header look like data.
-        let text = if line == 1 { crate::strip_bom(text) } else { text };
+        let text = if line == 1 {
+            crate::strip_bom(text)
+        } else {
+            text
+        };
         if text.trim().is_empty() {
             continue;
         }

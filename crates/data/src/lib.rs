@@ -47,8 +47,8 @@ pub use error::{Error, Result};
 pub use guard::{parse_config, read_text, stable_hash, Fingerprint, OutputLock, TomlConfig};
 pub use sentences::{relevant_sentences, split_sentences};
 pub use span::Span;
-pub use text::{blank_reason, is_blank, strip_bom, BOM};
 pub use squad::{import_squad, squad_gold_answers, SquadImport, SquadStats};
+pub use text::{blank_reason, is_blank, strip_bom, BOM};
 pub use tokenize::{Batch, Tokenizer};
 pub use triples::{
     Document, DocumentReader, JsonlReader, JsonlWriter, Record, Scenario, Triple, TripleReader,

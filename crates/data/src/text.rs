@@ -66,7 +66,15 @@ mod tests {
 
     #[test]
     fn invisible_texts_are_blank_and_visible_ones_are_not() {
-        for blank in ["", "  \n\t", "\u{200b}\u{200b}", "\0\0", "\u{1b}\u{7f}", "\u{feff}", "\u{200d} \u{2060}"] {
+        for blank in [
+            "",
+            "  \n\t",
+            "\u{200b}\u{200b}",
+            "\0\0",
+            "\u{1b}\u{7f}",
+            "\u{feff}",
+            "\u{200d} \u{2060}",
+        ] {
             assert!(is_blank(blank), "{blank:?}");
         }
         for text in ["a", "\u{200b}a", "é", "日本", "?", "\0x"] {

@@ -51,10 +51,14 @@ impl Tokenizer {
                 message: "file not found".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        // Read as every reader reads (a byte-order mark is not JSON), then parsed.
+        let text = crate::read_text(path)?;
+        let inner: tokenizers::Tokenizer =
+            text.parse()
+                .map_err(|e: tokenizers::Error| Error::Tokenizer {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
         Self::from_tokenizer(inner, max_len, path.to_owned())
     }
 

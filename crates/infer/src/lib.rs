@@ -25,6 +25,7 @@ mod build;
 mod error;
 mod explain;
 mod mapped;
+mod opening;
 mod render;
 mod search;
 mod store;

@@ -167,14 +167,14 @@ impl Pointer {
             .unsqueeze(2)
             .eq_tensor(&before.unsqueeze(1))
             .to_kind(Kind::Float);
-        logits = logits + follows * &self.follow;
+        logits += follows * &self.follow;
         if let (Some(scale), Some(prior)) = (&self.prior_scale, passage.prior) {
             let weighted = (prior.to_kind(Kind::Float) * scale.view([1, 2, 1])).sum_dim_intlist(
                 1,
                 false,
                 Kind::Float,
             );
-            logits = logits + weighted.unsqueeze(1);
+            logits += weighted.unsqueeze(1);
         }
         let blocked = passage
             .copyable

@@ -80,7 +80,7 @@ fn next_scores(
     let positions = position_log_probs(&vocab, copy.as_ref(), passage.ids).squeeze_dim(1);
     let mut end = vocab.select(1, 0).select(1, reader.tokens.end);
     if let Some(c) = &copy {
-        end = end + c.log_vocab_share.select(1, 0);
+        end += c.log_vocab_share.select(1, 0);
     }
     (positions, end)
 }

@@ -84,10 +84,7 @@ const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = gear_data::read_text(path)?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| Error::Config {
         path: path.to_owned(),

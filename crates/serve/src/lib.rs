@@ -194,39 +194,7 @@ pub fn serve(
         index_problem,
         info: Arc::new(info),
     };
-    let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(options.addr)
-            .await
-            .map_err(io(&format!("listening on {}", options.addr)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io("reading the bound address"))?;
-        ready(addr);
-        let (stopping, mut stop) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stopping.send(true);
-            })
-            .into_future();
-        // Draining has a deadline: a client that keeps a connection busy (headers sent a line
-        // at a time) must not hold the server past it.
-        let grace = options.shutdown_grace;
-        let deadline = async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            served = server => served.map(|()| Stopped::Drained).map_err(io("serving")),
-            () = deadline => {
-                tracing::warn!(
-                    "connections still open {} s after the shutdown signal: closing them",
-                    grace.as_secs_f64()
-                );
-                Ok(Stopped::GraceEnded)
-            }
-        }
-    });
+    let served = runtime.block_on(listen(state, options, ready));
     // Connections still open past the grace period are dropped with the runtime, and with them
     // the last senders: the model thread finishes its queue (each job bounded by its deadline)
     // and ends.
@@ -235,6 +203,50 @@ pub fn serve(
     let stopped = served?;
     joined.map_err(|_| Error::Worker)?;
     Ok(stopped)
+}
+
+/// Binds, serves the router until the shutdown signal, then drains for at most
+/// [`ServeOptions::shutdown_grace`].
+async fn listen(
+    state: api::AppState,
+    options: &ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<Stopped, Error> {
+    let io = |context: &str| {
+        let context = context.to_owned();
+        move |source| Error::Io { context, source }
+    };
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(io(&format!("listening on {}", options.addr)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the bound address"))?;
+    ready(addr);
+    let (stopping, mut stop) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        })
+        .into_future();
+    // Draining has a deadline: a client that keeps a connection busy (headers sent a line at a
+    // time) must not hold the server past it.
+    let grace = options.shutdown_grace;
+    let deadline = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map(|()| Stopped::Drained).map_err(io("serving")),
+        () = deadline => {
+            tracing::warn!(
+                "connections still open {} s after the shutdown signal: closing them",
+                grace.as_secs_f64()
+            );
+            Ok(Stopped::GraceEnded)
+        }
+    }
 }
 
 /// SIGTERM (Unix) or Ctrl-C.

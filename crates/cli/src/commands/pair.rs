@@ -29,8 +29,7 @@ impl DocChoice {
     fn load(&self) -> Result<Document> {
         match (&self.doc, &self.doc_id, &self.index) {
             (Some(path), _, _) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let text = gear_data::read_text(path)?;
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())

@@ -41,7 +41,11 @@ pub fn run(cmd: &Command) -> Result<()> {
         .collect();
     unknown.sort_unstable();
     if !unknown.is_empty() {
-        let examples = unknown.iter().take(3).map(|id| format!("`{id}`")).collect::<Vec<_>>();
+        let examples = unknown
+            .iter()
+            .take(3)
+            .map(|id| format!("`{id}`"))
+            .collect::<Vec<_>>();
         if unknown.len() == preds.len() {
             anyhow::bail!(
                 "{}: none of its {} prediction(s) names a question of {} (e.g. {}): are these \

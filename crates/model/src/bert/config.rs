@@ -133,10 +133,8 @@ impl BertConfig {
     /// Reads and validates a Hugging Face `config.json`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        // `read_text`: a byte-order mark (some editors write one) is not JSON.
+        let text = gear_data::read_text(path)?;
         Self::from_json_str(&text, path)
     }
 

@@ -16,14 +16,19 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gear_data::{Document, Span};
-use gear_infer::{explain_within, DocumentIndex, Explanation};
-use gear_model::{GearModel, GenerationOptions, LocateOptions};
+use gear_data::Document;
+use gear_infer::DocumentIndex;
+use gear_model::{GearModel, LocateOptions};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+mod pairs;
+mod reload;
+
+use pairs::{add_truncation, sentences};
 
 /// Which encoder `/embed` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -178,9 +183,6 @@ type EmbedJob = (Vec<String>, oneshot::Sender<Answer>);
 /// How often an idle model thread checks the index's files.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// How long a failed reopen of a changed index holds before the next try.
-const REOPEN_EVERY: Duration = Duration::from_secs(1);
-
 struct Worker<'a> {
     model: GearModel,
     /// The index served; not read while `problem` holds a reason.
@@ -259,66 +261,14 @@ impl Worker<'_> {
         self.search_group(searches);
     }
 
-    /// The error index-reading requests get while the index is not served.
-    fn unavailable(&self) -> Option<ApiError> {
-        let problem = self.problem.lock().ok()?.clone()?;
-        Some(ApiError::unavailable(format!(
-            "the index is not being served: {problem}. Replace an index under a running server \
-             by renaming a complete new folder into place (see docs/serve.md)"
-        )))
-    }
-
-    /// Opens the index again when its files changed since it was opened (or when the last
-    /// attempt failed and [`REOPEN_EVERY`] has passed); records why it cannot be served.
-    fn refresh_index(&mut self) {
-        let retry = self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_EVERY);
-        let changed = self.index.changed_on_disk();
-        if self.failed_at.is_some() && !retry {
-            return;
-        }
-        let Some(why) = changed.or_else(|| retry.then(String::new)) else {
-            return;
-        };
-        let outcome = match self.index.reopen() {
-            Ok(index) if index.meta().fingerprint == self.fingerprint => Ok(index),
-            Ok(index) => Err(format!(
-                "the index in {} was replaced by one built with another model ({}): restart \
-                 the server with that model",
-                index.dir().display(),
-                index.meta().model.display()
-            )),
-            Err(e) => Err(if why.is_empty() {
-                e.to_string()
-            } else {
-                format!("{why}, and it does not open: {e}")
-            }),
-        };
-        let reason = match outcome {
-            Ok(index) => {
-                tracing::info!(
-                    documents = index.len(),
-                    "the index's files changed ({why}): opened again and serving it"
-                );
-                self.index = index;
-                self.failed_at = None;
-                None
-            }
-            Err(reason) => {
-                if self.failed_at.is_none() {
-                    tracing::warn!("{reason}: index requests get 503 until it opens");
-                }
-                self.failed_at = Some(Instant::now());
-                Some(reason)
-            }
-        };
-        if let Ok(mut p) = self.problem.lock() {
-            *p = reason;
-        }
-    }
-
     /// `/embed` inputs: each must hold a token the model reads; longer than the encoder reads
     /// only with `truncate`.
-    fn check_inputs(&self, texts: &[String], encoder: Encoder, truncate: bool) -> Result<(), ApiError> {
+    fn check_inputs(
+        &self,
+        texts: &[String],
+        encoder: Encoder,
+        truncate: bool,
+    ) -> Result<(), ApiError> {
         for (i, text) in texts.iter().enumerate() {
             gear_infer::check_readable(&self.model, &format!("inputs[{i}]"), text)
                 .map_err(ApiError::from_infer)?;
@@ -453,149 +403,4 @@ impl Worker<'_> {
         }
         Ok(json!({ "query": job.query, "results": results }))
     }
-
-    fn single(&self, task: Task, deadline: Instant) -> Answer {
-        match task {
-            Task::Locate { query, document, k } => {
-                let doc = match document {
-                    DocSource::Id(id) => self.document(&id)?,
-                    DocSource::Text(text) => Document {
-                        id: String::new(),
-                        title: String::new(),
-                        text,
-                    },
-                };
-                let e = self.explain(&query, &doc, &LocateOptions::default(), None, deadline)?;
-                let mut answer = json!({ "query": query, "sentences": sentences(&e, k) });
-                add_truncation(&mut answer, &e);
-                Ok(answer)
-            }
-            Task::Generate {
-                query,
-                doc_id,
-                max_tokens,
-            } => {
-                let doc = self.document(&doc_id)?;
-                let generation = GenerationOptions {
-                    max_len: max_tokens,
-                    ..GenerationOptions::default()
-                };
-                let e = self.explain(
-                    &query,
-                    &doc,
-                    &LocateOptions::default(),
-                    Some(&generation),
-                    deadline,
-                )?;
-                let mut answer = json!({
-                    "query": query,
-                    "doc_id": doc_id,
-                    "generated": e.generated.clone().unwrap_or_default(),
-                });
-                // Where the answer was read from (span decoding) and the sentence local
-                // retrieval ranks first, both in character offsets as /search gives them.
-                if let Some(span) = e.generated_span {
-                    let (start, end) = char_span(&doc.text, span);
-                    answer["span"] = json!({"start": start, "end": end});
-                }
-                if let Some(top) = e.sentences.first() {
-                    let (start, end) = char_span(&doc.text, top.span);
-                    answer["sentence"] = json!({
-                        "index": top.index, "start": start, "end": end,
-                        "score": top.score, "text": top.text,
-                    });
-                }
-                add_truncation(&mut answer, &e);
-                Ok(answer)
-            }
-            Task::Explain {
-                query,
-                doc_id,
-                tokens,
-                sentences: k,
-            } => {
-                let doc = self.document(&doc_id)?;
-                let options = LocateOptions {
-                    top_tokens: tokens,
-                    ..LocateOptions::default()
-                };
-                let e = self.explain(&query, &doc, &options, None, deadline)?;
-                let attended: Vec<Value> = e
-                    .tokens
-                    .iter()
-                    .map(|t| {
-                        let (start, end) = char_span(&doc.text, t.span);
-                        json!({"start": start, "end": end, "weight": t.weight, "text": t.text})
-                    })
-                    .collect();
-                let mut answer = json!({
-                    "query": query,
-                    "doc_id": doc_id,
-                    "sentences": sentences(&e, k),
-                    "tokens": attended,
-                });
-                add_truncation(&mut answer, &e);
-                Ok(answer)
-            }
-            Task::Embed { .. } | Task::Search { .. } => Err(ApiError::backend(
-                "a batched task reached the single-pair path",
-            )),
-        }
-    }
-
-    fn document(&self, id: &str) -> Result<Document, ApiError> {
-        self.index.document(id).map_err(|e| match e {
-            gear_infer::Error::UnknownDocument { .. } => {
-                ApiError::not_found(format!("no document `{id}` in the index"))
-            }
-            other => ApiError::backend(other),
-        })
-    }
-
-    fn explain(
-        &self,
-        query: &str,
-        doc: &Document,
-        locate: &LocateOptions,
-        generation: Option<&GenerationOptions>,
-        deadline: Instant,
-    ) -> Result<Explanation, ApiError> {
-        explain_within(&self.model, query, doc, locate, generation, Some(deadline)).map_err(
-            |e| match e {
-                gear_infer::Error::Deadline { done, total } => ApiError::timeout(format!(
-                    "the request's time limit ended after {done} of {total} passes over the \
-                     document; the work stopped there"
-                )),
-                other => ApiError::from_infer(other),
-            },
-        )
-    }
-}
-
-/// Every answer read from an [`Explanation`] says how a document longer than the model reads
-/// at once was read (windows, sentences cut or out of reach), under `truncated`.
-fn add_truncation(answer: &mut Value, e: &Explanation) {
-    if let Some(t) = e.truncated {
-        answer["truncated"] = json!(t);
-    }
-}
-
-/// The `k` best sentences with character spans (Unicode scalar values, as the triple format).
-fn sentences(e: &Explanation, k: usize) -> Value {
-    e.sentences
-        .iter()
-        .take(k)
-        .map(|s| {
-            let (start, end) = char_span(&e.document.text, s.span);
-            json!({"index": s.index, "start": start, "end": end, "score": s.score, "text": s.text})
-        })
-        .collect()
-}
-
-fn char_span(text: &str, span: Span) -> (usize, usize) {
-    let start = text.get(..span.start).map_or(0, |t| t.chars().count());
-    let len = text
-        .get(span.start..span.end)
-        .map_or(0, |t| t.chars().count());
-    (start, start + len)
 }

@@ -1,0 +1,159 @@
+//! Jobs over one (query, document) pair — `/locate`, `/generate`, `/explain` and the located
+//! sentences of `/search` — and the JSON they answer with.
+
+use std::time::Instant;
+
+use gear_data::{Document, Span};
+use gear_infer::{explain_within, Explanation};
+use gear_model::{GenerationOptions, LocateOptions};
+use serde_json::{json, Value};
+
+use super::{Answer, DocSource, Task, Worker};
+use crate::error::ApiError;
+
+impl Worker<'_> {
+    pub(super) fn single(&self, task: Task, deadline: Instant) -> Answer {
+        match task {
+            Task::Locate { query, document, k } => {
+                let doc = match document {
+                    DocSource::Id(id) => self.document(&id)?,
+                    DocSource::Text(text) => Document {
+                        id: String::new(),
+                        title: String::new(),
+                        text,
+                    },
+                };
+                let e = self.explain(&query, &doc, &LocateOptions::default(), None, deadline)?;
+                let mut answer = json!({ "query": query, "sentences": sentences(&e, k) });
+                add_truncation(&mut answer, &e);
+                Ok(answer)
+            }
+            Task::Generate {
+                query,
+                doc_id,
+                max_tokens,
+            } => {
+                let doc = self.document(&doc_id)?;
+                let generation = GenerationOptions {
+                    max_len: max_tokens,
+                    ..GenerationOptions::default()
+                };
+                let e = self.explain(
+                    &query,
+                    &doc,
+                    &LocateOptions::default(),
+                    Some(&generation),
+                    deadline,
+                )?;
+                let mut answer = json!({
+                    "query": query,
+                    "doc_id": doc_id,
+                    "generated": e.generated.clone().unwrap_or_default(),
+                });
+                // Where the answer was read from (span decoding) and the sentence local
+                // retrieval ranks first, both in character offsets as /search gives them.
+                if let Some(span) = e.generated_span {
+                    let (start, end) = char_span(&doc.text, span);
+                    answer["span"] = json!({"start": start, "end": end});
+                }
+                if let Some(top) = e.sentences.first() {
+                    let (start, end) = char_span(&doc.text, top.span);
+                    answer["sentence"] = json!({
+                        "index": top.index, "start": start, "end": end,
+                        "score": top.score, "text": top.text,
+                    });
+                }
+                add_truncation(&mut answer, &e);
+                Ok(answer)
+            }
+            Task::Explain {
+                query,
+                doc_id,
+                tokens,
+                sentences: k,
+            } => {
+                let doc = self.document(&doc_id)?;
+                let options = LocateOptions {
+                    top_tokens: tokens,
+                    ..LocateOptions::default()
+                };
+                let e = self.explain(&query, &doc, &options, None, deadline)?;
+                let attended: Vec<Value> = e
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        let (start, end) = char_span(&doc.text, t.span);
+                        json!({"start": start, "end": end, "weight": t.weight, "text": t.text})
+                    })
+                    .collect();
+                let mut answer = json!({
+                    "query": query,
+                    "doc_id": doc_id,
+                    "sentences": sentences(&e, k),
+                    "tokens": attended,
+                });
+                add_truncation(&mut answer, &e);
+                Ok(answer)
+            }
+            Task::Embed { .. } | Task::Search { .. } => Err(ApiError::backend(
+                "a batched task reached the single-pair path",
+            )),
+        }
+    }
+
+    fn document(&self, id: &str) -> Result<Document, ApiError> {
+        self.index.document(id).map_err(|e| match e {
+            gear_infer::Error::UnknownDocument { .. } => {
+                ApiError::not_found(format!("no document `{id}` in the index"))
+            }
+            other => ApiError::backend(other),
+        })
+    }
+
+    pub(super) fn explain(
+        &self,
+        query: &str,
+        doc: &Document,
+        locate: &LocateOptions,
+        generation: Option<&GenerationOptions>,
+        deadline: Instant,
+    ) -> Result<Explanation, ApiError> {
+        explain_within(&self.model, query, doc, locate, generation, Some(deadline)).map_err(|e| {
+            match e {
+                gear_infer::Error::Deadline { done, total } => ApiError::timeout(format!(
+                    "the request's time limit ended after {done} of {total} passes over the \
+                     document; the work stopped there"
+                )),
+                other => ApiError::from_infer(other),
+            }
+        })
+    }
+}
+
+/// Every answer read from an [`Explanation`] says how a document longer than the model reads
+/// at once was read (windows, sentences cut or out of reach), under `truncated`.
+pub(super) fn add_truncation(answer: &mut Value, e: &Explanation) {
+    if let Some(t) = e.truncated {
+        answer["truncated"] = json!(t);
+    }
+}
+
+/// The `k` best sentences with character spans (Unicode scalar values, as the triple format).
+pub(super) fn sentences(e: &Explanation, k: usize) -> Value {
+    e.sentences
+        .iter()
+        .take(k)
+        .map(|s| {
+            let (start, end) = char_span(&e.document.text, s.span);
+            json!({"index": s.index, "start": start, "end": end, "score": s.score, "text": s.text})
+        })
+        .collect()
+}
+
+fn char_span(text: &str, span: Span) -> (usize, usize) {
+    let start = text.get(..span.start).map_or(0, |t| t.chars().count());
+    let len = text
+        .get(span.start..span.end)
+        .map_or(0, |t| t.chars().count());
+    (start, start + len)
+}
