@@ -1,7 +1,9 @@
 //! GeAR on real text: the committed SQuAD recipe (`configs/qar-squad.toml`), trained briefly on
 //! the paragraphs and questions of some Wikipedia articles, localises answer sentences of other
 //! articles better than its untrained start, and generates their answers (its decoder reads and
-//! copies the passage) far better than the paper's decoder trained on the same data and steps.
+//! copies the passage). The paper's decoder, trained on the same data and steps, scored EM/F1
+//! 0.0/0.0 here (docs/training.md); that comparison is the `paper` row of `cargo xtask ablate`,
+//! not repeated in this test, whose minutes go to the recipe.
 //! Reads the real corpus the repository ships (`data/wiki-squad`, SQuAD's Wikipedia paragraphs
 //! and questions; see its README).
 
@@ -12,7 +14,7 @@ use std::path::Path;
 
 use gear_data::{Scenario, Triple};
 use gear_eval::{evaluate, EvalOptions, EvalReport, EvalSet};
-use gear_model::{CopyMode, DecoderMemory, Decoding};
+use gear_model::{CopyMode, Decoding};
 use gear_train::{TrainConfig, Trainer};
 use tch::Device;
 
@@ -109,21 +111,10 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     phase("recipe evaluated");
     drop(trainer);
 
-    // The paper's decoder (fusion states only, vocabulary only, free decoding), same data and
-    // steps.
-    let mut paper = config;
-    paper.model.decoder_memory = DecoderMemory::Fusion;
-    paper.model.decoder_copy = CopyMode::None;
-    paper.model.decoding = Decoding::Free;
-    let (paper, _paper_dir, _) = train_on(paper, &train);
-    phase("paper decoder trained");
-    let paper = evaluate(paper.model(), &test, &opts).unwrap();
-    phase("paper decoder evaluated");
-
     let m = |r: &EvalReport, k: &str| r.metric("gear", k).unwrap();
     eprintln!(
         "{} train / {} held-out questions, {steps} steps: local R@1 {:.3} → {:.3}, MAP@1 {:.3} → {:.3}; \
-         generation EM/F1 on {GENERATED}: {:.1}/{:.1} (the paper's decoder {:.1}/{:.1})",
+         generation EM/F1 on {GENERATED}: {:.1}/{:.1}",
         train.len(),
         test.triples.len(),
         m(&untrained, "local.recall@1"),
@@ -132,30 +123,22 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
         m(&trained, "local.map@1"),
         m(&trained, "generation.exact_match"),
         m(&trained, "generation.f1"),
-        m(&paper, "generation.exact_match"),
-        m(&paper, "generation.f1"),
     );
     assert!(
         m(&trained, "local.recall@1") > m(&untrained, "local.recall@1") + MARGIN,
         "{untrained:?} vs {trained:?}"
     );
     assert!(m(&trained, "local.map@1") > m(&untrained, "local.map@1"));
-    let (f1, paper_f1) = (m(&trained, "generation.f1"), m(&paper, "generation.f1"));
+    let f1 = m(&trained, "generation.f1");
     assert!(f1 > MIN_F1, "generation F1 {f1:.1} ≤ {MIN_F1}");
-    assert!(
-        f1 > paper_f1 + F1_MARGIN,
-        "generation F1 {f1:.1} vs the paper decoder's {paper_f1:.1}"
-    );
 }
 
 /// Held-out questions whose answers are generated and scored.
 const GENERATED: usize = 200;
 
-/// The generation F1 the recipe must pass after this short run.
+/// The generation F1 the recipe must pass after this short run (measured 25.7; the paper's
+/// decoder, same data and steps, 0.0).
 const MIN_F1: f64 = 20.0;
-
-/// How far above the paper decoder's F1 it must be.
-const F1_MARGIN: f64 = 10.0;
 
 /// The gain the test requires: half of what the same run measured with `gear eval squad`
 /// (local R@1 0.789 → 0.830 on these 485 questions, 38 steps; docs/training.md).
