@@ -91,7 +91,7 @@ pub fn explain(
 const WINDOWS_PER_PASS: usize = 8;
 
 /// [`explain`] that stops with [`crate::Error::Deadline`] once `deadline` has passed: checked
-/// before each forward pass over (at most [`WINDOWS_PER_PASS`] windows of) the document and
+/// before each forward pass over (at most 8 windows of) the document and
 /// before generating, so work past the deadline is at most one pass. A server gives each
 /// request's deadline, so that a request that timed out stops using the model.
 pub fn explain_within(
