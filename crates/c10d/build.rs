@@ -1,5 +1,4 @@
-//! Compiles the c10d shim (shim/c10d_shim.cpp) and the autocast shim (shim/autocast_shim.cpp)
-//! against the libtorch that torch-sys found.
+//! Compiles the c10d shim (shim/c10d_shim.cpp) against the libtorch that torch-sys found.
 //!
 //! torch-sys publishes its lib folder to dependent build scripts as `DEP_TCH_LIBTORCH_LIB`; the
 //! headers sit beside it. The torch wheel ships c10d's headers but not Gloo's, so
@@ -37,8 +36,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .define("USE_C10D_GLOO", None)
         .define("GLOG_USE_GLOG_EXPORT", None)
-        .file("shim/c10d_shim.cpp")
-        .file("shim/autocast_shim.cpp");
+        .file("shim/c10d_shim.cpp");
 
     let nccl = std::env::var_os("GEAR_DIST_NO_NCCL").is_none()
         && lib.join("libtorch_cuda.so").is_file()

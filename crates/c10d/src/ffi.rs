@@ -39,8 +39,6 @@ extern "C" {
     pub fn gear_c10d_barrier(group: *mut Group, err: *mut *mut c_char) -> c_int;
     pub fn gear_c10d_free(group: *mut Group);
     pub fn gear_c10d_free_string(s: *mut c_char);
-    pub fn gear_autocast_enter_bf16(cuda: c_int, prev_enabled: *mut c_int, prev_dtype: *mut c_int);
-    pub fn gear_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int);
 }
 
 /// Takes ownership of a message the shim allocated.

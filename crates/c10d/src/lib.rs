@@ -10,9 +10,6 @@
 //! (start every rank from rank 0's parameters) and [`all_gather_rows`] (the global batch of
 //! embeddings, ranks holding different numbers of rows).
 //!
-//! The crate also holds the trainer's other binding to libtorch's C++ API, [`Bf16Autocast`]
-//! (bfloat16 mixed precision), since it compiles against the same headers.
-//!
 //! The environment follows torch.distributed's launchers ([`DistEnv::from_env`]): `RANK`,
 //! `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`.
 //!
@@ -27,10 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod amp;
 mod ffi;
-
-pub use amp::Bf16Autocast;
 
 mod buckets;
 mod env;

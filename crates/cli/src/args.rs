@@ -65,6 +65,8 @@ pub struct EncoderArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: InferencePrecision,
     /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=4096))]
     threads: Option<i32>,
@@ -80,10 +82,13 @@ impl EncoderArgs {
             Some(dir) => dir.clone(),
             None => pretrained::minilm_dir()?,
         };
+        let device = self.device.get();
+        let precision = self.precision.checked(device)?;
         let opts = EncoderOptions {
             max_len: self.max_len,
-            device: self.device.get(),
+            device,
             batch_size: self.batch_size,
+            precision,
         };
         SentenceEncoder::load(&dir, &opts)
             .with_context(|| format!("loading the model in {}", dir.display()))
@@ -102,6 +107,8 @@ pub struct GearModelArgs {
     pretrained: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub precision: InferencePrecision,
 }
 
 impl GearModelArgs {
@@ -110,9 +117,14 @@ impl GearModelArgs {
         self.model.is_some() || self.pretrained
     }
 
-    /// Loads the chosen model on the chosen device, with the folder it came from.
+    /// Loads the chosen model on the chosen device in the chosen precision, with the folder it
+    /// came from.
     pub fn load(&self) -> Result<(GearModel, PathBuf)> {
-        Ok(load_model(&self.source()?, self.device.get())?)
+        let device = self.device.get();
+        let precision = self.precision.checked(device)?;
+        let (mut model, dir) = load_model(&self.source()?, device)?;
+        model.set_precision(precision);
+        Ok((model, dir))
     }
 
     fn source(&self) -> Result<ModelSource> {
@@ -243,11 +255,32 @@ impl LayersArg {
 pub enum PrecisionArg {
     /// Float32 throughout.
     Fp32,
-    /// bfloat16 autocast for the forward pass.
+    /// bfloat16 autocast for the forward pass (matrix products in bfloat16): on a GPU, or a CPU
+    /// with AVX-512 BF16 or AMX-BF16; refused on other CPUs.
     Bf16,
 }
 
-impl From<PrecisionArg> for gear_train::Precision {
+/// `--precision` of the inference commands (embedding, indexing, searching, locating,
+/// generating, serving).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct InferencePrecision {
+    /// Arithmetic of the model's forward passes. `bf16` needs a GPU or a CPU with AVX-512 BF16 or
+    /// AMX-BF16 (refused elsewhere, where it would run several times slower).
+    #[arg(long = "precision", value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
+}
+
+impl InferencePrecision {
+    /// The precision, refused when the device cannot run it at speed; logged.
+    pub fn checked(self, device: Device) -> Result<gear_model::Precision> {
+        let p: gear_model::Precision = self.precision.into();
+        p.check(device)?;
+        tracing::info!("precision: {}", p.describe(device));
+        Ok(p)
+    }
+}
+
+impl From<PrecisionArg> for gear_model::Precision {
     fn from(p: PrecisionArg) -> Self {
         match p {
             PrecisionArg::Fp32 => Self::Fp32,

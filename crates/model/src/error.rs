@@ -92,6 +92,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// bfloat16 was asked for where the processor has no bfloat16 instructions.
+    #[error("--precision bf16: {0}")]
+    Precision(String),
     /// An input violates a model invariant (shapes, lengths).
     #[error("invalid input: {0}")]
     Input(String),

@@ -47,6 +47,7 @@ mod generate;
 mod local;
 mod pointer;
 mod pooling;
+mod precision;
 pub mod pretrained;
 mod sentence;
 mod span;
@@ -85,6 +86,7 @@ pub use pointer::{
     Pointer, PRIOR_RADIUS,
 };
 pub use pooling::{l2_normalize, mean_pool, pool};
+pub use precision::{Bf16Autocast, Bf16Support, Precision, PrecisionGuard};
 pub use sentence::{embed_length_sorted, EncoderOptions, SentenceEncoder};
 pub use span::{decode_spans, SpanReader};
 pub use st_folder::{Pooling, SentenceLayout};

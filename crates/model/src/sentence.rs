@@ -15,7 +15,7 @@ use crate::checkpoint::{
     load_safetensors, load_safetensors_mapped, required_file, LoadMode, LoadReport,
 };
 use crate::pooling::{l2_normalize, pool};
-use crate::{Bert, BertConfig, Error, Result, SentenceLayout};
+use crate::{Bert, BertConfig, Error, Precision, Result, SentenceLayout};
 
 /// Options for [`SentenceEncoder::load`].
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct EncoderOptions {
     pub device: Device,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// The forward's arithmetic. [`SentenceEncoder::load`] refuses bfloat16 on a CPU without
+    /// bfloat16 instructions ([`Precision::check`]).
+    pub precision: Precision,
 }
 
 impl Default for EncoderOptions {
@@ -35,6 +38,7 @@ impl Default for EncoderOptions {
             max_len: None,
             device: Device::Cpu,
             batch_size: 32,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -49,6 +53,7 @@ pub struct SentenceEncoder {
     tokenizer: Tokenizer,
     device: Device,
     batch_size: usize,
+    precision: Precision,
     dir: PathBuf,
     report: LoadReport,
     layout: SentenceLayout,
@@ -91,6 +96,7 @@ impl SentenceEncoder {
         if opts.batch_size == 0 {
             return Err(Error::Input("batch size must be at least 1".into()));
         }
+        opts.precision.check(opts.device)?;
         let max_len = match opts.max_len {
             Some(n) => n,
             None => layout
@@ -149,6 +155,7 @@ impl SentenceEncoder {
             tokenizer,
             device: opts.device,
             batch_size: opts.batch_size,
+            precision: opts.precision,
             dir: dir.to_owned(),
             report,
             layout,
@@ -180,6 +187,18 @@ impl SentenceEncoder {
         &self.layout
     }
 
+    /// The forward's arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Embeds in `precision` from now on, unchecked: bfloat16 on a CPU without bfloat16
+    /// instructions runs (emulated, many times slower; warned at first use) — for checking its
+    /// numbers on any machine. [`EncoderOptions::precision`] is the checked way.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
     /// Embedding width.
     pub fn dim(&self) -> i64 {
         self.bert.config().hidden_size
@@ -208,6 +227,7 @@ impl SentenceEncoder {
             self.tokenizer.encode_batch(texts)?
         };
         let (ids, mask) = crate::batch_tensors(&batch, self.device);
+        let _precision = self.precision.enter(self.device);
         tch::no_grad(|| {
             let out = self.bert.forward_t(&ids, &mask, false)?;
             let pooled = pool(&out.hidden, &mask, self.layout.pooling);

@@ -75,6 +75,36 @@ fn embeddings_match_sentence_transformers() -> Result<()> {
     Ok(())
 }
 
+/// bfloat16 (autocast) against float32 on the parity texts: every embedding's cosine to its
+/// float32 embedding is at least 0.999 (issue 29's bar). Runs on any CPU: where the processor
+/// has no bfloat16 instructions libtorch emulates them, slower but with the same rounding.
+#[test]
+fn bf16_embeddings_keep_a_cosine_of_0_999_to_fp32() -> Result<()> {
+    let fx = fixture()?;
+    let mut enc = encoder(8)?;
+    let fp32 = enc.embed(&fx.texts)?;
+    enc.set_precision(gear_model::Precision::Bf16);
+    let bf16 = enc.embed(&fx.texts)?;
+    assert_eq!(bf16.kind(), tch::Kind::Float);
+    let cos = (&fp32 * &bf16).sum_dim_intlist(1, false, tch::Kind::Float)
+        / (fp32.norm_scalaropt_dim(2, [1].as_slice(), false)
+            * bf16.norm_scalaropt_dim(2, [1].as_slice(), false));
+    let cos = Vec::<f32>::try_from(cos)?;
+    let worst = cos.iter().copied().fold(1.0f32, f32::min);
+    eprintln!(
+        "bf16 vs fp32 over {} texts: min cosine {worst:.6}",
+        cos.len()
+    );
+    assert!(worst >= 0.999, "min cosine {worst}: {cos:?}");
+    // bfloat16 products really ran: the embeddings are not float32's.
+    let diff = (&fp32 - &bf16).abs().max().double_value(&[]);
+    assert!(
+        diff > 1e-6,
+        "no bfloat16 arithmetic happened (max |diff| {diff})"
+    );
+    Ok(())
+}
+
 #[test]
 fn token_counts_match_the_reference_tokenizer() -> Result<()> {
     let fx = fixture()?;

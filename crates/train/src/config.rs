@@ -191,22 +191,15 @@ pub struct RunSection {
     #[serde(default)]
     pub max_steps: Option<u64>,
     /// Arithmetic of the forward pass: `fp32`, or `bf16` mixed precision (libtorch autocast:
-    /// matrix products in bfloat16, weights, optimiser and losses in float32). Meant for GPUs
-    /// (it also runs on CPU, where the tests exercise it). May change when resuming.
+    /// matrix products in bfloat16, weights, optimiser and losses in float32): on a GPU, or a CPU
+    /// with AVX-512 BF16 or AMX-BF16 ([`Trainer::new`](crate::Trainer::new) refuses it on other
+    /// CPUs). May change when resuming.
     #[serde(default)]
     pub precision: Precision,
 }
 
-/// `[run] precision`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// Float32 throughout.
-    #[default]
-    Fp32,
-    /// bfloat16 autocast for the forward pass.
-    Bf16,
-}
+/// `[run] precision`: gear-model's [`Precision`].
+pub use gear_model::Precision;
 
 fn default_eval_generation() -> usize {
     64

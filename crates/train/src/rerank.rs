@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use gear_data::{plan_epoch, BatchingConfig, Span, Triple};
-use gear_model::CrossEncoder;
+use gear_model::{CrossEncoder, Precision};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -34,6 +34,9 @@ pub struct RerankConfig {
     pub clip_norm: f64,
     /// Seed of the data order.
     pub seed: u64,
+    /// Arithmetic of the forward pass (bfloat16 autocast is refused on a CPU without bfloat16
+    /// instructions).
+    pub precision: Precision,
 }
 
 impl Default for RerankConfig {
@@ -49,6 +52,7 @@ impl Default for RerankConfig {
             },
             clip_norm: 1.0,
             seed: 42,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -68,15 +72,10 @@ pub struct RerankStep {
     pub questions_per_second: f64,
 }
 
-/// Trains `model` in place on `train` (questions whose unit falls in no sentence, or whose
-/// document has a single sentence, teach nothing and are left out — their number is returned).
-pub fn train_cross_encoder(
-    model: &CrossEncoder,
-    train: &[Triple],
-    config: &RerankConfig,
-    events: &mut dyn FnMut(&RerankStep),
-) -> Result<usize> {
-    let examples: Vec<(usize, Vec<Span>, Vec<usize>)> = train
+/// Each triple that teaches something (its document has several sentences, one of them
+/// gold): its index, its sentences and the gold ones.
+fn teaching_examples(train: &[Triple]) -> Vec<(usize, Vec<Span>, Vec<usize>)> {
+    train
         .iter()
         .enumerate()
         .map(|(i, t)| {
@@ -85,7 +84,19 @@ pub fn train_cross_encoder(
             (i, sentences, relevant)
         })
         .filter(|(_, s, r)| s.len() > 1 && !r.is_empty())
-        .collect();
+        .collect()
+}
+
+/// Trains `model` in place on `train` (questions whose unit falls in no sentence, or whose
+/// document has a single sentence, teach nothing and are left out — their number is returned).
+pub fn train_cross_encoder(
+    model: &CrossEncoder,
+    train: &[Triple],
+    config: &RerankConfig,
+    events: &mut dyn FnMut(&RerankStep),
+) -> Result<usize> {
+    config.precision.check(model.device())?;
+    let examples = teaching_examples(train);
     let skipped = train.len() - examples.len();
     if examples.is_empty() {
         return Err(Error::Train(
@@ -131,7 +142,10 @@ pub fn train_cross_encoder(
                 }
             }
             let texts: Vec<&str> = pairs.iter().map(String::as_str).collect();
-            let logits = model.logits_t(&texts, PAIRS_PER_FORWARD, true)?;
+            let logits = {
+                let _precision = config.precision.enter(model.device());
+                model.logits_t(&texts, PAIRS_PER_FORWARD, true)?
+            };
             let mut losses = Vec::with_capacity(groups.len());
             for (start, len, relevant) in groups {
                 let log_p = logits.narrow(0, start, len).log_softmax(0, Kind::Float);

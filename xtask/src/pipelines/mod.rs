@@ -152,28 +152,29 @@ pub(super) fn train_reranker(
     out: &Path,
     reranker: &Path,
     epochs: u64,
-    device: &str,
+    run: &RunOptions<'_>,
 ) -> Result<()> {
     if reranker.join("model.safetensors").is_file() {
         return Ok(());
     }
     step("training the cross-encoder reranker baseline on the same triples");
     let epochs = epochs.to_string();
-    gear(
-        env,
-        bin,
-        &[
-            "train-reranker",
-            "--train",
-            s(&out.join("train.jsonl")),
-            "--out",
-            s(reranker),
-            "--epochs",
-            &epochs,
-            "--device",
-            device,
-        ],
-    )
+    let train = out.join("train.jsonl");
+    let mut args = vec![
+        "train-reranker",
+        "--train",
+        s(&train),
+        "--out",
+        s(reranker),
+        "--epochs",
+        &epochs,
+        "--device",
+        run.device,
+    ];
+    if let Some(p) = run.precision {
+        args.extend(["--precision", p.as_str()]);
+    }
+    gear(env, bin, &args)
 }
 
 /// `gear eval squad --json` on `data` with `model`'s arguments.
@@ -370,12 +371,12 @@ pub(super) fn step(what: &str) {
     eprintln!("\n[train] {what}");
 }
 
-/// `--precision` of the pipelines, passed to `gear train`.
+/// `--precision` of the pipelines, passed to `gear train` and `gear train-reranker`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrecisionArg {
     /// Float32 throughout.
     Fp32,
-    /// bfloat16 mixed precision (for `--device cuda`).
+    /// bfloat16 mixed precision (a GPU, or a CPU with AVX-512 BF16 or AMX-BF16).
     Bf16,
 }
 

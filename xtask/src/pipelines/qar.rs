@@ -50,7 +50,8 @@ pub struct QarArgs {
     /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
     #[arg(long)]
     nproc: Option<usize>,
-    /// Mixed precision (for `--device cuda`); default: the config's.
+    /// bfloat16 mixed precision (a GPU, or a CPU with AVX-512 BF16 or AMX-BF16) for GeAR and
+    /// both trained baselines; default: the config's (`fp32`).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
 }
@@ -82,14 +83,7 @@ pub fn qar(env: &Env, args: &QarArgs) -> Result<()> {
     let bi_encoder = if args.no_trained_baselines {
         None
     } else {
-        train_reranker(
-            env,
-            &bin,
-            &args.out,
-            &reranker,
-            args.reranker_epochs,
-            &args.device,
-        )?;
+        train_reranker(env, &bin, &args.out, &reranker, args.reranker_epochs, &run)?;
         Some(train_bi_encoder(env, &bin, &args.out, &run)?)
     };
     eprintln!(

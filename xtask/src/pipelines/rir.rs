@@ -65,7 +65,8 @@ pub struct RirArgs {
     /// or N CPU processes); each takes the config's `data.batch_size` of every global batch.
     #[arg(long)]
     nproc: Option<usize>,
-    /// Mixed precision (for `--device cuda`); default: the config's.
+    /// bfloat16 mixed precision (a GPU, or a CPU with AVX-512 BF16 or AMX-BF16) for GeAR and
+    /// both trained baselines; default: the config's (`fp32`).
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
 }
@@ -295,7 +296,7 @@ pub fn rir(env: &Env, args: &RirArgs) -> Result<()> {
         checkpoint: out.join("run").join("checkpoint").join("model"),
         reranker: args.trained_baselines.then(|| reranker.clone()),
         bi_encoder: if args.trained_baselines {
-            train_reranker(env, &bin, out, &reranker, 1, &args.device)?;
+            train_reranker(env, &bin, out, &reranker, 1, &run)?;
             Some(train_bi_encoder(env, &bin, out, &run)?)
         } else {
             None

@@ -9,7 +9,8 @@ use gear_infer::{build_index, BuildOptions, BuildOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{
-    count, AnnArg, DeviceArg, GearModelArgs, GraphVectorsArg, VectorsArg, MAX_BATCH,
+    count, AnnArg, DeviceArg, GearModelArgs, GraphVectorsArg, InferencePrecision, VectorsArg,
+    MAX_BATCH,
 };
 
 /// How an HNSW graph is built (defaults: `HnswParams::default()`).
@@ -96,6 +97,8 @@ pub enum IndexCommand {
         model: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArg,
+        #[command(flatten)]
+        precision: InferencePrecision,
         /// Documents per forward pass.
         #[arg(long, default_value_t = 32, value_parser = count(1..=MAX_BATCH))]
         batch_size: usize,
@@ -136,13 +139,14 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             corpus,
             model,
             device,
+            precision,
             batch_size,
             no_windows,
         } => add(
             index,
             corpus,
             model.as_deref(),
-            device.get(),
+            (device.get(), *precision),
             *batch_size,
             *no_windows,
         ),
@@ -212,12 +216,17 @@ fn add(
     index: &Path,
     corpus: &Path,
     model: Option<&Path>,
-    device: tch::Device,
+    (device, precision): (tch::Device, InferencePrecision),
     batch_size: usize,
     no_windows: bool,
 ) -> Result<()> {
-    let (opened, gear) =
-        super::search::open_index_and_model(index, model, device, gear_infer::Backend::Exact)?;
+    let (opened, gear) = super::search::open_index_and_model(
+        index,
+        model,
+        device,
+        precision,
+        gear_infer::Backend::Exact,
+    )?;
     let dir = model.map_or_else(|| opened.meta().model.clone(), Path::to_path_buf);
     let before = opened.len();
     drop(opened);

@@ -8,7 +8,7 @@ use gear_train::{train_cross_encoder, RerankConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::train::read_triples;
-use crate::args::DeviceArg;
+use crate::args::{DeviceArg, PrecisionArg};
 
 /// Options of `gear train-reranker`.
 #[derive(clap::Args, Debug)]
@@ -40,6 +40,10 @@ pub struct Args {
     seed: u64,
     #[command(flatten)]
     device: DeviceArg,
+    /// Arithmetic of the forward pass: `bf16` autocast needs a GPU or a CPU with AVX-512 BF16 or
+    /// AMX-BF16 (refused elsewhere).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -64,6 +68,7 @@ pub fn run(args: &Args) -> Result<()> {
         batch_questions: args.batch_size,
         lr: args.lr,
         seed: args.seed,
+        precision: args.precision.into(),
         ..RerankConfig::default()
     };
     let bar = ProgressBar::new(0);

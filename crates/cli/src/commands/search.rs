@@ -8,7 +8,7 @@ use gear_infer::{explain, load_model, Backend, DocumentIndex, ModelSource};
 use gear_model::LocateOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{count, BackendArgs, DeviceArg};
+use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
 
 /// Options of `gear search`.
 #[derive(clap::Args, Debug)]
@@ -29,6 +29,8 @@ pub struct SearchArgs {
     backend: BackendArgs,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: InferencePrecision,
     /// For each result, its K best sentences by cross-attention (local retrieval), with
     /// character spans (0: none).
     #[arg(long, default_value_t = 0, value_parser = count(0..=1000))]
@@ -63,6 +65,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &args.index,
         args.model.as_deref(),
         args.device.get(),
+        args.precision,
         backend,
     )?;
     let many = args.queries.is_some();
@@ -133,13 +136,16 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the index and the model it was built with (or `model`, which must be the same files).
+/// Opens the index and the model it was built with (or `model`, which must be the same files),
+/// the model running in `precision`.
 pub(crate) fn open_index_and_model(
     index: &std::path::Path,
     model: Option<&std::path::Path>,
     device: tch::Device,
+    precision: InferencePrecision,
     backend: Backend,
 ) -> Result<(DocumentIndex, gear_model::GearModel)> {
+    let precision = precision.checked(device)?;
     let index = DocumentIndex::open_with(index, device, backend)?;
     let dir = model.map_or_else(|| index.meta().model.clone(), std::path::Path::to_path_buf);
     index.check_model(&dir)?;
@@ -149,7 +155,8 @@ pub(crate) fn open_index_and_model(
     } else {
         ModelSource::Checkpoint(dir)
     };
-    let (model, _) = load_model(&source, device)?;
+    let (mut model, _) = load_model(&source, device)?;
+    model.set_precision(precision);
     Ok((index, model))
 }
 

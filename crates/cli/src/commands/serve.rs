@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use gear_serve::ServeOptions;
 
 use super::search::open_index_and_model;
-use crate::args::{count, BackendArgs, DeviceArg};
+use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
 
 /// Options of `gear serve`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +24,8 @@ pub struct Args {
     addr: SocketAddr,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: InferencePrecision,
     #[command(flatten)]
     backend: BackendArgs,
     /// Most texts in one batched encoder forward (1: every request alone).
@@ -64,6 +66,7 @@ pub fn run(args: &Args) -> Result<()> {
         &args.index,
         args.model.as_deref(),
         args.device.get(),
+        args.precision,
         backend,
     )?;
     bar.finish_and_clear();

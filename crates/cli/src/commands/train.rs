@@ -35,7 +35,8 @@ pub struct TrainArgs {
     /// Stop after this many optimiser steps (overrides `run.max_steps`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     max_steps: Option<u64>,
-    /// `fp32` or `bf16` (mixed precision, meant for `--device cuda`); overrides `run.precision`.
+    /// `fp32` or `bf16` (autocast mixed precision: a GPU, or a CPU with AVX-512 BF16 or
+    /// AMX-BF16; refused on other CPUs); overrides `run.precision`.
     #[arg(long, value_enum)]
     precision: Option<PrecisionArg>,
     /// Data-parallel training on this machine: start N processes (Gloo on CPU, NCCL on CUDA,
@@ -77,6 +78,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         device = tch::Device::Cuda(env.local_rank);
     }
     let main = dist_env.as_ref().is_none_or(|e| e.rank == 0);
+    // Before reading the data: bf16 on a CPU without bf16 instructions is refused at once.
+    config.run.precision.check(device)?;
     let train = read_triples(&args.train)?;
     let dev = args.dev.as_ref().map(read_triples).transpose()?;
     let trainer = start(args, &config, device, main)?;

@@ -22,14 +22,14 @@ mod reader;
 use std::path::PathBuf;
 
 use gear_data::{Tokenizer, TripleTokenizer};
-use tch::{nn::VarStore, Device, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::bert::encoder::{Bert, Context, EncoderOutput, FusionOptions};
 use crate::decoder::Decoder;
 use crate::generate::GenerationTokens;
 use crate::pointer::Pointer;
 use crate::pooling::{l2_normalize, mean_pool};
-use crate::{Error, Result};
+use crate::{Error, Precision, Result};
 
 pub use config::{
     default_local_layer, CopyMode, CrossAttentionInit, DecoderConfig, DecoderInit, DecoderMemory,
@@ -60,6 +60,8 @@ pub struct GearModel {
     /// The tokenizer (with `[Decode]`) at the query, document and target lengths.
     texts: TripleTokenizer,
     tokens: GenerationTokens,
+    /// The arithmetic of inference forwards ([`GearModel::set_precision`]).
+    precision: Precision,
 }
 
 /// Whether the variable `name` (a [`GearModel`] VarStore key) is one GeAR adds to a BERT
@@ -159,7 +161,27 @@ impl GearModel {
                 start: i64::from(decode),
                 end: i64::from(end),
             },
+            precision: Precision::Fp32,
         })
+    }
+
+    /// The arithmetic of inference (embedding, locating, generating): float32 by default.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Runs inference in `precision` from now on. Training is not affected: the trainer enters
+    /// its own `run.precision` around each step. Unchecked: bfloat16 on a CPU without bfloat16
+    /// instructions runs, emulated and many times slower (warned at first use); call
+    /// [`Precision::check`] first to refuse it, as the command line does.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// `f` without gradients, in the model's precision, on this thread.
+    pub(crate) fn inference<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _precision = self.precision.enter(self.device());
+        tch::no_grad(f)
     }
 
     /// The configuration.
@@ -279,9 +301,10 @@ impl GearModel {
     /// Query embeddings for texts (evaluation mode) → `[n, hidden]` on the CPU.
     pub fn embed_queries<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let enc = self.encode_query_texts(texts)?;
-        tch::no_grad(|| {
+        self.inference(|| {
             Ok(self
                 .encode_queries_t(&enc.ids, &enc.mask, false)?
+                .to_kind(Kind::Float)
                 .to_device(Device::Cpu))
         })
     }
@@ -289,9 +312,10 @@ impl GearModel {
     /// Document embeddings for texts (evaluation mode) → `[n, hidden]` on the CPU.
     pub fn embed_documents<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let enc = self.encode_document_texts(texts)?;
-        tch::no_grad(|| {
+        self.inference(|| {
             Ok(self
                 .encode_documents_t(&enc.ids, &enc.mask, false)?
+                .to_kind(Kind::Float)
                 .to_device(Device::Cpu))
         })
     }

@@ -69,7 +69,7 @@ impl GearModel {
         let documents: Vec<&str> = inputs.iter().map(|i| i.document).collect();
         let q = self.encode_query_texts(&queries)?;
         let d = self.encode_document_texts(&documents)?;
-        let probs = tch::no_grad(|| -> Result<Tensor> {
+        let probs = self.inference(|| -> Result<Tensor> {
             let states = self.document_states_t(&d.ids, &d.mask, false)?;
             self.local_probs(&q, &states, &d.mask, layer)
         })?;
@@ -97,7 +97,7 @@ impl GearModel {
         let n = queries.len() as i64;
         let q = self.encode_query_texts(queries)?;
         let d = self.encode_document_texts(&[document])?;
-        let probs = tch::no_grad(|| -> Result<Tensor> {
+        let probs = self.inference(|| -> Result<Tensor> {
             let states = self.document_states_t(&d.ids, &d.mask, false)?;
             let size = states.size();
             let states = states.expand([n, size[1], size[2]], false);
@@ -151,7 +151,7 @@ impl GearModel {
         let q = self.encode_query_texts(queries)?;
         let d = self.encode_document_texts(documents)?;
         let rows: Vec<i64> = document_of.iter().map(|&r| r as i64).collect();
-        let probs = tch::no_grad(|| -> Result<Tensor> {
+        let probs = self.inference(|| -> Result<Tensor> {
             let index = Tensor::from_slice(&rows).to_device(self.device());
             let states = self
                 .document_states_t(&d.ids, &d.mask, false)?

@@ -210,7 +210,7 @@ impl GearModel {
         let q = self.encode_query_texts(queries)?;
         let d = self.encode_document_texts(documents)?;
         let decoding = options.decoding.unwrap_or(self.config.decoder.decoding);
-        tch::no_grad(|| match decoding {
+        self.inference(|| match decoding {
             Decoding::Free => self.generate_free(&q, &d, options),
             Decoding::Span => self.generate_spans(&q, &d, documents, options),
         })

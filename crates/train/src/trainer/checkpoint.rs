@@ -25,6 +25,7 @@ impl Trainer {
     /// the saved one except for `[run]` `max_steps`, `eval_every`, `checkpoint_every` and
     /// `precision`.
     pub fn resume(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
+        config.run.precision.check(device)?;
         let out = out.into();
         let ck = find_checkpoint(&out).ok_or_else(|| Error::Resume {
             path: out.join("checkpoint"),

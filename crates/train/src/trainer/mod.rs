@@ -115,7 +115,10 @@ fn doc_hash(id: &str) -> i64 {
 
 impl Trainer {
     /// A new run: GeAR initialised from the config's BERT checkpoint (`model.init`).
+    /// `run.precision = "bf16"` is refused on a CPU without bfloat16 instructions
+    /// ([`gear_model::Precision::check`]).
     pub fn new(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
+        config.run.precision.check(device)?;
         let dir = config.init_dir()?;
         let encoder = BertConfig::from_json_file(dir.join("config.json"))?;
         let g = gear_config(&config, encoder);
@@ -154,6 +157,10 @@ impl Trainer {
                 params.push((name, t));
             }
         }
+        tracing::info!(
+            "precision: {}",
+            config.run.precision.describe(model.device())
+        );
         if frozen {
             tracing::info!(
                 "the document encoder is frozen; its states are computed once per document"

@@ -3,7 +3,7 @@
 //! the fusion encoder's generation and local terms (`fusion_terms`), and the loss each rank
 //! back-propagates (`combine`).
 
-use gear_c10d::{all_gather_counted, row_counts, Bf16Autocast};
+use gear_c10d::{all_gather_counted, row_counts};
 use gear_data::{Span, TripleBatch};
 use gear_model::{batch_tensors, keep_mask, l2_normalize, mean_pool, Context, ReaderInputs};
 use tch::{Device, Kind, Tensor};
@@ -12,7 +12,7 @@ use super::{doc_hash, Trainer};
 use crate::losses::{
     contrastive_loss, lm_loss, local_loss_sum, query_keep, soft_targets, unit_token_mask,
 };
-use crate::{Error, Precision, Result};
+use crate::{Error, Result};
 
 /// Added to similarity logits of empty queue slots: far below any real logit, yet finite so that
 /// `0 · log_softmax` stays 0.
@@ -85,8 +85,7 @@ impl Trainer {
         distill: f64,
     ) -> Result<Terms> {
         let device = self.model.device();
-        let _autocast =
-            (self.config.run.precision == Precision::Bf16).then(|| Bf16Autocast::enter(device));
+        let _precision = self.config.run.precision.enter(device);
         let inputs = self.inputs(batch, device);
         let ids = Tensor::from_slice(doc_ids).to_device(device);
         let embedded = self.embed(&inputs, doc_keys)?;
