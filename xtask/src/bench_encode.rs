@@ -34,6 +34,11 @@ pub struct Args {
     /// Limit to the first N passages (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
+    /// Also time `gear embed --precision bf16` against fp32 (speed, and every embedding's
+    /// cosine to its fp32 embedding); on a CPU without bfloat16 instructions the table says why
+    /// it was refused.
+    #[arg(long)]
+    bf16: bool,
 }
 
 pub fn run(env: &Env, args: &Args) -> Result<()> {
@@ -64,7 +69,16 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         args.max_len,
         args.batch_size
     );
-    let mut gear_secs = time_gear(env, &gear, &model_dir, &input, threads, args)?;
+    let (mut gear_secs, fp32_rows) =
+        time_gear(env, &gear, &model_dir, &input, threads, args, "fp32")?
+            .map_err(|e| anyhow::anyhow!("gear embed failed: {e}"))?;
+    let bf16 = if args.bf16 {
+        Some(time_gear(
+            env, &gear, &model_dir, &input, threads, args, "bf16",
+        )?)
+    } else {
+        None
+    };
     let st = time_sentence_transformers(env, &model_dir, &input, threads, args);
     let _ = std::fs::remove_file(&input);
     let mut st_secs = st?;
@@ -91,10 +105,41 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         "\nratio (gear / sentence-transformers, passages/s): {:.3}",
         s / g
     );
+    match bf16 {
+        None => {}
+        Some(Err(refusal)) => println!("\ngear embed --precision bf16: refused: {refusal}"),
+        Some(Ok((mut secs, rows))) => {
+            let b = median(&mut secs);
+            let worst = rows
+                .iter()
+                .zip(&fp32_rows)
+                .map(|(x, y)| {
+                    x.iter()
+                        .zip(y)
+                        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                        .sum::<f64>()
+                })
+                .fold(1.0f64, f64::min);
+            println!(
+                "\n| gear embed | median seconds | passages/s | speed-up | min cosine to fp32 |"
+            );
+            println!("|---|---|---|---|---|");
+            println!("| fp32 | {g:.2} | {:.1} | 1.00× | 1 |", n / g);
+            println!(
+                "| bf16 | {b:.2} | {:.1} | {:.2}× | {worst:.6} |",
+                n / b,
+                g / b
+            );
+        }
+    }
     Ok(())
 }
 
-/// `gear embed`'s seconds for each run over the passages in `input`.
+/// Unit embeddings, one per passage, as `gear embed` printed them.
+type Rows = Vec<Vec<f32>>;
+
+/// `gear embed --precision P`'s seconds for each run over the passages in `input`, with the
+/// embeddings of the first run; `Err(message)` when gear refused the precision.
 fn time_gear(
     env: &Env,
     gear: &std::path::Path,
@@ -102,8 +147,10 @@ fn time_gear(
     input: &std::path::Path,
     threads: usize,
     args: &Args,
-) -> Result<Vec<f64>> {
+    precision: &str,
+) -> Result<Result<(Vec<f64>, Rows), String>> {
     let mut gear_secs = Vec::new();
+    let mut rows = Vec::new();
     for run in 1..=args.runs {
         let stdin = std::fs::File::open(input)?;
         let out = env
@@ -116,19 +163,19 @@ fn time_gear(
                 &args.max_len.to_string(),
                 "--batch-size",
                 &args.batch_size.to_string(),
+                "--precision",
+                precision,
             ])
             .stdin(stdin)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
             .context("cannot run gear")?;
-        if !out.status.success() {
-            bail!(
-                "gear embed failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let last = stderr.lines().last().unwrap_or("").trim();
+            return Ok(Err(last.trim_start_matches("error: ").to_owned()));
+        }
         let stats: serde_json::Value = stderr
             .lines()
             .rev()
@@ -137,11 +184,24 @@ fn time_gear(
         let secs = stats["seconds"]
             .as_f64()
             .context("stats without `seconds`")?;
-        eprintln!("[bench] gear run {run}: {secs:.2} s");
+        eprintln!("[bench] gear {precision} run {run}: {secs:.2} s");
         gear_secs.push(secs);
+        if run == 1 {
+            rows = embeddings(&out.stdout)?;
+        }
     }
+    Ok(Ok((gear_secs, rows)))
+}
 
-    Ok(gear_secs)
+/// The `embedding` of every JSON line `gear embed` printed.
+fn embeddings(stdout: &[u8]) -> Result<Rows> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).context("gear embed output")?;
+            Ok(serde_json::from_value(v["embedding"].clone())?)
+        })
+        .collect()
 }
 
 /// sentence-transformers' seconds for each run (`xtask/scripts/bench_encode.py`, same inputs).

@@ -6,6 +6,7 @@
 
 mod bench_encode;
 mod bench_index;
+mod bench_train;
 mod cmd;
 mod parity;
 mod pipelines;
@@ -71,6 +72,9 @@ enum Command {
     ParityFixture,
     /// Encoding throughput of `gear embed` against sentence-transformers on the SQuAD passages.
     BenchEncode(bench_encode::Args),
+    /// GeAR training throughput, fp32 against bf16 autocast (refused where the CPU has no
+    /// bfloat16 instructions).
+    BenchTrain(bench_train::Args),
     /// The index at 10^5 and 10^6 synthetic vectors beside FAISS: open time, RSS, exact and HNSW
     /// QPS, recall.
     BenchIndex(bench_index::Args),
@@ -126,6 +130,7 @@ fn main() -> Result<()> {
         }
         Command::ParityFixture => parity::run(&setup::ensure()?),
         Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
+        Command::BenchTrain(args) => bench_train::run(&setup::ensure()?, &args),
         Command::BenchIndex(args) => bench_index::run(&setup::ensure()?, &args),
         Command::Serve(args) => serve::serve(&setup::ensure()?, &args),
         Command::BenchServe(args) => serve::bench(&setup::ensure()?, &args),

@@ -8,7 +8,8 @@
 //! (d) GeAR generation: fusion + greedy decoding of up to 16 tokens.
 //!
 //! `cargo xtask bench -p gear-infer --bench inference_cost` runs criterion and then prints a table
-//! of mean times and their ratios to (a). Model: pretrained MiniLM when installed, else a random
+//! of mean times and their ratios to (a), then the same paths in bfloat16 against float32 where
+//! the CPU has bfloat16 instructions (else the reason it is not measured). Model: pretrained MiniLM when installed, else a random
 //! MiniLM-shaped model (costs do not depend on weight values).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
@@ -18,7 +19,7 @@ use std::time::Instant;
 use criterion::{criterion_group, Criterion};
 use gear_data::{split_sentences, Span};
 use gear_infer::{load_model, ModelSource};
-use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Search};
+use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Precision, Search};
 use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
 use tch::{Device, Tensor};
 
@@ -142,17 +143,17 @@ fn benches(c: &mut Criterion) {
 
 criterion_group!(group, benches);
 
-fn ratio_table() {
-    let s = setup();
+/// The four paths' mean seconds over 3 runs (after a warm-up), in the model's precision.
+fn timed_rows(s: &Setup) -> [(&'static str, f64); 4] {
     let time = |f: &dyn Fn(&Setup) -> usize| {
-        f(&s); // warm-up
+        f(s); // warm-up
         let start = Instant::now();
         for _ in 0..3 {
-            std::hint::black_box(f(&s));
+            std::hint::black_box(f(s));
         }
         start.elapsed().as_secs_f64() / 3.0
     };
-    let rows: [(&str, f64); 4] = [
+    [
         (
             "(a) bi-encoder: sentences embedded, cosine",
             time(&bi_encoder),
@@ -166,11 +167,55 @@ fn ratio_table() {
             time(&cross_encoder),
         ),
         ("(d) GeAR generation (≤ 16 tokens)", time(&generation)),
-    ];
-    println!("\n| path ({PAIRS} pairs, {} threads) | mean seconds (3 runs) | ratio to (a) |\n|---|---|---|", tch::get_num_threads());
+    ]
+}
+
+/// The sentence each pair ranks first.
+fn top_sentences(s: &Setup) -> Vec<usize> {
+    let inputs: Vec<LocateInput<'_>> = (0..PAIRS)
+        .map(|i| LocateInput {
+            query: &s.queries[i],
+            document: &s.documents[i],
+            units: &s.units[i],
+        })
+        .collect();
+    s.model
+        .locate_batch(&inputs, &LocateOptions::default())
+        .expect("locate")
+        .iter()
+        .map(|r| r.units[0].index)
+        .collect()
+}
+
+fn ratio_table() {
+    let mut s = setup();
+    let rows = timed_rows(&s);
+    println!("\n| path ({PAIRS} pairs, {} threads, fp32) | mean seconds (3 runs) | ratio to (a) |\n|---|---|---|", tch::get_num_threads());
     for (name, t) in rows {
         println!("| {name} | {t:.3} | {:.2} |", t / rows[0].1);
     }
+    // The same paths in bfloat16, where the processor runs it natively (issue 29's targets:
+    // locate and generate ≥ 1.5× faster at equal rankings).
+    if let Err(e) = Precision::Bf16.check(Device::Cpu) {
+        println!("\nbf16: not measured on this machine: {e}");
+        return;
+    }
+    let fp32_top = top_sentences(&s);
+    s.model.set_precision(Precision::Bf16);
+    let bf16_rows = timed_rows(&s);
+    let changed = fp32_top
+        .iter()
+        .zip(top_sentences(&s))
+        .filter(|(a, b)| **a != *b)
+        .count();
+    println!(
+        "\n| path ({}) | fp32 seconds | bf16 seconds | speed-up |\n|---|---|---|---|",
+        Precision::Bf16.describe(Device::Cpu)
+    );
+    for ((name, a), (_, b)) in rows.iter().zip(bf16_rows) {
+        println!("| {name} | {a:.3} | {b:.3} | {:.2}× |", a / b);
+    }
+    println!("\ntop sentence changed by bf16: {changed} of {PAIRS} pairs");
 }
 
 fn main() {
