@@ -162,7 +162,12 @@ impl EvalModelArgs {
     /// Loads the chosen model.
     pub fn load(&self) -> Result<GearModel> {
         let mut model = match &self.untrained {
-            Some(config) => crate::commands::train::untrained_model(config, self.device())?,
+            Some(config) => {
+                let precision = self.model.precision.checked(self.device())?;
+                let mut model = crate::commands::train::untrained_model(config, self.device())?;
+                model.set_precision(precision);
+                model
+            }
             None if self.model.given() => self.model.load()?.0,
             None => bail!("pass --model CHECKPOINT, --pretrained or --untrained CONFIG"),
         };
@@ -264,7 +269,8 @@ pub enum PrecisionArg {
 /// generating, serving).
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct InferencePrecision {
-    /// Arithmetic of the model's forward passes. `bf16` needs a GPU or a CPU with AVX-512 BF16 or
+    /// Arithmetic of the model's forward passes (GeAR's or the sentence encoder's; the baselines
+    /// `gear eval` compares with run in fp32). `bf16` needs a GPU or a CPU with AVX-512 BF16 or
     /// AMX-BF16 (refused elsewhere, where it would run several times slower).
     #[arg(long = "precision", value_enum, default_value = "fp32")]
     precision: PrecisionArg,
