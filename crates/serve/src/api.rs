@@ -50,9 +50,11 @@ pub(crate) struct AppState {
 const PAGE: &str = include_str!("page.html");
 
 /// The endpoints metrics are labelled with (anything else is `other`).
-const ENDPOINTS: [&str; 9] = [
+const ENDPOINTS: [&str; 11] = [
     "/",
     "/embed",
+    "/rerank",
+    "/v1/embeddings",
     "/search",
     "/locate",
     "/generate",
@@ -67,6 +69,8 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/embed", post(embed))
+        .route("/rerank", post(crate::compat::rerank))
+        .route("/v1/embeddings", post(crate::compat::openai_embeddings))
         .route("/search", post(search))
         .route("/locate", post(locate))
         .route("/generate", post(generate))
@@ -151,7 +155,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
+pub(crate) async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
     if !state.alive.load(Ordering::Relaxed) {
         return Err(ApiError::backend("the model thread has stopped"));
     }
@@ -180,7 +184,7 @@ async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
     }
 }
 
-fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> {
+pub(crate) fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> {
     if let Some(why) = gear_data::blank_reason(query) {
         return Err(ApiError::validation(format!("`query` {why}")));
     }
@@ -194,7 +198,12 @@ fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_range(field: &str, value: usize, min: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn check_range(
+    field: &str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     if value < min || value > max {
         return Err(ApiError::validation(format!(
             "`{field}` must be in {min}..={max}, got {value}"
@@ -287,7 +296,8 @@ async fn embed(
         encoder: req.encoder,
         truncate: req.truncate.unwrap_or(false),
     };
-    submit(&state, task).await.map(Json)
+    let mut answer = submit(&state, task).await?;
+    Ok(Json(answer["vectors"].take()))
 }
 
 /// `POST /search`.

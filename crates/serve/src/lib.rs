@@ -18,6 +18,7 @@
 //! `docs/serve.md` for replacing an index under a running server).
 
 mod api;
+mod compat;
 mod error;
 mod fault;
 mod metrics;
@@ -151,6 +152,7 @@ pub fn serve(
         "documents": index.len(),
         "max_query_tokens": model.config().max_query_len,
         "max_document_tokens": model.config().max_document_len,
+        "dimensions": model.config().encoder.hidden_size,
         "max_batch": options.max_batch,
     });
     let (jobs, queue) = std::sync::mpsc::sync_channel(options.queue);

@@ -79,6 +79,14 @@ pub(crate) enum Task {
         tokens: usize,
         sentences: usize,
     },
+    /// Texts sent along, scored against the query (`/rerank`), each with its `sentences` best
+    /// sentences when above 0.
+    Rerank {
+        query: String,
+        texts: Vec<String>,
+        truncate: bool,
+        sentences: usize,
+    },
 }
 
 impl Task {
@@ -94,7 +102,7 @@ impl Task {
     /// Whether the task reads the index (its vectors or documents).
     fn reads_index(&self) -> bool {
         match self {
-            Task::Embed { .. } => false,
+            Task::Embed { .. } | Task::Rerank { .. } => false,
             Task::Locate { document, .. } => matches!(document, DocSource::Id(_)),
             Task::Search { .. } | Task::Generate { .. } | Task::Explain { .. } => true,
         }
@@ -178,7 +186,8 @@ struct SearchJob {
     deadline: Instant,
 }
 
-type EmbedJob = (Vec<String>, oneshot::Sender<Answer>);
+/// Texts, the tokens the encoder reads of each, and where the vectors go.
+type EmbedJob = (Vec<String>, Vec<usize>, oneshot::Sender<Answer>);
 
 /// How often an idle model thread checks the index's files.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -230,8 +239,8 @@ impl Worker<'_> {
                     encoder,
                     truncate,
                 } => match self.check_inputs(&texts, encoder, truncate) {
-                    Ok(()) if encoder == Encoder::Query => queries.push((texts, reply)),
-                    Ok(()) => documents.push((texts, reply)),
+                    Ok(tokens) if encoder == Encoder::Query => queries.push((texts, tokens, reply)),
+                    Ok(tokens) => documents.push((texts, tokens, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -261,43 +270,32 @@ impl Worker<'_> {
         self.search_group(searches);
     }
 
-    /// `/embed` inputs: each must hold a token the model reads; longer than the encoder reads
-    /// only with `truncate`.
-    fn check_inputs(
+    /// `/embed` inputs: each must hold a token the model reads, and be no longer than the
+    /// encoder reads unless `truncate` (TEI refuses them; so do we). The tokens the encoder
+    /// reads of each (special tokens included), for OpenAI's `usage`.
+    pub(super) fn check_inputs(
         &self,
         texts: &[String],
         encoder: Encoder,
         truncate: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<usize>, ApiError> {
         for (i, text) in texts.iter().enumerate() {
             gear_infer::check_readable(&self.model, &format!("inputs[{i}]"), text)
                 .map_err(ApiError::from_infer)?;
-        }
-        self.check_lengths(texts, encoder, truncate)
-    }
-
-    /// TEI refuses inputs longer than the model reads unless `truncate` is set; so do we.
-    fn check_lengths(
-        &self,
-        texts: &[String],
-        encoder: Encoder,
-        truncate: bool,
-    ) -> Result<(), ApiError> {
-        if truncate {
-            return Ok(());
         }
         let config = self.model.config();
         let max = match encoder {
             Encoder::Query => config.max_query_len,
             Encoder::Document => config.max_document_len,
         };
+        let mut tokens = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
             let n = self
                 .model
                 .tokenizer()
                 .count_tokens(text)
                 .map_err(|e| ApiError::validation(format!("inputs[{i}]: {e}")))?;
-            if n > max {
+            if n > max && !truncate {
                 return Err(ApiError::too_large(format!(
                     "inputs[{i}] is {n} tokens and the {} encoder reads {max}: shorten it or \
                      pass \"truncate\": true",
@@ -307,8 +305,9 @@ impl Worker<'_> {
                     }
                 )));
             }
+            tokens.push(n.min(max));
         }
-        Ok(())
+        Ok(tokens)
     }
 
     /// One encoder's embedding jobs, in forwards of at most `max_batch` texts.
@@ -318,25 +317,29 @@ impl Worker<'_> {
         }
         let texts: Vec<&str> = group
             .iter()
-            .flat_map(|(t, _)| t.iter().map(String::as_str))
+            .flat_map(|(t, _, _)| t.iter().map(String::as_str))
             .collect();
         match self.embed(&texts, encoder) {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
-                for (texts, reply) in group {
+                for (texts, tokens, reply) in group {
                     let mine: Vec<Vec<f32>> = vectors.by_ref().take(texts.len()).collect();
-                    let _ = reply.send(Ok(json!(mine)));
+                    let _ = reply.send(Ok(json!({ "vectors": mine, "tokens": tokens })));
                 }
             }
             Err(e) => {
-                for (_, reply) in group {
+                for (_, _, reply) in group {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
         }
     }
 
-    fn embed(&self, texts: &[&str], encoder: Encoder) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub(super) fn embed(
+        &self,
+        texts: &[&str],
+        encoder: Encoder,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.max_batch) {
             self.metrics.batch(chunk.len());

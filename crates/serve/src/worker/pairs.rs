@@ -8,7 +8,7 @@ use gear_infer::{explain_within, Explanation};
 use gear_model::{GenerationOptions, LocateOptions};
 use serde_json::{json, Value};
 
-use super::{Answer, DocSource, Task, Worker};
+use super::{Answer, DocSource, Encoder, Task, Worker};
 use crate::error::ApiError;
 
 impl Worker<'_> {
@@ -95,10 +95,60 @@ impl Worker<'_> {
                 add_truncation(&mut answer, &e);
                 Ok(answer)
             }
+            Task::Rerank {
+                query,
+                texts,
+                truncate,
+                sentences: k,
+            } => self.rerank(&query, &texts, truncate, k, deadline),
             Task::Embed { .. } | Task::Search { .. } => Err(ApiError::backend(
                 "a batched task reached the single-pair path",
             )),
         }
+    }
+
+    /// `/rerank`: each text's cosine to the query under GeAR's bi-encoder (`E_q` against `E_d`,
+    /// the score global retrieval ranks by), in input order, with its `k` best sentences by
+    /// cross-attention when `k` > 0.
+    fn rerank(
+        &self,
+        query: &str,
+        texts: &[String],
+        truncate: bool,
+        k: usize,
+        deadline: Instant,
+    ) -> Answer {
+        gear_infer::check_readable(&self.model, "`query`", query).map_err(ApiError::from_infer)?;
+        self.check_inputs(&[query.to_owned()], Encoder::Query, truncate)
+            .map_err(|e| ApiError {
+                message: e.message.replacen("inputs[0]", "`query`", 1),
+                ..e
+            })?;
+        self.check_inputs(texts, Encoder::Document, truncate)
+            .map_err(|e| ApiError {
+                message: e.message.replacen("inputs[", "texts[", 1),
+                ..e
+            })?;
+        let q = self.embed(&[query], Encoder::Query)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let d = self.embed(&refs, Encoder::Document)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, (text, vector)) in texts.iter().zip(&d).enumerate() {
+            let score: f32 = q[0].iter().zip(vector).map(|(a, b)| a * b).sum();
+            let mut r = json!({ "index": i, "cosine": score });
+            if k > 0 {
+                let doc = Document {
+                    id: String::new(),
+                    title: String::new(),
+                    text: text.clone(),
+                };
+                let e = self.explain(query, &doc, &LocateOptions::default(), None, deadline)?;
+                r["sentences"] = sentences(&e, k);
+                add_truncation(&mut r, &e);
+            }
+            out.push(r);
+        }
+        Ok(Value::Array(out))
     }
 
     fn document(&self, id: &str) -> Result<Document, ApiError> {
