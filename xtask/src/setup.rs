@@ -403,3 +403,42 @@ pub fn ensure_browser() -> Option<String> {
         Some("apt-get ran but /usr/bin/chromium or /usr/bin/chromedriver is still missing".into())
     }
 }
+
+/// The version of cargo-machete `cargo xtask test` finds unused dependencies with.
+const MACHETE_VERSION: &str = "0.9.2";
+
+/// cargo-machete (unused dependencies), installed into `$GEAR_HOME/tools` once (`cargo
+/// install --locked`, ≈ 2 minutes on 2 cores); returns the binary.
+pub fn ensure_machete(env: &Env) -> Result<PathBuf> {
+    let root = env.gear_home.join("tools");
+    let bin = root.join("bin/cargo-machete");
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(MACHETE_VERSION));
+    if current {
+        return Ok(bin);
+    }
+    eprintln!(
+        "[setup] installing cargo-machete {MACHETE_VERSION} into {} (once)",
+        root.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "install",
+            "--locked",
+            "--version",
+            MACHETE_VERSION,
+            "cargo-machete",
+            "--root",
+        ])
+        .arg(&root)
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!("cargo install cargo-machete failed ({status})");
+    }
+    Ok(bin)
+}

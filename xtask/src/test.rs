@@ -12,6 +12,7 @@ use crate::setup;
 pub fn run(extra: &[String]) -> Result<()> {
     crate::tidy::run()?;
     let env = setup::ensure()?;
+    code_checks(&env)?;
     // The reference stack some tests compare with (export, parity): normally installed with the
     // pretrained package already.
     setup::ensure_sentence_transformers(&env)?;
@@ -42,6 +43,30 @@ pub fn run(extra: &[String]) -> Result<()> {
     )?);
     check_crates_stand_alone(&env)?;
     println!("\ntests: {} passed, {} failed", total.passed, total.failed);
+    Ok(())
+}
+
+/// The code is held to what it says before any test runs: formatted as `cargo fmt` formats it,
+/// no clippy warning in any target, no declared dependency left unused (cargo-machete; a
+/// dependency kept for its build metadata or a feature says so in its Cargo.toml).
+fn code_checks(env: &setup::Env) -> Result<()> {
+    eprintln!("[xtask] cargo fmt --check");
+    status(cargo(env).args(["fmt", "--all", "--check"]))
+        .context("the code is not formatted: run `cargo fmt --all`")?;
+    let machete = setup::ensure_machete(env)?;
+    eprintln!("[xtask] cargo machete (unused dependencies)");
+    status(Command::new(machete).current_dir(crate::workspace_root()))
+        .context("a crate declares a dependency it does not use")?;
+    eprintln!("[xtask] cargo clippy --workspace --all-targets -D warnings");
+    status(cargo(env).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found warnings")?;
     Ok(())
 }
 

@@ -8,10 +8,13 @@
 //!   files count as tests) is over [`MAX_FN_LINES`] lines.
 //! - The leaves do not depend on libtorch, and `gear-data` and `gear-metrics` carry no HTTP
 //!   client ([`LEAVES`], checked with `cargo tree`).
+//! - The crate graph is the one `docs/architecture.md` draws: its table of edges equals the
+//!   gear crates every crate's `Cargo.toml` declares under `[dependencies]`.
 //!
 //! What broke the length rules when the check arrived (22 files and functions) was paid down by
 //! 2026-12-01; there is no list of exceptions, so anything that breaks a rule fails the check.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,6 +58,7 @@ pub fn run() -> Result<()> {
         }
     }
     check_leaf_layers()?;
+    problems.extend(check_crate_graph(&root)?);
     if !problems.is_empty() {
         bail!(
             "tidy: {} problem(s):\n  {}",
@@ -64,7 +68,8 @@ pub fn run() -> Result<()> {
     }
     eprintln!(
         "[xtask] tidy: {} Rust files; crate docs, file lengths (≤ {MAX_FILE_LINES} or a stated \
-         reason), functions outside tests ≤ {MAX_FN_LINES} lines, leaf layering",
+         reason), functions outside tests ≤ {MAX_FN_LINES} lines, leaf layering, the crate graph of \
+         docs/architecture.md",
         files.len()
     );
     Ok(())
@@ -249,6 +254,112 @@ fn check_leaf_layers() -> Result<()> {
     Ok(())
 }
 
+/// The header of `docs/architecture.md`'s table of edges.
+const GRAPH_HEADER: &str = "| crate | depends on |";
+
+/// `crate → gear crates it depends on`, from the rows after [`GRAPH_HEADER`] in `doc`.
+fn documented_graph(doc: &str) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut lines = doc.lines().skip_while(|l| l.trim() != GRAPH_HEADER);
+    if lines.next().is_none() {
+        bail!("docs/architecture.md has no table headed `{GRAPH_HEADER}`");
+    }
+    let names = |cell: &str| -> BTreeSet<String> {
+        cell.split(',')
+            .map(|n| n.trim().trim_matches('`').to_owned())
+            .filter(|n| n.starts_with("gear-"))
+            .collect()
+    };
+    let mut graph = BTreeMap::new();
+    for row in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim().trim_matches('|').split('|').collect();
+        if let [krate, deps] = cells[..] {
+            graph.insert(krate.trim().trim_matches('`').to_owned(), names(deps));
+        } else {
+            bail!("docs/architecture.md: `{row}` is not a `| crate | depends on |` row");
+        }
+    }
+    Ok(graph)
+}
+
+/// The gear crates each workspace crate declares under `[dependencies]`.
+fn declared_graph(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut graph = BTreeMap::new();
+    for entry in std::fs::read_dir(root.join("crates")).context("reading crates/")? {
+        let manifest = entry?.path().join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        let toml: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not TOML", manifest.display()))?;
+        let name = toml["package"]["name"]
+            .as_str()
+            .with_context(|| format!("{}: no package name", manifest.display()))?;
+        let deps = toml
+            .get("dependencies")
+            .and_then(toml::Value::as_table)
+            .map(|t| {
+                t.keys()
+                    .filter(|k| k.starts_with("gear-"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        graph.insert(name.to_owned(), deps);
+    }
+    Ok(graph)
+}
+
+/// Where the declared graph and the documented one differ, one line per difference.
+fn graph_differences(
+    declared: &BTreeMap<String, BTreeSet<String>>,
+    documented: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let none = BTreeSet::new();
+    let crates: BTreeSet<&String> = declared.keys().chain(documented.keys()).collect();
+    for krate in crates {
+        match (declared.get(krate), documented.get(krate)) {
+            (Some(_), None) => problems.push(format!(
+                "docs/architecture.md: crate `{krate}` is missing from the table of edges"
+            )),
+            (None, Some(_)) => problems.push(format!(
+                "docs/architecture.md: the table lists `{krate}`, which is not a crate under crates/"
+            )),
+            _ => {}
+        }
+        let (have, drawn) = (
+            declared.get(krate).unwrap_or(&none),
+            documented.get(krate).unwrap_or(&none),
+        );
+        for dep in have.difference(drawn) {
+            problems.push(format!(
+                "crates/{}/Cargo.toml: `{krate}` depends on `{dep}`, an edge docs/architecture.md \
+                 does not draw (add it there, or drop the dependency)",
+                krate.trim_start_matches("gear-")
+            ));
+        }
+        for dep in drawn.difference(have) {
+            problems.push(format!(
+                "docs/architecture.md: draws `{krate}` → `{dep}`, which `{krate}` does not declare"
+            ));
+        }
+    }
+    problems
+}
+
+/// The crate graph against `docs/architecture.md`'s table of edges.
+fn check_crate_graph(root: &Path) -> Result<Vec<String>> {
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md"))
+        .context("reading docs/architecture.md")?;
+    Ok(graph_differences(
+        &declared_graph(root)?,
+        &documented_graph(&doc)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +405,30 @@ mod tests {
         // A mark with no reason does not count.
         let empty = format!("{LONG_FILE_MARK}\n{many}");
         assert_eq!(check_file("crates/a/src/x.rs", &empty).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_crate_graph_must_equal_the_documented_table() {
+        let doc = "text\n| crate | depends on |\n|---|---|\n| `gear-a` | — |\n| `gear-b` | `gear-a` |\n\nmore";
+        let documented = documented_graph(doc).unwrap();
+        let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        let mut declared = BTreeMap::new();
+        declared.insert("gear-a".to_owned(), set(&[]));
+        declared.insert("gear-b".to_owned(), set(&["gear-a"]));
+        assert!(graph_differences(&declared, &documented).is_empty());
+        declared.insert("gear-b".to_owned(), set(&["gear-a", "gear-c"]));
+        declared.insert("gear-c".to_owned(), set(&[]));
+        let p = graph_differences(&declared, &documented);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter().any(|l| l.contains("`gear-b` depends on `gear-c`")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|l| l.contains("`gear-c` is missing")), "{p:?}");
+        declared.insert("gear-b".to_owned(), set(&[]));
+        declared.remove("gear-c");
+        let p = graph_differences(&declared, &documented);
+        assert!(p[0].contains("draws `gear-b` → `gear-a`"), "{p:?}");
+        assert!(documented_graph("no table").is_err());
     }
 }
