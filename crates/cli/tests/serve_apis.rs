@@ -2,7 +2,8 @@
 //! `/v1/embeddings` through the `openai` Python package, TEI's `/embed` through
 //! huggingface_hub's `InferenceClient`, and TEI's `/rerank` with GeAR's located sentences —
 //! numbers checked against the server's own routes, bad requests answered 4xx in each API's own
-//! error shape, never 5xx.
+//! error shape, never 5xx — and one offset convention: `gear search --locate`, `gear locate
+//! --json` and `/search` give the same sentences at the same character offsets.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use serve_harness::{serial, Server, QUERY};
+use serve_harness::{gear, index, run_ok, serial, Server, QUERY};
 
 const TEXTS: [&str; 3] = [
     "Super Bowl 50 was an American football game to determine the champion of the National \
@@ -252,4 +253,69 @@ fn bad_rerank_and_openai_requests_get_4xx_in_their_api_s_shape() {
     );
     let (status, _) = server.get("/health");
     assert_eq!(status, 200, "the server is still up");
+}
+
+#[test]
+fn the_cli_and_the_server_give_the_same_sentences_at_the_same_character_offsets() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let (status, searched) = server.post(
+        "/search",
+        &json!({"query": QUERY, "k": 3, "locate": 2}).to_string(),
+    );
+    assert_eq!(status, 200, "{searched}");
+    let results = searched["results"].as_array().unwrap();
+    let mut cmd = gear();
+    cmd.args(["search", "--index"])
+        .arg(index())
+        .args(["-k", "3", "--locate", "2", "--json", QUERY]);
+    let cli: Vec<Value> = run_ok(cmd)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cli.len(), results.len());
+    let same = |a: &Value, b: &Value, what: &str| {
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            for field in ["index", "start", "end", "text"] {
+                assert_eq!(x[field], y[field], "{what}: {field}: {x} vs {y}");
+            }
+            let d = (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs();
+            assert!(d < 1e-5, "{what}: score {x} vs {y}");
+        }
+    };
+    let mut beyond_ascii = 0;
+    for (http, line) in results.iter().zip(&cli) {
+        assert_eq!(http["id"], line["id"]);
+        same(
+            &http["sentences"],
+            &line["sentences"],
+            "gear search vs /search",
+        );
+        // `gear locate --json` on the same document: its best two sentences, the same offsets.
+        let mut cmd = gear();
+        cmd.args(["locate", "--pretrained", "--index"])
+            .arg(index())
+            .args(["--doc-id", http["id"].as_str().unwrap(), "--json", QUERY]);
+        let located: Value = serde_json::from_str(&run_ok(cmd)).unwrap();
+        let top2 = Value::Array(located["sentences"].as_array().unwrap()[..2].to_vec());
+        same(&http["sentences"], &top2, "gear locate --json vs /search");
+        // Character offsets, checked against the text itself.
+        let text = http["text"].as_str().unwrap();
+        for s in http["sentences"].as_array().unwrap() {
+            let (start, end) = (
+                s["start"].as_u64().unwrap() as usize,
+                s["end"].as_u64().unwrap() as usize,
+            );
+            let chars: String = text.chars().skip(start).take(end - start).collect();
+            assert_eq!(s["text"].as_str().unwrap(), chars);
+            let sentence = s["text"].as_str().unwrap();
+            beyond_ascii += usize::from(text.find(sentence) != Some(start));
+        }
+    }
+    assert!(
+        beyond_ascii > 0,
+        "no sentence after a non-ASCII character: the test would not tell bytes from characters"
+    );
 }

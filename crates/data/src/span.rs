@@ -37,11 +37,29 @@ impl Span {
     pub fn slice<'a>(&self, text: &'a str) -> Option<&'a str> {
         text.get(self.start..self.end)
     }
+
+    /// The same range in characters (Unicode scalar values) — the offsets every output of
+    /// GeAR-rs gives, as the triple format's units do — or `None` when the span is out of
+    /// bounds or splits a character. The one byte → character conversion.
+    pub fn char_offsets(&self, text: &str) -> Option<(usize, usize)> {
+        let slice = self.slice(text)?;
+        let start = text[..self.start].chars().count();
+        Some((start, start + slice.chars().count()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn char_offsets_count_characters_not_bytes() {
+        let text = "Zürich – the café";
+        let span = Span::new(text.find("café").unwrap(), text.len());
+        assert_eq!(span.char_offsets(text), Some((13, 17)));
+        assert_eq!(Span::new(0, 2).char_offsets(text), None, "splits `ü`");
+        assert_eq!(Span::new(0, 99).char_offsets(text), None);
+    }
 
     #[test]
     fn slices_and_contains() {

@@ -11,8 +11,11 @@ use serde::Serialize;
 
 use crate::Result;
 
-/// Everything GeAR says about one (query, document) pair.
-#[derive(Debug, Clone, Serialize)]
+/// Everything GeAR says about one (query, document) pair. Its spans are byte spans; what it
+/// serialises to (`gear locate --json`) and what [`Explanation::located_sentences`],
+/// [`Explanation::located_tokens`] and [`Explanation::generated_chars`] give are character
+/// offsets, as every output of GeAR-rs (`/search`, `/locate`, `gear search --json`).
+#[derive(Debug, Clone)]
 pub struct Explanation {
     /// The query.
     pub query: String,
@@ -26,10 +29,8 @@ pub struct Explanation {
     pub generated: Option<String>,
     /// Where the generated text sits in the document (byte span), when it was decoded as a
     /// span of the document (`decoder.decoding = "span"` or `--decoding span`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub generated_span: Option<Span>,
     /// Set when the document is longer than the model reads (`max_document_len` tokens).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
 }
 
@@ -73,6 +74,120 @@ pub struct AttendedSpan {
     pub weight: f32,
     /// The covered text.
     pub text: String,
+}
+
+/// A ranked sentence with character offsets into its document (Unicode scalar values, as the
+/// triple format's units): what `gear search --json`, `gear locate --json`, `/search`,
+/// `/locate` and `/rerank` give.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocatedSentence {
+    /// Position among the document's sentences.
+    pub index: usize,
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// Score under the chosen aggregation.
+    pub score: f32,
+    /// The sentence.
+    pub text: String,
+}
+
+/// An attended token with character offsets into its document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocatedToken {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// Its attention weight.
+    pub weight: f32,
+    /// The covered text.
+    pub text: String,
+}
+
+/// A character range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CharSpan {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+}
+
+impl Explanation {
+    fn chars(&self, span: Span) -> (usize, usize) {
+        span.char_offsets(&self.document.text).unwrap_or((0, 0))
+    }
+
+    /// The `k` best sentences, best first, with character offsets.
+    pub fn located_sentences(&self, k: usize) -> Vec<LocatedSentence> {
+        self.sentences
+            .iter()
+            .take(k)
+            .map(|s| {
+                let (start, end) = self.chars(s.span);
+                LocatedSentence {
+                    index: s.index,
+                    start,
+                    end,
+                    score: s.score,
+                    text: s.text.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The most attended tokens, heaviest first, with character offsets.
+    pub fn located_tokens(&self) -> Vec<LocatedToken> {
+        self.tokens
+            .iter()
+            .map(|t| {
+                let (start, end) = self.chars(t.span);
+                LocatedToken {
+                    start,
+                    end,
+                    weight: t.weight,
+                    text: t.text.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Where the generated text was read from, in characters (span decoding only).
+    pub fn generated_chars(&self) -> Option<CharSpan> {
+        self.generated_span.map(|s| {
+            let (start, end) = self.chars(s);
+            CharSpan { start, end }
+        })
+    }
+}
+
+impl Serialize for Explanation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            query: &'a str,
+            document: &'a Document,
+            sentences: Vec<LocatedSentence>,
+            tokens: Vec<LocatedToken>,
+            generated: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            generated_span: Option<CharSpan>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            truncated: Option<Truncation>,
+        }
+        Shown {
+            query: &self.query,
+            document: &self.document,
+            sentences: self.located_sentences(usize::MAX),
+            tokens: self.located_tokens(),
+            generated: &self.generated,
+            generated_span: self.generated_chars(),
+            truncated: self.truncated,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// Ranks `document`'s sentences for `query` and, with `generation`, generates text.

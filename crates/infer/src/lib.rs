@@ -40,8 +40,8 @@ pub use build::{
 };
 pub use error::{Error, Result};
 pub use explain::{
-    explain, explain_within, sentence_windows, AttendedSpan, Explanation, RankedSentence,
-    Truncation,
+    explain, explain_within, sentence_windows, AttendedSpan, CharSpan, Explanation,
+    LocatedSentence, LocatedToken, RankedSentence, Truncation,
 };
 pub use render::{escape_html, render_html, render_terminal};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};

@@ -139,21 +139,21 @@ pub fn render_terminal(e: &Explanation, color: bool, sentences: usize) -> String
     out
 }
 
-/// Where the generated text was read from: " (from sentence N, bytes a–b)" for span decoding,
-/// nothing otherwise.
+/// Where the generated text was read from: " (read from sentence N, characters a–b)" for span
+/// decoding, nothing otherwise.
 fn read_from(e: &Explanation) -> String {
-    let Some(span) = e.generated_span else {
+    let (Some(span), Some(chars)) = (e.generated_span, e.generated_chars()) else {
         return String::new();
     };
     let mut by_place: Vec<_> = e.sentences.iter().collect();
     by_place.sort_by_key(|s| s.index);
     match by_place.iter().find(|s| s.span.contains(span.start)) {
         Some(s) => format!(
-            " (read from sentence {}, bytes {}–{})",
+            " (read from sentence {}, characters {}–{})",
             s.index + 1,
-            span.start,
-            span.end
+            chars.start,
+            chars.end
         ),
-        None => format!(" (read from bytes {}–{})", span.start, span.end),
+        None => format!(" (read from characters {}–{})", chars.start, chars.end),
     }
 }

@@ -89,16 +89,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             }
             for (rank, (doc, score)) in hits.into_iter().enumerate() {
                 let sentences = if args.locate > 0 {
-                    let e = explain(&model, query, &doc, &locate, None)?;
-                    e.sentences
-                        .into_iter()
-                        .take(args.locate)
-                        .map(|s| {
-                            let start = doc.text[..s.span.start].chars().count();
-                            let end = start + s.text.chars().count();
-                            (s.index, start, end, s.score, s.text)
-                        })
-                        .collect()
+                    explain(&model, query, &doc, &locate, None)?.located_sentences(args.locate)
                 } else {
                     Vec::new()
                 };
@@ -108,12 +99,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                         line["query"] = query.as_str().into();
                     }
                     if args.locate > 0 {
-                        line["sentences"] = sentences
-                            .iter()
-                            .map(|(index, start, end, score, text)| {
-                                serde_json::json!({"index": index, "start": start, "end": end, "score": score, "text": text})
-                            })
-                            .collect();
+                        line["sentences"] = serde_json::json!(sentences);
                     }
                     outln!("{line}")?;
                 } else {
@@ -124,8 +110,15 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                         doc.id,
                         doc.title
                     )?;
-                    for (index, start, end, score, text) in &sentences {
-                        outln!("       {score:.4}  [{index}] chars {start}..{end}  {text}")?;
+                    for s in &sentences {
+                        outln!(
+                            "       {:.4}  [{}] chars {}..{}  {}",
+                            s.score,
+                            s.index,
+                            s.start,
+                            s.end,
+                            s.text
+                        )?;
                     }
                 }
             }

@@ -89,12 +89,11 @@ pub struct Triple {
 impl Unit {
     /// The unit covering byte span `span` of `text`.
     pub fn from_byte_span(text: &str, span: Span) -> Option<Unit> {
-        let slice = span.slice(text)?;
-        let start = text[..span.start].chars().count();
+        let (start, end) = span.char_offsets(text)?;
         Some(Unit {
             start,
-            end: start + slice.chars().count(),
-            text: slice.to_owned(),
+            end,
+            text: span.slice(text)?.to_owned(),
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use gear_data::{Document, Span};
+use gear_data::Document;
 use gear_infer::{explain_within, Explanation};
 use gear_model::{GenerationOptions, LocateOptions};
 use serde_json::{json, Value};
@@ -52,16 +52,11 @@ impl Worker<'_> {
                 });
                 // Where the answer was read from (span decoding) and the sentence local
                 // retrieval ranks first, both in character offsets as /search gives them.
-                if let Some(span) = e.generated_span {
-                    let (start, end) = char_span(&doc.text, span);
-                    answer["span"] = json!({"start": start, "end": end});
+                if let Some(span) = e.generated_chars() {
+                    answer["span"] = json!(span);
                 }
-                if let Some(top) = e.sentences.first() {
-                    let (start, end) = char_span(&doc.text, top.span);
-                    answer["sentence"] = json!({
-                        "index": top.index, "start": start, "end": end,
-                        "score": top.score, "text": top.text,
-                    });
+                if let Some(top) = e.located_sentences(1).pop() {
+                    answer["sentence"] = json!(top);
                 }
                 add_truncation(&mut answer, &e);
                 Ok(answer)
@@ -78,19 +73,11 @@ impl Worker<'_> {
                     ..LocateOptions::default()
                 };
                 let e = self.explain(&query, &doc, &options, None, deadline)?;
-                let attended: Vec<Value> = e
-                    .tokens
-                    .iter()
-                    .map(|t| {
-                        let (start, end) = char_span(&doc.text, t.span);
-                        json!({"start": start, "end": end, "weight": t.weight, "text": t.text})
-                    })
-                    .collect();
                 let mut answer = json!({
                     "query": query,
                     "doc_id": doc_id,
                     "sentences": sentences(&e, k),
-                    "tokens": attended,
+                    "tokens": e.located_tokens(),
                 });
                 add_truncation(&mut answer, &e);
                 Ok(answer)
@@ -188,22 +175,7 @@ pub(super) fn add_truncation(answer: &mut Value, e: &Explanation) {
     }
 }
 
-/// The `k` best sentences with character spans (Unicode scalar values, as the triple format).
+/// The `k` best sentences with character offsets.
 pub(super) fn sentences(e: &Explanation, k: usize) -> Value {
-    e.sentences
-        .iter()
-        .take(k)
-        .map(|s| {
-            let (start, end) = char_span(&e.document.text, s.span);
-            json!({"index": s.index, "start": start, "end": end, "score": s.score, "text": s.text})
-        })
-        .collect()
-}
-
-fn char_span(text: &str, span: Span) -> (usize, usize) {
-    let start = text.get(..span.start).map_or(0, |t| t.chars().count());
-    let len = text
-        .get(span.start..span.end)
-        .map_or(0, |t| t.chars().count());
-    (start, start + len)
+    json!(e.located_sentences(k))
 }
