@@ -88,18 +88,7 @@ fn bi_encoder(s: &Setup) -> usize {
 }
 
 fn gear_local(s: &Setup) -> usize {
-    let inputs: Vec<LocateInput<'_>> = (0..PAIRS)
-        .map(|i| LocateInput {
-            query: &s.queries[i],
-            document: &s.documents[i],
-            units: &s.units[i],
-        })
-        .collect();
-    let r = s
-        .model
-        .locate_batch(&inputs, &LocateOptions::default())
-        .expect("locate");
-    r.iter().map(|x| x.units[0].index).sum()
+    top_sentences(s).iter().sum()
 }
 
 fn cross_encoder(s: &Setup) -> usize {

@@ -198,6 +198,29 @@ pub(crate) fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// A request's list of texts (`inputs`, `texts`, `input`): not empty (422), at most
+/// `max_inputs` (413), and every text holding something the model reads (422 naming it).
+pub(crate) fn check_texts(field: &str, texts: &[String], limits: &Limits) -> Result<(), ApiError> {
+    if texts.is_empty() {
+        return Err(ApiError::validation(format!("`{field}` is empty")));
+    }
+    if texts.len() > limits.max_inputs {
+        return Err(ApiError::too_large(format!(
+            "{} {field}; at most {} per request",
+            texts.len(),
+            limits.max_inputs
+        )));
+    }
+    match texts
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
+    {
+        Some((i, why)) => Err(ApiError::validation(format!("{field}[{i}] {why}"))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn check_range(
     field: &str,
     value: usize,
@@ -257,23 +280,7 @@ async fn embed(
         Inputs::One(t) => vec![t],
         Inputs::Many(ts) => ts,
     };
-    if texts.is_empty() {
-        return Err(ApiError::validation("`inputs` is empty"));
-    }
-    if texts.len() > state.limits.max_inputs {
-        return Err(ApiError::too_large(format!(
-            "{} inputs; at most {} per request",
-            texts.len(),
-            state.limits.max_inputs
-        )));
-    }
-    if let Some((i, why)) = texts
-        .iter()
-        .enumerate()
-        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
-    {
-        return Err(ApiError::validation(format!("inputs[{i}] {why}")));
-    }
+    check_texts("inputs", &texts, &state.limits)?;
     if req.normalize == Some(false) {
         return Err(ApiError::validation(
             "GeAR's embeddings are unit-length: `normalize: false` is not available",

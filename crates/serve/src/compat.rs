@@ -25,7 +25,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{check_query, check_range, submit, ApiJson, AppState};
+use crate::api::{check_query, check_range, check_texts, submit, ApiJson, AppState};
 use crate::error::ApiError;
 use crate::worker::{Encoder, Task};
 
@@ -59,24 +59,7 @@ pub(crate) async fn rerank(
 ) -> Result<Json<Value>, ApiError> {
     let limits = state.limits;
     check_query(&req.query, &limits)?;
-    if req.texts.is_empty() {
-        return Err(ApiError::validation("`texts` cannot be empty"));
-    }
-    if req.texts.len() > limits.max_inputs {
-        return Err(ApiError::too_large(format!(
-            "{} texts; at most {} per request",
-            req.texts.len(),
-            limits.max_inputs
-        )));
-    }
-    if let Some((i, why)) = req
-        .texts
-        .iter()
-        .enumerate()
-        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
-    {
-        return Err(ApiError::validation(format!("texts[{i}] {why}")));
-    }
+    check_texts("texts", &req.texts, &limits)?;
     check_direction(req.truncation_direction.as_deref())?;
     let sentences = check_range("sentences", req.sentences, 0, MAX_SENTENCES)?;
     if sentences > 0 {
@@ -239,26 +222,7 @@ pub(crate) async fn openai_embeddings(
                  the text",
             )),
         };
-    if texts.is_empty() {
-        return Err(invalid("input", "`input` is an empty list"));
-    }
-    if texts.len() > state.limits.max_inputs {
-        return Err(invalid(
-            "input",
-            format!(
-                "{} inputs; at most {} per request",
-                texts.len(),
-                state.limits.max_inputs
-            ),
-        ));
-    }
-    if let Some((i, why)) = texts
-        .iter()
-        .enumerate()
-        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
-    {
-        return Err(invalid("input", format!("input[{i}] {why}")));
-    }
+    check_texts("input", &texts, &state.limits).map_err(|e| invalid("input", e.message))?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
