@@ -24,6 +24,7 @@ mod ann_build;
 mod build;
 mod error;
 mod explain;
+mod located;
 mod mapped;
 mod opening;
 mod render;
@@ -40,9 +41,10 @@ pub use build::{
 };
 pub use error::{Error, Result};
 pub use explain::{
-    explain, explain_within, sentence_windows, AttendedSpan, CharSpan, Explanation,
-    LocatedSentence, LocatedToken, RankedSentence, Truncation,
+    explain, explain_within, sentence_windows, AttendedSpan, Explanation, RankedSentence,
+    Truncation,
 };
+pub use located::{CharSpan, LocatedSentence, LocatedToken};
 pub use render::{escape_html, render_html, render_terminal};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
 pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
