@@ -33,17 +33,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The query rewriter failed.
-    #[error("rewriter `{rewriter}`: {message}")]
-    Rewrite {
-        /// The rewriter's name.
-        rewriter: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The relevance filter's embedder failed.
-    #[error("embedding for the relevance filter failed: {0}")]
-    Embed(String),
     /// An output exists already or a resume file does not fit this run.
     #[error("{path}: {message}")]
     Output {

@@ -9,8 +9,8 @@
 //! - [`generate_corpus`]: the embedded, seeded corpus of invented Wikipedia-like articles that
 //!   `cargo xtask train-rir` trains on without a download.
 //!
-//! Errors are `gear-data`'s [`gear_data::Error`]: the pipeline reads and writes that crate's
-//! files, and a rewriter's or embedder's failure has its own variant there.
+//! Errors are this crate's [`Error`]: a data file's error is `gear-data`'s, carried as is; a
+//! rewriter's or embedder's failure has its own variant.
 //!
 //! ```
 //! use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
@@ -25,10 +25,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod corpus;
+mod error;
 mod rewriters;
 mod rir;
 
 pub use corpus::generate_corpus;
+pub use error::{Error, Result};
 pub use rewriters::{
     extract_keywords, KeywordOptions, KeywordRewriter, OpenAiConfig, OpenAiRewriter,
     REWRITE_INSTRUCTION,

@@ -5,7 +5,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gear_data::{Document, Result, Tokenizer, TripleReader};
+use gear_data::{Document, Tokenizer, TripleReader};
+use gear_synth::Result;
 use gear_synth::{
     candidates, generate_corpus, preprocess, pronoun_led, synthesize_rir, Embedder,
     KeywordRewriter, Rewriter, RirConfig, RirStats,
@@ -55,7 +56,7 @@ impl Rewriter for Flaky {
     }
     fn rewrite(&self, sentence: &str) -> Result<String> {
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.ok {
-            return Err(gear_data::Error::Rewrite {
+            return Err(gear_synth::Error::Rewrite {
                 rewriter: "flaky".into(),
                 message: "server gone".into(),
             });
@@ -114,7 +115,7 @@ fn every_step_is_counted_and_every_triple_is_valid() {
 
     let triples: Vec<_> = TripleReader::open(&out)
         .unwrap()
-        .collect::<Result<_>>()
+        .collect::<gear_data::Result<_>>()
         .unwrap();
     assert_eq!(triples.len(), stats.triples);
     for t in &triples {

@@ -407,10 +407,10 @@ fn read_documents(path: &PathBuf, skip_bad: bool) -> Result<(Vec<Document>, usiz
 struct RelevanceFilter<'a>(&'a gear_model::SentenceEncoder);
 
 impl gear_synth::Embedder for RelevanceFilter<'_> {
-    fn embed(&self, texts: &[&str]) -> gear_data::Result<Vec<Vec<f32>>> {
+    fn embed(&self, texts: &[&str]) -> gear_synth::Result<Vec<Vec<f32>>> {
         self.0
             .embed_vecs(texts)
-            .map_err(|e| gear_data::Error::Embed(e.to_string()))
+            .map_err(|e| gear_synth::Error::Embed(e.to_string()))
     }
 }
 

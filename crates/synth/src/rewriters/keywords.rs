@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use gear_data::Result;
+use crate::Result;
 
 use crate::Rewriter;
 

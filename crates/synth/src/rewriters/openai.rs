@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use gear_data::{Error, Result};
+use gear_data::Error as DataError;
+
+use crate::{Error, Result};
 
 use crate::Rewriter;
 
@@ -90,16 +92,18 @@ impl OpenAiRewriter {
     /// A rewriter with `config`; nothing is sent until the first sentence.
     pub fn new(config: OpenAiConfig) -> Result<Self> {
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(Error::InvalidSetting {
+            return Err(DataError::InvalidSetting {
                 field: "url",
                 message: format!("`{}` is not an http(s) URL", config.url),
-            });
+            }
+            .into());
         }
         if config.max_attempts == 0 {
-            return Err(Error::InvalidSetting {
+            return Err(DataError::InvalidSetting {
                 field: "max_attempts",
                 message: "must be at least 1".into(),
-            });
+            }
+            .into());
         }
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(config.timeout_s))

@@ -1,6 +1,8 @@
 //! Step 6 of the RIR pipeline: the relevance filter on query–document cosine.
 
-use gear_data::{Document, Error, Result, Triple};
+use gear_data::{Document, Triple};
+
+use crate::{Error, Result};
 
 use super::{Embedder, RirStats};
 

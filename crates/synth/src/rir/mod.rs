@@ -39,7 +39,9 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use gear_data::{Document, Error, OutputLock, Result, Scenario, Tokenizer, Triple, Unit};
+use gear_data::{Document, Error as DataError, OutputLock, Scenario, Tokenizer, Triple, Unit};
+
+use crate::Result;
 
 pub use preprocess::{candidates, preprocess, pronoun_led, Preprocessed};
 pub use query::{document_rng, postprocess_query};
@@ -154,7 +156,7 @@ impl RirStats {
 /// Runs the pipeline over `documents`, writing triples to `output` (see the module docs for
 /// resuming). `progress` is called after every document.
 pub fn synthesize_rir(
-    documents: impl Iterator<Item = Result<Document>>,
+    documents: impl Iterator<Item = gear_data::Result<Document>>,
     output: &Path,
     tokenizer: &Tokenizer,
     rewriter: &dyn Rewriter,
@@ -163,18 +165,20 @@ pub fn synthesize_rir(
     progress: &mut dyn FnMut(&RirStats),
 ) -> Result<RirStats> {
     if cfg.min_similarity.is_some() && embedder.is_none() {
-        return Err(Error::InvalidSetting {
+        return Err(DataError::InvalidSetting {
             field: "min_similarity",
             message: "the relevance filter needs an embedder (or set it to none)".into(),
-        });
+        }
+        .into());
     }
     let _lock = OutputLock::acquire(output)?;
     // Checked under the lock, so a run that finished just before this one counts too.
     if output.exists() {
-        return Err(Error::Output {
+        return Err(DataError::Output {
             path: output.to_owned(),
             message: "exists already; remove it to synthesise again".into(),
-        });
+        }
+        .into());
     }
     let partial = partial_path(output);
     let settings = settings_fingerprint(cfg, rewriter);
@@ -183,7 +187,7 @@ pub fn synthesize_rir(
         .create(true)
         .append(true)
         .open(&partial)
-        .map_err(|source| Error::Io {
+        .map_err(|source| DataError::Io {
             path: partial.clone(),
             source,
         })?;
@@ -191,7 +195,7 @@ pub fn synthesize_rir(
         let header = serde_json::json!({ PARTIAL_HEADER: settings }).to_string() + "\n";
         sink.write_all(header.as_bytes())
             .and_then(|()| sink.sync_data())
-            .map_err(|source| Error::Io {
+            .map_err(|source| DataError::Io {
                 path: partial.clone(),
                 source,
             })?;
@@ -212,7 +216,7 @@ pub fn synthesize_rir(
                         None => buffer.push(doc),
                         Some(hash) if hash == document_hash(&doc) => {}
                         Some(_) => {
-                            return Err(Error::Output {
+                            return Err(DataError::Output {
                                 path: partial,
                                 message: format!(
                                     "document `{}` differs from the one the interrupted run \
@@ -220,7 +224,8 @@ pub fn synthesize_rir(
                                      partial file to start over",
                                     doc.id
                                 ),
-                            })
+                            }
+                            .into())
                         }
                     }
                 }
@@ -232,14 +237,15 @@ pub fn synthesize_rir(
         )?;
     }
     if let Some(id) = done.keys().min() {
-        return Err(Error::Output {
+        return Err(DataError::Output {
             path: partial,
             message: format!(
                 "the interrupted run processed {} document(s) this input lacks (`{id}` among \
                  them): resume with the same input, or remove the partial file to start over",
                 done.len()
             ),
-        });
+        }
+        .into());
     }
     finish(&partial, output, &mut stats)?;
     Ok(stats)
@@ -383,7 +389,7 @@ fn process_chunk(
 /// Appends one document's record to the partial file (flushed, so a crash loses at most a torn
 /// last line, which the resume cuts off).
 fn append_record(sink: &mut File, partial: &Path, record: &DocRecord) -> Result<()> {
-    let io = |source| Error::Io {
+    let io = |source| DataError::Io {
         path: partial.to_owned(),
         source,
     };
@@ -391,5 +397,6 @@ fn append_record(sink: &mut File, partial: &Path, record: &DocRecord) -> Result<
     line.push(b'\n');
     sink.write_all(&line)
         .and_then(|()| sink.flush())
-        .map_err(io)
+        .map_err(io)?;
+    Ok(())
 }

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use gear_data::{split_sentences, Document, Result, Span, Tokenizer};
+use gear_data::{split_sentences, Document, Span, Tokenizer};
+
+use crate::Result;
 
 use super::{RirConfig, RirStats};
 

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use gear_data::{Error, Result};
+use crate::{Error, Result};
 
 use super::Rewriter;
 

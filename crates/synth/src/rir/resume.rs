@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use gear_data::{Document, Error, Fingerprint, JsonlWriter, Result, Triple};
+use gear_data::{Document, Error as DataError, Fingerprint, JsonlWriter, Triple};
+
+use crate::Result;
 
 use super::{Rewriter, RirConfig, RirStats};
 
@@ -62,7 +64,7 @@ pub(super) fn read_partial(
     if !partial.exists() {
         return Ok((done, stats));
     }
-    let io = |source| Error::Io {
+    let io = |source| DataError::Io {
         path: partial.to_owned(),
         source,
     };
@@ -81,7 +83,7 @@ pub(super) fn read_partial(
         if !line.ends_with('\n') {
             break; // torn tail of an interrupted run: redone
         }
-        let bad = |message: String| Error::BadLine {
+        let bad = |message: String| DataError::BadLine {
             path: partial.to_owned(),
             line: number,
             field: "(line)".into(),
@@ -93,21 +95,23 @@ pub(super) fn read_partial(
             match header.get(PARTIAL_HEADER).and_then(|v| v.as_str()) {
                 Some(fp) if fp == settings => {}
                 Some(_) => {
-                    return Err(Error::Output {
+                    return Err(DataError::Output {
                         path: partial.to_owned(),
                         message: "an interrupted run with other settings (seed, threshold, \
                                   rewriter, limits) left this: rerun with its settings, or \
                                   remove it to start over"
                             .into(),
-                    })
+                    }
+                    .into())
                 }
                 None => {
-                    return Err(Error::Output {
+                    return Err(DataError::Output {
                         path: partial.to_owned(),
                         message: "not a partial RIR file of this version (no settings line): \
                                   remove it to start over"
                             .into(),
-                    })
+                    }
+                    .into())
                 }
             }
         } else {
@@ -128,7 +132,7 @@ pub(super) fn read_partial(
 
 /// Writes every triple of the partial file to `output` atomically and removes the partial file.
 pub(super) fn finish(partial: &Path, output: &Path, stats: &mut RirStats) -> Result<()> {
-    let io = |source| Error::Io {
+    let io = |source| DataError::Io {
         path: partial.to_owned(),
         source,
     };
