@@ -105,7 +105,6 @@ impl Worker<'_> {
         k: usize,
         deadline: Instant,
     ) -> Answer {
-        gear_infer::check_readable(&self.model, "`query`", query).map_err(ApiError::from_infer)?;
         self.check_inputs(&[query.to_owned()], Encoder::Query, truncate)
             .map_err(|e| ApiError {
                 message: e.message.replacen("inputs[0]", "`query`", 1),
