@@ -221,6 +221,17 @@ pub(crate) fn check_texts(field: &str, texts: &[String], limits: &Limits) -> Res
     }
 }
 
+/// TEI's `truncation_direction`: `Right` (any case) is what the encoders do; `Left` is refused
+/// rather than ignored.
+pub(crate) fn check_direction(direction: Option<&str>) -> Result<(), ApiError> {
+    match direction {
+        Some(d) if !d.eq_ignore_ascii_case("right") => Err(ApiError::validation(format!(
+            "`truncation_direction` `{d}`: only `Right` is available"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_range(
     field: &str,
     value: usize,
@@ -286,13 +297,7 @@ async fn embed(
             "GeAR's embeddings are unit-length: `normalize: false` is not available",
         ));
     }
-    if let Some(d) = &req.truncation_direction {
-        if !d.eq_ignore_ascii_case("right") {
-            return Err(ApiError::validation(format!(
-                "`truncation_direction` `{d}`: only `Right` is available"
-            )));
-        }
-    }
+    check_direction(req.truncation_direction.as_deref())?;
     if let Some(p) = &req.prompt_name {
         return Err(ApiError::validation(format!(
             "`prompt_name` `{p}`: this model defines no prompts"

@@ -25,7 +25,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{check_query, check_range, check_texts, submit, ApiJson, AppState};
+use crate::api::{
+    check_direction, check_query, check_range, check_texts, submit, ApiJson, AppState,
+};
 use crate::error::ApiError;
 use crate::worker::{Encoder, Task};
 
@@ -122,15 +124,6 @@ fn rank(r: &Value, texts: &[String], raw: bool, with_text: bool) -> Result<Value
         }
     }
     Ok(out)
-}
-
-fn check_direction(direction: Option<&str>) -> Result<(), ApiError> {
-    match direction {
-        Some(d) if !d.eq_ignore_ascii_case("right") => Err(ApiError::validation(format!(
-            "`truncation_direction` `{d}`: only `Right` is available"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// OpenAI's `input`: text, a list of texts, or token ids (refused: ids of another tokenizer).
