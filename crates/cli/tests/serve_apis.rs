@@ -89,6 +89,11 @@ fn openai_and_huggingface_hub_clients_read_the_same_embeddings_as_embed() {
     );
     // huggingface_hub's InferenceClient on TEI's /embed.
     assert!(max_diff(&got["hf"], &embed[0]) <= 1e-5);
+    // /info says the width `dimensions` must equal, and the arithmetic served.
+    let (_, info) = server.get("/info");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["dimensions"], 384, "{info}");
+    assert_eq!(info["precision"], "fp32", "{info}");
 }
 
 #[test]

@@ -153,6 +153,7 @@ pub fn serve(
         "max_query_tokens": model.config().max_query_len,
         "max_document_tokens": model.config().max_document_len,
         "dimensions": model.config().encoder.hidden_size,
+        "precision": model.precision().to_string(),
         "max_batch": options.max_batch,
     });
     let (jobs, queue) = std::sync::mpsc::sync_channel(options.queue);
