@@ -173,8 +173,7 @@ fn time_gear(
             .context("cannot run gear")?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            let last = stderr.lines().last().unwrap_or("").trim();
-            return Ok(Err(last.trim_start_matches("error: ").to_owned()));
+            return Ok(Err(crate::cmd::gear_error(&out.stderr)));
         }
         let stats: serde_json::Value = stderr
             .lines()

@@ -100,9 +100,7 @@ fn train(
         .output()
         .context("cannot run gear train")?;
     if !run.status.success() {
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        let last = stderr.lines().last().unwrap_or("").trim();
-        return Ok(Err(last.trim_start_matches("error: ").to_owned()));
+        return Ok(Err(crate::cmd::gear_error(&run.stderr)));
     }
     let metrics = out.join("metrics.jsonl");
     let text = std::fs::read_to_string(&metrics)

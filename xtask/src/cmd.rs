@@ -55,3 +55,11 @@ pub fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// What a failed `gear` command said: its last stderr line without the `error: ` prefix (how
+/// the benches report a refused `--precision bf16`).
+pub fn gear_error(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let last = stderr.lines().last().unwrap_or("").trim();
+    last.trim_start_matches("error: ").to_owned()
+}

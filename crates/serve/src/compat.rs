@@ -80,9 +80,12 @@ pub(crate) async fn rerank(
             )));
         }
     }
+    // The texts go to the model thread; a copy stays here only when the answer returns them.
+    let count = req.texts.len();
+    let returned = req.return_text.then(|| req.texts.clone());
     let task = Task::Rerank {
         query: req.query,
-        texts: req.texts.clone(),
+        texts: req.texts,
         truncate: req.truncate.unwrap_or(false),
         sentences,
     };
@@ -91,7 +94,7 @@ pub(crate) async fn rerank(
         .as_array()
         .ok_or_else(|| ApiError::backend("the model thread answered /rerank with no list"))?
         .iter()
-        .map(|r| rank(r, &req.texts, req.raw_scores, req.return_text))
+        .map(|r| rank(r, count, returned.as_deref(), req.raw_scores))
         .collect::<Result<_, _>>()?;
     // Best first; equal scores keep the input order.
     ranks.sort_by(|a, b| {
@@ -102,11 +105,12 @@ pub(crate) async fn rerank(
 }
 
 /// One of TEI's `Rank`s from the model thread's `{index, cosine, sentences?, truncated?}`.
-fn rank(r: &Value, texts: &[String], raw: bool, with_text: bool) -> Result<Value, ApiError> {
+/// `count` texts were sent; `texts` are they when the answer returns them.
+fn rank(r: &Value, count: usize, texts: Option<&[String]>, raw: bool) -> Result<Value, ApiError> {
     let index = r["index"]
         .as_u64()
         .and_then(|i| usize::try_from(i).ok())
-        .filter(|&i| i < texts.len())
+        .filter(|&i| i < count)
         .ok_or_else(|| ApiError::backend("a /rerank answer without a valid index"))?;
     let cosine = r["cosine"]
         .as_f64()
@@ -115,7 +119,7 @@ fn rank(r: &Value, texts: &[String], raw: bool, with_text: bool) -> Result<Value
         "index": index,
         "score": if raw { cosine } else { f64::midpoint(cosine, 1.0) },
     });
-    if with_text {
+    if let Some(texts) = texts {
         out["text"] = json!(texts[index]);
     }
     for extra in ["sentences", "truncated"] {
