@@ -19,7 +19,7 @@ use std::time::Instant;
 use criterion::{criterion_group, Criterion};
 use gear_data::{split_sentences, Span};
 use gear_infer::{load_model, ModelSource};
-use gear_model::{GearModel, GenerationOptions, LocateInput, LocateOptions, Precision, Search};
+use gear_model::{GearModel, GenerationOptions, LocateOptions, LocateQueries, Precision, Search};
 use gear_synth::{extract_keywords, generate_corpus, KeywordOptions};
 use tch::{Device, Tensor};
 
@@ -161,15 +161,12 @@ fn timed_rows(s: &Setup) -> [(&'static str, f64); 4] {
 
 /// The sentence each pair ranks first.
 fn top_sentences(s: &Setup) -> Vec<usize> {
-    let inputs: Vec<LocateInput<'_>> = (0..PAIRS)
-        .map(|i| LocateInput {
-            query: &s.queries[i],
-            document: &s.documents[i],
-            units: &s.units[i],
-        })
-        .collect();
+    let mut inputs = LocateQueries::default();
+    for i in 0..PAIRS {
+        inputs.push_pair(&s.queries[i], &s.documents[i], &s.units[i]);
+    }
     s.model
-        .locate_batch(&inputs, &LocateOptions::default())
+        .locate(&inputs, &LocateOptions::default())
         .expect("locate")
         .iter()
         .map(|r| r.units[0].index)

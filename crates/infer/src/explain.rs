@@ -4,7 +4,7 @@
 
 use gear_data::{split_sentences, Document, Span};
 use gear_model::{
-    AttendedToken, GearModel, GenerationOptions, LocalRanking, LocateInput, LocateOptions,
+    AttendedToken, GearModel, GenerationOptions, LocalRanking, LocateOptions, LocateQueries,
     RankedUnit,
 };
 use serde::Serialize;
@@ -104,12 +104,7 @@ pub fn explain_within(
     deadline: Option<std::time::Instant>,
 ) -> Result<Explanation> {
     crate::check_readable(model, "the query", query)?;
-    let what = if document.id.is_empty() {
-        "the document".to_owned()
-    } else {
-        format!("document `{}`", document.id)
-    };
-    crate::check_readable(model, &what, &document.text)?;
+    crate::check_readable(model, &document_name(document), &document.text)?;
     let max = model.config().max_query_len;
     if model.tokenizer().count_tokens(query)? > max {
         tracing::warn!(
@@ -118,10 +113,142 @@ pub fn explain_within(
         );
     }
     let units = split_sentences(&document.text);
-    let text = &document.text;
-    let read = read_document(model, query, text, &units, locate, deadline)?;
-    let ranking = read.ranking;
-    if let Some(t) = &read.truncated {
+    let read = read_document(model, query, &document.text, &units, locate, deadline)?;
+    // The decoder reads one window: the one holding the best sentence.
+    if generation.is_some() && past(deadline) {
+        return Err(crate::Error::Deadline { done: 1, total: 2 });
+    }
+    let (generated, generated_span) = match generation {
+        Some(g) => generated(
+            model,
+            query,
+            read.generation_text,
+            read.generation_offset,
+            g,
+        )?,
+        None => (None, None),
+    };
+    let mut e = explanation(query, document, &read.ranking, read.truncated);
+    e.generated = generated;
+    e.generated_span = generated_span;
+    Ok(e)
+}
+
+/// Pairs of documents that fit the model located in one fusion forward (documents shared by
+/// several pairs are encoded once); between two forwards the deadline is checked.
+const PAIRS_PER_PASS: usize = 32;
+
+/// Local retrieval of many (query, document) pairs — a search's queries against their hits —
+/// with the explanations [`explain_within`] gives pair by pair (no generation): the pairs whose
+/// document fits `max_document_len` go through grouped fusion forwards of up to 32 pairs, each
+/// distinct document encoded once per forward; a longer document is read window by window as
+/// [`explain_within`] reads it. Stops with [`crate::Error::Deadline`] once `deadline` has passed
+/// (checked before each forward). Explanations come back in pair order.
+pub fn locate_pairs(
+    model: &GearModel,
+    pairs: &[(&str, &Document)],
+    locate: &LocateOptions,
+    deadline: Option<std::time::Instant>,
+) -> Result<Vec<Explanation>> {
+    let kept = model.config().max_document_len;
+    // Each distinct document once: its sentences and whether it is read whole.
+    let mut rows: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    let mut documents: Vec<(&Document, Vec<Span>, usize)> = Vec::new();
+    let mut row_of = Vec::with_capacity(pairs.len());
+    for (query, document) in pairs {
+        crate::check_readable(model, "the query", query)?;
+        let key = (document.id.as_str(), document.text.as_str());
+        let row = match rows.get(&key) {
+            Some(&r) => r,
+            None => {
+                crate::check_readable(model, &document_name(document), &document.text)?;
+                let units = split_sentences(&document.text);
+                let tokens = model.tokenizer().count_tokens(&document.text)?;
+                documents.push((document, units, tokens));
+                rows.insert(key, documents.len() - 1);
+                documents.len() - 1
+            }
+        };
+        row_of.push(row);
+    }
+    let whole = |row: usize| {
+        let (_, units, tokens) = &documents[row];
+        *tokens <= kept || units.len() < 2
+    };
+    let mut out: Vec<Option<Explanation>> = vec![None; pairs.len()];
+    let grouped: Vec<usize> = (0..pairs.len()).filter(|&i| whole(row_of[i])).collect();
+    let passes = grouped.len().div_ceil(PAIRS_PER_PASS);
+    for (done, pass) in grouped.chunks(PAIRS_PER_PASS).enumerate() {
+        if past(deadline) {
+            return Err(crate::Error::Deadline {
+                done,
+                total: passes,
+            });
+        }
+        let mut request = LocateQueries::default();
+        let mut local: std::collections::HashMap<usize, usize> = Default::default();
+        for &i in pass {
+            let row = row_of[i];
+            let (document, units, _) = &documents[row];
+            let r = *local
+                .entry(row)
+                .or_insert_with(|| request.document(&document.text, units));
+            request.query(pairs[i].0, r);
+        }
+        for (&i, ranking) in pass.iter().zip(model.locate(&request, locate)?) {
+            let (document, units, tokens) = &documents[row_of[i]];
+            let truncated = whole_read_truncation(*tokens, kept, &ranking, units);
+            out[i] = Some(explanation(pairs[i].0, document, &ranking, truncated));
+        }
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        if slot.is_none() {
+            let (query, document) = pairs[i];
+            *slot = Some(explain_within(
+                model, query, document, locate, None, deadline,
+            )?);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// How error messages name a document: by id when it has one.
+fn document_name(document: &Document) -> String {
+    if document.id.is_empty() {
+        "the document".to_owned()
+    } else {
+        format!("document `{}`", document.id)
+    }
+}
+
+/// What a document read whole reports: nothing when it fits `kept` tokens; otherwise that it
+/// was cut there (it has a single sentence, or none was found).
+fn whole_read_truncation(
+    tokens: usize,
+    kept: usize,
+    ranking: &LocalRanking,
+    units: &[Span],
+) -> Option<Truncation> {
+    (tokens > kept).then(|| Truncation {
+        tokens,
+        kept,
+        windows: 1,
+        unreachable_sentences: ranking.units.iter().filter(|u| u.tokens == 0).count(),
+        // One sentence (or none found) longer than the limit.
+        cut_sentences: units.len().max(1),
+        sentences: units.len(),
+    })
+}
+
+/// The explanation of a ranking of `document`'s sentences (no generated text), after warning
+/// about what a long document's reading left out.
+fn explanation(
+    query: &str,
+    document: &Document,
+    ranking: &LocalRanking,
+    truncated: Option<Truncation>,
+) -> Explanation {
+    if let Some(t) = &truncated {
         if t.cut_sentences > 0 || t.unreachable_sentences > 0 {
             tracing::warn!(
                 "the document has {} tokens and the model reads {} at once: {} of its {} \
@@ -142,7 +269,7 @@ pub fn explain_within(
             );
         }
     }
-    let truncated = read.truncated;
+    let text = &document.text;
     let sentences = ranking
         .units
         .iter()
@@ -162,29 +289,15 @@ pub fn explain_within(
             text: t.span.slice(text).unwrap_or("").to_owned(),
         })
         .collect();
-    // The decoder reads one window: the one holding the best sentence.
-    if generation.is_some() && past(deadline) {
-        return Err(crate::Error::Deadline { done: 1, total: 2 });
-    }
-    let (generated, generated_span) = match generation {
-        Some(g) => generated(
-            model,
-            query,
-            read.generation_text,
-            read.generation_offset,
-            g,
-        )?,
-        None => (None, None),
-    };
-    Ok(Explanation {
+    Explanation {
         query: query.to_owned(),
         document: document.clone(),
         sentences,
         tokens,
-        generated,
-        generated_span,
+        generated: None,
+        generated_span: None,
         truncated,
-    })
+    }
 }
 
 /// The decoder's text for the window `text` (at byte `at` of the document) and its span in the
@@ -230,16 +343,10 @@ fn read_document<'a>(
     let kept = model.config().max_document_len;
     let tokens = model.tokenizer().count_tokens(text)?;
     if tokens <= kept || units.len() < 2 {
-        let ranking = model.locate(query, text, units, options)?;
-        let truncated = (tokens > kept).then(|| Truncation {
-            tokens,
-            kept,
-            windows: 1,
-            unreachable_sentences: ranking.units.iter().filter(|u| u.tokens == 0).count(),
-            // One sentence (or none found) longer than the limit.
-            cut_sentences: units.len().max(1),
-            sentences: units.len(),
-        });
+        let ranking = model
+            .locate(&LocateQueries::pair(query, text, units), options)?
+            .remove(0);
+        let truncated = whole_read_truncation(tokens, kept, &ranking, units);
         return Ok(Reading {
             ranking,
             truncated,
@@ -304,16 +411,15 @@ fn locate_windows(
                 .collect()
         })
         .collect();
-    let inputs: Vec<LocateInput<'_>> = windows
-        .iter()
-        .zip(&local)
-        .map(|(w, spans)| LocateInput {
+    let mut request = LocateQueries::default();
+    for (w, spans) in windows.iter().zip(&local) {
+        request.push_pair(
             query,
-            document: &text[units[w.start].start..units[w.end - 1].end],
-            units: spans,
-        })
-        .collect();
-    Ok(model.locate_batch(&inputs, options)?)
+            &text[units[w.start].start..units[w.end - 1].end],
+            spans,
+        );
+    }
+    Ok(model.locate(&request, options)?)
 }
 
 /// The windows' rankings as one over the whole document: a sentence scores its best over the

@@ -28,6 +28,7 @@ mod located;
 mod mapped;
 mod opening;
 mod render;
+mod retriever;
 mod search;
 mod store;
 
@@ -41,11 +42,14 @@ pub use build::{
 };
 pub use error::{Error, Result};
 pub use explain::{
-    explain, explain_within, sentence_windows, AttendedSpan, Explanation, RankedSentence,
-    Truncation,
+    explain, explain_within, locate_pairs, sentence_windows, AttendedSpan, Explanation,
+    RankedSentence, Truncation,
 };
 pub use located::{CharSpan, LocatedSentence, LocatedToken};
 pub use render::{escape_html, render_html, render_terminal};
+pub use retriever::{
+    ExplainedAnswer, GeneratedAnswer, Located, Retriever, RetrieverOptions, SearchAnswer, SearchHit,
+};
 pub use search::{recall_against_exact, ExactIndex, Hit, VectorIndex};
 pub use store::{AddedPart, Backend, DocumentIndex, IndexMeta, INDEX_FORMAT};
 

@@ -347,8 +347,12 @@ fn explanations_rank_by_the_scorer_and_escape_html() {
     assert_eq!(e.sentences.len(), 2);
     let units = gear_data::split_sentences(&doc.text);
     let direct = model
-        .locate(&long_query, &doc.text, &units, &locate)
-        .unwrap();
+        .locate(
+            &gear_model::LocateQueries::pair(&long_query, &doc.text, &units),
+            &locate,
+        )
+        .unwrap()
+        .remove(0);
     let order: Vec<usize> = direct.units.iter().map(|u| u.index).collect();
     assert_eq!(
         e.sentences.iter().map(|s| s.index).collect::<Vec<_>>(),
@@ -600,7 +604,8 @@ fn a_long_document_is_read_in_sentence_windows_and_every_sentence_is_located() {
             .iter()
             .map(|u| gear_data::Span::new(u.start - base, u.end - base))
             .collect();
-        for u in model.locate(query, text, &spans, &options).unwrap().units {
+        let request = gear_model::LocateQueries::pair(query, text, &spans);
+        for u in model.locate(&request, &options).unwrap().remove(0).units {
             let i = w.start + u.index;
             best[i] = best[i].max(u.score);
         }
@@ -939,4 +944,131 @@ fn adding_equals_a_full_build_over_the_union_and_refuses_known_ids() {
         DocumentIndex::open(&grown, Device::Cpu).unwrap().len(),
         docs.len()
     );
+}
+
+/// Locating many pairs at once — documents shared by several queries, documents that fit and
+/// documents read in windows, in grouped passes — gives each pair the explanation it gets alone.
+#[test]
+fn grouped_locating_equals_each_pair_alone() {
+    let docs = corpus();
+    let long = Document {
+        id: "long".into(),
+        title: "Long".into(),
+        text: docs
+            .iter()
+            .map(|d| d.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    // A model that reads the short documents whole and the long one in windows.
+    let probe = tiny_gear(400, 8);
+    let fit = docs[..6]
+        .iter()
+        .map(|d| probe.tokenizer().count_tokens(&d.text).unwrap())
+        .max()
+        .unwrap();
+    let model = tiny_gear(fit, 8);
+    assert!(model.tokenizer().count_tokens(&long.text).unwrap() > fit);
+    let options = LocateOptions {
+        top_tokens: 4,
+        ..LocateOptions::default()
+    };
+    let queries = ["where is the river bridge", "the old mill", "river"];
+    let mut pairs: Vec<(&str, &Document)> = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        pairs.push((q, &docs[i]));
+        pairs.push((q, &docs[5])); // shared by every query
+        pairs.push((q, &long)); // read in windows
+    }
+    let grouped = gear_infer::locate_pairs(&model, &pairs, &options, None).unwrap();
+    assert_eq!(grouped.len(), pairs.len());
+    let mut windowed = 0;
+    for (g, (q, d)) in grouped.iter().zip(&pairs) {
+        let alone = explain(&model, q, d, &options, None).unwrap();
+        assert_eq!(
+            (&g.query, &g.document.id),
+            (&alone.query, &alone.document.id)
+        );
+        assert_eq!(g.truncated, alone.truncated, "{q} / {}", d.id);
+        windowed += usize::from(g.truncated.is_some());
+        let ours = g.located_sentences(usize::MAX);
+        let theirs = alone.located_sentences(usize::MAX);
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(
+                (a.index, a.start, a.end),
+                (b.index, b.start, b.end),
+                "{q} / {}",
+                d.id
+            );
+            assert!((a.score - b.score).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+        assert_eq!(
+            g.located_tokens()
+                .iter()
+                .map(|t| t.start)
+                .collect::<Vec<_>>(),
+            alone
+                .located_tokens()
+                .iter()
+                .map(|t| t.start)
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        windowed,
+        queries.len(),
+        "the long document is read in windows"
+    );
+    // A deadline already past stops before the first pass.
+    let past = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let err = gear_infer::locate_pairs(&model, &pairs, &options, Some(past)).unwrap_err();
+    assert!(
+        matches!(err, gear_infer::Error::Deadline { done: 0, .. }),
+        "{err}"
+    );
+}
+
+/// A `Retriever` searches and locates every hit in one go, with the sentences and character
+/// offsets each (query, hit) pair gets alone; without an index it says so.
+#[test]
+fn the_retriever_locates_search_hits_as_each_pair_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, idx) = indexed(dir.path(), 3);
+    let retriever =
+        gear_infer::Retriever::open(&idx, &gear_infer::RetrieverOptions::default()).unwrap();
+    let queries = ["where is the river bridge", "the old mill", "river mill"];
+    let answers = retriever.search(&queries, 4, 2, None).unwrap();
+    let plain = retriever.search(&queries, 4, 0, None).unwrap();
+    assert_eq!(answers.len(), 3);
+    for ((answer, plain), q) in answers.iter().zip(&plain).zip(queries) {
+        assert_eq!(answer.query, q);
+        assert_eq!(answer.results.len(), 4);
+        for (rank, (hit, bare)) in answer.results.iter().zip(&plain.results).enumerate() {
+            assert_eq!((hit.rank, &hit.id), (rank + 1, &bare.id));
+            assert!(bare.sentences.is_none());
+            let doc = retriever.document(&hit.id).unwrap();
+            let alone = explain(retriever.model(), q, &doc, &LocateOptions::default(), None)
+                .unwrap()
+                .located_sentences(2);
+            let got = hit.sentences.as_ref().unwrap();
+            assert_eq!(got.len(), alone.len().min(2));
+            for (a, b) in got.iter().zip(&alone) {
+                assert_eq!(
+                    (a.index, a.start, a.end, &a.text),
+                    (b.index, b.start, b.end, &b.text)
+                );
+                assert!((a.score - b.score).abs() < 1e-5);
+            }
+        }
+    }
+    let json = serde_json::to_value(&answers[0]).unwrap();
+    assert!(
+        json["results"][0]["sentences"][0]["start"].is_u64(),
+        "{json}"
+    );
+    let (model, _) = load_model(&ModelSource::Checkpoint(ck), Device::Cpu).unwrap();
+    let bare = gear_infer::Retriever::from_model(model);
+    let err = bare.search(&["river"], 1, 0, None).unwrap_err().to_string();
+    assert!(err.contains("no index is open"), "{err}");
 }

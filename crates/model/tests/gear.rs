@@ -6,7 +6,7 @@ use anyhow::Result;
 use gear_data::{Span, Tokenizer};
 use gear_model::{
     Context, CrossProbs, FusionOptions, GearConfig, GearModel, GenerationOptions, LocateOptions,
-    Search, UnitAggregation,
+    LocateQueries, Search, UnitAggregation,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -172,22 +172,12 @@ fn every_path_is_padding_invariant() -> Result<()> {
         ..LocateOptions::default()
     };
     let other_units = [Span::new(0, 33)];
-    let both = m.locate_batch(
-        &[
-            gear_model::LocateInput {
-                query: queries[0],
-                document: docs[0],
-                units: &DOC_UNITS,
-            },
-            gear_model::LocateInput {
-                query: queries[1],
-                document: docs[1],
-                units: &other_units,
-            },
-        ],
-        &opts,
-    )?;
-    let alone = m.locate(queries[1], docs[1], &other_units, &opts)?;
+    let mut pairs = LocateQueries::default();
+    pairs
+        .push_pair(queries[0], docs[0], &DOC_UNITS)
+        .push_pair(queries[1], docs[1], &other_units);
+    let both = m.locate(&pairs, &opts)?;
+    let alone = locate_one(&m, queries[1], docs[1], &other_units, &opts)?;
     assert_eq!(both[1].units.len(), 1);
     assert!((both[1].units[0].score - alone.units[0].score).abs() < 1e-5);
     assert_eq!(
@@ -284,8 +274,8 @@ fn evaluation_forwards_are_deterministic() -> Result<()> {
     assert!(a.equal(&b));
     let opts = LocateOptions::default();
     assert_eq!(
-        m.locate("old mill", DOC, &DOC_UNITS, &opts)?,
-        m.locate("old mill", DOC, &DOC_UNITS, &opts)?
+        locate_one(&m, "old mill", DOC, &DOC_UNITS, &opts)?,
+        locate_one(&m, "old mill", DOC, &DOC_UNITS, &opts)?
     );
     Ok(())
 }
@@ -299,7 +289,7 @@ fn locate_ranks_every_unit_by_the_scorers_scores() -> Result<()> {
             aggregation,
             top_tokens: 10,
         };
-        let r = m.locate("the old mill", DOC, &DOC_UNITS, &opts)?;
+        let r = locate_one(&m, "the old mill", DOC, &DOC_UNITS, &opts)?;
         assert_eq!(r.units.len(), 3);
         assert!(r.units.windows(2).all(|w| w[0].score >= w[1].score));
         let mut seen: Vec<usize> = r.units.iter().map(|u| u.index).collect();
@@ -313,17 +303,17 @@ fn locate_ranks_every_unit_by_the_scorers_scores() -> Result<()> {
             assert!(total > 0.0 && total <= 1.0 + 1e-5, "{total}");
         }
     }
-    assert!(m
-        .locate(
-            "x",
-            DOC,
-            &DOC_UNITS,
-            &LocateOptions {
-                layer: Some(3),
-                ..LocateOptions::default()
-            }
-        )
-        .is_err());
+    assert!(locate_one(
+        &m,
+        "x",
+        DOC,
+        &DOC_UNITS,
+        &LocateOptions {
+            layer: Some(3),
+            ..LocateOptions::default()
+        }
+    )
+    .is_err());
     Ok(())
 }
 
@@ -349,8 +339,8 @@ fn save_then_load_gives_identical_outputs() -> Result<()> {
         ..LocateOptions::default()
     };
     assert_eq!(
-        m.locate("mill", DOC, &DOC_UNITS, &opts)?,
-        back.locate("mill", DOC, &DOC_UNITS, &opts)?
+        locate_one(&m, "mill", DOC, &DOC_UNITS, &opts)?,
+        locate_one(&back, "mill", DOC, &DOC_UNITS, &opts)?
     );
     let g = GenerationOptions::default();
     assert_eq!(
@@ -404,10 +394,10 @@ fn shared_encoders_have_no_document_encoder() -> Result<()> {
     Ok(())
 }
 
-/// `locate_many` (one document, its states computed once, many queries) ranks exactly as
-/// `locate_batch` does pair by pair, scores included.
+/// Many queries against one document (its states computed once, shared as a view) rank
+/// exactly as the same queries do pair by pair, scores included.
 #[test]
-fn locate_many_equals_locate_batch() -> Result<()> {
+fn locate_against_one_document_equals_pair_by_pair() -> Result<()> {
     let m = model(8);
     let queries = ["the old mill", "where does the river go ?", "bridge"];
     let opts = LocateOptions {
@@ -415,16 +405,12 @@ fn locate_many_equals_locate_batch() -> Result<()> {
         top_tokens: 5,
         ..LocateOptions::default()
     };
-    let many = m.locate_many(&queries, DOC, &DOC_UNITS, &opts)?;
-    let inputs: Vec<gear_model::LocateInput<'_>> = queries
-        .iter()
-        .map(|q| gear_model::LocateInput {
-            query: q,
-            document: DOC,
-            units: &DOC_UNITS,
-        })
-        .collect();
-    let batch = m.locate_batch(&inputs, &opts)?;
+    let many = m.locate(&LocateQueries::against(&queries, DOC, &DOC_UNITS), &opts)?;
+    let mut pairs = LocateQueries::default();
+    for q in queries {
+        pairs.push_pair(q, DOC, &DOC_UNITS);
+    }
+    let batch = m.locate(&pairs, &opts)?;
     assert_eq!(many.len(), 3);
     for (a, b) in many.iter().zip(&batch) {
         assert_eq!(
@@ -439,15 +425,17 @@ fn locate_many_equals_locate_batch() -> Result<()> {
             b.top_tokens.iter().map(|t| t.position).collect::<Vec<_>>()
         );
     }
-    assert!(m.locate_many(&[], DOC, &DOC_UNITS, &opts)?.is_empty());
+    assert!(m
+        .locate(&LocateQueries::against(&[], DOC, &DOC_UNITS), &opts)?
+        .is_empty());
     Ok(())
 }
 
-/// `locate_grouped` (several documents of different lengths in one padded batch, each query
-/// against its own) ranks exactly as `locate_many` does document by document, scores included;
-/// mismatched inputs are errors.
+/// Several documents of different lengths in one padded batch, shared by several queries, rank
+/// exactly as each pair alone does, scores included; a query pointing past the documents is an
+/// error.
 #[test]
-fn locate_grouped_equals_locate_many_per_document() -> Result<()> {
+fn locate_shared_documents_equals_each_pair_alone() -> Result<()> {
     let m = model(8);
     let short = "The mill stands by the river. It is old.";
     let short_units = gear_data::split_sentences(short);
@@ -465,12 +453,19 @@ fn locate_grouped_equals_locate_many_per_document() -> Result<()> {
         top_tokens: 5,
         ..LocateOptions::default()
     };
-    let grouped = m.locate_grouped(&queries, &document_of, &docs, &units, &opts)?;
+    let mut request = LocateQueries::default();
+    let rows = [
+        request.document(docs[0], units[0]),
+        request.document(docs[1], units[1]),
+    ];
+    for (q, &r) in queries.iter().zip(&document_of) {
+        request.query(q, rows[r]);
+    }
+    let grouped = m.locate(&request, &opts)?;
     assert_eq!(grouped.len(), 4);
     for (i, g) in grouped.iter().enumerate() {
         let r = document_of[i];
-        let alone = m.locate_many(&[queries[i]], docs[r], units[r], &opts)?;
-        let a = &alone[0];
+        let a = &locate_one(&m, queries[i], docs[r], units[r], &opts)?;
         assert_eq!(
             g.units.iter().map(|u| u.index).collect::<Vec<_>>(),
             a.units.iter().map(|u| u.index).collect::<Vec<_>>(),
@@ -487,11 +482,20 @@ fn locate_grouped_equals_locate_many_per_document() -> Result<()> {
             a.top_tokens.iter().map(|t| t.position).collect::<Vec<_>>()
         );
     }
-    assert!(m
-        .locate_grouped(&queries, &[0, 1], &docs, &units, &opts)
-        .is_err());
-    assert!(m
-        .locate_grouped(&queries, &[0, 1, 2, 0], &docs, &units, &opts)
-        .is_err());
+    request.query("bridge", 2);
+    let err = m.locate(&request, &opts).unwrap_err().to_string();
+    assert!(err.contains("document row 2"), "{err}");
     Ok(())
+}
+
+/// One (query, document) pair through [`GearModel::locate`].
+fn locate_one(
+    m: &GearModel,
+    query: &str,
+    doc: &str,
+    units: &[Span],
+    opts: &LocateOptions,
+) -> gear_model::Result<gear_model::LocalRanking> {
+    Ok(m.locate(&LocateQueries::pair(query, doc, units), opts)?
+        .remove(0))
 }

@@ -11,7 +11,9 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use anyhow::{Context, Result};
-use gear_model::{pretrained, GearModel, GenerationOptions, LocateInput, LocateOptions, Precision};
+use gear_model::{
+    pretrained, GearModel, GenerationOptions, LocateOptions, LocateQueries, Precision,
+};
 use tch::{Device, Tensor};
 
 /// Enough to see a ranking change; few, since emulated bfloat16 runs ≈ 5× slower than float32.
@@ -38,15 +40,10 @@ fn bf16_locates_and_generates_as_fp32_on_real_paragraphs() -> Result<()> {
         .iter()
         .map(|t| gear_data::split_sentences(&t.document.text))
         .collect();
-    let inputs: Vec<LocateInput<'_>> = triples
-        .iter()
-        .zip(&sentences)
-        .map(|(t, s)| LocateInput {
-            query: &t.query,
-            document: &t.document.text,
-            units: s,
-        })
-        .collect();
+    let mut inputs = LocateQueries::default();
+    for (t, s) in triples.iter().zip(&sentences) {
+        inputs.push_pair(&t.query, &t.document.text, s);
+    }
     let queries: Vec<&str> = triples.iter().map(|t| t.query.as_str()).collect();
     let documents: Vec<&str> = triples.iter().map(|t| t.document.text.as_str()).collect();
     let generation = GenerationOptions {
@@ -60,7 +57,7 @@ fn bf16_locates_and_generates_as_fp32_on_real_paragraphs() -> Result<()> {
         Ok((
             model.embed_queries(&queries)?,
             model.embed_documents(&documents)?,
-            model.locate_batch(&inputs, &LocateOptions::default())?,
+            model.locate(&inputs, &LocateOptions::default())?,
             model.generate(&queries, &documents, &generation)?,
         ))
     };

@@ -184,12 +184,12 @@ fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
         ("who designed the bridge", 0),
         ("river floods", 2),
     ] {
-        let ranking = model.locate(
-            query,
-            document,
-            &units,
-            &gear_model::LocateOptions::default(),
-        )?;
+        let ranking = model
+            .locate(
+                &gear_model::LocateQueries::pair(query, document, &units),
+                &gear_model::LocateOptions::default(),
+            )?
+            .remove(0);
         assert_eq!(ranking.units[0].index, want, "{query}: {:?}", ranking.units);
     }
     Ok(())

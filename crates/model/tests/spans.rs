@@ -49,7 +49,10 @@ fn every_model_module_forwards_inside_its_span() -> Result<()> {
     let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::registry().with(SpanNames(names.clone()));
     tracing::subscriber::with_default(subscriber, || -> Result<()> {
-        m.locate("the old mill", DOC, &DOC_UNITS, &LocateOptions::default())?;
+        m.locate(
+            &gear_model::LocateQueries::pair("the old mill", DOC, &DOC_UNITS),
+            &LocateOptions::default(),
+        )?;
         m.generate(&["the old mill"], &[DOC], &GenerationOptions::default())?;
         let q = m.encode_query_texts(&["the old mill"])?;
         let d = m.encode_document_texts(&[DOC])?;

@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::worker::{DocSource, Encoder, Job, Task};
+use gear_infer::{ExplainedAnswer, GeneratedAnswer, Located, SearchAnswer};
+
+use crate::worker::{DocSource, Encoder, Job, Reply, Task};
 
 /// Request limits (see [`crate::ServeOptions`]).
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +157,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-pub(crate) async fn submit(state: &AppState, task: Task) -> Result<Value, ApiError> {
+pub(crate) async fn submit(state: &AppState, task: Task) -> Result<Reply, ApiError> {
     if !state.alive.load(Ordering::Relaxed) {
         return Err(ApiError::backend("the model thread has stopped"));
     }
@@ -175,7 +177,7 @@ pub(crate) async fn submit(state: &AppState, task: Task) -> Result<Value, ApiErr
             TrySendError::Disconnected(_) => ApiError::backend("the model thread has stopped"),
         })?;
     match tokio::time::timeout(state.limits.timeout, answer).await {
-        Ok(Ok(answer)) => answer,
+        Ok(Ok(answer)) => answer.map_err(ApiError::from),
         Ok(Err(_)) => Err(ApiError::backend("the model thread dropped the request")),
         Err(_) => Err(ApiError::timeout(format!(
             "no answer within the {} s request time limit",
@@ -308,8 +310,10 @@ async fn embed(
         encoder: req.encoder,
         truncate: req.truncate.unwrap_or(false),
     };
-    let mut answer = submit(&state, task).await?;
-    Ok(Json(answer["vectors"].take()))
+    match submit(&state, task).await? {
+        Reply::Embedded { vectors, .. } => Ok(Json(json!(vectors))),
+        other => Err(unexpected("/embed", &other)),
+    }
 }
 
 /// `POST /search`.
@@ -334,7 +338,7 @@ fn three() -> usize {
 async fn search(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SearchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchAnswer>, ApiError> {
     let limits = state.limits;
     check_query(&req.query, &limits)?;
     let task = Task::Search {
@@ -342,7 +346,10 @@ async fn search(
         locate: check_range("locate", req.locate, 0, 50)?,
         query: req.query,
     };
-    submit(&state, task).await.map(Json)
+    match submit(&state, task).await? {
+        Reply::Searched(answer) => Ok(Json(answer)),
+        other => Err(unexpected("/search", &other)),
+    }
 }
 
 /// `POST /locate`: a document of the index (`doc_id`) or one sent along (`document`).
@@ -361,7 +368,7 @@ struct LocateRequest {
 async fn locate(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LocateRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Located>, ApiError> {
     check_query(&req.query, &state.limits)?;
     let document = match (req.doc_id, req.document) {
         (Some(id), None) => {
@@ -395,7 +402,10 @@ async fn locate(
         document,
         k: check_range("k", req.k, 1, 100)?,
     };
-    submit(&state, task).await.map(Json)
+    match submit(&state, task).await? {
+        Reply::Located(answer) => Ok(Json(answer)),
+        other => Err(unexpected("/locate", &other)),
+    }
 }
 
 /// `POST /generate`.
@@ -411,7 +421,7 @@ struct GenerateRequest {
 async fn generate(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<GenerateRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GeneratedAnswer>, ApiError> {
     let limits = state.limits;
     check_query(&req.query, &limits)?;
     check_doc_id(&req.doc_id)?;
@@ -425,7 +435,10 @@ async fn generate(
         query: req.query,
         doc_id: req.doc_id,
     };
-    submit(&state, task).await.map(Json)
+    match submit(&state, task).await? {
+        Reply::Generated(answer) => Ok(Json(answer)),
+        other => Err(unexpected("/generate", &other)),
+    }
 }
 
 /// `POST /explain`: the `k` most attended tokens and the best `sentences`.
@@ -443,7 +456,7 @@ struct ExplainRequest {
 async fn explain(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ExplainRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExplainedAnswer>, ApiError> {
     check_query(&req.query, &state.limits)?;
     check_doc_id(&req.doc_id)?;
     let task = Task::Explain {
@@ -452,7 +465,23 @@ async fn explain(
         query: req.query,
         doc_id: req.doc_id,
     };
-    submit(&state, task).await.map(Json)
+    match submit(&state, task).await? {
+        Reply::Explained(answer) => Ok(Json(answer)),
+        other => Err(unexpected("/explain", &other)),
+    }
+}
+
+/// The model thread answered a request with the answer of another kind of request: a bug.
+pub(crate) fn unexpected(endpoint: &str, reply: &Reply) -> ApiError {
+    let kind = match reply {
+        Reply::Embedded { .. } => "embeddings",
+        Reply::Searched(_) => "a search",
+        Reply::Located(_) => "located sentences",
+        Reply::Generated(_) => "a generation",
+        Reply::Explained(_) => "an explanation",
+        Reply::Reranked(_) => "a reranking",
+    };
+    ApiError::backend(format!("the model thread answered {endpoint} with {kind}"))
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -26,10 +26,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::{
-    check_direction, check_query, check_range, check_texts, submit, ApiJson, AppState,
+    check_direction, check_query, check_range, check_texts, submit, unexpected, ApiJson, AppState,
 };
 use crate::error::ApiError;
-use crate::worker::{Encoder, Task};
+use crate::worker::{Encoder, Reply, Scored, Task};
 
 /// `POST /rerank`, TEI's request.
 #[derive(Deserialize)]
@@ -89,45 +89,46 @@ pub(crate) async fn rerank(
         truncate: req.truncate.unwrap_or(false),
         sentences,
     };
-    let answer = submit(&state, task).await?;
-    let mut ranks: Vec<Value> = answer
-        .as_array()
-        .ok_or_else(|| ApiError::backend("the model thread answered /rerank with no list"))?
-        .iter()
+    let scored = match submit(&state, task).await? {
+        Reply::Reranked(scored) => scored,
+        other => return Err(unexpected("/rerank", &other)),
+    };
+    let mut ranks: Vec<(f32, Value)> = scored
+        .into_iter()
         .map(|r| rank(r, count, returned.as_deref(), req.raw_scores))
         .collect::<Result<_, _>>()?;
     // Best first; equal scores keep the input order.
-    ranks.sort_by(|a, b| {
-        let score = |v: &Value| v["score"].as_f64().unwrap_or(f64::NEG_INFINITY);
-        score(b).total_cmp(&score(a))
-    });
-    Ok(Json(Value::Array(ranks)))
+    ranks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(Json(ranks.into_iter().map(|(_, r)| r).collect()))
 }
 
-/// One of TEI's `Rank`s from the model thread's `{index, cosine, sentences?, truncated?}`.
+/// One of TEI's `Rank`s, with its score: `{index, score, text?, sentences?, truncated?}`.
 /// `count` texts were sent; `texts` are they when the answer returns them.
-fn rank(r: &Value, count: usize, texts: Option<&[String]>, raw: bool) -> Result<Value, ApiError> {
-    let index = r["index"]
-        .as_u64()
-        .and_then(|i| usize::try_from(i).ok())
-        .filter(|&i| i < count)
-        .ok_or_else(|| ApiError::backend("a /rerank answer without a valid index"))?;
-    let cosine = r["cosine"]
-        .as_f64()
-        .ok_or_else(|| ApiError::backend("a /rerank answer without a score"))?;
-    let mut out = json!({
-        "index": index,
-        "score": if raw { cosine } else { f64::midpoint(cosine, 1.0) },
-    });
-    if let Some(texts) = texts {
-        out["text"] = json!(texts[index]);
+fn rank(
+    r: Scored,
+    count: usize,
+    texts: Option<&[String]>,
+    raw: bool,
+) -> Result<(f32, Value), ApiError> {
+    if r.index >= count {
+        return Err(ApiError::backend("a /rerank answer without a valid index"));
     }
-    for extra in ["sentences", "truncated"] {
-        if let Some(v) = r.get(extra) {
-            out[extra] = v.clone();
+    let score = if raw {
+        r.cosine
+    } else {
+        f32::midpoint(r.cosine, 1.0)
+    };
+    let mut out = json!({ "index": r.index, "score": score });
+    if let Some(texts) = texts {
+        out["text"] = json!(texts[r.index]);
+    }
+    if let Some(located) = r.located {
+        out["sentences"] = json!(located.sentences);
+        if let Some(t) = located.truncated {
+            out["truncated"] = json!(t);
         }
     }
-    Ok(out)
+    Ok((score, out))
 }
 
 /// OpenAI's `input`: text, a list of texts, or token ids (refused: ids of another tokenizer).
@@ -242,7 +243,7 @@ pub(crate) async fn openai_embeddings(
         encoder: req.encoder,
         truncate: req.truncate,
     };
-    let answer = submit(&state, task).await.map_err(|e| {
+    let reply = submit(&state, task).await.map_err(|e| {
         let message = e.message.replace("inputs[", "input[");
         match e.status {
             // An input the model cannot read, or one past what the encoder reads: OpenAI's 400
@@ -253,12 +254,10 @@ pub(crate) async fn openai_embeddings(
             _ => OpenAiError::from(ApiError { message, ..e }),
         }
     })?;
-    let vectors = answer["vectors"]
-        .as_array()
-        .ok_or_else(|| ApiError::backend("the model thread answered with no vectors"))?;
-    let tokens: u64 = answer["tokens"]
-        .as_array()
-        .map_or(0, |t| t.iter().filter_map(Value::as_u64).sum());
+    let (vectors, tokens) = match reply {
+        Reply::Embedded { vectors, tokens } => (vectors, tokens.iter().sum::<usize>()),
+        other => return Err(unexpected("/v1/embeddings", &other).into()),
+    };
     let data = vectors
         .iter()
         .enumerate()
@@ -266,7 +265,7 @@ pub(crate) async fn openai_embeddings(
             let embedding = if base64 {
                 json!(encode_base64(v))
             } else {
-                v.clone()
+                json!(v)
             };
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
@@ -280,15 +279,7 @@ pub(crate) async fn openai_embeddings(
 }
 
 /// OpenAI's `base64` format: the float32 values, little-endian, base64-encoded.
-fn encode_base64(vector: &Value) -> String {
-    let bytes: Vec<u8> = vector
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(Value::as_f64)
-                .flat_map(|x| (x as f32).to_le_bytes())
-                .collect()
-        })
-        .unwrap_or_default();
+fn encode_base64(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::worker::Failure;
+
 /// An HTTP error with a JSON body.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -63,12 +65,18 @@ impl ApiError {
             error.to_string(),
         )
     }
+}
 
-    /// An inference error: the request's fault (422) when gear-infer says the input is bad.
-    pub fn from_infer(error: gear_infer::Error) -> Self {
-        match error {
-            gear_infer::Error::Input(m) => Self::validation(m),
-            other => Self::backend(other),
+/// The status each reason the model thread gives has.
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Input(m) => Self::validation(m),
+            Failure::TooLong(m) => Self::too_large(m),
+            Failure::UnknownDocument(m) => Self::not_found(m),
+            Failure::Expired(m) => Self::timeout(m),
+            Failure::Unavailable(m) => Self::unavailable(m),
+            Failure::Model(m) => Self::backend(m),
         }
     }
 }

@@ -30,8 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gear_infer::DocumentIndex;
-use gear_model::GearModel;
+use gear_infer::Retriever;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -120,8 +119,7 @@ pub enum Stopped {
 /// [`ServeOptions::shutdown_grace`]) and returns how it stopped. `ready` is called with the
 /// bound address once the server accepts connections.
 pub fn serve(
-    model: GearModel,
-    index: DocumentIndex,
+    retriever: Retriever,
     options: &ServeOptions,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<Stopped, Error> {
@@ -147,6 +145,11 @@ pub fn serve(
     let metrics = Arc::new(Metrics::default());
     let alive = Arc::new(AtomicBool::new(true));
     let index_problem: worker::IndexProblem = Arc::default();
+    let index = retriever
+        .index()
+        .map_err(|e| Error::Options(format!("gear serve serves an index: {e}")))?;
+    let fingerprint = index.meta().fingerprint.clone();
+    let model = retriever.model();
     let info = serde_json::json!({
         "model": index.meta().model,
         "documents": index.len(),
@@ -176,7 +179,7 @@ pub fn serve(
                     }
                 }
                 let _gone = Gone(alive);
-                worker::run(model, index, &queue, batching, &metrics, problem);
+                worker::run(retriever, fingerprint, &queue, batching, &metrics, problem);
             })
             .map_err(io("starting the model thread"))?
     };

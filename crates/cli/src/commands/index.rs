@@ -220,16 +220,13 @@ fn add(
     batch_size: usize,
     no_windows: bool,
 ) -> Result<()> {
-    let (opened, gear) = super::search::open_index_and_model(
-        index,
-        model,
-        device,
-        precision,
-        gear_infer::Backend::Exact,
-    )?;
+    let retriever =
+        super::search::open_retriever(index, model, device, precision, gear_infer::Backend::Exact)?;
+    let opened = retriever.index()?;
     let dir = model.map_or_else(|| opened.meta().model.clone(), Path::to_path_buf);
     let before = opened.len();
-    drop(opened);
+    // The index's files are mapped while it is open: adding rewrites its record.
+    let (gear, _) = retriever.into_parts();
     let docs = DocumentReader::open(corpus)?.collect::<Result<Vec<_>, _>>()?;
     let bar = count_bar("add", "shards")?;
     let opts = BuildOptions {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use gear_data::Document;
-use gear_infer::{explain, render_html, render_terminal, DocumentIndex};
+use gear_infer::{render_html, render_terminal, DocumentIndex, Retriever};
 use gear_model::{GenerationOptions, LocateOptions, Search};
 
 use crate::args::{count, Aggregation, DecodingArg, GearModelArgs};
@@ -98,11 +98,13 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     }
     let (model, _) = args.model.load()?;
     let doc = args.doc.load()?;
-    let locate = LocateOptions {
+    let mut retriever = Retriever::from_model(model);
+    retriever.set_locate_options(LocateOptions {
         aggregation: args.aggregation.into(),
-        top_tokens: 10,
         layer: args.layer,
-    };
+        ..LocateOptions::default()
+    });
+    let model = retriever.model();
     let search = if args.beams > 1 {
         Search::Beam {
             width: args.beams,
@@ -117,12 +119,12 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
         use_cache: true,
         decoding: args.decoding.map(Into::into),
     };
-    let e = explain(
-        &model,
+    let e = retriever.explain(
         &args.query,
         &doc,
-        &locate,
+        10,
         (mode != PairMode::Locate).then_some(&generation),
+        None,
     )?;
     if let Some(path) = &args.html {
         std::fs::write(path, render_html(&e, args.k))

@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gear_infer::{explain, load_model, Backend, DocumentIndex, ModelSource};
-use gear_model::LocateOptions;
+use gear_infer::{Backend, Retriever, RetrieverOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
@@ -60,13 +59,12 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             }
         );
     }
-    let backend = args.backend.backend()?;
-    let (index, model) = open_index_and_model(
+    let retriever = open_retriever(
         &args.index,
         args.model.as_deref(),
         args.device.get(),
         args.precision,
-        backend,
+        args.backend.backend()?,
     )?;
     let many = args.queries.is_some();
     let bar = if many {
@@ -80,37 +78,30 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let locate = LocateOptions::default();
-    for block in queries.chunks(256) {
-        let hits = index.search(&model, block, args.k)?;
-        for (query, hits) in block.iter().zip(hits) {
+    // Blocks of queries: one query-encoder forward each, and their hits located together.
+    let block_size = if args.locate > 0 { 32 } else { 256 };
+    for block in queries.chunks(block_size) {
+        for answer in retriever.search(block, args.k, args.locate, None)? {
             if many && !args.json {
-                outln!("query: {query}")?;
+                outln!("query: {}", answer.query)?;
             }
-            for (rank, (doc, score)) in hits.into_iter().enumerate() {
-                let sentences = if args.locate > 0 {
-                    explain(&model, query, &doc, &locate, None)?.located_sentences(args.locate)
-                } else {
-                    Vec::new()
-                };
+            for hit in &answer.results {
                 if args.json {
-                    let mut line = serde_json::json!({"rank": rank + 1, "score": score, "id": doc.id, "title": doc.title});
+                    let mut line = serde_json::to_value(hit)?;
                     if many {
-                        line["query"] = query.as_str().into();
-                    }
-                    if args.locate > 0 {
-                        line["sentences"] = serde_json::json!(sentences);
+                        line["query"] = answer.query.as_str().into();
                     }
                     outln!("{line}")?;
                 } else {
-                    let preview: String = doc.text.chars().take(100).collect();
+                    let preview: String = hit.text.chars().take(100).collect();
                     outln!(
-                        "{:>3}  {score:.4}  {}  {}  {preview}…",
-                        rank + 1,
-                        doc.id,
-                        doc.title
+                        "{:>3}  {:.4}  {}  {}  {preview}…",
+                        hit.rank,
+                        hit.score,
+                        hit.id,
+                        hit.title
                     )?;
-                    for s in &sentences {
+                    for s in hit.sentences.iter().flatten() {
                         outln!(
                             "       {:.4}  [{}] chars {}..{}  {}",
                             s.score,
@@ -131,26 +122,20 @@ pub fn search(args: &SearchArgs) -> Result<()> {
 
 /// Opens the index and the model it was built with (or `model`, which must be the same files),
 /// the model running in `precision`.
-pub(crate) fn open_index_and_model(
+pub(crate) fn open_retriever(
     index: &std::path::Path,
     model: Option<&std::path::Path>,
     device: tch::Device,
     precision: InferencePrecision,
     backend: Backend,
-) -> Result<(DocumentIndex, gear_model::GearModel)> {
-    let precision = precision.checked(device)?;
-    let index = DocumentIndex::open_with(index, device, backend)?;
-    let dir = model.map_or_else(|| index.meta().model.clone(), std::path::Path::to_path_buf);
-    index.check_model(&dir)?;
-    let is_pretrained = dir.join("config.json").is_file() && !dir.join("gear.toml").is_file();
-    let source = if is_pretrained {
-        ModelSource::Pretrained
-    } else {
-        ModelSource::Checkpoint(dir)
+) -> Result<Retriever> {
+    let options = RetrieverOptions {
+        model: model.map(std::path::Path::to_path_buf),
+        device,
+        precision: precision.checked(device)?,
+        backend,
     };
-    let (mut model, _) = load_model(&source, device)?;
-    model.set_precision(precision);
-    Ok((index, model))
+    Ok(Retriever::open(index, &options)?)
 }
 
 /// One query per line; blank lines skipped; invalid UTF-8 names its line.

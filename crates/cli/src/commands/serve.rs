@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use gear_serve::ServeOptions;
 
-use super::search::open_index_and_model;
+use super::search::open_retriever;
 use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
 
 /// Options of `gear serve`.
@@ -62,7 +62,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let backend = args.backend.backend()?;
     let bar = crate::spinner(format!("opening {}", args.index.display()));
-    let (index, model) = open_index_and_model(
+    let retriever = open_retriever(
         &args.index,
         args.model.as_deref(),
         args.device.get(),
@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> Result<()> {
         backend,
     )?;
     bar.finish_and_clear();
-    let documents = index.len();
+    let documents = retriever.index()?.len();
     let options = ServeOptions {
         addr: args.addr,
         max_batch: args.max_batch,
@@ -86,7 +86,7 @@ pub fn run(args: &Args) -> Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_s),
         ..ServeOptions::default()
     };
-    let stopped = gear_serve::serve(model, index, &options, |addr| {
+    let stopped = gear_serve::serve(retriever, &options, |addr| {
         // The first line on stdout: scripts and tests read the address from it.
         println!("listening on http://{addr} ({documents} documents; the search page is at /)");
     })?;

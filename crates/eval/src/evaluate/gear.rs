@@ -1,12 +1,11 @@
 //! GeAR's local retrieval in an evaluation: the gold documents grouped by length so that each
 //! fusion forward holds about `batch` queries over several documents (each document's token
-//! states computed once, [`GearModel::locate_grouped`]), at the model's own layer and at every
+//! states computed once, [`GearModel::locate`]), at the model's own layer and at every
 //! layer of a sweep.
 
 use std::collections::BTreeMap;
 
-use gear_data::Span;
-use gear_model::{GearModel, LocateOptions};
+use gear_model::{GearModel, LocateOptions, LocateQueries};
 
 use super::{EvalOptions, LocalMetrics, Prepared};
 use crate::Result;
@@ -49,19 +48,16 @@ fn rank_layer(
     local: &mut LocalMetrics,
 ) -> Result<()> {
     for group in groups {
-        let docs: Vec<&str> = group.iter().map(|&p| prep.passages[p]).collect();
-        let units: Vec<&[Span]> = group.iter().map(|p| prep.spans[p].as_slice()).collect();
-        let mut texts = Vec::new();
-        let mut document_of = Vec::new();
+        let mut request = LocateQueries::default();
         let mut asked = Vec::new();
-        for (row, p) in group.iter().enumerate() {
+        for p in group {
+            let row = request.document(prep.passages[*p], prep.spans[p].as_slice());
             for &i in &prep.by_passage[p] {
-                texts.push(prep.questions[i]);
-                document_of.push(row);
+                request.query(prep.questions[i], row);
                 asked.push(i);
             }
         }
-        let rankings = model.locate_grouped(&texts, &document_of, &docs, &units, locate)?;
+        let rankings = model.locate(&request, locate)?;
         for (r, &i) in rankings.iter().zip(&asked) {
             let ranked: Vec<usize> = r.units.iter().map(|u| u.index).collect();
             local.add(&ranked, &prep.targets[i].relevant);

@@ -24,7 +24,7 @@
 //!
 //! GeAR's local retrieval encodes each document once and runs its queries through the fusion
 //! encoder in batches of about `batch_size` queries over several documents
-//! ([`GearModel::locate_grouped`]); the bi-encoder embeds each distinct sentence once.
+//! ([`GearModel::locate`]); the bi-encoder embeds each distinct sentence once.
 
 mod baselines;
 mod gear;

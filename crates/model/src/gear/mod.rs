@@ -36,7 +36,7 @@ pub use config::{
     Decoding, GearConfig,
 };
 pub use init::InitReport;
-pub use pipeline::{LocateInput, LocateOptions};
+pub use pipeline::{LocateDocument, LocateOptions, LocateQueries};
 pub use reader::{keep_mask, Generated, ReaderInputs};
 
 /// The special token that starts every decoder input.

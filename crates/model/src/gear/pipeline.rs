@@ -1,7 +1,7 @@
 //! What a trained [`GearModel`] is used for beyond embedding: local retrieval (units of a document
-//! ranked by the fusion encoder's cross-attention from the query, method §3.3) for one pair, a
-//! batch of pairs, many queries against one document or against a few shared documents; and
-//! generation from fusion(q, d).
+//! ranked by the fusion encoder's cross-attention from the query, method §3.3) through one entry
+//! point, [`GearModel::locate`], for any mix of queries and documents; and generation from
+//! fusion(q, d).
 
 use gear_data::Span;
 use tch::{Device, Kind, Tensor};
@@ -22,122 +22,109 @@ pub struct LocateOptions {
     pub top_tokens: usize,
 }
 
-/// One (query, document, units) input of [`GearModel::locate_batch`].
+/// One document a [`LocateQueries`] reads: its text and its units (byte spans into the text).
 #[derive(Debug, Clone, Copy)]
-pub struct LocateInput<'a> {
-    /// The query.
-    pub query: &'a str,
+pub struct LocateDocument<'a> {
     /// The document.
-    pub document: &'a str,
+    pub text: &'a str,
     /// Its units as byte spans.
     pub units: &'a [Span],
 }
 
+/// What [`GearModel::locate`] ranks: queries, the documents they read, and which document each
+/// query reads. A document shared by several queries is encoded once.
+///
+/// ```
+/// # use gear_model::LocateQueries;
+/// # use gear_data::Span;
+/// let units = [Span::new(0, 12), Span::new(13, 30)];
+/// let text = "First thing. Then another one.";
+/// // One pair.
+/// let one = LocateQueries::pair("which thing", text, &units);
+/// // Several queries against one document.
+/// let many = LocateQueries::against(&["first", "another"], text, &units);
+/// // Any mix: documents added once, queries pointing at them.
+/// let mut mixed = LocateQueries::default();
+/// let d = mixed.document(text, &units);
+/// mixed.query("first", d).query("another", d);
+/// assert_eq!((one.len(), many.len(), mixed.len()), (1, 2, 2));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LocateQueries<'a> {
+    queries: Vec<&'a str>,
+    document_of: Vec<usize>,
+    documents: Vec<LocateDocument<'a>>,
+}
+
+impl<'a> LocateQueries<'a> {
+    /// One query against one document.
+    pub fn pair(query: &'a str, text: &'a str, units: &'a [Span]) -> Self {
+        Self::against(&[query], text, units)
+    }
+
+    /// Several queries against one document (its token states computed once).
+    pub fn against(queries: &[&'a str], text: &'a str, units: &'a [Span]) -> Self {
+        let mut out = Self::default();
+        let d = out.document(text, units);
+        for q in queries {
+            out.query(q, d);
+        }
+        out
+    }
+
+    /// Adds a document; returns its row, for [`LocateQueries::query`].
+    pub fn document(&mut self, text: &'a str, units: &'a [Span]) -> usize {
+        self.documents.push(LocateDocument { text, units });
+        self.documents.len() - 1
+    }
+
+    /// Adds a query that reads document row `document` (checked by [`GearModel::locate`]).
+    pub fn query(&mut self, query: &'a str, document: usize) -> &mut Self {
+        self.queries.push(query);
+        self.document_of.push(document);
+        self
+    }
+
+    /// Adds a query with a document of its own.
+    pub fn push_pair(&mut self, query: &'a str, text: &'a str, units: &'a [Span]) -> &mut Self {
+        let d = self.document(text, units);
+        self.query(query, d)
+    }
+
+    /// Queries (rankings [`GearModel::locate`] returns).
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Whether there is no query.
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+}
+
 impl GearModel {
-    /// Local retrieval for one pair: the document's units ranked by cross-attention.
+    /// Local retrieval (method §3.3): each query's document units ranked by the fusion
+    /// encoder's cross-attention from the query, in query order. The documents are encoded
+    /// once, in one padded batch, and every query attends to its own document's states in one
+    /// fusion forward (no decoder) — one pair, many queries against one passage, or a search's
+    /// many (query, hit) pairs alike. Padding leaves real token states unchanged, so a ranking
+    /// does not depend on what it was batched with.
     pub fn locate(
         &self,
-        query: &str,
-        document: &str,
-        units: &[Span],
-        options: &LocateOptions,
-    ) -> Result<LocalRanking> {
-        let mut out = self.locate_batch(
-            &[LocateInput {
-                query,
-                document,
-                units,
-            }],
-            options,
-        )?;
-        out.pop()
-            .ok_or_else(|| Error::Input("empty locate batch".into()))
-    }
-
-    /// Local retrieval for a batch of pairs, in one padded forward (no decoder).
-    pub fn locate_batch(
-        &self,
-        inputs: &[LocateInput<'_>],
+        request: &LocateQueries<'_>,
         options: &LocateOptions,
     ) -> Result<Vec<LocalRanking>> {
-        let _span = tracing::debug_span!("gear.locate", pairs = inputs.len()).entered();
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let layer = self.checked_local_layer(options)?;
-        let queries: Vec<&str> = inputs.iter().map(|i| i.query).collect();
-        let documents: Vec<&str> = inputs.iter().map(|i| i.document).collect();
-        let q = self.encode_query_texts(&queries)?;
-        let d = self.encode_document_texts(&documents)?;
-        let probs = self.inference(|| -> Result<Tensor> {
-            let states = self.document_states_t(&d.ids, &d.mask, false)?;
-            self.local_probs(&q, &states, &d.mask, layer)
-        })?;
-        let units: Vec<&[Span]> = inputs.iter().map(|i| i.units).collect();
-        let rows: Vec<usize> = (0..inputs.len()).collect();
-        self.rankings(&probs, &q, &d, &rows, &units, options)
-    }
-
-    /// Local retrieval of several queries against one document: the document's token states
-    /// are computed once and shared by one fusion forward over all the queries (what a search
-    /// does when several questions hit the same passage). Rankings come back in query order.
-    pub fn locate_many(
-        &self,
-        queries: &[&str],
-        document: &str,
-        units: &[Span],
-        options: &LocateOptions,
-    ) -> Result<Vec<LocalRanking>> {
-        let _span =
-            tracing::debug_span!("gear.locate", queries = queries.len(), documents = 1).entered();
-        if queries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let layer = self.checked_local_layer(options)?;
-        let n = queries.len() as i64;
-        let q = self.encode_query_texts(queries)?;
-        let d = self.encode_document_texts(&[document])?;
-        let probs = self.inference(|| -> Result<Tensor> {
-            let states = self.document_states_t(&d.ids, &d.mask, false)?;
-            let size = states.size();
-            let states = states.expand([n, size[1], size[2]], false);
-            let mask = d.mask.expand([n, size[1]], false);
-            self.local_probs(&q, &states, &mask, layer)
-        })?;
-        let units: Vec<&[Span]> = vec![units; queries.len()];
-        let rows = vec![0; queries.len()];
-        self.rankings(&probs, &q, &d, &rows, &units, options)
-    }
-
-    /// Local retrieval of many queries against a few documents: the documents are encoded once,
-    /// in one padded batch, and every query attends to its own document's states (row
-    /// `document_of[i]` of `documents`) in one fusion forward — an evaluation's or a search's
-    /// many (query, hit) pairs at the batch sizes the CPU and GPU kernels like. `units[r]` are
-    /// document `r`'s units. Rankings come back in query order and equal
-    /// [`GearModel::locate_many`]'s (padding leaves real token states unchanged).
-    pub fn locate_grouped(
-        &self,
-        queries: &[&str],
-        document_of: &[usize],
-        documents: &[&str],
-        units: &[&[Span]],
-        options: &LocateOptions,
-    ) -> Result<Vec<LocalRanking>> {
+        let LocateQueries {
+            queries,
+            document_of,
+            documents,
+        } = request;
         let _span = tracing::debug_span!(
             "gear.locate",
             queries = queries.len(),
             documents = documents.len()
         )
         .entered();
-        if queries.len() != document_of.len() || documents.len() != units.len() {
-            return Err(Error::Input(format!(
-                "{} queries with {} document rows, {} documents with {} unit lists",
-                queries.len(),
-                document_of.len(),
-                documents.len(),
-                units.len()
-            )));
-        }
         if let Some(&r) = document_of.iter().find(|&&r| r >= documents.len()) {
             return Err(Error::Input(format!(
                 "document row {r} of a query is outside the {} documents",
@@ -149,17 +136,29 @@ impl GearModel {
         }
         let layer = self.checked_local_layer(options)?;
         let q = self.encode_query_texts(queries)?;
-        let d = self.encode_document_texts(documents)?;
+        let texts: Vec<&str> = documents.iter().map(|d| d.text).collect();
+        let d = self.encode_document_texts(&texts)?;
         let rows: Vec<i64> = document_of.iter().map(|&r| r as i64).collect();
         let probs = self.inference(|| -> Result<Tensor> {
-            let index = Tensor::from_slice(&rows).to_device(self.device());
-            let states = self
-                .document_states_t(&d.ids, &d.mask, false)?
-                .index_select(0, &index);
-            let mask = d.mask.index_select(0, &index);
+            let states = self.document_states_t(&d.ids, &d.mask, false)?;
+            let (states, mask) = if documents.len() == 1 {
+                // One document: a view per query, no copy.
+                let size = states.size();
+                let n = queries.len() as i64;
+                (
+                    states.expand([n, size[1], size[2]], false),
+                    d.mask.expand([n, size[1]], false),
+                )
+            } else {
+                let index = Tensor::from_slice(&rows).to_device(self.device());
+                (
+                    states.index_select(0, &index),
+                    d.mask.index_select(0, &index),
+                )
+            };
             self.local_probs(&q, &states, &mask, layer)
         })?;
-        let per_query: Vec<&[Span]> = document_of.iter().map(|&r| units[r]).collect();
+        let per_query: Vec<&[Span]> = document_of.iter().map(|&r| documents[r].units).collect();
         self.rankings(&probs, &q, &d, document_of, &per_query, options)
     }
 

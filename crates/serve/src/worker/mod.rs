@@ -2,8 +2,12 @@
 //! the encoder work of concurrent requests into one forward pass (dynamic batching, as TEI
 //! does): with the first embedding or search job it takes every job already queued — and, when
 //! `max_wait` is not zero, waits that long for more — up to `max_batch` texts, and runs them
-//! together. Locating, generation and explanations run one
-//! (query, document) pair at a time after the batch.
+//! together. Searches that asked for located sentences are answered after the plain ones, all
+//! their (query, hit) pairs located in grouped fusion passes ([`Retriever::locate_hits`]);
+//! `/locate`, `/generate`, `/explain` and `/rerank` run after the batch, each in its own pass.
+//!
+//! The thread answers plain data ([`Reply`]) or a [`Failure`]; the HTTP layer turns them into
+//! JSON and status codes.
 //!
 //! Every job carries its request's deadline: a job whose deadline passed while it waited is
 //! dropped unread, and locating a long document stops at the deadline between two forward
@@ -16,19 +20,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gear_data::Document;
-use gear_infer::DocumentIndex;
-use gear_model::{GearModel, LocateOptions};
-use serde_json::{json, Value};
+use gear_infer::{ExplainedAnswer, GeneratedAnswer, Located, Retriever, SearchAnswer};
 use tokio::sync::oneshot;
 
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 mod pairs;
 mod reload;
-
-use pairs::{add_truncation, sentences};
 
 /// Which encoder `/embed` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -109,8 +107,83 @@ impl Task {
     }
 }
 
+/// What the model thread answers, as plain data.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// `/embed`, `/v1/embeddings`: one vector per text, and the tokens the encoder read of each
+    /// (special tokens included).
+    Embedded {
+        vectors: Vec<Vec<f32>>,
+        tokens: Vec<usize>,
+    },
+    Searched(SearchAnswer),
+    Located(Located),
+    Generated(GeneratedAnswer),
+    Explained(ExplainedAnswer),
+    /// `/rerank`: each text's cosine to the query, in input order, with its located sentences
+    /// when asked for.
+    Reranked(Vec<Scored>),
+}
+
+/// One text scored by `/rerank`.
+#[derive(Debug)]
+pub(crate) struct Scored {
+    /// Position among the texts sent.
+    pub index: usize,
+    /// Cosine of the query and text embeddings.
+    pub cosine: f32,
+    /// Its best sentences, when asked for.
+    pub located: Option<Located>,
+}
+
+/// Why a job has no answer; the HTTP layer chooses the status.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// An input the model cannot read, or a value out of bounds.
+    Input(String),
+    /// An input longer than the encoder reads, without `truncate`.
+    TooLong(String),
+    /// No such document in the index.
+    UnknownDocument(String),
+    /// The request's time limit ended.
+    Expired(String),
+    /// The index is not being served now.
+    Unavailable(String),
+    /// The model failed (a bug, not the request's fault).
+    Model(String),
+}
+
+impl Failure {
+    /// An inference error: the request's fault when gear-infer says the input is bad.
+    pub(crate) fn from_infer(error: gear_infer::Error) -> Self {
+        match error {
+            gear_infer::Error::Input(m) => Self::Input(m),
+            gear_infer::Error::UnknownDocument { id, .. } => {
+                Self::UnknownDocument(format!("no document `{id}` in the index"))
+            }
+            gear_infer::Error::Deadline { done, total } => Self::Expired(format!(
+                "the request's time limit ended after {done} of {total} passes over the \
+                 document; the work stopped there"
+            )),
+            other => Self::Model(other.to_string()),
+        }
+    }
+
+    /// The same failure with its message rewritten by `f` (field names of another API).
+    pub(crate) fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Self::Input(m) => Self::Input(f(&m)),
+            Self::TooLong(m) => Self::TooLong(f(&m)),
+            Self::UnknownDocument(m) => Self::UnknownDocument(f(&m)),
+            Self::Expired(m) => Self::Expired(f(&m)),
+            Self::Unavailable(m) => Self::Unavailable(f(&m)),
+            Self::Model(m) => Self::Model(f(&m)),
+        }
+    }
+}
+
 /// The answer to one job.
-pub(crate) type Answer = Result<Value, ApiError>;
+pub(crate) type Answer = Result<Reply, Failure>;
 
 /// A task and where its answer goes.
 pub(crate) struct Job {
@@ -133,17 +206,16 @@ pub(crate) type IndexProblem = Arc<Mutex<Option<String>>>;
 
 /// Serves jobs until every sender is gone (the server has drained).
 pub(crate) fn run(
-    model: GearModel,
-    index: DocumentIndex,
+    retriever: Retriever,
+    fingerprint: String,
     jobs: &Receiver<Job>,
     batching: Batching,
     metrics: &Arc<Metrics>,
     problem: IndexProblem,
 ) {
     let mut worker = Worker {
-        model,
-        fingerprint: index.meta().fingerprint.clone(),
-        index,
+        retriever,
+        fingerprint,
         metrics,
         max_batch: batching.max_batch,
         problem,
@@ -193,9 +265,8 @@ type EmbedJob = (Vec<String>, Vec<usize>, oneshot::Sender<Answer>);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 struct Worker<'a> {
-    model: GearModel,
-    /// The index served; not read while `problem` holds a reason.
-    index: DocumentIndex,
+    /// The model and the index served (not read while `problem` holds a reason).
+    retriever: Retriever,
     /// The model fingerprint the served index was built with (a reopened one must match).
     fingerprint: String,
     metrics: &'a Metrics,
@@ -224,8 +295,8 @@ impl Worker<'_> {
         {
             if now >= deadline {
                 // The client has had its 504: nothing to compute.
-                let _ = reply.send(Err(ApiError::timeout(
-                    "the request's time limit ended while it waited for the model",
+                let _ = reply.send(Err(Failure::Expired(
+                    "the request's time limit ended while it waited for the model".into(),
                 )));
                 continue;
             }
@@ -247,7 +318,7 @@ impl Worker<'_> {
                 },
                 // A query the model reads nothing of fails alone, not the batch it joins.
                 Task::Search { query, k, locate } => {
-                    match gear_infer::check_readable(&self.model, "`query`", &query) {
+                    match gear_infer::check_readable(self.retriever.model(), "`query`", &query) {
                         Ok(()) => searches.push(SearchJob {
                             query,
                             k,
@@ -256,7 +327,7 @@ impl Worker<'_> {
                             deadline,
                         }),
                         Err(e) => {
-                            let _ = reply.send(Err(ApiError::from_infer(e)));
+                            let _ = reply.send(Err(Failure::from_infer(e)));
                         }
                     }
                 }
@@ -278,25 +349,25 @@ impl Worker<'_> {
         texts: &[String],
         encoder: Encoder,
         truncate: bool,
-    ) -> Result<Vec<usize>, ApiError> {
+    ) -> Result<Vec<usize>, Failure> {
+        let model = self.retriever.model();
         for (i, text) in texts.iter().enumerate() {
-            gear_infer::check_readable(&self.model, &format!("inputs[{i}]"), text)
-                .map_err(ApiError::from_infer)?;
+            gear_infer::check_readable(model, &format!("inputs[{i}]"), text)
+                .map_err(Failure::from_infer)?;
         }
-        let config = self.model.config();
+        let config = model.config();
         let max = match encoder {
             Encoder::Query => config.max_query_len,
             Encoder::Document => config.max_document_len,
         };
         let mut tokens = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let n = self
-                .model
+            let n = model
                 .tokenizer()
                 .count_tokens(text)
-                .map_err(|e| ApiError::validation(format!("inputs[{i}]: {e}")))?;
+                .map_err(|e| Failure::Input(format!("inputs[{i}]: {e}")))?;
             if n > max && !truncate {
-                return Err(ApiError::too_large(format!(
+                return Err(Failure::TooLong(format!(
                     "inputs[{i}] is {n} tokens and the {} encoder reads {max}: shorten it or \
                      pass \"truncate\": true",
                     match encoder {
@@ -324,7 +395,10 @@ impl Worker<'_> {
                 let mut vectors = vectors.into_iter();
                 for (texts, tokens, reply) in group {
                     let mine: Vec<Vec<f32>> = vectors.by_ref().take(texts.len()).collect();
-                    let _ = reply.send(Ok(json!({ "vectors": mine, "tokens": tokens })));
+                    let _ = reply.send(Ok(Reply::Embedded {
+                        vectors: mine,
+                        tokens,
+                    }));
                 }
             }
             Err(e) => {
@@ -335,28 +409,29 @@ impl Worker<'_> {
         }
     }
 
-    pub(super) fn embed(
-        &self,
-        texts: &[&str],
-        encoder: Encoder,
-    ) -> Result<Vec<Vec<f32>>, ApiError> {
+    pub(super) fn embed(&self, texts: &[&str], encoder: Encoder) -> Result<Vec<Vec<f32>>, Failure> {
+        let model = self.retriever.model();
+        let failed = |e: &dyn std::fmt::Display| Failure::Model(e.to_string());
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.max_batch) {
             self.metrics.batch(chunk.len());
             let t = match encoder {
-                Encoder::Query => self.model.embed_queries(chunk),
-                Encoder::Document => self.model.embed_documents(chunk),
+                Encoder::Query => model.embed_queries(chunk),
+                Encoder::Document => model.embed_documents(chunk),
             }
-            .map_err(ApiError::backend)?;
+            .map_err(|e| failed(&e))?;
             let rows: Vec<Vec<f32>> =
                 Vec::try_from(t.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu))
-                    .map_err(ApiError::backend)?;
+                    .map_err(|e| failed(&e))?;
             out.extend(rows);
         }
         Ok(out)
     }
 
     /// Search jobs: one query-encoder forward and one index search per `max_batch` queries.
+    /// Searches without located sentences are answered at once; then every (query, hit) pair
+    /// of the ones that asked for sentences is located in grouped fusion passes, which run
+    /// while some client of theirs still waits (their latest deadline).
     fn search_group(&self, mut jobs: Vec<SearchJob>) {
         while !jobs.is_empty() {
             let rest = jobs.split_off(jobs.len().min(self.max_batch));
@@ -364,46 +439,52 @@ impl Worker<'_> {
             let queries: Vec<&str> = batch.iter().map(|j| j.query.as_str()).collect();
             let k = batch.iter().map(|j| j.k).max().unwrap_or(1);
             self.metrics.batch(queries.len());
-            match self.index.search(&self.model, &queries, k) {
-                Ok(hits) => {
-                    for (job, hits) in batch.into_iter().zip(hits) {
-                        let answer = self.search_answer(&job, hits);
-                        let _ = job.reply.send(answer);
-                    }
-                }
+            let answers = match self.retriever.search(&queries, k, 0, None) {
+                Ok(answers) => answers,
                 Err(e) => {
-                    let e = ApiError::from_infer(e);
+                    let e = Failure::from_infer(e);
                     for job in batch {
                         let _ = job.reply.send(Err(e.clone()));
                     }
+                    continue;
+                }
+            };
+            let mut locating = Vec::new();
+            for (job, mut answer) in batch.into_iter().zip(answers) {
+                answer.results.truncate(job.k);
+                if job.locate == 0 {
+                    let _ = job.reply.send(Ok(Reply::Searched(answer)));
+                } else {
+                    locating.push((job, answer));
                 }
             }
+            self.locate_searches(locating);
         }
     }
 
-    fn search_answer(&self, job: &SearchJob, hits: Vec<(Document, f32)>) -> Answer {
-        let mut results = Vec::new();
-        for (rank, (doc, score)) in hits.into_iter().take(job.k).enumerate() {
-            let mut r = json!({
-                "rank": rank + 1,
-                "id": doc.id,
-                "title": doc.title,
-                "score": score,
-                "text": doc.text,
-            });
-            if job.locate > 0 {
-                let e = self.explain(
-                    &job.query,
-                    &doc,
-                    &LocateOptions::default(),
-                    None,
-                    job.deadline,
-                )?;
-                r["sentences"] = sentences(&e, job.locate);
-                add_truncation(&mut r, &e);
+    /// The located sentences of searches that asked for them, in grouped passes.
+    fn locate_searches(&self, mut locating: Vec<(SearchJob, SearchAnswer)>) {
+        let Some(deadline) = locating.iter().map(|(j, _)| j.deadline).max() else {
+            return;
+        };
+        let mut asked: Vec<(&mut SearchAnswer, usize)> = locating
+            .iter_mut()
+            .map(|(job, answer)| (answer, job.locate))
+            .collect();
+        let outcome = self.retriever.locate_hits(&mut asked, Some(deadline));
+        drop(asked);
+        match outcome {
+            Ok(()) => {
+                for (job, answer) in locating {
+                    let _ = job.reply.send(Ok(Reply::Searched(answer)));
+                }
             }
-            results.push(r);
+            Err(e) => {
+                let e = Failure::from_infer(e);
+                for (job, _) in locating {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
         }
-        Ok(json!({ "query": job.query, "results": results }))
     }
 }

@@ -1,32 +1,26 @@
-//! Jobs over one (query, document) pair — `/locate`, `/generate`, `/explain` and the located
-//! sentences of `/search` — and the JSON they answer with.
+//! Jobs over (query, document) pairs — `/locate`, `/generate`, `/explain` and `/rerank` — each
+//! through the [`gear_infer::Retriever`], answered as typed data.
 
 use std::time::Instant;
 
 use gear_data::Document;
-use gear_infer::{explain_within, Explanation};
-use gear_model::{GenerationOptions, LocateOptions};
-use serde_json::{json, Value};
+use gear_model::GenerationOptions;
 
-use super::{Answer, DocSource, Encoder, Task, Worker};
-use crate::error::ApiError;
+use super::{Answer, DocSource, Encoder, Failure, Reply, Scored, Task, Worker};
 
 impl Worker<'_> {
     pub(super) fn single(&self, task: Task, deadline: Instant) -> Answer {
+        let r = &self.retriever;
         match task {
             Task::Locate { query, document, k } => {
                 let doc = match document {
                     DocSource::Id(id) => self.document(&id)?,
-                    DocSource::Text(text) => Document {
-                        id: String::new(),
-                        title: String::new(),
-                        text,
-                    },
+                    DocSource::Text(text) => text_document(text),
                 };
-                let e = self.explain(&query, &doc, &LocateOptions::default(), None, deadline)?;
-                let mut answer = json!({ "query": query, "sentences": sentences(&e, k) });
-                add_truncation(&mut answer, &e);
-                Ok(answer)
+                let located = r
+                    .locate(&[(&query, &doc)], k, Some(deadline))
+                    .map_err(Failure::from_infer)?;
+                one(located).map(Reply::Located)
             }
             Task::Generate {
                 query,
@@ -38,143 +32,95 @@ impl Worker<'_> {
                     max_len: max_tokens,
                     ..GenerationOptions::default()
                 };
-                let e = self.explain(
-                    &query,
-                    &doc,
-                    &LocateOptions::default(),
-                    Some(&generation),
-                    deadline,
-                )?;
-                let mut answer = json!({
-                    "query": query,
-                    "doc_id": doc_id,
-                    "generated": e.generated.clone().unwrap_or_default(),
-                });
-                // Where the answer was read from (span decoding) and the sentence local
-                // retrieval ranks first, both in character offsets as /search gives them.
-                if let Some(span) = e.generated_chars() {
-                    answer["span"] = json!(span);
-                }
-                if let Some(top) = e.located_sentences(1).pop() {
-                    answer["sentence"] = json!(top);
-                }
-                add_truncation(&mut answer, &e);
-                Ok(answer)
+                r.generate(&query, &doc, &generation, Some(deadline))
+                    .map(Reply::Generated)
+                    .map_err(Failure::from_infer)
             }
             Task::Explain {
                 query,
                 doc_id,
                 tokens,
-                sentences: k,
+                sentences,
             } => {
                 let doc = self.document(&doc_id)?;
-                let options = LocateOptions {
-                    top_tokens: tokens,
-                    ..LocateOptions::default()
-                };
-                let e = self.explain(&query, &doc, &options, None, deadline)?;
-                let mut answer = json!({
-                    "query": query,
-                    "doc_id": doc_id,
-                    "sentences": sentences(&e, k),
-                    "tokens": e.located_tokens(),
-                });
-                add_truncation(&mut answer, &e);
-                Ok(answer)
+                r.explain_answer(&query, &doc, sentences, tokens, Some(deadline))
+                    .map(Reply::Explained)
+                    .map_err(Failure::from_infer)
             }
             Task::Rerank {
                 query,
                 texts,
                 truncate,
-                sentences: k,
-            } => self.rerank(&query, &texts, truncate, k, deadline),
-            Task::Embed { .. } | Task::Search { .. } => Err(ApiError::backend(
-                "a batched task reached the single-pair path",
+                sentences,
+            } => self.rerank(&query, texts, truncate, sentences, deadline),
+            Task::Embed { .. } | Task::Search { .. } => Err(Failure::Model(
+                "a batched task reached the single-pair path".into(),
             )),
         }
     }
 
     /// `/rerank`: each text's cosine to the query under GeAR's bi-encoder (`E_q` against `E_d`,
     /// the score global retrieval ranks by), in input order, with its `k` best sentences by
-    /// cross-attention when `k` > 0.
+    /// cross-attention when `k` > 0 (all texts located in grouped passes).
     fn rerank(
         &self,
         query: &str,
-        texts: &[String],
+        texts: Vec<String>,
         truncate: bool,
         k: usize,
         deadline: Instant,
     ) -> Answer {
         self.check_inputs(&[query.to_owned()], Encoder::Query, truncate)
-            .map_err(|e| ApiError {
-                message: e.message.replacen("inputs[0]", "`query`", 1),
-                ..e
-            })?;
-        self.check_inputs(texts, Encoder::Document, truncate)
-            .map_err(|e| ApiError {
-                message: e.message.replacen("inputs[", "texts[", 1),
-                ..e
-            })?;
+            .map_err(|e| e.map_message(|m| m.replacen("inputs[0]", "`query`", 1)))?;
+        self.check_inputs(&texts, Encoder::Document, truncate)
+            .map_err(|e| e.map_message(|m| m.replacen("inputs[", "texts[", 1)))?;
         let q = self.embed(&[query], Encoder::Query)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let d = self.embed(&refs, Encoder::Document)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for (i, (text, vector)) in texts.iter().zip(&d).enumerate() {
-            let score: f32 = q[0].iter().zip(vector).map(|(a, b)| a * b).sum();
-            let mut r = json!({ "index": i, "cosine": score });
-            if k > 0 {
-                let doc = Document {
-                    id: String::new(),
-                    title: String::new(),
-                    text: text.clone(),
-                };
-                let e = self.explain(query, &doc, &LocateOptions::default(), None, deadline)?;
-                r["sentences"] = sentences(&e, k);
-                add_truncation(&mut r, &e);
-            }
-            out.push(r);
-        }
-        Ok(Value::Array(out))
+        let cosines = d
+            .iter()
+            .map(|v| q[0].iter().zip(v).map(|(a, b)| a * b).sum::<f32>());
+        let mut located: Vec<Option<gear_infer::Located>> = if k > 0 {
+            let docs: Vec<Document> = texts.into_iter().map(text_document).collect();
+            let pairs: Vec<(&str, &Document)> = docs.iter().map(|d| (query, d)).collect();
+            self.retriever
+                .locate(&pairs, k, Some(deadline))
+                .map_err(Failure::from_infer)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Reply::Reranked(
+            cosines
+                .enumerate()
+                .map(|(index, cosine)| Scored {
+                    index,
+                    cosine,
+                    located: located.get_mut(index).and_then(Option::take),
+                })
+                .collect(),
+        ))
     }
 
-    fn document(&self, id: &str) -> Result<Document, ApiError> {
-        self.index.document(id).map_err(|e| match e {
-            gear_infer::Error::UnknownDocument { .. } => {
-                ApiError::not_found(format!("no document `{id}` in the index"))
-            }
-            other => ApiError::backend(other),
-        })
-    }
-
-    pub(super) fn explain(
-        &self,
-        query: &str,
-        doc: &Document,
-        locate: &LocateOptions,
-        generation: Option<&GenerationOptions>,
-        deadline: Instant,
-    ) -> Result<Explanation, ApiError> {
-        explain_within(&self.model, query, doc, locate, generation, Some(deadline)).map_err(|e| {
-            match e {
-                gear_infer::Error::Deadline { done, total } => ApiError::timeout(format!(
-                    "the request's time limit ended after {done} of {total} passes over the \
-                     document; the work stopped there"
-                )),
-                other => ApiError::from_infer(other),
-            }
-        })
+    fn document(&self, id: &str) -> Result<Document, Failure> {
+        self.retriever.document(id).map_err(Failure::from_infer)
     }
 }
 
-/// Every answer read from an [`Explanation`] says how a document longer than the model reads
-/// at once was read (windows, sentences cut or out of reach), under `truncated`.
-pub(super) fn add_truncation(answer: &mut Value, e: &Explanation) {
-    if let Some(t) = e.truncated {
-        answer["truncated"] = json!(t);
+/// A text sent with the request, as a document without id or title.
+fn text_document(text: String) -> Document {
+    Document {
+        id: String::new(),
+        title: String::new(),
+        text,
     }
 }
 
-/// The `k` best sentences with character offsets.
-pub(super) fn sentences(e: &Explanation, k: usize) -> Value {
-    json!(e.located_sentences(k))
+/// The one answer of a one-pair request.
+fn one(mut located: Vec<gear_infer::Located>) -> Result<gear_infer::Located, Failure> {
+    located
+        .pop()
+        .ok_or_else(|| Failure::Model("locating one pair gave no answer".into()))
 }

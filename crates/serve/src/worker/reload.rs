@@ -3,17 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use super::Worker;
-use crate::error::ApiError;
+use super::{Failure, Worker};
 
 /// How long a failed reopen of a changed index holds before the next try.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 impl Worker<'_> {
     /// The error index-reading requests get while the index is not served.
-    pub(super) fn unavailable(&self) -> Option<ApiError> {
+    pub(super) fn unavailable(&self) -> Option<Failure> {
         let problem = self.problem.lock().ok()?.clone()?;
-        Some(ApiError::unavailable(format!(
+        Some(Failure::Unavailable(format!(
             "the index is not being served: {problem}. Replace an index under a running server \
              by renaming a complete new folder into place (see docs/serve.md)"
         )))
@@ -23,14 +22,17 @@ impl Worker<'_> {
     /// attempt failed and [`REOPEN_EVERY`] has passed); records why it cannot be served.
     pub(super) fn refresh_index(&mut self) {
         let retry = self.failed_at.is_some_and(|t| t.elapsed() >= REOPEN_EVERY);
-        let changed = self.index.changed_on_disk();
+        let Ok(index) = self.retriever.index() else {
+            return;
+        };
+        let changed = index.changed_on_disk();
         if self.failed_at.is_some() && !retry {
             return;
         }
         let Some(why) = changed.or_else(|| retry.then(String::new)) else {
             return;
         };
-        let outcome = match self.index.reopen() {
+        let outcome = match index.reopen() {
             Ok(index) if index.meta().fingerprint == self.fingerprint => Ok(index),
             Ok(index) => Err(format!(
                 "the index in {} was replaced by one built with another model ({}): restart \
@@ -50,7 +52,7 @@ impl Worker<'_> {
                     documents = index.len(),
                     "the index's files changed ({why}): opened again and serving it"
                 );
-                self.index = index;
+                self.retriever.replace_index(index);
                 self.failed_at = None;
                 None
             }
