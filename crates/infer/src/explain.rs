@@ -134,86 +134,8 @@ pub fn explain_within(
     Ok(e)
 }
 
-/// Pairs of documents that fit the model located in one fusion forward (documents shared by
-/// several pairs are encoded once); between two forwards the deadline is checked.
-const PAIRS_PER_PASS: usize = 32;
-
-/// Local retrieval of many (query, document) pairs — a search's queries against their hits —
-/// with the explanations [`explain_within`] gives pair by pair (no generation): the pairs whose
-/// document fits `max_document_len` go through grouped fusion forwards of up to 32 pairs, each
-/// distinct document encoded once per forward; a longer document is read window by window as
-/// [`explain_within`] reads it. Stops with [`crate::Error::Deadline`] once `deadline` has passed
-/// (checked before each forward). Explanations come back in pair order.
-pub fn locate_pairs(
-    model: &GearModel,
-    pairs: &[(&str, &Document)],
-    locate: &LocateOptions,
-    deadline: Option<std::time::Instant>,
-) -> Result<Vec<Explanation>> {
-    let kept = model.config().max_document_len;
-    // Each distinct document once: its sentences and whether it is read whole.
-    let mut rows: std::collections::HashMap<(&str, &str), usize> = Default::default();
-    let mut documents: Vec<(&Document, Vec<Span>, usize)> = Vec::new();
-    let mut row_of = Vec::with_capacity(pairs.len());
-    for (query, document) in pairs {
-        crate::check_readable(model, "the query", query)?;
-        let key = (document.id.as_str(), document.text.as_str());
-        let row = match rows.get(&key) {
-            Some(&r) => r,
-            None => {
-                crate::check_readable(model, &document_name(document), &document.text)?;
-                let units = split_sentences(&document.text);
-                let tokens = model.tokenizer().count_tokens(&document.text)?;
-                documents.push((document, units, tokens));
-                rows.insert(key, documents.len() - 1);
-                documents.len() - 1
-            }
-        };
-        row_of.push(row);
-    }
-    let whole = |row: usize| {
-        let (_, units, tokens) = &documents[row];
-        *tokens <= kept || units.len() < 2
-    };
-    let mut out: Vec<Option<Explanation>> = vec![None; pairs.len()];
-    let grouped: Vec<usize> = (0..pairs.len()).filter(|&i| whole(row_of[i])).collect();
-    let passes = grouped.len().div_ceil(PAIRS_PER_PASS);
-    for (done, pass) in grouped.chunks(PAIRS_PER_PASS).enumerate() {
-        if past(deadline) {
-            return Err(crate::Error::Deadline {
-                done,
-                total: passes,
-            });
-        }
-        let mut request = LocateQueries::default();
-        let mut local: std::collections::HashMap<usize, usize> = Default::default();
-        for &i in pass {
-            let row = row_of[i];
-            let (document, units, _) = &documents[row];
-            let r = *local
-                .entry(row)
-                .or_insert_with(|| request.document(&document.text, units));
-            request.query(pairs[i].0, r);
-        }
-        for (&i, ranking) in pass.iter().zip(model.locate(&request, locate)?) {
-            let (document, units, tokens) = &documents[row_of[i]];
-            let truncated = whole_read_truncation(*tokens, kept, &ranking, units);
-            out[i] = Some(explanation(pairs[i].0, document, &ranking, truncated));
-        }
-    }
-    for (i, slot) in out.iter_mut().enumerate() {
-        if slot.is_none() {
-            let (query, document) = pairs[i];
-            *slot = Some(explain_within(
-                model, query, document, locate, None, deadline,
-            )?);
-        }
-    }
-    Ok(out.into_iter().flatten().collect())
-}
-
 /// How error messages name a document: by id when it has one.
-fn document_name(document: &Document) -> String {
+pub(crate) fn document_name(document: &Document) -> String {
     if document.id.is_empty() {
         "the document".to_owned()
     } else {
@@ -223,7 +145,7 @@ fn document_name(document: &Document) -> String {
 
 /// What a document read whole reports: nothing when it fits `kept` tokens; otherwise that it
 /// was cut there (it has a single sentence, or none was found).
-fn whole_read_truncation(
+pub(crate) fn whole_read_truncation(
     tokens: usize,
     kept: usize,
     ranking: &LocalRanking,
@@ -242,7 +164,7 @@ fn whole_read_truncation(
 
 /// The explanation of a ranking of `document`'s sentences (no generated text), after warning
 /// about what a long document's reading left out.
-fn explanation(
+pub(crate) fn explanation(
     query: &str,
     document: &Document,
     ranking: &LocalRanking,
@@ -387,7 +309,7 @@ fn read_document<'a>(
 }
 
 /// Whether `deadline` (if any) has passed.
-fn past(deadline: Option<std::time::Instant>) -> bool {
+pub(crate) fn past(deadline: Option<std::time::Instant>) -> bool {
     deadline.is_some_and(|d| std::time::Instant::now() >= d)
 }
 

@@ -1,20 +1,20 @@
 //! GeAR inference (method §3), as a library the `gear` CLI and `gear serve` are built on: a
 //! document index with exact or HNSW search (global retrieval, bi-encoder cost), sentence
 //! location from the fusion encoder's cross-attention (local retrieval) over documents of any
-//! length, generation, and explanations rendered for a terminal or as HTML. Evaluation and the
+//! length, generation, and explanations rendered for a terminal or as HTML. The query path is
+//! one object, [`Retriever`], whose answers are plain serde data with character offsets. Evaluation and the
 //! BM25 baselines are `gear-eval`.
 //!
 //! ```no_run
-//! use gear_infer::{explain, load_model, render_terminal, DocumentIndex, ModelSource};
-//! use gear_model::{GenerationOptions, LocateOptions};
+//! use gear_infer::{render_terminal, Retriever, RetrieverOptions};
+//! use gear_model::GenerationOptions;
 //!
 //! # fn main() -> gear_infer::Result<()> {
-//! let (model, _dir) = load_model(&ModelSource::Checkpoint("out/train-rir/run/checkpoint/model".into()), tch::Device::Cpu)?;
-//! let index = DocumentIndex::open("my-index", tch::Device::Cpu)?;
-//! let hits = index.search(&model, &["river, bridge, engineer"], 5)?;
-//! let (best, _score) = &hits[0][0];
-//! let e = explain(&model, "river, bridge, engineer", best, &LocateOptions { top_tokens: 10, ..Default::default() },
-//!                 Some(&GenerationOptions::default()))?;
+//! let retriever = Retriever::open("my-index", &RetrieverOptions::default())?;
+//! // Top 5 documents, each with its 2 best sentences (character offsets).
+//! let answers = retriever.search(&["river, bridge, engineer"], 5, 2, None)?;
+//! let best = retriever.document(&answers[0].results[0].id)?;
+//! let e = retriever.explain("river, bridge, engineer", &best, 10, Some(&GenerationOptions::default()), None)?;
 //! println!("{}", render_terminal(&e, true, 5));
 //! # Ok(()) }
 //! ```
@@ -22,11 +22,13 @@
 mod ann;
 mod ann_build;
 mod build;
+mod corpus;
 mod error;
 mod explain;
 mod located;
 mod mapped;
 mod opening;
+mod pairs;
 mod render;
 mod retriever;
 mod search;
@@ -40,12 +42,14 @@ pub use build::{
     add_to_index, build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome,
     FileStamp, VectorPrecision,
 };
+pub use corpus::Corpus;
 pub use error::{Error, Result};
 pub use explain::{
-    explain, explain_within, locate_pairs, sentence_windows, AttendedSpan, Explanation,
-    RankedSentence, Truncation,
+    explain, explain_within, sentence_windows, AttendedSpan, Explanation, RankedSentence,
+    Truncation,
 };
 pub use located::{CharSpan, LocatedSentence, LocatedToken};
+pub use pairs::locate_pairs;
 pub use render::{escape_html, render_html, render_terminal};
 pub use retriever::{
     ExplainedAnswer, GeneratedAnswer, Located, Retriever, RetrieverOptions, SearchAnswer, SearchHit,
@@ -63,6 +67,18 @@ pub enum ModelSource {
     /// The pretrained all-MiniLM-L6-v2 as both encoders, with new (seeded, untrained)
     /// cross-attention and decoder: a plain bi-encoder for search.
     Pretrained,
+}
+
+impl ModelSource {
+    /// The source for the model folder an index records: the pretrained MiniLM for a
+    /// sentence-transformers folder (`config.json` without `gear.toml`), a checkpoint otherwise.
+    pub fn for_dir(dir: &std::path::Path) -> Self {
+        if dir.join("config.json").is_file() && !dir.join("gear.toml").is_file() {
+            Self::Pretrained
+        } else {
+            Self::Checkpoint(dir.to_owned())
+        }
+    }
 }
 
 /// Loads the model and returns it with the folder its files came from (for index fingerprints).

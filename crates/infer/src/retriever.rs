@@ -13,8 +13,10 @@ use gear_data::Document;
 use gear_model::{GearModel, GenerationOptions, LocateOptions, Precision};
 use serde::Serialize;
 
-use crate::explain::{explain_within, locate_pairs, Explanation, Truncation};
+use crate::corpus::Corpus;
+use crate::explain::{explain_within, Explanation, Truncation};
 use crate::located::{CharSpan, LocatedSentence, LocatedToken};
+use crate::pairs::locate_pairs;
 use crate::store::{Backend, DocumentIndex};
 use crate::{load_model, Error, ModelSource, Result};
 
@@ -126,7 +128,7 @@ pub struct ExplainedAnswer {
 /// an index ([`Retriever::from_model`]) it locates, generates and explains texts sent along.
 pub struct Retriever {
     model: GearModel,
-    index: Option<DocumentIndex>,
+    corpus: Option<Box<dyn Corpus>>,
     locate: LocateOptions,
 }
 
@@ -141,23 +143,22 @@ impl Retriever {
             .clone()
             .unwrap_or_else(|| index.meta().model.clone());
         index.check_model(&model_dir)?;
-        let is_pretrained =
-            model_dir.join("config.json").is_file() && !model_dir.join("gear.toml").is_file();
-        let source = if is_pretrained {
-            ModelSource::Pretrained
-        } else {
-            ModelSource::Checkpoint(model_dir)
-        };
-        let (mut model, _) = load_model(&source, options.device)?;
+        let (mut model, _) = load_model(&ModelSource::for_dir(&model_dir), options.device)?;
         model.set_precision(options.precision);
         Ok(Self::new(model, index))
     }
 
     /// A retriever over a model and an index already open (the model must be the index's).
     pub fn new(model: GearModel, index: DocumentIndex) -> Self {
+        Self::with_corpus(model, Box::new(index))
+    }
+
+    /// A retriever over any [`Corpus`] (a database store, say) searched with `model`, which
+    /// must be the model its vectors were embedded with (the corpus checks that when opened).
+    pub fn with_corpus(model: GearModel, corpus: Box<dyn Corpus>) -> Self {
         Self {
             model,
-            index: Some(index),
+            corpus: Some(corpus),
             locate: LocateOptions::default(),
         }
     }
@@ -167,14 +168,14 @@ impl Retriever {
     pub fn from_model(model: GearModel) -> Self {
         Self {
             model,
-            index: None,
+            corpus: None,
             locate: LocateOptions::default(),
         }
     }
 
     /// The model and the index, for work past querying (adding to the index).
-    pub fn into_parts(self) -> (GearModel, Option<DocumentIndex>) {
-        (self.model, self.index)
+    pub fn into_parts(self) -> (GearModel, Option<Box<dyn Corpus>>) {
+        (self.model, self.corpus)
     }
 
     /// The model.
@@ -182,16 +183,27 @@ impl Retriever {
         &self.model
     }
 
-    /// The index, or an error saying there is none.
-    pub fn index(&self) -> Result<&DocumentIndex> {
-        self.index.as_ref().ok_or_else(|| {
+    /// The corpus searched, or an error saying there is none.
+    pub fn corpus(&self) -> Result<&dyn Corpus> {
+        self.corpus.as_deref().ok_or_else(|| {
             Error::Input("no index is open: open the retriever on an index folder".into())
+        })
+    }
+
+    /// The index folder searched, or an error saying there is none (no corpus, or one that is
+    /// not a folder on this machine).
+    pub fn index(&self) -> Result<&DocumentIndex> {
+        self.corpus()?.as_index().ok_or_else(|| {
+            Error::Input(format!(
+                "{} is not an index folder on this machine",
+                self.corpus().map(|c| c.describe()).unwrap_or_default()
+            ))
         })
     }
 
     /// Serves `index` from now on (an index reopened after its files changed).
     pub fn replace_index(&mut self, index: DocumentIndex) {
-        self.index = Some(index);
+        self.corpus = Some(Box::new(index));
     }
 
     /// How sentences are located (layer, aggregation); the default is the model's.
@@ -201,7 +213,7 @@ impl Retriever {
 
     /// The index's document `id`.
     pub fn document(&self, id: &str) -> Result<Document> {
-        self.index()?.document(id)
+        self.corpus()?.document(id)
     }
 
     /// The top `k` documents for each query — all queries embedded in one forward — with each
@@ -214,7 +226,8 @@ impl Retriever {
         locate: usize,
         deadline: Option<Instant>,
     ) -> Result<Vec<SearchAnswer>> {
-        let found = self.index()?.search(&self.model, queries, k)?;
+        let refs: Vec<&str> = queries.iter().map(AsRef::as_ref).collect();
+        let found = self.corpus()?.search(&self.model, &refs, k)?;
         let mut answers: Vec<SearchAnswer> = queries
             .iter()
             .zip(found)

@@ -332,6 +332,12 @@ impl DocumentIndex {
         }
     }
 
+    /// The document (position, as [`DocumentIndex::document_at`] reads it) of each stored
+    /// vector, in row order: a long document embedded in windows has several.
+    pub fn owners(&self) -> &[usize] {
+        &self.owners
+    }
+
     /// The stored vectors of every part, in row order (tensors over the mapped files).
     pub(crate) fn vector_parts(&self) -> Vec<&Tensor> {
         self.vectors.iter().map(|v| &v.vectors).collect()

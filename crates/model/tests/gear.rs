@@ -431,9 +431,8 @@ fn locate_against_one_document_equals_pair_by_pair() -> Result<()> {
     Ok(())
 }
 
-/// Several documents of different lengths in one padded batch, shared by several queries, rank
-/// exactly as each pair alone does, scores included; a query pointing past the documents is an
-/// error.
+/// Documents of different lengths in one padded batch, shared by several queries, rank exactly
+/// as each pair alone does, scores included; a query pointing past the documents is an error.
 #[test]
 fn locate_shared_documents_equals_each_pair_alone() -> Result<()> {
     let m = model(8);

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use gear_infer::{ExplainedAnswer, GeneratedAnswer, Located, SearchAnswer};
 
+use crate::checks::{check_direction, check_doc_id, check_query, check_range, check_texts};
 use crate::worker::{DocSource, Encoder, Job, Reply, Task};
 
 /// Request limits (see [`crate::ServeOptions`]).
@@ -186,75 +187,6 @@ pub(crate) async fn submit(state: &AppState, task: Task) -> Result<Reply, ApiErr
     }
 }
 
-pub(crate) fn check_query(query: &str, limits: &Limits) -> Result<(), ApiError> {
-    if let Some(why) = gear_data::blank_reason(query) {
-        return Err(ApiError::validation(format!("`query` {why}")));
-    }
-    let n = query.chars().count();
-    if n > limits.max_query_chars {
-        return Err(ApiError::too_large(format!(
-            "`query` is {n} characters; the limit is {}",
-            limits.max_query_chars
-        )));
-    }
-    Ok(())
-}
-
-/// A request's list of texts (`inputs`, `texts`, `input`): not empty (422), at most
-/// `max_inputs` (413), and every text holding something the model reads (422 naming it).
-pub(crate) fn check_texts(field: &str, texts: &[String], limits: &Limits) -> Result<(), ApiError> {
-    if texts.is_empty() {
-        return Err(ApiError::validation(format!("`{field}` is empty")));
-    }
-    if texts.len() > limits.max_inputs {
-        return Err(ApiError::too_large(format!(
-            "{} {field}; at most {} per request",
-            texts.len(),
-            limits.max_inputs
-        )));
-    }
-    match texts
-        .iter()
-        .enumerate()
-        .find_map(|(i, t)| gear_data::blank_reason(t).map(|why| (i, why)))
-    {
-        Some((i, why)) => Err(ApiError::validation(format!("{field}[{i}] {why}"))),
-        None => Ok(()),
-    }
-}
-
-/// TEI's `truncation_direction`: `Right` (any case) is what the encoders do; `Left` is refused
-/// rather than ignored.
-pub(crate) fn check_direction(direction: Option<&str>) -> Result<(), ApiError> {
-    match direction {
-        Some(d) if !d.eq_ignore_ascii_case("right") => Err(ApiError::validation(format!(
-            "`truncation_direction` `{d}`: only `Right` is available"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn check_range(
-    field: &str,
-    value: usize,
-    min: usize,
-    max: usize,
-) -> Result<usize, ApiError> {
-    if value < min || value > max {
-        return Err(ApiError::validation(format!(
-            "`{field}` must be in {min}..={max}, got {value}"
-        )));
-    }
-    Ok(value)
-}
-
-fn check_doc_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() {
-        return Err(ApiError::validation("`doc_id` is empty"));
-    }
-    Ok(())
-}
-
 /// TEI's `inputs`: one text or a list.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -312,7 +244,7 @@ async fn embed(
     };
     match submit(&state, task).await? {
         Reply::Embedded { vectors, .. } => Ok(Json(json!(vectors))),
-        other => Err(unexpected("/embed", &other)),
+        other => Err(ApiError::unexpected("/embed", &other)),
     }
 }
 
@@ -348,7 +280,7 @@ async fn search(
     };
     match submit(&state, task).await? {
         Reply::Searched(answer) => Ok(Json(answer)),
-        other => Err(unexpected("/search", &other)),
+        other => Err(ApiError::unexpected("/search", &other)),
     }
 }
 
@@ -404,7 +336,7 @@ async fn locate(
     };
     match submit(&state, task).await? {
         Reply::Located(answer) => Ok(Json(answer)),
-        other => Err(unexpected("/locate", &other)),
+        other => Err(ApiError::unexpected("/locate", &other)),
     }
 }
 
@@ -437,7 +369,7 @@ async fn generate(
     };
     match submit(&state, task).await? {
         Reply::Generated(answer) => Ok(Json(answer)),
-        other => Err(unexpected("/generate", &other)),
+        other => Err(ApiError::unexpected("/generate", &other)),
     }
 }
 
@@ -467,21 +399,8 @@ async fn explain(
     };
     match submit(&state, task).await? {
         Reply::Explained(answer) => Ok(Json(answer)),
-        other => Err(unexpected("/explain", &other)),
+        other => Err(ApiError::unexpected("/explain", &other)),
     }
-}
-
-/// The model thread answered a request with the answer of another kind of request: a bug.
-pub(crate) fn unexpected(endpoint: &str, reply: &Reply) -> ApiError {
-    let kind = match reply {
-        Reply::Embedded { .. } => "embeddings",
-        Reply::Searched(_) => "a search",
-        Reply::Located(_) => "located sentences",
-        Reply::Generated(_) => "a generation",
-        Reply::Explained(_) => "an explanation",
-        Reply::Reranked(_) => "a reranking",
-    };
-    ApiError::backend(format!("the model thread answered {endpoint} with {kind}"))
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -25,9 +25,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{
-    check_direction, check_query, check_range, check_texts, submit, unexpected, ApiJson, AppState,
-};
+use crate::api::{submit, ApiJson, AppState};
+use crate::checks::{check_direction, check_query, check_range, check_texts};
 use crate::error::ApiError;
 use crate::worker::{Encoder, Reply, Scored, Task};
 
@@ -91,7 +90,7 @@ pub(crate) async fn rerank(
     };
     let scored = match submit(&state, task).await? {
         Reply::Reranked(scored) => scored,
-        other => return Err(unexpected("/rerank", &other)),
+        other => return Err(ApiError::unexpected("/rerank", &other)),
     };
     let mut ranks: Vec<(f32, Value)> = scored
         .into_iter()
@@ -256,7 +255,7 @@ pub(crate) async fn openai_embeddings(
     })?;
     let (vectors, tokens) = match reply {
         Reply::Embedded { vectors, tokens } => (vectors, tokens.iter().sum::<usize>()),
-        other => return Err(unexpected("/v1/embeddings", &other).into()),
+        other => return Err(ApiError::unexpected("/v1/embeddings", &other).into()),
     };
     let data = vectors
         .iter()

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::worker::Failure;
+use crate::worker::{Failure, Reply};
 
 /// An HTTP error with a JSON body.
 #[derive(Debug, Clone)]
@@ -55,6 +55,19 @@ impl ApiError {
     /// 504: the request ran past its time limit.
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
+    }
+
+    /// The model thread answered a request with the answer of another kind of request: a bug.
+    pub(crate) fn unexpected(endpoint: &str, reply: &Reply) -> Self {
+        let kind = match reply {
+            Reply::Embedded { .. } => "embeddings",
+            Reply::Searched(_) => "a search",
+            Reply::Located(_) => "located sentences",
+            Reply::Generated(_) => "a generation",
+            Reply::Explained(_) => "an explanation",
+            Reply::Reranked(_) => "a reranking",
+        };
+        ApiError::backend(format!("the model thread answered {endpoint} with {kind}"))
     }
 
     /// 500: the model failed (a bug, not the request's fault).

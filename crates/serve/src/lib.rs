@@ -15,9 +15,12 @@
 //! accepting, lets in-flight requests finish for at most [`ServeOptions::shutdown_grace`], then
 //! closes what is still open and returns. The index is only read; when its files change on disk
 //! the server opens them again (verified) or answers 503 until a complete index is back (see
-//! `docs/serve.md` for replacing an index under a running server).
+//! `docs/serve.md` for replacing an index under a running server). A retriever over a database
+//! store (`gear-store`) is served the same way; while the database cannot be reached, requests
+//! that read it get 503 and the next one after it is back is answered.
 
 mod api;
+mod checks;
 mod compat;
 mod error;
 mod fault;
@@ -115,7 +118,7 @@ pub enum Stopped {
     GraceEnded,
 }
 
-/// Serves `model` over `index` until `SIGTERM` or Ctrl-C, then drains (for at most
+/// Serves `retriever` (its model over its index folder or store) until `SIGTERM` or Ctrl-C, then drains (for at most
 /// [`ServeOptions::shutdown_grace`]) and returns how it stopped. `ready` is called with the
 /// bound address once the server accepts connections.
 pub fn serve(
@@ -145,14 +148,14 @@ pub fn serve(
     let metrics = Arc::new(Metrics::default());
     let alive = Arc::new(AtomicBool::new(true));
     let index_problem: worker::IndexProblem = Arc::default();
-    let index = retriever
-        .index()
-        .map_err(|e| Error::Options(format!("gear serve serves an index: {e}")))?;
-    let fingerprint = index.meta().fingerprint.clone();
+    let corpus = retriever
+        .corpus()
+        .map_err(|e| Error::Options(format!("gear serve serves an index or a store: {e}")))?;
+    let fingerprint = corpus.fingerprint();
     let model = retriever.model();
     let info = serde_json::json!({
-        "model": index.meta().model,
-        "documents": index.len(),
+        "model": corpus.recorded_model(),
+        "documents": corpus.len(),
         "max_query_tokens": model.config().max_query_len,
         "max_document_tokens": model.config().max_document_len,
         "dimensions": model.config().encoder.hidden_size,

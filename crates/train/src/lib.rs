@@ -43,8 +43,8 @@ pub use optim::{no_decay, AdamW, AdamWConfig};
 pub use rerank::{train_cross_encoder, RerankConfig, RerankStep};
 pub use schedule::LrSchedule;
 pub use trainer::{
-    data_fingerprint, find_checkpoint, gear_config, global_plan, shard, Event, StepLog, TrainState,
-    Trainer,
+    data_fingerprint, find_checkpoint, gear_config, global_plan, initial_model, shard, Event,
+    StepLog, TrainState, Trainer,
 };
 
 /// The README's examples, compiled (and run where they can) as doctests.

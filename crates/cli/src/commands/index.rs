@@ -83,6 +83,26 @@ pub enum IndexCommand {
         #[command(flatten)]
         hnsw: HnswBuildArgs,
     },
+    /// Copy an index into PostgreSQL with pgvector (documents, vectors, the model's
+    /// fingerprint) and build pgvector's HNSW index there; `gear search --store URL` then
+    /// answers from the database. Resumes an interrupted push without duplicates.
+    Push {
+        /// Index folder to copy.
+        #[arg(long)]
+        index: PathBuf,
+        /// The database: `postgres://user@host:port/db`.
+        #[arg(long)]
+        store: String,
+        /// Schema to write (created when missing).
+        #[arg(long, default_value = "gear")]
+        schema: String,
+        /// pgvector HNSW links per node (`m`).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=100))]
+        hnsw_m: u32,
+        /// pgvector HNSW candidate list while building (`ef_construction`; at least 2 × m).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(4..=1000))]
+        ef_construction: u32,
+    },
     /// Append documents to an index: only they are embedded (with the index's model); the
     /// index stays the previous one until the add commits. Ids already present are refused.
     Add {
@@ -151,7 +171,43 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             *no_windows,
         ),
         IndexCommand::Ann { index, hnsw } => build_graph(index, hnsw),
+        IndexCommand::Push {
+            index,
+            store,
+            schema,
+            hnsw_m,
+            ef_construction,
+        } => push(index, store, schema, *hnsw_m, *ef_construction),
     }
+}
+
+/// `gear index push`.
+fn push(index: &Path, url: &str, schema: &str, m: u32, ef_construction: u32) -> Result<()> {
+    if ef_construction < 2 * m {
+        bail!("--ef-construction {ef_construction} must be at least 2 × --hnsw-m ({m}), as pgvector requires");
+    }
+    let address = gear_store::StoreAddress::new(url, schema)?;
+    let opened = gear_infer::DocumentIndex::open(index, tch::Device::Cpu)?;
+    let bar = count_bar("push", "documents")?;
+    let start = std::time::Instant::now();
+    let written = gear_store::push(
+        &opened,
+        &address,
+        gear_store::HnswSettings { m, ef_construction },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    eprintln!(
+        "pushed {written} documents of {} ({} in all) into {} schema {schema}, HNSW index built, in {:.1} s",
+        index.display(),
+        opened.len(),
+        address.target(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `gear index build` without the graph; whether the index is complete.

@@ -17,12 +17,19 @@ pub struct DocChoice {
     /// A text file holding the document.
     #[arg(long, conflicts_with = "doc_id")]
     doc: Option<PathBuf>,
-    /// A document of `--index` by id.
-    #[arg(long, requires = "index")]
+    /// A document of `--index` (or `--store`) by id.
+    #[arg(long)]
     doc_id: Option<String>,
     /// The index to look `--doc-id` up in.
-    #[arg(long)]
+    #[arg(long, requires = "doc_id", conflicts_with = "store")]
     index: Option<PathBuf>,
+    /// The PostgreSQL store (`gear index push`) to look `--doc-id` up in:
+    /// `postgres://user@host:port/db`.
+    #[arg(long, requires = "doc_id")]
+    store: Option<String>,
+    /// The store's schema.
+    #[arg(long, default_value = "gear", requires = "store")]
+    schema: String,
 }
 
 impl DocChoice {
@@ -43,7 +50,18 @@ impl DocChoice {
             (None, Some(id), Some(index)) => {
                 Ok(DocumentIndex::open(index, tch::Device::Cpu)?.document(id)?)
             }
-            _ => bail!("pass --doc FILE or --doc-id ID --index DIR"),
+            (None, Some(id), None) if self.store.is_some() => {
+                let url = self.store.as_deref().unwrap_or_default();
+                let address = gear_store::StoreAddress::new(url, &self.schema)?;
+                gear_store::find_document(&address, id)?.with_context(|| {
+                    format!(
+                        "no document with id `{id}` in store {} schema {}",
+                        address.target(),
+                        self.schema
+                    )
+                })
+            }
+            _ => bail!("pass --doc FILE, or --doc-id ID with --index DIR or --store URL"),
         }
     }
 }

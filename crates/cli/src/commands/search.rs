@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gear_infer::{Backend, Retriever, RetrieverOptions};
+use gear_infer::{load_model, Backend, ModelSource, Retriever, RetrieverOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
@@ -12,9 +12,8 @@ use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
 /// Options of `gear search`.
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
-    /// Index folder.
-    #[arg(long)]
-    index: PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Results.
     #[arg(long, short, default_value_t = 10, value_parser = count(1..=100_000))]
     k: usize,
@@ -59,12 +58,11 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             }
         );
     }
-    let retriever = open_retriever(
-        &args.index,
+    let retriever = args.source.open(
         args.model.as_deref(),
         args.device.get(),
         args.precision,
-        args.backend.backend()?,
+        &args.backend,
     )?;
     let many = args.queries.is_some();
     let bar = if many {
@@ -136,6 +134,83 @@ pub(crate) fn open_retriever(
         backend,
     };
     Ok(Retriever::open(index, &options)?)
+}
+
+/// Where the documents searched are: an index folder, or an index pushed into PostgreSQL.
+#[derive(clap::Args, Debug)]
+pub struct SourceArgs {
+    /// Index folder.
+    #[arg(long, required_unless_present = "store")]
+    index: Option<PathBuf>,
+    /// An index pushed into PostgreSQL (`gear index push`) instead of a folder:
+    /// `postgres://user@host:port/db`. `--backend hnsw --ef-search N` uses pgvector's HNSW
+    /// index; the default scans every vector (the folder's exact answer).
+    #[arg(long, conflicts_with = "index")]
+    store: Option<String>,
+    /// The schema the index was pushed into.
+    #[arg(long, default_value = "gear", requires = "store")]
+    schema: String,
+}
+
+impl SourceArgs {
+    /// The folder or the store, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.index, &self.store) {
+            (Some(index), _) => index.display().to_string(),
+            (None, Some(url)) => gear_store::StoreAddress::new(url, &self.schema)
+                .map(|a| format!("{} schema {}", a.target(), self.schema))
+                .unwrap_or_else(|_| "the store".into()),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Opens the documents with their model (or `model`, which must be the same files),
+    /// running in `precision`, searched as `backend` says.
+    pub fn open(
+        &self,
+        model: Option<&std::path::Path>,
+        device: tch::Device,
+        precision: InferencePrecision,
+        backend: &BackendArgs,
+    ) -> Result<Retriever> {
+        match (&self.index, &self.store) {
+            (Some(index), _) => open_retriever(index, model, device, precision, backend.backend()?),
+            (None, Some(url)) => {
+                if backend.reranks() {
+                    bail!("--rerank applies to an index folder: pgvector scores its candidates itself");
+                }
+                let search = match backend.backend()? {
+                    Backend::Exact => gear_store::StoreSearch::Exact,
+                    Backend::Hnsw(c) => gear_store::StoreSearch::Hnsw {
+                        ef_search: u32::try_from(c.ef_search).unwrap_or(u32::MAX),
+                    },
+                };
+                open_store(url, &self.schema, model, (device, precision), search)
+            }
+            (None, None) => bail!("pass --index DIR or --store URL"),
+        }
+    }
+}
+
+/// Opens the index pushed into PostgreSQL at `url` (schema `schema`) with its model (or
+/// `model`, which must be the same files).
+fn open_store(
+    url: &str,
+    schema: &str,
+    model: Option<&std::path::Path>,
+    (device, precision): (tch::Device, InferencePrecision),
+    search: gear_store::StoreSearch,
+) -> Result<Retriever> {
+    let precision = precision.checked(device)?;
+    let address = gear_store::StoreAddress::new(url, schema)?;
+    let dir = match model {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from(gear_store::recorded_model(&address)?),
+    };
+    let (mut gear, _) = load_model(&ModelSource::for_dir(&dir), device)?;
+    gear.set_precision(precision);
+    let store = gear_store::PgStore::open(&address, &dir, &gear, search)?;
+    Ok(Retriever::with_corpus(gear, Box::new(store)))
 }
 
 /// One query per line; blank lines skipped; invalid UTF-8 names its line.

@@ -7,15 +7,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use gear_serve::ServeOptions;
 
-use super::search::open_retriever;
+use super::search::SourceArgs;
 use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
 
 /// Options of `gear serve`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Index folder (`gear index build`); opened read-only.
-    #[arg(long)]
-    index: PathBuf,
+    // The index folder (`gear index build`, opened read-only) or `--store URL` (an index
+    // pushed into PostgreSQL; replicas over one store answer alike).
+    #[command(flatten)]
+    source: SourceArgs,
     /// Override the model recorded in the index (must be the same files).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -60,17 +61,15 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let backend = args.backend.backend()?;
-    let bar = crate::spinner(format!("opening {}", args.index.display()));
-    let retriever = open_retriever(
-        &args.index,
+    let bar = crate::spinner(format!("opening {}", args.source.describe()));
+    let retriever = args.source.open(
         args.model.as_deref(),
         args.device.get(),
         args.precision,
-        backend,
+        &args.backend,
     )?;
     bar.finish_and_clear();
-    let documents = retriever.index()?.len();
+    let documents = retriever.corpus()?.len();
     let options = ServeOptions {
         addr: args.addr,
         max_batch: args.max_batch,

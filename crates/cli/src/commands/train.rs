@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use gear_c10d::{Backend, DistEnv, ProcessGroup};
 use gear_data::{Triple, TripleReader};
 use gear_model::GearModel;
-use gear_train::{gear_config, Event, TrainConfig, Trainer};
+use gear_train::{Event, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{DeviceArg, PrecisionArg};
@@ -222,8 +222,5 @@ fn train_reporting(
 /// seeds it.
 pub fn untrained_model(config: &std::path::Path, device: tch::Device) -> Result<GearModel> {
     let config = TrainConfig::from_toml_file(config)?;
-    let dir = config.init_dir()?;
-    let encoder = gear_model::BertConfig::from_json_file(dir.join("config.json"))?;
-    tch::manual_seed(config.run.seed as i64);
-    Ok(GearModel::from_bert_checkpoint(&dir, Some(gear_config(&config, encoder)), device)?.0)
+    Ok(gear_train::initial_model(&config, device)?.0)
 }

@@ -70,10 +70,15 @@ impl Server {
     }
 
     pub fn start_on(index: &Path, extra: &[&str]) -> Self {
+        let index = index.to_str().unwrap();
+        Self::start_with(&[&["--index", index], extra].concat())
+    }
+
+    /// `gear serve --addr 127.0.0.1:0 ARGS`.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut child = gear()
-            .args(["serve", "--addr", "127.0.0.1:0", "--index"])
-            .arg(index)
-            .args(extra)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -158,6 +158,7 @@ impl Failure {
     pub(crate) fn from_infer(error: gear_infer::Error) -> Self {
         match error {
             gear_infer::Error::Input(m) => Self::Input(m),
+            gear_infer::Error::Unavailable(m) => Self::Unavailable(m),
             gear_infer::Error::UnknownDocument { id, .. } => {
                 Self::UnknownDocument(format!("no document `{id}` in the index"))
             }

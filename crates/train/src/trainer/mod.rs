@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use gear_data::Triple;
-use gear_model::{BertConfig, GearConfig, GearModel};
+use gear_model::{BertConfig, GearConfig, GearModel, InitReport};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
@@ -108,6 +108,25 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
     g
 }
 
+/// The model a training run starts from: GeAR initialised from the config's BERT checkpoint
+/// (`model.init`) — pretrained encoders, new cross-attention and decoder initialised as the
+/// config says and seeded with `run.seed` — with what was loaded and what was created. What
+/// [`Trainer::new`] trains, and what `gear eval --untrained` measures.
+pub fn initial_model(config: &TrainConfig, device: Device) -> Result<(GearModel, InitReport)> {
+    let dir = config.init_dir()?;
+    let encoder = BertConfig::from_json_file(dir.join("config.json"))?;
+    tch::manual_seed(config.run.seed as i64);
+    let (model, report) =
+        GearModel::from_bert_checkpoint(&dir, Some(gear_config(config, encoder)), device)?;
+    tracing::info!(
+        created = report.created.len(),
+        loaded = report.loaded.len(),
+        "initialised GeAR from {}",
+        dir.display()
+    );
+    Ok((model, report))
+}
+
 /// A non-negative id for the queue (−1 marks empty slots).
 fn doc_hash(id: &str) -> i64 {
     (gear_data::stable_hash(id) & (i64::MAX as u64)) as i64
@@ -119,17 +138,7 @@ impl Trainer {
     /// ([`gear_model::Precision::check`]).
     pub fn new(config: TrainConfig, out: impl Into<PathBuf>, device: Device) -> Result<Self> {
         config.run.precision.check(device)?;
-        let dir = config.init_dir()?;
-        let encoder = BertConfig::from_json_file(dir.join("config.json"))?;
-        let g = gear_config(&config, encoder);
-        tch::manual_seed(config.run.seed as i64);
-        let (model, report) = GearModel::from_bert_checkpoint(&dir, Some(g), device)?;
-        tracing::info!(
-            created = report.created.len(),
-            loaded = report.loaded.len(),
-            "initialised GeAR from {}",
-            dir.display()
-        );
+        let (model, _) = initial_model(&config, device)?;
         Self::with_model(model, config, out)
     }
 
