@@ -1647,6 +1647,58 @@ fn bad_input_sweep() {
         &["held.jsonl", "another process is writing it"],
     ));
 
+    // The PostgreSQL store: addresses that are wrong or unreachable, named without the password.
+    let unreachable = "postgres://gear:s3cret@127.0.0.1:9/gear";
+    for (name, args, needles) in [
+        (
+            "index push to a database no one listens for",
+            vec!["index", "push", "--index", &idx, "--store", unreachable],
+            vec!["cannot connect to PostgreSQL at 127.0.0.1:9"],
+        ),
+        (
+            "search a store no one listens for",
+            vec!["search", "--store", unreachable, &query],
+            vec!["cannot connect to PostgreSQL at 127.0.0.1:9"],
+        ),
+        (
+            "search a store whose URL does not parse",
+            vec!["search", "--store", "postgres://gear@[bad/gear", &query],
+            vec!["the URL does not parse"],
+        ),
+        (
+            "index push into a schema that is not a name",
+            vec![
+                "index",
+                "push",
+                "--index",
+                &idx,
+                "--store",
+                unreachable,
+                "--schema",
+                "x; DROP",
+            ],
+            vec!["schema `x; DROP`", "letters, digits and `_`"],
+        ),
+        (
+            "index push with ef_construction below 2 × m",
+            vec![
+                "index",
+                "push",
+                "--index",
+                &idx,
+                "--store",
+                unreachable,
+                "--hnsw-m",
+                "32",
+                "--ef-construction",
+                "40",
+            ],
+            vec!["--ef-construction 40 must be at least 2 × --hnsw-m (32)"],
+        ),
+    ] {
+        cases.push(refused("store", name, &args, &needles));
+    }
+
     let mut table = String::from("| class | case | outcome | message |\n|---|---|---|---|\n");
     let mut bad = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
@@ -1671,4 +1723,8 @@ fn bad_input_sweep() {
     // (Captured by the test harness; `cargo xtask sweep` shows it.)
     println!("{table}\n{} cases: {counts:?}", cases.len());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(
+        !table.contains("s3cret"),
+        "a message showed a database password:\n{table}"
+    );
 }
