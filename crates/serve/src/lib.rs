@@ -118,9 +118,9 @@ pub enum Stopped {
     GraceEnded,
 }
 
-/// Serves `retriever` (its model over its index folder or store) until `SIGTERM` or Ctrl-C, then drains (for at most
-/// [`ServeOptions::shutdown_grace`]) and returns how it stopped. `ready` is called with the
-/// bound address once the server accepts connections.
+/// Serves `retriever` (its model over its index folder or store) until `SIGTERM` or Ctrl-C,
+/// then drains (for at most [`ServeOptions::shutdown_grace`]) and returns how it stopped.
+/// `ready` is called with the bound address once the server accepts connections.
 pub fn serve(
     retriever: Retriever,
     options: &ServeOptions,
