@@ -1649,10 +1649,22 @@ fn bad_input_sweep() {
 
     // The PostgreSQL store: addresses that are wrong or unreachable, named without the password.
     let unreachable = "postgres://gear:s3cret@127.0.0.1:9/gear";
+    let push = |extra: &[&'static str]| {
+        let mut args = vec![
+            "index",
+            "push",
+            "--index",
+            idx.as_str(),
+            "--store",
+            unreachable,
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
     for (name, args, needles) in [
         (
             "index push to a database no one listens for",
-            vec!["index", "push", "--index", &idx, "--store", unreachable],
+            push(&[]),
             vec!["cannot connect to PostgreSQL at 127.0.0.1:9"],
         ),
         (
@@ -1667,32 +1679,12 @@ fn bad_input_sweep() {
         ),
         (
             "index push into a schema that is not a name",
-            vec![
-                "index",
-                "push",
-                "--index",
-                &idx,
-                "--store",
-                unreachable,
-                "--schema",
-                "x; DROP",
-            ],
+            push(&["--schema", "x; DROP"]),
             vec!["schema `x; DROP`", "letters, digits and `_`"],
         ),
         (
             "index push with ef_construction below 2 × m",
-            vec![
-                "index",
-                "push",
-                "--index",
-                &idx,
-                "--store",
-                unreachable,
-                "--hnsw-m",
-                "32",
-                "--ef-construction",
-                "40",
-            ],
+            push(&["--hnsw-m", "32", "--ef-construction", "40"]),
             vec!["--ef-construction 40 must be at least 2 × --hnsw-m (32)"],
         ),
     ] {

@@ -57,6 +57,20 @@ fn pg_binaries(into: &Path) -> PathBuf {
     into.join("pgserver/pginstall")
 }
 
+/// Runs `cmd` as `user` (when given); panics with its output when it fails.
+fn run_as(user: Option<(u32, u32)>, cmd: &mut Command) {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A loopback port no one listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,25 +115,12 @@ impl Postgres {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
-        let run = |cmd: &mut Command| {
-            if let Some((uid, gid)) = user {
-                cmd.uid(uid).gid(gid);
-            }
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{cmd:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(Command::new(bin.join("initdb")).arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ]));
+        run_as(
+            user,
+            Command::new(bin.join("initdb"))
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+                .arg(&data),
+        );
         let port = free_port();
         let pg = Self {
             dir,
@@ -134,17 +135,12 @@ impl Postgres {
 
     /// `pg_ctl` with `args`, as the server's user; panics with its output when it fails.
     fn pg_ctl(&self, args: &[&str]) {
-        let mut cmd = Command::new(self.bin.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.data).args(args);
-        if let Some((uid, gid)) = self.user {
-            cmd.uid(uid).gid(gid);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_as(
+            self.user,
+            Command::new(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(args),
         );
     }
 
@@ -159,26 +155,12 @@ impl Postgres {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
-        let mut cmd = Command::new(bin.join("pg_basebackup"));
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &primary.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .arg("-D")
-        .arg(&data)
-        .args(["-R", "-X", "stream"]);
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_as(
+            user,
+            Command::new(bin.join("pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                .args(["-U", "postgres", "-R", "-X", "stream", "-D"])
+                .arg(&data),
         );
         let standby = Self {
             dir,
