@@ -2,8 +2,8 @@
 //! document index with exact or HNSW search (global retrieval, bi-encoder cost), sentence
 //! location from the fusion encoder's cross-attention (local retrieval) over documents of any
 //! length, generation, and explanations rendered for a terminal or as HTML. The query path is
-//! one object, [`Retriever`], whose answers are plain serde data with character offsets. Evaluation and the
-//! BM25 baselines are `gear-eval`.
+//! one object, [`Retriever`], whose answers are plain serde data with character offsets.
+//! Evaluation and the BM25 baselines are `gear-eval`.
 //!
 //! ```no_run
 //! use gear_infer::{render_terminal, Retriever, RetrieverOptions};

@@ -24,8 +24,8 @@ mod pg;
 mod push;
 
 pub use address::StoreAddress;
-pub use pg::{find_document, PgStore};
-pub use push::{push, recorded_model};
+pub use pg::{find_document, open_retriever, PgStore};
+pub use push::push;
 
 /// What can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
@@ -117,3 +117,8 @@ pub enum StoreSearch {
         ef_search: u32,
     },
 }
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,10 +1,11 @@
 //! An opened store: searched exactly or through HNSW, a [`gear_infer::Corpus`].
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use gear_data::Document;
-use gear_infer::Corpus;
-use gear_model::GearModel;
+use gear_infer::{load_model, Corpus, ModelSource, Retriever};
+use gear_model::{GearModel, Precision};
 use pgvector::Vector;
 use postgres::Client;
 
@@ -24,32 +25,25 @@ impl PgStore {
     /// its vectors were embedded with (same fingerprint, same width).
     pub fn open(
         address: &StoreAddress,
-        model_dir: &std::path::Path,
+        model_dir: &Path,
         model: &GearModel,
         search: StoreSearch,
     ) -> Result<Self> {
         let mut client = address.connect()?;
-        let Some(meta) = read_meta(&mut client, address).or_else(|e| match e {
-            // No schema or table: say what to do rather than quote the database.
-            Error::Query { .. } => Ok(None),
-            other => Err(other),
-        })?
-        else {
-            return Err(address.store_error(
-                "holds no GeAR index: push one with `gear index push --index DIR --store URL`",
-            ));
-        };
-        if meta.format != STORE_FORMAT {
-            return Err(address.store_error(format!(
-                "format {} is not the format this version reads ({STORE_FORMAT})",
-                meta.format
-            )));
-        }
-        if !meta.complete {
-            return Err(address.store_error(
-                "its push did not finish: run `gear index push` again to complete it",
-            ));
-        }
+        let meta = usable_meta(&mut client, address, search)?;
+        Self::for_model(client, address, meta, model_dir, model, search)
+    }
+
+    /// The opened store, once `model_dir` and `model` are found to be the ones its vectors
+    /// were embedded with (same fingerprint, same width).
+    fn for_model(
+        client: Client,
+        address: &StoreAddress,
+        meta: StoreMeta,
+        model_dir: &Path,
+        model: &GearModel,
+        search: StoreSearch,
+    ) -> Result<Self> {
         let fingerprint = gear_infer::model_fingerprint(model_dir)?;
         if fingerprint != meta.fingerprint {
             return Err(address.store_error(format!(
@@ -65,13 +59,6 @@ impl PgStore {
                 "holds vectors of width {}; the model embeds {width}",
                 meta.dim
             )));
-        }
-        if let StoreSearch::Hnsw { ef_search } = search {
-            if !(1..=1000).contains(&ef_search) {
-                return Err(
-                    address.store_error(format!("ef_search {ef_search}: pgvector takes 1 to 1000"))
-                );
-            }
         }
         Ok(Self {
             client: Mutex::new(client),
@@ -211,6 +198,62 @@ impl PgStore {
             Error::Infer(e) => e,
         }
     }
+}
+
+/// The store's record, when the store can be served: it holds an index of this format whose
+/// push finished, and `search` is one pgvector takes.
+fn usable_meta(
+    client: &mut Client,
+    address: &StoreAddress,
+    search: StoreSearch,
+) -> Result<StoreMeta> {
+    let meta = match read_meta(client, address) {
+        Ok(Some(meta)) => meta,
+        // No schema or table: say what to do rather than quote the database.
+        Ok(None) | Err(Error::Query { .. }) => {
+            return Err(address.store_error(
+                "holds no GeAR index: push one with `gear index push --index DIR --store URL`",
+            ))
+        }
+        Err(other) => return Err(other),
+    };
+    if meta.format != STORE_FORMAT {
+        return Err(address.store_error(format!(
+            "format {} is not the format this version reads ({STORE_FORMAT})",
+            meta.format
+        )));
+    }
+    if !meta.complete {
+        return Err(address
+            .store_error("its push did not finish: run `gear index push` again to complete it"));
+    }
+    if let StoreSearch::Hnsw { ef_search } = search {
+        if !(1..=1000).contains(&ef_search) {
+            return Err(
+                address.store_error(format!("ef_search {ef_search}: pgvector takes 1 to 1000"))
+            );
+        }
+    }
+    Ok(meta)
+}
+
+/// A [`Retriever`] over the store at `address` — what [`Retriever::open`] is for an index
+/// folder: the model is the folder the store records (or `model_dir`, which must hold the same
+/// files), loaded on `device` in `precision` once the store is found usable.
+pub fn open_retriever(
+    address: &StoreAddress,
+    model_dir: Option<&Path>,
+    device: tch::Device,
+    precision: Precision,
+    search: StoreSearch,
+) -> Result<Retriever> {
+    let mut client = address.connect()?;
+    let meta = usable_meta(&mut client, address, search)?;
+    let dir = model_dir.map_or_else(|| PathBuf::from(&meta.model), Path::to_path_buf);
+    let (mut model, _) = load_model(&ModelSource::for_dir(&dir), device)?;
+    model.set_precision(precision);
+    let store = PgStore::for_model(client, address, meta, &dir, &model, search)?;
+    Ok(Retriever::with_corpus(model, Box::new(store)))
 }
 
 /// The document with id `id` in the store at `address`, if it has one; no model needed.

@@ -4,7 +4,7 @@ use gear_infer::DocumentIndex;
 use pgvector::Vector;
 use postgres::Client;
 
-use crate::{Error, HnswSettings, Result, StoreAddress, StoreMeta, STORE_FORMAT};
+use crate::{HnswSettings, Result, StoreAddress, StoreMeta, STORE_FORMAT};
 
 /// Documents and vectors written per transaction by [`push`].
 const PUSH_BATCH: usize = 512;
@@ -195,17 +195,4 @@ fn write_meta(client: &mut Client, address: &StoreAddress, meta: &StoreMeta) -> 
         )
         .map_err(|e| address.query_error(&e))?;
     Ok(())
-}
-
-/// The model folder the store at `address` records (where the pushing machine had it): what
-/// opens it when no other folder is given.
-pub fn recorded_model(address: &StoreAddress) -> Result<String> {
-    let mut client = address.connect()?;
-    match read_meta(&mut client, address) {
-        Ok(Some(meta)) => Ok(meta.model),
-        Ok(None) | Err(Error::Query { .. }) => Err(address.store_error(
-            "holds no GeAR index: push one with `gear index push --index DIR --store URL`",
-        )),
-        Err(other) => Err(other),
-    }
 }

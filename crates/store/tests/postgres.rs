@@ -60,6 +60,20 @@ fn checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     path
 }
 
+/// An index of `docs` embedded with the checkpoint `ck`, built in `out` and opened.
+fn indexed(ck: &Path, docs: &[Document], out: &Path) -> DocumentIndex {
+    build_index(
+        &model(ck),
+        ck,
+        docs,
+        out,
+        &BuildOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    DocumentIndex::open(out, Device::Cpu).unwrap()
+}
+
 fn model(dir: &Path) -> GearModel {
     load_model(&ModelSource::Checkpoint(dir.to_owned()), Device::Cpu)
         .unwrap()
@@ -72,16 +86,7 @@ fn a_pushed_index_answers_as_the_local_one_and_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let ck = checkpoint(dir.path(), "m", 1);
     let idx = dir.path().join("idx");
-    build_index(
-        &model(&ck),
-        &ck,
-        &corpus(),
-        &idx,
-        &BuildOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let local = DocumentIndex::open(&idx, Device::Cpu).unwrap();
+    let local = indexed(&ck, &corpus(), &idx);
     assert!(
         local.owners().len() > local.len(),
         "the long document has several vectors"
@@ -222,17 +227,7 @@ fn a_pushed_index_answers_as_the_local_one_and_refuses_what_does_not_fit() {
         .unwrap()
         .to_string();
     assert!(err.contains("another model"), "{err}");
-    let other_idx = dir.path().join("other-idx");
-    build_index(
-        &model(&other),
-        &other,
-        &corpus(),
-        &other_idx,
-        &BuildOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let other_local = DocumentIndex::open(&other_idx, Device::Cpu).unwrap();
+    let other_local = indexed(&other, &corpus(), &dir.path().join("other-idx"));
     let err = push(
         &other_local,
         &address,
@@ -277,17 +272,8 @@ fn a_hot_standby_serves_the_documents_pushed_to_the_primary_once_it_caught_up() 
     let idx = dir.path().join("idx");
     let docs = corpus();
     let (first, more) = docs.split_at(30);
-    build_index(
-        &model(&ck),
-        &ck,
-        first,
-        &idx,
-        &BuildOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let local = indexed(&ck, first, &idx);
     let on_primary = StoreAddress::new(&primary.url(), "gear").unwrap();
-    let local = DocumentIndex::open(&idx, Device::Cpu).unwrap();
     push(&local, &on_primary, HnswSettings::default(), &mut |_, _| {}).unwrap();
 
     let standby = Postgres::standby_of(&primary);

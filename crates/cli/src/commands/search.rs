@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gear_infer::{load_model, Backend, ModelSource, Retriever, RetrieverOptions};
+use gear_infer::{Backend, Retriever, RetrieverOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{count, BackendArgs, DeviceArg, InferencePrecision};
@@ -203,14 +203,9 @@ fn open_store(
 ) -> Result<Retriever> {
     let precision = precision.checked(device)?;
     let address = gear_store::StoreAddress::new(url, schema)?;
-    let dir = match model {
-        Some(dir) => dir.to_path_buf(),
-        None => PathBuf::from(gear_store::recorded_model(&address)?),
-    };
-    let (mut gear, _) = load_model(&ModelSource::for_dir(&dir), device)?;
-    gear.set_precision(precision);
-    let store = gear_store::PgStore::open(&address, &dir, &gear, search)?;
-    Ok(Retriever::with_corpus(gear, Box::new(store)))
+    Ok(gear_store::open_retriever(
+        &address, model, device, precision, search,
+    )?)
 }
 
 /// One query per line; blank lines skipped; invalid UTF-8 names its line.
