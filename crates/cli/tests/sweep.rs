@@ -884,7 +884,7 @@ fn bad_input_sweep() {
                 "--hnsw-m",
                 "8",
             ],
-            &["--hnsw-m", "--ann hnsw only"],
+            &["--hnsw-m", "--ann hnsw or --store only"],
         ),
         // Unclear errors.
         refused(
@@ -1661,6 +1661,21 @@ fn bad_input_sweep() {
         args.extend_from_slice(extra);
         args
     };
+    let corpus_arg = s(&corpus);
+    let never = s(&d.join("never-built"));
+    let store_build = |extra: &[&'static str]| {
+        let mut args = vec![
+            "index",
+            "build",
+            "--pretrained",
+            "--corpus",
+            corpus_arg.as_str(),
+            "--store",
+            unreachable,
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
     for (name, args, needles) in [
         (
             "index push to a database no one listens for",
@@ -1685,7 +1700,52 @@ fn bad_input_sweep() {
         (
             "index push with ef_construction below 2 × m",
             push(&["--hnsw-m", "32", "--ef-construction", "40"]),
-            vec!["--ef-construction 40 must be at least 2 × --hnsw-m (32)"],
+            vec!["--ef-construction 40", "at least 2 × --hnsw-m (32)"],
+        ),
+        (
+            "index build into a database no one listens for",
+            store_build(&[]),
+            vec!["cannot connect to PostgreSQL at 127.0.0.1:9"],
+        ),
+        (
+            "index build --store with a local graph",
+            store_build(&["--ann", "hnsw"]),
+            vec!["--ann and --graph-vectors build a graph in an index folder"],
+        ),
+        (
+            "index build --store with float16 vectors",
+            store_build(&["--vectors", "f16"]),
+            vec!["pgvector 0.6 stores float32 vectors only"],
+        ),
+        (
+            "index build --store with a shard past the count",
+            store_build(&["--shard", "2/2"]),
+            vec!["`2/2`", "the shard must be 0 to count − 1"],
+        ),
+        (
+            "index build --store --shard with HNSW settings",
+            store_build(&["--shard", "0/2", "--hnsw-m", "8"]),
+            vec!["built by `gear index finish`"],
+        ),
+        (
+            "index build with --shard but no --store",
+            vec![
+                "index",
+                "build",
+                "--pretrained",
+                "--corpus",
+                corpus_arg.as_str(),
+                "--out",
+                never.as_str(),
+                "--shard",
+                "0/2",
+            ],
+            vec!["--schema, --shard and --commit-every apply with --store only"],
+        ),
+        (
+            "index finish on a database no one listens for",
+            vec!["index", "finish", "--store", unreachable],
+            vec!["cannot connect to PostgreSQL at 127.0.0.1:9"],
         ),
     ] {
         cases.push(refused("store", name, &args, &needles));

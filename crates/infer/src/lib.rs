@@ -39,8 +39,8 @@ use std::path::PathBuf;
 pub use ann::{GraphVectors, HnswConfig, HnswIndex, HnswParams};
 pub use ann_build::{build_ann, AnnMeta};
 pub use build::{
-    add_to_index, build_index, index_vectors, model_fingerprint, BuildOptions, BuildOutcome,
-    FileStamp, VectorPrecision,
+    add_to_index, build_index, check_corpus, corpus_fingerprint, embed_for_index, index_vectors,
+    model_fingerprint, BuildOptions, BuildOutcome, EmbeddedRows, FileStamp, VectorPrecision,
 };
 pub use corpus::Corpus;
 pub use error::{Error, Result};

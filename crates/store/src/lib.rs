@@ -1,5 +1,7 @@
 //! A GeAR index in PostgreSQL with pgvector: [`push`] copies a local index (documents, vectors,
-//! the model's fingerprint) into one schema and builds an HNSW index over the vectors;
+//! the model's fingerprint) into one schema and builds an HNSW index over the vectors; [`build`]
+//! embeds a corpus straight into it, whole or one shard at a time (shards may run on many
+//! machines at once, e.g. over Ray), and [`finish`] checks it whole and builds the HNSW index;
 //! [`PgStore`] opens it again — refusing a store built with another model or of another width —
 //! and searches it exactly (every vector scanned, the same ids and scores as the local index) or
 //! through the HNSW index (`ef_search`). It is a [`gear_infer::Corpus`], so a
@@ -12,7 +14,10 @@
 //! |---|---|
 //! | `meta` | `key text primary key`, `value jsonb` — one row, `index`: [`StoreMeta`] |
 //! | `documents` | `row bigint primary key`, `id text unique`, `title text`, `text text` |
-//! | `vectors` | `row bigint primary key`, `document bigint → documents.row`, `embedding vector(d)` |
+//! | `vectors` | `document bigint → documents.row`, `part integer` (a long document's window), `embedding vector(d)`; primary key `(document, part)` |
+//!
+//! A document's row is its position in the corpus, so every writer — a push, a shard, a retried
+//! shard — writes the same rows, and `ON CONFLICT DO NOTHING` keeps one copy of each.
 //!
 //! Vectors are stored as pgvector's `vector` (float32): the `halfvec` type (float16) arrived in
 //! pgvector 0.7, after the 0.6 this was built and tested against.
@@ -20,10 +25,13 @@
 use serde::{Deserialize, Serialize};
 
 mod address;
+mod build;
 mod pg;
 mod push;
+mod tables;
 
 pub use address::StoreAddress;
+pub use build::{build, finish, BuildReport, Shard, StoreBuildOptions};
 pub use pg::{find_document, open_retriever, PgStore};
 pub use push::push;
 
@@ -79,10 +87,15 @@ pub struct StoreMeta {
     pub rows: usize,
     /// The most vectors one document has.
     pub max_rows_per_document: usize,
-    /// Whether every row is in and the HNSW index built: a store is opened only then.
+    /// Whether every row is in and the HNSW index built ([`finish`]): a store is opened only
+    /// then.
     pub complete: bool,
     /// The HNSW index's settings.
     pub hnsw: HnswSettings,
+    /// SHA-256 of the corpus (every document's id, title and text, in order): a shard or a
+    /// resume of another corpus is refused, a corpus that begins with this one grows the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
 }
 
 /// pgvector's HNSW build settings.
@@ -103,8 +116,8 @@ impl Default for HnswSettings {
     }
 }
 
-/// The store's layout version.
-pub const STORE_FORMAT: u32 = 1;
+/// The store's layout version (2: vectors keyed by document and part, the corpus recorded).
+pub const STORE_FORMAT: u32 = 2;
 
 /// How a store is searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

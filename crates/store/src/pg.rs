@@ -9,7 +9,7 @@ use gear_model::{GearModel, Precision};
 use pgvector::Vector;
 use postgres::Client;
 
-use crate::push::read_meta;
+use crate::tables::read_meta;
 use crate::{Error, Result, StoreAddress, StoreMeta, StoreSearch, STORE_FORMAT};
 
 /// An opened store: searched exactly or through HNSW, documents read by id.
@@ -207,16 +207,16 @@ fn usable_meta(
     address: &StoreAddress,
     search: StoreSearch,
 ) -> Result<StoreMeta> {
-    let meta = match read_meta(client, address) {
-        Ok(Some(meta)) => meta,
-        // No schema or table: say what to do rather than quote the database.
-        Ok(None) | Err(Error::Query { .. }) => {
-            return Err(address.store_error(
-                "holds no GeAR index: push one with `gear index push --index DIR --store URL`",
-            ))
-        }
-        Err(other) => return Err(other),
-    };
+    let meta =
+        match read_meta(client, address) {
+            Ok(Some(meta)) => meta,
+            // No schema or table: say what to do rather than quote the database.
+            Ok(None) | Err(Error::Query { .. }) => return Err(address.store_error(
+                "holds no GeAR index: push one with `gear index push --index DIR --store URL`, or \
+                 embed a corpus into it with `gear index build --corpus FILE --store URL`",
+            )),
+            Err(other) => return Err(other),
+        };
     if meta.format != STORE_FORMAT {
         return Err(address.store_error(format!(
             "format {} is not the format this version reads ({STORE_FORMAT})",
@@ -224,8 +224,10 @@ fn usable_meta(
         )));
     }
     if !meta.complete {
-        return Err(address
-            .store_error("its push did not finish: run `gear index push` again to complete it"));
+        return Err(address.store_error(
+            "is not complete (its push or build did not finish): run `gear index push` again, \
+             or `gear index finish` once every shard of `gear index build --store` is in",
+        ));
     }
     if let StoreSearch::Hnsw { ef_search } = search {
         if !(1..=1000).contains(&ef_search) {

@@ -12,7 +12,9 @@ use gear_infer::{
     add_to_index, build_index, load_model, BuildOptions, DocumentIndex, ModelSource, Retriever,
 };
 use gear_model::{BertConfig, GearConfig, GearModel};
-use gear_store::{push, HnswSettings, PgStore, StoreAddress, StoreSearch};
+use gear_store::{
+    push, HnswSettings, PgStore, Shard, StoreAddress, StoreBuildOptions, StoreSearch,
+};
 use tch::Device;
 
 mod pg;
@@ -331,4 +333,122 @@ fn a_hot_standby_serves_the_documents_pushed_to_the_primary_once_it_caught_up() 
             y.score
         );
     }
+}
+
+/// `gear index build --store` in shards: each shard writes its documents, a store missing one
+/// is not finished (naming the missing rows) nor served, a shard run twice writes nothing more,
+/// and the finished store answers as the index folder built in one process. A longer corpus
+/// that begins with the store's grows it; another corpus is refused.
+#[test]
+fn a_store_built_in_shards_equals_the_index_folder_and_grows_with_its_corpus() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(dir.path(), "m", 1);
+    let docs = corpus();
+    let local = indexed(&ck, &docs, &dir.path().join("idx"));
+    let address = StoreAddress::new(&pg.url(), "sharded").unwrap();
+    let options = |index| StoreBuildOptions {
+        shard: Shard { index, count: 3 },
+        embed: BuildOptions {
+            batch_size: 4,
+            ..BuildOptions::default()
+        },
+        commit_every: 5,
+    };
+    let m = model(&ck);
+    let build = |index, corpus: &[Document]| {
+        gear_store::build(&m, &ck, corpus, &address, &options(index), &mut |_, _| {})
+    };
+    let first = build(0, &docs).unwrap();
+    assert_eq!(
+        (first.range.clone(), first.written, first.present),
+        (0..13, 13, 0)
+    );
+    build(2, &docs).unwrap();
+    let err = gear_store::finish(&address, HnswSettings::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 27 of its 41 documents (missing rows 13, 14, 15, 16, 17, …)"),
+        "{err}"
+    );
+    let err = PgStore::open(&address, &ck, &m, StoreSearch::Exact)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("did not finish"), "{err}");
+    let middle = build(1, &docs).unwrap();
+    assert_eq!((middle.range.clone(), middle.written), (13..27, 14));
+    assert_eq!(build(1, &docs).unwrap().written, 0, "a shard run again");
+    let meta = gear_store::finish(&address, HnswSettings::default()).unwrap();
+    assert_eq!(
+        (meta.documents, meta.rows),
+        (local.len(), local.owners().len())
+    );
+
+    // The same vectors as the folder, and the same answers.
+    let mut client = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+    let stored: Vec<(i64, i32, pgvector::Vector)> = client
+        .query(
+            "SELECT document, part, embedding FROM sharded.vectors ORDER BY document, part",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let vectors = local.vectors().to_kind(tch::Kind::Float);
+    let owners: Vec<i64> = stored.iter().map(|v| v.0).collect();
+    let want: Vec<i64> = local.owners().iter().map(|&o| o as i64).collect();
+    assert_eq!(owners, want);
+    for (row, (_, _, v)) in stored.iter().enumerate() {
+        let here: Vec<f32> = Vec::try_from(vectors.get(row as i64)).unwrap();
+        let worst = here
+            .iter()
+            .zip(v.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "row {row}: {worst}");
+    }
+    let store = Retriever::with_corpus(
+        model(&ck),
+        Box::new(PgStore::open(&address, &ck, &m, StoreSearch::Exact).unwrap()),
+    );
+    let folder = Retriever::new(model(&ck), local);
+    let query = ["the engineer built the bridge"];
+    let (a, b) = (
+        store.search(&query, 10, 0, None).unwrap(),
+        folder.search(&query, 10, 0, None).unwrap(),
+    );
+    for (x, y) in a[0].results.iter().zip(&b[0].results) {
+        assert_eq!(x.id, y.id);
+        assert!((x.score - y.score).abs() < 1e-5);
+    }
+
+    // A corpus that begins with the store's grows it (only the new documents are embedded);
+    // any other is refused.
+    let mut more = docs.clone();
+    more.push(Document {
+        id: "new".into(),
+        title: "New".into(),
+        text: "A new bridge over the river, built by the engineer.".into(),
+    });
+    let whole = StoreBuildOptions {
+        shard: Shard::WHOLE,
+        ..options(0)
+    };
+    let grown = gear_store::build(&m, &ck, &more, &address, &whole, &mut |_, _| {}).unwrap();
+    assert_eq!((grown.written, grown.present), (1, docs.len()));
+    assert_eq!(
+        gear_store::finish(&address, HnswSettings::default())
+            .unwrap()
+            .documents,
+        docs.len() + 1
+    );
+    let mut other = more.clone();
+    other.swap(0, 1);
+    let err = gear_store::build(&m, &ck, &other, &address, &whole, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds another corpus"), "{err}");
 }

@@ -1,5 +1,6 @@
-//! `gear index build`, `gear index ann`, `gear index add`: a document index for global retrieval,
-//! its HNSW graph, and appending to it.
+//! `gear index build`, `gear index ann`, `gear index add`, `gear index push`, `gear index
+//! finish`: a document index for global retrieval (a folder, or a PostgreSQL store), its HNSW
+//! graph, and appending to it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use gear_data::DocumentReader;
 use gear_infer::{build_index, BuildOptions, BuildOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::index_store;
 use crate::args::{
     count, AnnArg, DeviceArg, GearModelArgs, GraphVectorsArg, InferencePrecision, VectorsArg,
     MAX_BATCH,
@@ -43,17 +45,51 @@ impl HnswBuildArgs {
     }
 }
 
+/// pgvector's HNSW index settings (`gear index push` and `gear index finish`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PgHnswArgs {
+    /// pgvector HNSW links per node (`m`).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=100))]
+    hnsw_m: u32,
+    /// pgvector HNSW candidate list while building (`ef_construction`; at least 2 × m).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(4..=1000))]
+    ef_construction: u32,
+}
+
+impl PgHnswArgs {
+    fn settings(self) -> Result<gear_store::HnswSettings> {
+        index_store::pgvector_hnsw(Some(self.hnsw_m), Some(self.ef_construction))
+    }
+}
+
 /// `gear index` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum IndexCommand {
-    /// Embed a corpus (`{id, title, text}` lines) with the document encoder into an index folder.
+    /// Embed a corpus (`{id, title, text}` lines) with the document encoder into an index folder
+    /// (`--out`), or straight into PostgreSQL with pgvector (`--store`, whole or `--shard I/N`).
     Build {
         /// Corpus file.
         #[arg(long)]
         corpus: PathBuf,
         /// Index folder to create (resumes from `<out>.partial` when present).
+        #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+        out: Option<PathBuf>,
+        /// Embed into this database instead (`postgres://user@host:port/db`): documents and
+        /// vectors in transactions keyed by document, so a rerun writes only what is missing,
+        /// and a corpus that begins with the store's adds the rest.
         #[arg(long)]
-        out: PathBuf,
+        store: Option<String>,
+        /// Schema to write with `--store` (created when missing; default `gear`).
+        #[arg(long)]
+        schema: Option<String>,
+        /// With `--store`: embed only shard I of N (a contiguous range of the corpus) and leave
+        /// the store unfinished; `gear index finish` completes it once every shard is in.
+        #[arg(long, value_parser = gear_store::Shard::parse)]
+        shard: Option<gear_store::Shard>,
+        /// With `--store`: documents per transaction (what a killed run loses at most; default
+        /// 256).
+        #[arg(long, value_parser = count(1..=1_000_000))]
+        commit_every: Option<usize>,
         #[command(flatten)]
         model: GearModelArgs,
         /// Documents per forward pass.
@@ -96,12 +132,20 @@ pub enum IndexCommand {
         /// Schema to write (created when missing).
         #[arg(long, default_value = "gear")]
         schema: String,
-        /// pgvector HNSW links per node (`m`).
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=100))]
-        hnsw_m: u32,
-        /// pgvector HNSW candidate list while building (`ef_construction`; at least 2 × m).
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(4..=1000))]
-        ef_construction: u32,
+        #[command(flatten)]
+        hnsw: PgHnswArgs,
+    },
+    /// Complete a store written by `gear index build --store --shard I/N`: check that every
+    /// document is in, build pgvector's HNSW index, mark it servable.
+    Finish {
+        /// The database: `postgres://user@host:port/db`.
+        #[arg(long)]
+        store: String,
+        /// Schema to finish.
+        #[arg(long, default_value = "gear")]
+        schema: String,
+        #[command(flatten)]
+        hnsw: PgHnswArgs,
     },
     /// Append documents to an index: only they are embedded (with the index's model); the
     /// index stays the previous one until the add commits. Ids already present are refused.
@@ -133,6 +177,10 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
         IndexCommand::Build {
             corpus,
             out,
+            store,
+            schema,
+            shard,
+            commit_every,
             model,
             batch_size,
             no_windows,
@@ -140,15 +188,29 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             ann,
             hnsw,
         } => {
-            if ann.is_none() && hnsw.given() {
-                bail!("--hnsw-m, --ef-construction and --graph-vectors apply with --ann hnsw only");
-            }
             let opts = BuildOptions {
                 batch_size: *batch_size,
                 windows: !no_windows,
                 precision: (*vectors).into(),
                 ..BuildOptions::default()
             };
+            if let Some(url) = store {
+                let target = store_target(
+                    url,
+                    schema.as_deref().unwrap_or("gear"),
+                    (*shard, commit_every.unwrap_or(256)),
+                    hnsw,
+                    (*ann, *vectors),
+                )?;
+                return index_store::build(corpus, model, opts, &target);
+            }
+            if schema.is_some() || shard.is_some() || commit_every.is_some() {
+                bail!("--schema, --shard and --commit-every apply with --store only");
+            }
+            if ann.is_none() && hnsw.given() {
+                bail!("--hnsw-m, --ef-construction and --graph-vectors apply with --ann hnsw or --store only");
+            }
+            let out = out.as_deref().context("give --out DIR or --store URL")?;
             if build(corpus, out, model, &opts)? && ann.is_some() {
                 build_graph(out, hnsw)?;
             }
@@ -175,30 +237,57 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
             index,
             store,
             schema,
-            hnsw_m,
-            ef_construction,
-        } => push(index, store, schema, *hnsw_m, *ef_construction),
+            hnsw,
+        } => push(index, store, schema, hnsw.settings()?),
+        IndexCommand::Finish {
+            store,
+            schema,
+            hnsw,
+        } => index_store::finish(store, schema, hnsw.settings()?),
     }
 }
 
-/// `gear index push`.
-fn push(index: &Path, url: &str, schema: &str, m: u32, ef_construction: u32) -> Result<()> {
-    if ef_construction < 2 * m {
-        bail!("--ef-construction {ef_construction} must be at least 2 × --hnsw-m ({m}), as pgvector requires");
+/// Where `gear index build --store` writes, from its options; what only an index folder has
+/// (`--ann`, `--graph-vectors`, `--vectors f16`) is refused, and so are HNSW settings with
+/// `--shard` (`gear index finish` builds the index then).
+fn store_target<'a>(
+    url: &'a str,
+    schema: &'a str,
+    (shard, commit_every): (Option<gear_store::Shard>, usize),
+    hnsw: &HnswBuildArgs,
+    (ann, vectors): (Option<AnnArg>, VectorsArg),
+) -> Result<index_store::StoreTarget<'a>> {
+    if ann.is_some() || hnsw.graph_vectors.is_some() {
+        bail!("--ann and --graph-vectors build a graph in an index folder; a store gets pgvector's HNSW index (--hnsw-m, --ef-construction)");
     }
+    if vectors == VectorsArg::F16 {
+        bail!("--vectors f16: pgvector 0.6 stores float32 vectors only (its halfvec type came in 0.7)");
+    }
+    if shard.is_some() && (hnsw.hnsw_m.is_some() || hnsw.ef_construction.is_some()) {
+        bail!("with --shard the HNSW index is built by `gear index finish`: give --hnsw-m and --ef-construction there");
+    }
+    let ef = hnsw
+        .ef_construction
+        .map(|e| u32::try_from(e).unwrap_or(u32::MAX));
+    Ok(index_store::StoreTarget {
+        url,
+        schema,
+        shard,
+        commit_every,
+        hnsw: index_store::pgvector_hnsw(hnsw.hnsw_m.map(u32::from), ef)?,
+    })
+}
+
+/// `gear index push`.
+fn push(index: &Path, url: &str, schema: &str, hnsw: gear_store::HnswSettings) -> Result<()> {
     let address = gear_store::StoreAddress::new(url, schema)?;
     let opened = gear_infer::DocumentIndex::open(index, tch::Device::Cpu)?;
     let bar = count_bar("push", "documents")?;
     let start = std::time::Instant::now();
-    let written = gear_store::push(
-        &opened,
-        &address,
-        gear_store::HnswSettings { m, ef_construction },
-        &mut |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        },
-    )?;
+    let written = gear_store::push(&opened, &address, hnsw, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     eprintln!(
         "pushed {written} documents of {} ({} in all) into {} schema {schema}, HNSW index built, in {:.1} s",
@@ -256,7 +345,7 @@ fn build_graph(index: &Path, hnsw: &HnswBuildArgs) -> Result<()> {
 
 /// A progress bar counting `unit` (shards of `index build` and `index add`, vectors of the
 /// HNSW graph).
-fn count_bar(label: &str, unit: &str) -> Result<ProgressBar> {
+pub(crate) fn count_bar(label: &str, unit: &str) -> Result<ProgressBar> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(&format!(

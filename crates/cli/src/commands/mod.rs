@@ -6,6 +6,7 @@ pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod index;
+pub mod index_store;
 pub mod pair;
 pub mod rerank;
 pub mod score;

@@ -10,6 +10,36 @@ use tch::Tensor;
 use super::BuildOptions;
 use crate::{Error, Result};
 
+/// The index rows of some documents: what [`embed_for_index`] returns.
+#[derive(Debug)]
+pub struct EmbeddedRows {
+    /// One vector per row (`[rows, width]`, on the model's device).
+    pub vectors: Tensor,
+    /// Each row's document, as its position in the corpus (rows of a document are consecutive).
+    pub owners: Vec<i64>,
+    /// Documents no window takes in whole (cut at the model's length).
+    pub cut: usize,
+}
+
+/// `docs`, the documents at corpus positions `first..`, embedded as an index embeds them — one
+/// row per document, or per window of whole sentences for a document longer than the model
+/// reads (`options.windows`), in batches of `options.batch_size` grouped by length. `path` names
+/// the destination in errors. What a database store (`gear-store`) writes.
+pub fn embed_for_index(
+    model: &GearModel,
+    docs: &[Document],
+    first: usize,
+    options: &BuildOptions,
+    path: &Path,
+) -> Result<EmbeddedRows> {
+    let (vectors, owners, cut) = embed_shard(model, docs, first, options, path)?;
+    Ok(EmbeddedRows {
+        vectors,
+        owners,
+        cut,
+    })
+}
+
 /// `docs` (corpus positions from `first`) embedded by `model`'s document encoder, one row per
 /// document or per window: the finite vectors, each row's document position, and how many
 /// documents no window takes in whole. `path` names the output in errors.

@@ -26,6 +26,7 @@ pub use write::index_vectors;
 pub(crate) use stamp::model_stamps;
 
 use embed::embed_shard;
+pub use embed::{embed_for_index, EmbeddedRows};
 use write::write_index;
 
 /// Options of [`build_index`].
@@ -316,7 +317,7 @@ pub(crate) fn covers(owners: &[i64], first: usize, n: usize) -> bool {
 
 /// Ids unique and texts non-empty (what [`DocumentReader`] checks per file, for callers that
 /// build a corpus in memory).
-pub(super) fn check_corpus(corpus: &[Document]) -> Result<()> {
+pub fn check_corpus(corpus: &[Document]) -> Result<()> {
     let mut seen = std::collections::HashMap::with_capacity(corpus.len());
     for (i, d) in corpus.iter().enumerate() {
         if d.id.trim().is_empty() || d.text.trim().is_empty() {
@@ -339,11 +340,15 @@ pub(super) fn check_corpus(corpus: &[Document]) -> Result<()> {
     Ok(())
 }
 
-/// What a resume must match: every document's id, title and text, in order.
-fn corpus_fingerprint(corpus: &[Document]) -> String {
+/// What a resume must match: every document's id, title and text, in order (also what a
+/// database store records of its corpus).
+pub fn corpus_fingerprint<D: std::borrow::Borrow<Document>>(
+    corpus: impl IntoIterator<Item = D>,
+) -> String {
     corpus
-        .iter()
+        .into_iter()
         .fold(gear_data::Fingerprint::new(), |f, d| {
+            let d = d.borrow();
             f.value("id", &d.id)
                 .value("title", &d.title)
                 .value("text", &d.text)
