@@ -11,6 +11,7 @@ mod cmd;
 mod embed_cluster;
 mod parity;
 mod pipelines;
+mod replicas;
 mod serve;
 mod setup;
 mod test;

@@ -132,21 +132,31 @@ pub struct BenchArgs {
     /// builds on the same machine).
     #[arg(long)]
     gear: Option<std::path::PathBuf>,
+    /// Instead of the tables above: push the index into this PostgreSQL database and measure
+    /// `/search` throughput of 1 and of 2 `gear serve --store` replicas (clients spread over
+    /// them), the same clients and requests.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 /// A `gear serve` child on a free loopback port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
     fn start(env: &Env, gear: &Path, index: &Path, extra: &[&str]) -> Result<Self> {
+        let index = index.to_string_lossy();
+        Self::start_with(env, gear, &[&["--index", index.as_ref()], extra].concat())
+    }
+
+    /// `gear serve --addr 127.0.0.1:0 <args>`.
+    pub(crate) fn start_with(env: &Env, gear: &Path, args: &[&str]) -> Result<Self> {
         let mut child = env
             .command(gear)
-            .args(["serve", "--addr", "127.0.0.1:0", "--index"])
-            .arg(index)
-            .args(extra)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -219,11 +229,11 @@ fn kind(i: usize) -> &'static str {
     }
 }
 
-/// Sends `total` requests from `clients` threads (each with its own keep-alive connection);
-/// returns the latencies (sorted, each with its request's number), the errors and the wall
-/// time.
-fn drive(
-    url: &str,
+/// Sends `total` requests from `clients` threads (each with its own keep-alive connection, to
+/// `urls[client % urls.len()]`); returns the latencies (sorted, each with its request's number),
+/// the errors and the wall time.
+pub(crate) fn drive(
+    urls: &[&str],
     clients: usize,
     total: usize,
     mixed: bool,
@@ -233,8 +243,9 @@ fn drive(
     let start = Instant::now();
     let results: Vec<(Latencies, Vec<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
-            .map(|_| {
+            .map(|c| {
                 let next = &next;
+                let url = urls[c % urls.len()];
                 s.spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(60))
@@ -282,7 +293,7 @@ fn drive(
     (latencies, errors, wall)
 }
 
-fn percentile(sorted: &[(Duration, usize)], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[(Duration, usize)], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -296,6 +307,9 @@ pub fn bench(env: &Env, args: &BenchArgs) -> Result<()> {
         None => build_gear(env)?,
     };
     let index = ensure_index(env, &gear, None, "pretrained")?;
+    if let Some(url) = &args.store {
+        return crate::replicas::bench(env, &gear, &index, url, args.requests);
+    }
     let mut report = format!(
         "# cargo xtask bench-serve\n\n`gear serve` over {} (pretrained MiniLM), loopback, {} cores.\n\n",
         index.display(),
@@ -308,8 +322,9 @@ pub fn bench(env: &Env, args: &BenchArgs) -> Result<()> {
         for extra in [&[][..], &["--max-batch", "1"][..]] {
             let server = Server::start(env, &gear, &index, extra)?;
             // Warm-up: first forwards allocate.
-            let _ = drive(&server.url, clients, clients * 4, false, limit);
-            let (lat, errors, wall) = drive(&server.url, clients, args.requests, false, limit);
+            let _ = drive(&[server.url.as_str()], clients, clients * 4, false, limit);
+            let (lat, errors, wall) =
+                drive(&[server.url.as_str()], clients, args.requests, false, limit);
             if !errors.is_empty() {
                 bail!("{} errors, first: {}", errors.len(), errors[0]);
             }
@@ -332,10 +347,10 @@ pub fn bench(env: &Env, args: &BenchArgs) -> Result<()> {
     }
 
     let server = Server::start(env, &gear, &index, &[])?;
-    let _ = drive(&server.url, 4, 40, true, limit);
+    let _ = drive(&[server.url.as_str()], 4, 40, true, limit);
     let rss_before = server.rss_mib();
     let (lat, errors, wall) = drive(
-        &server.url,
+        &[server.url.as_str()],
         args.load_clients,
         args.load_requests,
         true,
