@@ -11,7 +11,7 @@ use gear_data::Document;
 use gear_infer::BuildOptions;
 use gear_model::GearModel;
 
-use crate::tables::{self, DocumentRow, StorePlan, VectorRow};
+use crate::tables::{self, StorePlan, VectorRow};
 use crate::{Error, HnswSettings, Result, StoreAddress, StoreMeta};
 
 /// Shard `index` of `count`: a contiguous range of the corpus's documents.
@@ -131,15 +131,7 @@ pub fn build(
             let docs = &corpus[start..end];
             let rows = gear_infer::embed_for_index(model, docs, start, &options.embed, &here)?;
             let vectors = vector_rows(&rows.vectors, &rows.owners)?;
-            let documents: Vec<DocumentRow<'_>> = docs
-                .iter()
-                .enumerate()
-                .map(|(i, document)| DocumentRow {
-                    row: (start + i) as i64,
-                    document,
-                })
-                .collect();
-            tables::write_rows(&mut client, address, &documents, &vectors)?;
+            tables::write_rows(&mut client, address, start, docs, &vectors)?;
             report.written += end - start - held;
             report.cut += rows.cut;
         }

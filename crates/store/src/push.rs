@@ -3,7 +3,7 @@
 use gear_infer::DocumentIndex;
 
 use crate::build::vector_rows;
-use crate::tables::{self, DocumentRow, StorePlan};
+use crate::tables::{self, StorePlan};
 use crate::{HnswSettings, Result, StoreAddress};
 
 /// Documents and vectors written per transaction by [`push`].
@@ -65,23 +65,11 @@ pub fn push(
             let docs = (start..end)
                 .map(|d| index.document_at(d))
                 .collect::<gear_infer::Result<Vec<_>>>()?;
-            let documents: Vec<DocumentRow<'_>> = docs
-                .iter()
-                .enumerate()
-                .map(|(i, document)| DocumentRow {
-                    row: (start + i) as i64,
-                    document,
-                })
-                .collect();
             let (r0, r1) = (first_row[start], first_row[end]);
             let rows: Vec<i64> = owners[r0..r1].iter().map(|&o| o as i64).collect();
             let part = vectors.narrow(0, r0 as i64, (r1 - r0) as i64);
-            tables::write_rows(
-                &mut client,
-                address,
-                &documents,
-                &vector_rows(&part, &rows)?,
-            )?;
+            let vectors = vector_rows(&part, &rows)?;
+            tables::write_rows(&mut client, address, start, &docs, &vectors)?;
             written += end - start - held;
         }
         start = end;

@@ -26,15 +26,6 @@ pub struct StorePlan {
     pub corpus: Option<String>,
 }
 
-/// One document row to write: its row (its position in the corpus) and its text.
-#[derive(Debug, Clone, Copy)]
-pub struct DocumentRow<'a> {
-    /// Position in the corpus.
-    pub row: i64,
-    /// The document.
-    pub document: &'a gear_data::Document,
-}
-
 /// One vector to write: its document's row, its part of the document (0 unless a long document
 /// was embedded in windows: then the window's number) and the vector.
 #[derive(Debug, Clone)]
@@ -183,12 +174,14 @@ pub(crate) fn present_rows(
         .collect())
 }
 
-/// `documents` and their `vectors` in one transaction; rows already there are kept, so a part
-/// written twice (a retried shard) leaves one copy.
+/// `documents` (rows `first..`, their positions in the corpus) and their `vectors` in one
+/// transaction; rows already there are kept, so a part written twice (a retried shard) leaves
+/// one copy.
 pub(crate) fn write_rows(
     client: &mut Client,
     address: &StoreAddress,
-    documents: &[DocumentRow<'_>],
+    first: usize,
+    documents: &[gear_data::Document],
     vectors: &[VectorRow],
 ) -> Result<()> {
     let s = &address.schema;
@@ -204,9 +197,9 @@ pub(crate) fn write_rows(
             "INSERT INTO {s}.vectors (document, part, embedding) VALUES ($1, $2, $3) ON CONFLICT (document, part) DO NOTHING"
         ))
         .map_err(q)?;
-    for d in documents {
-        let doc = d.document;
-        tx.execute(&insert_doc, &[&d.row, &doc.id, &doc.title, &doc.text])
+    for (i, doc) in documents.iter().enumerate() {
+        let row = (first + i) as i64;
+        tx.execute(&insert_doc, &[&row, &doc.id, &doc.title, &doc.text])
             .map_err(q)?;
     }
     for v in vectors {

@@ -45,6 +45,10 @@ pub struct RirArgs {
     /// Held-out RIR triples whose unit sentence the decoder generates (ROUGE; 0: none).
     #[arg(long, default_value_t = 300)]
     generation_examples: usize,
+    /// Held-out human SQuAD questions whose answers the decoder generates (zero-shot QAR
+    /// EM/F1; 0: none).
+    #[arg(long, default_value_t = 200)]
+    human_generation_examples: usize,
     /// Query rewriter (`openai` with --llm-url and --llm-model).
     #[arg(long, value_enum, default_value_t = RewriterArg::Keywords)]
     rewriter: RewriterArg,
@@ -233,7 +237,10 @@ fn evaluate(
         step("evaluating on the held-out articles' human SQuAD questions (zero-shot transfer)");
         table.push_str(&format!(
             "\n\n## Human SQuAD questions of the same held-out articles (zero-shot: trained on keyword queries only)\n\n{}",
-            qar_table(&reports(h, "0")?, Scenario::Qar)
+            qar_table(
+                &reports(h, &args.human_generation_examples.to_string())?,
+                Scenario::Qar
+            )
         ));
     }
     if trained.reranker.is_none() {

@@ -45,6 +45,17 @@ impl HnswBuildArgs {
     }
 }
 
+/// The store `gear index push` and `gear index finish` write.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The database: `postgres://user@host:port/db`.
+    #[arg(long)]
+    store: String,
+    /// Schema in it (created when missing).
+    #[arg(long, default_value = "gear")]
+    schema: String,
+}
+
 /// pgvector's HNSW index settings (`gear index push` and `gear index finish`).
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PgHnswArgs {
@@ -126,24 +137,16 @@ pub enum IndexCommand {
         /// Index folder to copy.
         #[arg(long)]
         index: PathBuf,
-        /// The database: `postgres://user@host:port/db`.
-        #[arg(long)]
-        store: String,
-        /// Schema to write (created when missing).
-        #[arg(long, default_value = "gear")]
-        schema: String,
+        #[command(flatten)]
+        target: StoreArgs,
         #[command(flatten)]
         hnsw: PgHnswArgs,
     },
     /// Complete a store written by `gear index build --store --shard I/N`: check that every
     /// document is in, build pgvector's HNSW index, mark it servable.
     Finish {
-        /// The database: `postgres://user@host:port/db`.
-        #[arg(long)]
-        store: String,
-        /// Schema to finish.
-        #[arg(long, default_value = "gear")]
-        schema: String,
+        #[command(flatten)]
+        target: StoreArgs,
         #[command(flatten)]
         hnsw: PgHnswArgs,
     },
@@ -235,15 +238,12 @@ pub fn index(cmd: &IndexCommand) -> Result<()> {
         IndexCommand::Ann { index, hnsw } => build_graph(index, hnsw),
         IndexCommand::Push {
             index,
-            store,
-            schema,
+            target,
             hnsw,
-        } => push(index, store, schema, hnsw.settings()?),
-        IndexCommand::Finish {
-            store,
-            schema,
-            hnsw,
-        } => index_store::finish(store, schema, hnsw.settings()?),
+        } => push(index, &target.store, &target.schema, hnsw.settings()?),
+        IndexCommand::Finish { target, hnsw } => {
+            index_store::finish(&target.store, &target.schema, hnsw.settings()?)
+        }
     }
 }
 
