@@ -53,34 +53,13 @@ fn json_of(mut cmd: Command) -> Result<Value> {
 }
 
 pub fn run(env: &Env, args: &Args) -> Result<()> {
-    setup::ensure_python_module(env, "faiss", "faiss-cpu")?;
-    eprintln!("[xtask] building the index bench (release)");
-    status(cargo(env).args([
-        "build",
-        "--release",
-        "-p",
-        "gear-infer",
-        "--example",
-        "bench_index",
-    ]))?;
+    build_examples(env, args.pgvector)?;
     let root = crate::workspace_root();
     let bench = root.join("target/release/examples/bench_index");
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut table = String::from(
         "| N | write s | open s | RSS after open / after searching MiB (vector file MiB) | exact QPS batch 1: ours / FAISS | exact QPS batch 64: ours / FAISS | float16: file MiB, QPS batch 64, recall@10 vs float32 |\n|---|---|---|---|---|---|---|\n",
     );
-    if args.pgvector {
-        setup::ensure_python_module(env, "pgserver", "pgserver")?;
-        eprintln!("[xtask] building the pgvector bench (release)");
-        status(cargo(env).args([
-            "build",
-            "--release",
-            "-p",
-            "gear-store",
-            "--example",
-            "bench_pgvector",
-        ]))?;
-    }
     let mut pg_table = String::from(
         "| N | ef | load s: ours / pgvector (COPY) | HNSW build s: ours / pgvector | QPS one query at a time: ours / pgvector | QPS batched: ours (1,000 in one call) / pgvector (64 per statement) | recall@10: ours / pgvector |\n|---|---|---|---|---|---|---|\n",
     );
@@ -115,34 +94,8 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
         }
         let ours = json_of(measure)?;
         eprintln!("[xtask] {n} vectors: measuring FAISS");
-        let mut faiss = Command::new(&env.python);
-        faiss
-            .arg(root.join("xtask/scripts/bench_faiss.py"))
-            .arg(&dir)
-            .args([
-                n.to_string(),
-                "384".into(),
-                args.single.to_string(),
-                if hnsw { "1" } else { "0" }.into(),
-                args.ef.clone(),
-            ])
-            .env("OMP_NUM_THREADS", threads.to_string());
-        let theirs = json_of(faiss)?;
-        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
-        let row = format!(
-            "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} | {:.0}, {:.1}, {:.4} |\n",
-            f(&generated, "write_s"),
-            f(&ours, "open_s"),
-            f(&ours, "rss_open_mib"),
-            f(&ours, "rss_search_mib"),
-            f(&ours, "vector_file_mib"),
-            ratio(f(&ours, "exact_qps_1"), f(&theirs, "flat_qps_1")),
-            ratio(f(&ours, "exact_qps_64"), f(&theirs, "flat_qps_64")),
-            f(&ours, "f16_file_mib"),
-            f(&ours, "f16_qps_64"),
-            f(&ours, "f16_recall"),
-        );
+        let theirs = faiss(env, &dir, n, args, hnsw)?;
+        let row = exact_row(n, &generated, &ours, &theirs);
         eprint!("{row}");
         table.push_str(&row);
         if hnsw {
@@ -169,6 +122,65 @@ pub fn run(env: &Env, args: &Args) -> Result<()> {
     crate::cmd::write_atomically(&out, &report)?;
     println!("{report}\n(written to {})", out.display());
     Ok(())
+}
+
+/// Builds the Rust side of the bench (and of pgvector's, in the same cargo call so the two
+/// share one build of their dependencies), after installing what the Python side needs.
+fn build_examples(env: &Env, pgvector: bool) -> Result<()> {
+    setup::ensure_python_module(env, "faiss", "faiss-cpu")?;
+    let mut cmd = cargo(env);
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "gear-infer",
+        "--example",
+        "bench_index",
+    ]);
+    if pgvector {
+        setup::ensure_python_module(env, "pgserver", "pgserver")?;
+        cmd.args(["-p", "gear-store", "--example", "bench_pgvector"]);
+    }
+    eprintln!("[xtask] building the index bench (release)");
+    status(&mut cmd)
+}
+
+/// FAISS on the vectors in `dir` (`xtask/scripts/bench_faiss.py`), with as many OpenMP threads
+/// as this machine has cores.
+fn faiss(env: &Env, dir: &std::path::Path, n: usize, args: &Args, hnsw: bool) -> Result<Value> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut faiss = Command::new(&env.python);
+    faiss
+        .arg(crate::workspace_root().join("xtask/scripts/bench_faiss.py"))
+        .arg(dir)
+        .args([
+            n.to_string(),
+            "384".into(),
+            args.single.to_string(),
+            if hnsw { "1" } else { "0" }.into(),
+            args.ef.clone(),
+        ])
+        .env("OMP_NUM_THREADS", threads.to_string());
+    json_of(faiss)
+}
+
+/// The exact table's row for one size.
+fn exact_row(n: usize, generated: &Value, ours: &Value, theirs: &Value) -> String {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
+    format!(
+        "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} | {:.0}, {:.1}, {:.4} |\n",
+        f(generated, "write_s"),
+        f(ours, "open_s"),
+        f(ours, "rss_open_mib"),
+        f(ours, "rss_search_mib"),
+        f(ours, "vector_file_mib"),
+        ratio(f(ours, "exact_qps_1"), f(theirs, "flat_qps_1")),
+        ratio(f(ours, "exact_qps_64"), f(theirs, "flat_qps_64")),
+        f(ours, "f16_file_mib"),
+        f(ours, "f16_qps_64"),
+        f(ours, "f16_recall"),
+    )
 }
 
 /// The HNSW table's rows for one size: ours beside FAISS at each `ef`.
