@@ -315,8 +315,8 @@ pub(crate) fn covers(owners: &[i64], first: usize, n: usize) -> bool {
         && owners.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1)
 }
 
-/// Ids unique and texts non-empty (what [`DocumentReader`] checks per file, for callers that
-/// build a corpus in memory).
+/// Ids unique and texts non-empty (what [`gear_data::DocumentReader`] checks per file, for
+/// callers that build a corpus in memory).
 pub fn check_corpus(corpus: &[Document]) -> Result<()> {
     let mut seen = std::collections::HashMap::with_capacity(corpus.len());
     for (i, d) in corpus.iter().enumerate() {
