@@ -24,7 +24,8 @@ pub struct Args {
     /// Schema to write.
     #[arg(long, default_value = "gear")]
     schema: String,
-    /// Shards (Ray tasks); default: the cluster's CPUs as `--cpus` gives them.
+    /// Shards (Ray tasks); default: `--cpus` (this machine's cores unless given). More shards
+    /// than CPUs balance better and lose less to a killed worker.
     #[arg(long)]
     shards: Option<usize>,
     /// A running Ray cluster (`HOST:PORT` of its head); without it a local head is started.
