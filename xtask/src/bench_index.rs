@@ -164,46 +164,55 @@ fn faiss(env: &Env, dir: &std::path::Path, n: usize, args: &Args, hnsw: bool) ->
     json_of(faiss)
 }
 
+/// The number at `key` of a bench's JSON (NaN when absent).
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+/// `ours / theirs (ratio×)`.
+fn ratio(ours: f64, theirs: f64) -> String {
+    format!("{ours:.1} / {theirs:.1} ({:.2}×)", ours / theirs)
+}
+
+/// The per-`ef` runs a bench's JSON holds under `key` (none when absent).
+fn runs<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key].as_array().map_or(&[], Vec::as_slice)
+}
+
 /// The exact table's row for one size.
 fn exact_row(n: usize, generated: &Value, ours: &Value, theirs: &Value) -> String {
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
     format!(
         "| {n} | {:.1} | {:.3} | {:.0} / {:.0} ({:.0}) | {} | {} | {:.0}, {:.1}, {:.4} |\n",
-        f(generated, "write_s"),
-        f(ours, "open_s"),
-        f(ours, "rss_open_mib"),
-        f(ours, "rss_search_mib"),
-        f(ours, "vector_file_mib"),
-        ratio(f(ours, "exact_qps_1"), f(theirs, "flat_qps_1")),
-        ratio(f(ours, "exact_qps_64"), f(theirs, "flat_qps_64")),
-        f(ours, "f16_file_mib"),
-        f(ours, "f16_qps_64"),
-        f(ours, "f16_recall"),
+        num(generated, "write_s"),
+        num(ours, "open_s"),
+        num(ours, "rss_open_mib"),
+        num(ours, "rss_search_mib"),
+        num(ours, "vector_file_mib"),
+        ratio(num(ours, "exact_qps_1"), num(theirs, "flat_qps_1")),
+        ratio(num(ours, "exact_qps_64"), num(theirs, "flat_qps_64")),
+        num(ours, "f16_file_mib"),
+        num(ours, "f16_qps_64"),
+        num(ours, "f16_recall"),
     )
 }
 
 /// The HNSW table's rows for one size: ours beside FAISS at each `ef`.
 fn hnsw_rows(n: usize, ours: &Value, theirs: &Value) -> String {
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let ratio = |a: f64, b: f64| format!("{a:.1} / {b:.1} ({:.2}×)", a / b);
-    let empty = Vec::new();
-    let a = ours["hnsw"].as_array().unwrap_or(&empty);
-    let b = theirs["hnsw"].as_array().unwrap_or(&empty);
+    let (a, b) = (runs(ours, "hnsw"), runs(theirs, "hnsw"));
     a.iter()
         .zip(b)
         .map(|(x, y)| {
             format!(
                 "| {n} | {} | {:.1} / {:.1} | {:.3}, {:.0} | {} | {} | {:.4} / {:.4} |\n",
                 x["ef"],
-                f(x, "build_s"),
-                f(y, "build_s"),
-                f(x, "open_s"),
-                f(x, "graph_mib"),
-                ratio(f(x, "qps"), f(y, "qps")),
-                ratio(f(x, "qps_1"), f(y, "qps_1")),
-                f(x, "recall"),
-                f(y, "recall"),
+                num(x, "build_s"),
+                num(y, "build_s"),
+                num(x, "open_s"),
+                num(x, "graph_mib"),
+                ratio(num(x, "qps"), num(y, "qps")),
+                ratio(num(x, "qps_1"), num(y, "qps_1")),
+                num(x, "recall"),
+                num(y, "recall"),
             )
         })
         .collect()
@@ -211,26 +220,23 @@ fn hnsw_rows(n: usize, ours: &Value, theirs: &Value) -> String {
 
 /// The pgvector table's rows for one size: ours beside pgvector at each `ef`.
 fn pgvector_rows(n: usize, generated: &Value, ours: &Value, pg: &Value) -> String {
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let empty = Vec::new();
-    let a = ours["hnsw"].as_array().unwrap_or(&empty);
-    let b = pg["runs"].as_array().unwrap_or(&empty);
+    let (a, b) = (runs(ours, "hnsw"), runs(pg, "runs"));
     a.iter()
         .zip(b)
         .map(|(x, y)| {
             format!(
                 "| {n} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {:.4} / {:.4} |\n",
                 x["ef"],
-                f(generated, "write_s"),
-                f(pg, "load_s"),
-                f(x, "build_s"),
-                f(pg, "build_s"),
-                f(x, "qps_1"),
-                f(y, "qps_1"),
-                f(x, "qps"),
-                f(y, "qps_64"),
-                f(x, "recall"),
-                f(y, "recall"),
+                num(generated, "write_s"),
+                num(pg, "load_s"),
+                num(x, "build_s"),
+                num(pg, "build_s"),
+                num(x, "qps_1"),
+                num(y, "qps_1"),
+                num(x, "qps"),
+                num(y, "qps_64"),
+                num(x, "recall"),
+                num(y, "recall"),
             )
         })
         .collect()

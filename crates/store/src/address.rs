@@ -73,6 +73,11 @@ impl StoreAddress {
         &self.target
     }
 
+    /// Host, port and schema, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} schema {}", self.target, self.schema)
+    }
+
     pub(crate) fn connect(&self) -> Result<Client> {
         Client::connect(&self.url, NoTls).map_err(|e| Error::Connect {
             target: self.target.clone(),
@@ -89,7 +94,7 @@ impl StoreAddress {
 
     pub(crate) fn store_error(&self, message: impl Into<String>) -> Error {
         Error::Store {
-            target: format!("{} schema {}", self.target, self.schema),
+            target: self.describe(),
             message: message.into(),
         }
     }

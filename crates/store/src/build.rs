@@ -116,17 +116,14 @@ pub fn build(
     };
     let total = range.len();
     progress(present.len(), total);
-    let here = std::path::PathBuf::from(format!("{} schema {}", address.target, address.schema));
+    let here = std::path::PathBuf::from(address.describe());
     let step = options.commit_every.max(1);
     let mut start = range.start;
     while start < range.end {
         let end = (start + step).min(range.end);
         // Parts are whole transactions: a part is in or out, unless an earlier run wrote with
         // another part size, in which case the part is embedded again and what is there kept.
-        let held = present
-            .iter()
-            .filter(|&&r| (start..end).contains(&r))
-            .count();
+        let held = tables::held(&present, start..end);
         if held < end - start {
             let docs = &corpus[start..end];
             let rows = gear_infer::embed_for_index(model, docs, start, &options.embed, &here)?;
@@ -163,7 +160,7 @@ pub(crate) fn vector_rows(vectors: &tch::Tensor, owners: &[i64]) -> Result<Vec<V
             VectorRow {
                 document,
                 part,
-                embedding,
+                embedding: pgvector::Vector::from(embedding),
             }
         })
         .collect())
@@ -192,6 +189,16 @@ mod tests {
             }
             assert_eq!(next, docs);
         }
+    }
+
+    #[test]
+    fn held_counts_the_sorted_rows_in_a_range() {
+        let present = [0, 3, 4, 5, 9];
+        assert_eq!(tables::held(&present, 0..10), 5);
+        assert_eq!(tables::held(&present, 3..6), 3);
+        assert_eq!(tables::held(&present, 6..9), 0);
+        assert_eq!(tables::held(&present, 9..12), 1);
+        assert_eq!(tables::held(&[], 0..4), 0);
     }
 
     #[test]

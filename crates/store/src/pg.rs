@@ -333,10 +333,7 @@ impl Corpus for PgStore {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "store {} schema {}",
-            self.address.target, self.address.schema
-        )
+        format!("store {}", self.address.describe())
     }
 
     fn recorded_model(&self) -> String {

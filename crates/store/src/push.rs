@@ -57,10 +57,7 @@ pub fn push(
     let mut start = 0;
     while start < index.len() {
         let end = (start + PUSH_BATCH).min(index.len());
-        let held = present
-            .iter()
-            .filter(|&&r| (start..end).contains(&r))
-            .count();
+        let held = tables::held(&present, start..end);
         if held < end - start {
             let docs = (start..end)
                 .map(|d| index.document_at(d))

@@ -35,7 +35,7 @@ pub struct VectorRow {
     /// Window number within the document.
     pub part: i32,
     /// The vector.
-    pub embedding: Vec<f32>,
+    pub embedding: Vector,
 }
 
 /// Creates the schema where missing and records `plan`, or checks it against what the store
@@ -174,6 +174,11 @@ pub(crate) fn present_rows(
         .collect())
 }
 
+/// How many of the sorted rows `present` fall in `range`.
+pub(crate) fn held(present: &[usize], range: Range<usize>) -> usize {
+    present.partition_point(|&r| r < range.end) - present.partition_point(|&r| r < range.start)
+}
+
 /// `documents` (rows `first..`, their positions in the corpus) and their `vectors` in one
 /// transaction; rows already there are kept, so a part written twice (a retried shard) leaves
 /// one copy.
@@ -203,8 +208,7 @@ pub(crate) fn write_rows(
             .map_err(q)?;
     }
     for v in vectors {
-        let embedding = Vector::from(v.embedding.clone());
-        tx.execute(&insert_vec, &[&v.document, &v.part, &embedding])
+        tx.execute(&insert_vec, &[&v.document, &v.part, &v.embedding])
             .map_err(q)?;
     }
     tx.commit().map_err(q)
@@ -247,12 +251,13 @@ pub(crate) fn finish(
     let row = client
         .query_one(
             &format!(
-                "SELECT count(*), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {s}.vectors GROUP BY document) AS per"
+                "SELECT count(*), coalesce(max(n), 0), coalesce(sum(n), 0)::bigint FROM (SELECT count(*) AS n FROM {s}.vectors GROUP BY document) AS per"
             ),
             &[],
         )
         .map_err(q)?;
-    let (groups, max_rows): (i64, i64) = (row.get(0), row.get(1));
+    // Documents with vectors, the most vectors of one document, and vectors in all: one scan.
+    let (groups, max_rows, rows): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     if usize::try_from(groups).unwrap_or(0) != meta.documents {
         return Err(address.store_error(format!(
             "{} of its {} documents have no vector",
@@ -261,10 +266,6 @@ pub(crate) fn finish(
             meta.documents
         )));
     }
-    let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {s}.vectors"), &[])
-        .map_err(q)?
-        .get(0);
     tracing::info!(
         "{}: building the HNSW index (m {}, ef_construction {})",
         address.target,

@@ -158,7 +158,7 @@ impl SourceArgs {
         match (&self.index, &self.store) {
             (Some(index), _) => index.display().to_string(),
             (None, Some(url)) => gear_store::StoreAddress::new(url, &self.schema)
-                .map(|a| format!("{} schema {}", a.target(), self.schema))
+                .map(|a| a.describe())
                 .unwrap_or_else(|_| "the store".into()),
             (None, None) => String::new(),
         }
