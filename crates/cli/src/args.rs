@@ -185,6 +185,8 @@ pub enum DecodingArg {
     Free,
     /// A span of the document, returned with its place in the document.
     Span,
+    /// A span that starts in the sentence GeAR's local retrieval ranks first.
+    LocatedSpan,
 }
 
 impl From<DecodingArg> for gear_model::Decoding {
@@ -192,6 +194,7 @@ impl From<DecodingArg> for gear_model::Decoding {
         match d {
             DecodingArg::Free => gear_model::Decoding::Free,
             DecodingArg::Span => gear_model::Decoding::Span,
+            DecodingArg::LocatedSpan => gear_model::Decoding::LocatedSpan,
         }
     }
 }

@@ -199,16 +199,25 @@ impl Pointer {
 /// `log p(targets)` under the mixture, `[batch, t]`: `vocab_log_probs [batch, t, vocab]` from
 /// the LM head, `targets [batch, t]` the tokens to score at each position, `passage_ids
 /// [batch, d_len]` the document's tokens (a target copies from every position holding it).
+/// `region [batch, d_len]` (0/1), when given, narrows where a target is copied from: a target
+/// token the region holds counts only its copies inside the region (training: the answer's
+/// sentence); one it does not hold, its copies anywhere.
 pub fn mixture_log_probs(
     vocab_log_probs: &Tensor,
     copy: &CopyDistribution,
     passage_ids: &Tensor,
     targets: &Tensor,
+    region: Option<&Tensor>,
 ) -> Tensor {
     let from_vocab = vocab_log_probs
         .gather(2, &targets.unsqueeze(2), false)
         .squeeze_dim(2);
-    let same = targets.unsqueeze(2).eq_tensor(&passage_ids.unsqueeze(1));
+    let mut same = targets.unsqueeze(2).eq_tensor(&passage_ids.unsqueeze(1));
+    if let Some(region) = region {
+        let inside = same.logical_and(&region.to_kind(Kind::Bool).unsqueeze(1));
+        let held = inside.any_dim(2, true);
+        same = inside.where_self(&held, &same);
+    }
     let from_copy = copy
         .log_copy
         .masked_fill(&same.logical_not(), EXCLUDED)
@@ -301,6 +310,7 @@ mod tests {
                 &c,
                 &ids,
                 &Tensor::from_slice(&[tok]).reshape([1, 1]),
+                None,
             )
             .exp()
             .double_value(&[0, 0])
@@ -310,6 +320,22 @@ mod tests {
         assert!((p(0) - 0.5 * 0.1).abs() < 1e-6);
         let total: f64 = (0..4).map(p).sum();
         assert!((total - 1.0).abs() < 1e-6, "{total}");
+        // A region holding position 2 only: token 2 counts its copy there (0.2), not at 0; token
+        // 3, which the region does not hold, still counts its copies anywhere.
+        let region = Tensor::from_slice(&[0i64, 0, 1]).reshape([1, 3]);
+        let q = |tok: i64| {
+            mixture_log_probs(
+                &vocab,
+                &c,
+                &ids,
+                &Tensor::from_slice(&[tok]).reshape([1, 1]),
+                Some(&region),
+            )
+            .exp()
+            .double_value(&[0, 0])
+        };
+        assert!((q(2) - (0.5 * 0.3 + 0.5 * 0.2)).abs() < 1e-6, "{}", q(2));
+        assert!((q(3) - p(3)).abs() < 1e-9);
         // By position: the copy part is the position's own.
         let pos = position_log_probs(&vocab, Some(&c), &ids).exp();
         assert!((pos.double_value(&[0, 0, 2]) - (0.5 * 0.3 + 0.5 * 0.2)).abs() < 1e-6);

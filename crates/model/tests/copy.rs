@@ -134,6 +134,75 @@ fn decoding_can_be_chosen_per_call_and_a_copy_head_refuses_free_decoding() -> Re
     Ok(())
 }
 
+#[test]
+fn located_spans_start_in_the_sentence_local_retrieval_ranks_first() -> Result<()> {
+    let m = the_recipe();
+    let options = GenerationOptions {
+        max_len: 4,
+        decoding: Some(Decoding::LocatedSpan),
+        ..GenerationOptions::default()
+    };
+    // The copy head's prior turned against the attended tokens: unconstrained spans now start
+    // away from where the fusion encoder attends, so the constraint has something to change.
+    tch::no_grad(|| {
+        let _ = m.var_store().variables()["decoder.pointer.prior_scale"]
+            .shallow_clone()
+            .fill_(-20.0);
+    });
+    let doc = DOCS[0];
+    let units = gear_data::split_sentences(doc);
+    assert_eq!(units.len(), 2);
+    let queries = [
+        "what do ships pass through?",
+        "what links two lakes?",
+        "when does ice melt?",
+        "which canal?",
+        "what do locks do each spring?",
+        "a canal and ships?",
+        "what melts?",
+        "two lakes and a canal",
+    ];
+    let mut elsewhere = 0;
+    for query in queries {
+        let ranking = m.locate(
+            &gear_model::LocateQueries::pair(query, doc, &units),
+            &gear_model::LocateOptions::default(),
+        )?;
+        let top = ranking[0].units[0].span;
+        let g = m.generate_located(&[query], &[doc], &options)?.remove(0);
+        let span = g.span.expect("a span");
+        assert!(
+            top.contains(span.start),
+            "{:?} starts outside the located sentence {:?}",
+            g.text,
+            top.slice(doc)
+        );
+        let unconstrained = GenerationOptions {
+            decoding: Some(Decoding::Span),
+            ..options
+        };
+        let free = m
+            .generate_located(&[query], &[doc], &unconstrained)?
+            .remove(0);
+        elsewhere += usize::from(free.span.is_some_and(|s| !top.contains(s.start)));
+    }
+    assert!(
+        elsewhere > 0,
+        "every unconstrained span started in the located sentence: the test shows nothing"
+    );
+
+    // Any decoder decodes located spans, the paper's too.
+    let paper = model(copying(
+        CopyMode::None,
+        DecoderMemory::Fusion,
+        Decoding::Free,
+    ));
+    for g in paper.generate_located(&QUERIES, &DOCS, &options)? {
+        assert!(g.span.is_some());
+    }
+    Ok(())
+}
+
 /// Teacher-forced log-probabilities `[2, t − 1]` of target ids `targets [2, t]` (starting with
 /// `[Decode]`) for the two pairs.
 fn target_log_probs(m: &GearModel, targets: &Tensor) -> Result<Tensor> {
@@ -160,6 +229,7 @@ fn target_log_probs(m: &GearModel, targets: &Tensor) -> Result<Tensor> {
         document_mask: &d.mask,
         document_copyable: &copyable,
         document_states: &states,
+        copy_region: None,
     };
     Ok(m.target_log_probs_t(targets, &targets.ones_like(), &x, false)?)
 }

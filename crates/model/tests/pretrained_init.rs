@@ -194,3 +194,47 @@ fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
     }
     Ok(())
 }
+
+/// `reader_layers = 2`: the reader layers start as the document encoder's last two layers, and a
+/// saved model keeps them (and answers the same after loading).
+#[test]
+fn reader_layers_start_as_the_document_encoders_top_and_are_saved() -> Result<()> {
+    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
+    cfg.decoder.reader_layers = 2;
+    cfg.decoder.memory = gear_model::DecoderMemory::FusionAndDocument;
+    cfg.decoder.copy = gear_model::CopyMode::LocalAttention;
+    cfg.decoder.decoding = gear_model::Decoding::Span;
+    let (model, report) = GearModel::from_bert_checkpoint(&dir, Some(cfg), Device::Cpu)?;
+    let vars = model.var_store().variables();
+    let mut copied = 0;
+    for (name, value) in &vars {
+        let Some(rest) = name.strip_prefix("decoder.reader.layer.") else {
+            continue;
+        };
+        let (i, field) = rest.split_once('.').unwrap();
+        let source = format!(
+            "document_encoder.encoder.layer.{}.{field}",
+            4 + i.parse::<usize>()?
+        );
+        assert!(value.equal(&vars[&source]), "{name} is not {source}");
+        assert!(report.created.contains(name), "{name} counts as new");
+        copied += 1;
+    }
+    // 16 tensors per plain BERT layer (attention 10, feed-forward 6).
+    assert_eq!(copied, 2 * 16);
+
+    let question = ["where is the eiffel tower"];
+    let passage = ["The Eiffel Tower is a lattice tower in Paris, France. It was built in 1889."];
+    let options = gear_model::GenerationOptions::default();
+    let before = model.generate_located(&question, &passage, &options)?;
+    let tmp = tempfile::tempdir()?;
+    model.save(tmp.path().join("m"))?;
+    let loaded = GearModel::load(tmp.path().join("m"), Device::Cpu)?;
+    assert_eq!(loaded.config().decoder.reader_layers, 2);
+    assert!(before[0].span.is_some(), "span decoding returns a place");
+    assert_eq!(
+        loaded.generate_located(&question, &passage, &options)?,
+        before
+    );
+    Ok(())
+}

@@ -57,6 +57,10 @@ pub struct ModelSection {
     /// The saved model's default decoding (`free` or `span`).
     #[serde(default)]
     pub decoding: Decoding,
+    /// Layers that read the passage with the question before the decoder and the copy head
+    /// use it (beyond the paper; 0: none). They start as the document encoder's last layers.
+    #[serde(default)]
+    pub reader_layers: i64,
     /// Cross-attention initialisation (BLIP and the paper: `random`).
     #[serde(default)]
     pub cross_attention_init: CrossAttentionInit,
@@ -123,6 +127,10 @@ pub struct OptimSection {
     /// degrades within a few hundred steps (docs/training.md).
     #[serde(default)]
     pub cross_attention_lr_scale: Option<f64>,
+    /// Learning-rate multiplier for the reader layers (`model.reader_layers`, which start as
+    /// the document encoder's pretrained top layers); default: `new_lr_scale`.
+    #[serde(default)]
+    pub reader_lr_scale: Option<f64>,
     /// Keep the document encoder `E_d` at its initial weights (beyond the paper): its token
     /// states are computed once per distinct document, in evaluation mode, and reused every
     /// epoch, so a step costs only the query side (query encoder, fusion encoder, decoder). The
@@ -168,6 +176,23 @@ pub struct LossSection {
     /// do. 0 ignores the field; triples without negatives are unaffected.
     #[serde(default = "one")]
     pub hard_negatives: usize,
+    /// Where `L_LM` lets a target token be copied from (models with a copy head; beyond the
+    /// paper).
+    #[serde(default)]
+    pub copy_from: CopyFrom,
+}
+
+/// Where the LM loss lets a copy head copy a target token from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFrom {
+    /// Any position holding the token.
+    #[default]
+    Anywhere,
+    /// Positions inside the triple's unit sentence(s) — where the answer is — when they hold
+    /// the token (anywhere otherwise): the pointer is taught the answer's place, not only its
+    /// words.
+    AnswerSentence,
 }
 
 /// `[run]`.
@@ -346,6 +371,17 @@ impl TrainConfig {
             ("loss.temperature", self.loss.temperature),
             ("run.epochs", self.run.epochs as f64),
         ];
+        if let Some(v) = self.optim.reader_lr_scale {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("`optim.reader_lr_scale` must be positive, got {v}"));
+            }
+            if self.model.reader_layers == 0 {
+                return Err(
+                    "`optim.reader_lr_scale` is set but `model.reader_layers` is 0: no layer would use it"
+                        .into(),
+                );
+            }
+        }
         if let Some(v) = self.optim.cross_attention_lr_scale {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!(
@@ -384,6 +420,14 @@ impl TrainConfig {
         }
         if self.loss.alpha < 0.0 {
             return Err(format!("`loss.alpha` must be ≥ 0, got {}", self.loss.alpha));
+        }
+        if self.loss.copy_from == CopyFrom::AnswerSentence
+            && self.model.decoder_copy == gear_model::CopyMode::None
+        {
+            return Err(
+                "`loss.copy_from = \"answer_sentence\"` needs a copy head (`model.decoder_copy`)"
+                    .into(),
+            );
         }
         if self.loss.local_weight.is_nan() || self.loss.local_weight < 0.0 {
             return Err(format!(

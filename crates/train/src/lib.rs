@@ -31,7 +31,8 @@ mod schedule;
 mod trainer;
 
 pub use config::{
-    DataSection, LossSection, ModelSection, OptimSection, Precision, RunSection, TrainConfig,
+    CopyFrom, DataSection, LossSection, ModelSection, OptimSection, Precision, RunSection,
+    TrainConfig,
 };
 pub use error::{Error, Result};
 pub use losses::{

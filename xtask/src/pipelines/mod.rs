@@ -7,6 +7,7 @@
 //! the steps both run (each a `gear` command).
 
 mod ablate;
+mod ablate_rows;
 mod qar;
 mod rir;
 mod table;

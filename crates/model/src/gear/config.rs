@@ -82,6 +82,11 @@ pub enum Decoding {
     /// document's next token, or the end. The answer is then the document's own text, at a
     /// known place.
     Span,
+    /// Beyond the paper: [`Decoding::Span`] whose first token lies in the sentence the fusion
+    /// encoder's local-layer cross-attention ranks first — the sentence local retrieval points
+    /// at ([`crate::rank_units`] over [`gear_data::split_sentences`]) — so the answer is read
+    /// where GeAR locates it.
+    LocatedSpan,
 }
 
 /// The decoder's shape; its width is the encoders' and its vocabulary the tokenizer's
@@ -107,6 +112,17 @@ pub struct DecoderConfig {
     /// Default decoding.
     #[serde(default)]
     pub decoding: Decoding,
+    /// Beyond the paper: transformer layers that read the passage *with* the question (each
+    /// passage token attends over the question's fusion states and the passage) before the
+    /// decoder's memory and the copy head use the passage's token states; they start as copies
+    /// of the document encoder's last layers. 0: the decoder reads the document encoder's
+    /// states as they are (the question never reaches a passage token).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reader_layers: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A whole GeAR model's configuration.
@@ -185,6 +201,7 @@ impl GearConfig {
                 memory: DecoderMemory::Fusion,
                 copy: CopyMode::None,
                 decoding: Decoding::Free,
+                reader_layers: 0,
             },
             encoder,
         }
@@ -290,6 +307,15 @@ impl GearConfig {
         {
             return Err("[decoder] `init = \"from_encoder\"` needs at most the encoder's layers and its heads and intermediate size".into());
         }
+        if d.reader_layers < 0 || d.reader_layers > self.encoder.num_hidden_layers {
+            return Err(format!(
+                "[decoder] field `reader_layers` ({}) must be within 0..={} (they start as the document encoder's last layers)",
+                d.reader_layers, self.encoder.num_hidden_layers
+            ));
+        }
+        if d.reader_layers > 0 && d.memory == DecoderMemory::Fusion && d.copy == CopyMode::None {
+            return Err("[decoder] field `reader_layers` needs `memory = \"fusion_and_document\"` or a copy head: otherwise nothing reads the passage states they produce".into());
+        }
         Ok(())
     }
 }
@@ -341,5 +367,12 @@ mod tests {
         cfg.max_document_len = 32;
         cfg.decoder.num_attention_heads = 5;
         assert!(cfg.validate().unwrap_err().contains("num_attention_heads"));
+        cfg.decoder.num_attention_heads = cfg.encoder.num_attention_heads;
+        cfg.decoder.reader_layers = 1;
+        assert!(cfg.validate().unwrap_err().contains("reader_layers"));
+        cfg.decoder.memory = DecoderMemory::FusionAndDocument;
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.decoder.reader_layers = cfg.encoder.num_hidden_layers + 1;
+        assert!(cfg.validate().unwrap_err().contains("reader_layers"));
     }
 }

@@ -82,6 +82,7 @@ impl GearModel {
         if model.config.decoder.init == DecoderInit::FromEncoder {
             model.copy_decoder_from_encoder()?;
         }
+        model.copy_reader_from_document_encoder()?;
         match model.config.cross_attention_init {
             CrossAttentionInit::Random => {}
             CrossAttentionInit::SelfAttention => {
@@ -120,6 +121,44 @@ impl GearModel {
                 } else if rest == "embeddings.word_embeddings.weight" {
                     dst.narrow(0, 0, src.size()[0]).f_copy_(src)?;
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// Copies the document encoder's last `reader_layers` layers into the reader layers
+    /// (`decoder.reader.layer.{i}` ← layer `L − k + i`): they start as the pretrained encoder's
+    /// own top, now reading the question's states beside the passage's.
+    fn copy_reader_from_document_encoder(&mut self) -> Result<()> {
+        let k = self.config.decoder.reader_layers;
+        if k == 0 {
+            return Ok(());
+        }
+        let encoder = if self.config.share_encoders {
+            "query_encoder"
+        } else {
+            "document_encoder"
+        };
+        let first = self.config.encoder.num_hidden_layers - k;
+        let vars = self.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, dst) in &vars {
+                let Some(rest) = name.strip_prefix("decoder.reader.layer.") else {
+                    continue;
+                };
+                let (index, field) = rest
+                    .split_once('.')
+                    .ok_or_else(|| Error::Input(format!("unexpected reader variable `{name}`")))?;
+                let index: i64 = index
+                    .parse()
+                    .map_err(|_| Error::Input(format!("unexpected reader variable `{name}`")))?;
+                let source = format!("{encoder}.encoder.layer.{}.{field}", first + index);
+                let src = vars.get(&source).ok_or_else(|| {
+                    Error::Input(format!(
+                        "no encoder variable `{source}` to copy into `{name}`"
+                    ))
+                })?;
+                dst.shallow_clone().f_copy_(src)?;
             }
             Ok(())
         })

@@ -25,6 +25,7 @@ use gear_data::{Tokenizer, TripleTokenizer};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::bert::encoder::{Bert, Context, EncoderOutput, FusionOptions};
+use crate::bert::layer::BertLayer;
 use crate::decoder::Decoder;
 use crate::generate::GenerationTokens;
 use crate::pointer::Pointer;
@@ -52,6 +53,9 @@ pub struct GearModel {
     query_encoder: Bert,
     document_encoder: Option<Bert>,
     decoder: Decoder,
+    /// Layers that read the passage with the question (`decoder.reader_layers`), under
+    /// `decoder.reader.layer.{i}`.
+    reader: Vec<BertLayer>,
     /// The decoder's copy head ([`CopyMode`] other than `none`).
     pointer: Option<Pointer>,
     /// Per vocabulary id, whether the token continues a word (`##…`), `[vocab]` bool.
@@ -129,6 +133,14 @@ impl GearModel {
         };
         let decoder_cfg = config.decoder_bert(tokenizer.vocab_size() as i64);
         let decoder = Decoder::new(&(&root / "decoder"), &decoder_cfg, width)?;
+        let reader = (0..config.decoder.reader_layers)
+            .map(|i| {
+                BertLayer::new(
+                    &(&root / "decoder" / "reader" / "layer" / i),
+                    &config.encoder,
+                )
+            })
+            .collect();
         let pointer = (config.decoder.copy != CopyMode::None).then(|| {
             Pointer::new(
                 &(&root / "decoder" / "pointer"),
@@ -154,6 +166,7 @@ impl GearModel {
             query_encoder,
             document_encoder,
             decoder,
+            reader,
             pointer,
             continuation: Tensor::from_slice(&continuation),
             config,

@@ -9,10 +9,11 @@ use gear_data::Span;
 use tch::{Device, Kind, Tensor};
 
 use super::{Encoded, GearModel};
+use crate::bert::attention::additive_mask;
 use crate::bert::encoder::{Context, CrossProbs, EncoderOutput, FusionOptions};
 use crate::gear::config::{CopyMode, DecoderMemory, Decoding};
 use crate::generate::{generate, GenerationOptions, Search};
-use crate::pointer::{local_prior, mixture_log_probs, Passage};
+use crate::pointer::{attention_mass, local_prior, mixture_log_probs, Passage};
 use crate::span::{decode_spans, SpanReader};
 use crate::{Error, Result};
 
@@ -34,12 +35,18 @@ pub struct ReaderInputs<'a> {
     pub document_copyable: &'a Tensor,
     /// The document encoder's token states `[batch, d_len, width]`.
     pub document_states: &'a Tensor,
+    /// Where targets are copied from when scoring them (training), `[batch, d_len]` 0/1: see
+    /// [`crate::mixture_log_probs`]; `None`: anywhere in the document.
+    pub copy_region: Option<&'a Tensor>,
 }
 
-/// The decoder's memory and the copy head's prior for one batch.
+/// The decoder's memory and the copy head's passage and prior for one batch.
 struct Reading {
     states: Tensor,
     mask: Tensor,
+    /// The passage's token states the copy head keys on: the document encoder's, or the reader
+    /// layers' output when the model has them.
+    passage: Tensor,
     prior: Option<Tensor>,
 }
 
@@ -97,17 +104,32 @@ impl GearModel {
         }
     }
 
-    fn reading(&self, x: &ReaderInputs<'_>) -> Result<Reading> {
+    /// The passage's token states after the reader layers: each layer's self-attention runs
+    /// over the question's fusion states followed by the passage's, so every passage token reads
+    /// the question; the passage part is returned, `[batch, d_len, width]`. Without reader
+    /// layers, the document encoder's states.
+    fn read_passage(&self, x: &ReaderInputs<'_>, train: bool) -> Tensor {
+        let kind = x.fused.hidden.kind();
+        let passage = x.document_states.to_kind(kind);
+        if self.reader.is_empty() {
+            return passage;
+        }
+        let q_len = x.fused.hidden.size()[1];
+        let d_len = passage.size()[1];
+        let mut hidden = Tensor::cat(&[&x.fused.hidden, &passage], 1);
+        let mask = additive_mask(&Tensor::cat(&[x.query_mask, x.document_mask], 1), kind);
+        for layer in &self.reader {
+            hidden = layer.forward_t(&hidden, &mask, None, train).hidden;
+        }
+        hidden.narrow(1, q_len, d_len)
+    }
+
+    fn reading(&self, x: &ReaderInputs<'_>, train: bool) -> Result<Reading> {
+        let passage = self.read_passage(x, train);
         let (states, mask) = match self.config.decoder.memory {
             DecoderMemory::Fusion => (x.fused.hidden.shallow_clone(), x.query_mask.shallow_clone()),
             DecoderMemory::FusionAndDocument => (
-                Tensor::cat(
-                    &[
-                        &x.fused.hidden,
-                        &x.document_states.to_kind(x.fused.hidden.kind()),
-                    ],
-                    1,
-                ),
+                Tensor::cat(&[&x.fused.hidden, &passage], 1),
                 Tensor::cat(&[x.query_mask, x.document_mask], 1),
             ),
         };
@@ -125,6 +147,7 @@ impl GearModel {
         Ok(Reading {
             states,
             mask,
+            passage,
             prior,
         })
     }
@@ -138,7 +161,7 @@ impl GearModel {
         x: &ReaderInputs<'_>,
         train: bool,
     ) -> Result<Tensor> {
-        let r = self.reading(x)?;
+        let r = self.reading(x, train)?;
         let memory = Context {
             states: &r.states,
             mask: &r.mask,
@@ -159,7 +182,7 @@ impl GearModel {
             Some(pointer) => {
                 let inputs = target_ids.narrow(1, 0, t - 1);
                 let copy = pointer.forward(&hidden, &inputs, &passage_of(x, &r));
-                mixture_log_probs(&vocab, &copy, x.document_ids, &labels)
+                mixture_log_probs(&vocab, &copy, x.document_ids, &labels, x.copy_region)
             }
         })
     }
@@ -212,7 +235,8 @@ impl GearModel {
         let decoding = options.decoding.unwrap_or(self.config.decoder.decoding);
         self.inference(|| match decoding {
             Decoding::Free => self.generate_free(&q, &d, options),
-            Decoding::Span => self.generate_spans(&q, &d, documents, options),
+            Decoding::Span => self.generate_spans(&q, &d, documents, options, false),
+            Decoding::LocatedSpan => self.generate_spans(&q, &d, documents, options, true),
         })
     }
 
@@ -220,6 +244,7 @@ impl GearModel {
         &self,
         q: &Encoded,
         d: &Encoded,
+        keep_local: bool,
         then: impl FnOnce(&ReaderInputs<'_>, Reading) -> Result<T>,
     ) -> Result<T> {
         let device = self.device();
@@ -231,7 +256,7 @@ impl GearModel {
                 states: &states,
                 mask: &d.mask,
             },
-            self.fusion_options_for_reading(false),
+            self.fusion_options_for_reading(keep_local),
             false,
         )?;
         let query_keep = keep_mask(&q.batch, device);
@@ -244,8 +269,9 @@ impl GearModel {
             document_mask: &d.mask,
             document_copyable: &copyable,
             document_states: &states,
+            copy_region: None,
         };
-        let r = self.reading(&x)?;
+        let r = self.reading(&x, false)?;
         then(&x, r)
     }
 
@@ -260,7 +286,7 @@ impl GearModel {
                 "this model copies from the document: generate with span decoding".into(),
             ));
         }
-        let sequences = self.read_inputs(q, d, |_, r| {
+        let sequences = self.read_inputs(q, d, false, |_, r| {
             generate(
                 &self.decoder,
                 Context {
@@ -289,13 +315,18 @@ impl GearModel {
         d: &Encoded,
         documents: &[S],
         options: &GenerationOptions,
+        in_located_sentence: bool,
     ) -> Result<Vec<Generated>> {
         let starts = match options.search {
             Search::Greedy => 1,
             Search::Beam { width, .. } => width,
         };
-        let ranges = self.read_inputs(q, d, |x, r| {
+        let ranges = self.read_inputs(q, d, in_located_sentence, |x, r| {
             let passage = passage_of(x, &r);
+            let mut may_start = self.word_starts(x.document_ids);
+            if in_located_sentence {
+                may_start = may_start.logical_and(&self.located_sentences(x, &d.batch, documents)?);
+            }
             decode_spans(
                 SpanReader {
                     decoder: &self.decoder,
@@ -307,7 +338,7 @@ impl GearModel {
                     mask: &r.mask,
                 },
                 passage,
-                &self.word_starts(x.document_ids),
+                &may_start,
                 options.max_len,
                 starts,
             )
@@ -321,11 +352,58 @@ impl GearModel {
     }
 }
 
+impl GearModel {
+    /// 1 for the tokens of the sentence local retrieval ranks first in each row's document
+    /// (the sentence with the most local-layer attention mass, as [`crate::rank_units`] sums
+    /// it), `[batch, d_len]` bool; a row whose sentences all lost their tokens to truncation
+    /// keeps every token.
+    fn located_sentences<S: AsRef<str>>(
+        &self,
+        x: &ReaderInputs<'_>,
+        documents: &gear_data::Batch,
+        texts: &[S],
+    ) -> Result<Tensor> {
+        let layer = self.config.local_layer();
+        let probs = x.fused.cross_attention(layer).ok_or_else(|| {
+            Error::Input(format!(
+                "located-span decoding reads layer {layer}'s cross-attention, which the fusion forward did not keep"
+            ))
+        })?;
+        let mass = attention_mass(probs, x.query_keep).to_device(Device::Cpu);
+        let (rows, len) = (texts.len(), documents.seq_len());
+        let weights = Vec::<f32>::try_from(mass.flatten(0, -1))?;
+        let special = documents.special_tokens_mask();
+        let mut keep = vec![false; rows * len];
+        for (row, text) in texts.iter().enumerate() {
+            let offsets = documents.offsets(row);
+            let special = &special[row * len..(row + 1) * len];
+            let units = gear_data::split_sentences(text.as_ref());
+            let ranked = crate::rank_units(
+                &weights[row * len..(row + 1) * len],
+                offsets,
+                special,
+                &units,
+                crate::UnitAggregation::Sum,
+            );
+            let top = ranked.first().filter(|u| u.tokens > 0).map(|u| u.span);
+            for (j, &(start, _)) in offsets.iter().enumerate().take(len) {
+                keep[row * len + j] = match top {
+                    Some(span) => !special[j] && span.contains(start),
+                    None => true,
+                };
+            }
+        }
+        Ok(Tensor::from_slice(&keep)
+            .view([rows as i64, len as i64])
+            .to_device(x.document_ids.device()))
+    }
+}
+
 /// The copy head's view of a batch.
 fn passage_of<'a>(x: &ReaderInputs<'a>, r: &'a Reading) -> Passage<'a> {
     Passage {
         ids: x.document_ids,
-        states: x.document_states,
+        states: &r.passage,
         copyable: x.document_copyable,
         question: (&x.fused.hidden, x.query_mask),
         prior: r.prior.as_ref(),

@@ -102,6 +102,7 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
     g.decoder.memory = m.decoder_memory;
     g.decoder.copy = m.decoder_copy;
     g.decoder.decoding = m.decoding;
+    g.decoder.reader_layers = m.reader_layers;
     g.cross_attention_init = m.cross_attention_init;
     g.cross_attention_heads = m.cross_attention_heads;
     g.cross_attention_normalize = m.cross_attention_normalize;
@@ -181,9 +182,12 @@ impl Trainer {
         let mut optimizer = AdamW::new(params, config.optim.adamw);
         let new_scale = config.optim.new_lr_scale;
         let fusion_scale = config.optim.cross_attention_lr_scale.unwrap_or(new_scale);
+        let reader_scale = config.optim.reader_lr_scale.unwrap_or(new_scale);
         let scaled = optimizer.set_lr_scales(|name| {
             if name.starts_with("query_encoder.") && name.contains(".crossattention.") {
                 fusion_scale
+            } else if name.starts_with("decoder.reader.") {
+                reader_scale
             } else if gear_model::is_new_parameter(name) {
                 new_scale
             } else {
@@ -195,6 +199,7 @@ impl Trainer {
                 parameters = scaled,
                 decoder = new_scale,
                 fusion_cross_attention = fusion_scale,
+                reader = reader_scale,
                 "new blocks train at a scaled learning rate"
             );
         }

@@ -9,6 +9,7 @@ use gear_model::{batch_tensors, keep_mask, l2_normalize, mean_pool, Context, Rea
 use tch::{Device, Kind, Tensor};
 
 use super::{doc_hash, Trainer};
+use crate::config::CopyFrom;
 use crate::losses::{
     contrastive_loss, lm_loss, local_loss_sum, query_keep, soft_targets, unit_token_mask,
 };
@@ -285,6 +286,8 @@ impl Trainer {
         )?;
         let query_keep = query_keep(&batch.queries, device);
         let copyable = keep_mask(&batch.documents, device);
+        let region = (self.config.loss.copy_from == CopyFrom::AnswerSentence)
+            .then(|| unit_token_mask(&batch.documents, units, device));
         let reader = ReaderInputs {
             fused: &fused,
             query_mask: &x.q_mask,
@@ -293,6 +296,7 @@ impl Trainer {
             document_mask: &x.d_mask,
             document_copyable: &copyable,
             document_states: d_states,
+            copy_region: region.as_ref(),
         };
         let log_probs = self
             .model
