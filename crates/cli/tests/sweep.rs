@@ -404,6 +404,16 @@ fn bad_input_sweep() {
         "init = \"/no/such/model\"",
     );
     let cfg_lr = bad_config("lr.toml", "lr = 1e-3", "lr = 2e-3");
+    let cfg_reader = bad_config(
+        "reader.toml",
+        "clip_norm = 1.0",
+        "clip_norm = 1.0\nreader_lr_scale = 1.0",
+    );
+    let cfg_copy_from = bad_config(
+        "copyfrom.toml",
+        "local_weight = 0.5",
+        "local_weight = 0.5\ncopy_from = \"answer_sentence\"",
+    );
     let mut cfg_utf8 = base_config.clone().into_bytes();
     cfg_utf8.extend_from_slice(b"# caf\xe9\n");
     let cfg_utf8 = s(&write(d, "utf8.toml", cfg_utf8));
@@ -744,6 +754,34 @@ fn bad_input_sweep() {
                 &s(&fresh("t1")),
             ],
             &["beta.toml", "`optim.beta1`"],
+        ),
+        refused(
+            "config",
+            "a reader learning rate without reader layers",
+            &[
+                "train",
+                "--config",
+                &cfg_reader,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t-reader")),
+            ],
+            &["reader.toml", "`optim.reader_lr_scale`", "reader_layers"],
+        ),
+        refused(
+            "config",
+            "copying from the answer's sentence without a copy head",
+            &[
+                "train",
+                "--config",
+                &cfg_copy_from,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t-copy-from")),
+            ],
+            &["copyfrom.toml", "`loss.copy_from`", "copy head"],
         ),
         refused(
             "config",
