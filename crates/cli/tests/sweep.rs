@@ -781,7 +781,7 @@ fn bad_input_sweep() {
                 "--out",
                 &s(&fresh("t-copy-from")),
             ],
-            &["copyfrom.toml", "`loss.copy_from`", "copy head"],
+            &["copyfrom.toml", "loss.copy_from", "copy head"],
         ),
         refused(
             "config",

@@ -325,7 +325,12 @@ impl GearModel {
             let passage = passage_of(x, &r);
             let mut may_start = self.word_starts(x.document_ids);
             if in_located_sentence {
-                may_start = may_start.logical_and(&self.located_sentences(x, &d.batch, documents)?);
+                // A row whose located sentence offers no start (none can happen for a sentence
+                // with tokens; kept as a guard) starts anywhere.
+                let located =
+                    may_start.logical_and(&self.located_sentences(x, &d.batch, documents)?);
+                let usable = located.logical_and(x.document_copyable).any_dim(1, true);
+                may_start = located.where_self(&usable, &may_start);
             }
             decode_spans(
                 SpanReader {
