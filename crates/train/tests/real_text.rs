@@ -100,8 +100,8 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     };
     assert_eq!(
         (config.model.decoder_copy, config.model.decoding),
-        (CopyMode::LocalAttention, Decoding::Span),
-        "the recipe copies from the passage"
+        (CopyMode::LocalAttention, Decoding::LocatedSpan),
+        "the recipe copies from the passage, starting in the located sentence"
     );
     phase("untrained model evaluated");
     let (trainer, _dir, steps) = train_on(config.clone(), &train);
