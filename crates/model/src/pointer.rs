@@ -304,17 +304,18 @@ mod tests {
             .reshape([1, 1, 4]);
         let c = dist(&[0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()], 3, 0.0);
         let ids = Tensor::from_slice(&[2i64, 3, 2]).reshape([1, 3]);
-        let p = |tok: i64| {
+        let prob = |tok: i64, region: Option<&Tensor>| {
             mixture_log_probs(
                 &vocab,
                 &c,
                 &ids,
                 &Tensor::from_slice(&[tok]).reshape([1, 1]),
-                None,
+                region,
             )
             .exp()
             .double_value(&[0, 0])
         };
+        let p = |tok: i64| prob(tok, None);
         assert!((p(2) - (0.5 * 0.3 + 0.5 * 0.7)).abs() < 1e-6, "{}", p(2));
         assert!((p(3) - (0.5 * 0.4 + 0.5 * 0.3)).abs() < 1e-6);
         assert!((p(0) - 0.5 * 0.1).abs() < 1e-6);
@@ -323,17 +324,7 @@ mod tests {
         // A region holding position 2 only: token 2 counts its copy there (0.2), not at 0; token
         // 3, which the region does not hold, still counts its copies anywhere.
         let region = Tensor::from_slice(&[0i64, 0, 1]).reshape([1, 3]);
-        let q = |tok: i64| {
-            mixture_log_probs(
-                &vocab,
-                &c,
-                &ids,
-                &Tensor::from_slice(&[tok]).reshape([1, 1]),
-                Some(&region),
-            )
-            .exp()
-            .double_value(&[0, 0])
-        };
+        let q = |tok: i64| prob(tok, Some(&region));
         assert!((q(2) - (0.5 * 0.3 + 0.5 * 0.2)).abs() < 1e-6, "{}", q(2));
         assert!((q(3) - p(3)).abs() < 1e-9);
         // By position: the copy part is the position's own.
