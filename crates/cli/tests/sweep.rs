@@ -409,11 +409,29 @@ fn bad_input_sweep() {
         "clip_norm = 1.0",
         "clip_norm = 1.0\nreader_lr_scale = 1.0",
     );
+    let cfg_reader_input = bad_config(
+        "readerinput.toml",
+        "max_document_len = 256",
+        "max_document_len = 256\nreader_input = \"below\"",
+    );
     let cfg_copy_from = bad_config(
         "copyfrom.toml",
         "local_weight = 0.5",
         "local_weight = 0.5\ncopy_from = \"answer_sentence\"",
     );
+    let cfg_answer_span = s(&write(
+        d,
+        "answerspan.toml",
+        base_config
+            .replace(
+                "max_document_len = 256",
+                "max_document_len = 256\ndecoder_memory = \"fusion_and_document\"\ndecoder_copy = \"pointer\"",
+            )
+            .replace(
+                "local_weight = 0.5",
+                "local_weight = 0.5\ncopy_from = \"answer_span\"",
+            ),
+    ));
     let mut cfg_utf8 = base_config.clone().into_bytes();
     cfg_utf8.extend_from_slice(b"# caf\xe9\n");
     let cfg_utf8 = s(&write(d, "utf8.toml", cfg_utf8));
@@ -768,6 +786,34 @@ fn bad_input_sweep() {
                 &s(&fresh("t-reader")),
             ],
             &["reader.toml", "`optim.reader_lr_scale`", "reader_layers"],
+        ),
+        refused(
+            "config",
+            "reader layers reading below the top, without reader layers",
+            &[
+                "train",
+                "--config",
+                &cfg_reader_input,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t-reader-input")),
+            ],
+            &["readerinput.toml", "`model.reader_input", "reader_layers"],
+        ),
+        refused(
+            "config",
+            "copying from the answer's tokens with RIR triples (no answers)",
+            &[
+                "train",
+                "--config",
+                &cfg_answer_span,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t-answer-span")),
+            ],
+            &["answer_span", "none of the", "training triples"],
         ),
         refused(
             "config",

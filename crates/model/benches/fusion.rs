@@ -39,6 +39,7 @@ fn fusion(c: &mut Criterion) {
     let opts = FusionOptions {
         layers: Some(layer),
         cross_probs: CrossProbs::Layer(layer),
+        keep_hidden: None,
     };
 
     let mut group = c.benchmark_group("local_retrieval_minilm_8x256");

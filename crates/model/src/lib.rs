@@ -75,7 +75,7 @@ pub use export::EncoderSide;
 pub use gear::{
     default_local_layer, is_new_parameter, keep_mask, CopyMode, CrossAttentionInit, DecoderConfig,
     DecoderInit, DecoderMemory, Decoding, Encoded, GearConfig, GearModel, Generated, InitReport,
-    LocateDocument, LocateOptions, LocateQueries, ReaderInputs, DECODE_TOKEN,
+    LocateDocument, LocateOptions, LocateQueries, ReaderInput, ReaderInputs, DECODE_TOKEN,
 };
 pub use generate::{generate, GenerationOptions, GenerationTokens, Search};
 pub use local::{

@@ -199,9 +199,10 @@ impl Pointer {
 /// `log p(targets)` under the mixture, `[batch, t]`: `vocab_log_probs [batch, t, vocab]` from
 /// the LM head, `targets [batch, t]` the tokens to score at each position, `passage_ids
 /// [batch, d_len]` the document's tokens (a target copies from every position holding it).
-/// `region [batch, d_len]` (0/1), when given, narrows where a target is copied from: a target
-/// token the region holds counts only its copies inside the region (training: the answer's
-/// sentence); one it does not hold, its copies anywhere.
+/// `region` (0/1), when given, narrows where a target is copied from: a target token the region
+/// holds counts only its copies inside the region; one it does not hold, its copies anywhere.
+/// `[batch, d_len]` is one region for every step (training: the answer's sentence), `[batch, t,
+/// d_len]` one per step (training: the position of the answer's token that step writes).
 pub fn mixture_log_probs(
     vocab_log_probs: &Tensor,
     copy: &CopyDistribution,
@@ -214,7 +215,13 @@ pub fn mixture_log_probs(
         .squeeze_dim(2);
     let mut same = targets.unsqueeze(2).eq_tensor(&passage_ids.unsqueeze(1));
     if let Some(region) = region {
-        let inside = same.logical_and(&region.to_kind(Kind::Bool).unsqueeze(1));
+        let region = region.to_kind(Kind::Bool);
+        let region = if region.dim() == 2 {
+            region.unsqueeze(1)
+        } else {
+            region
+        };
+        let inside = same.logical_and(&region);
         let held = inside.any_dim(2, true);
         same = inside.where_self(&held, &same);
     }
@@ -327,6 +334,13 @@ mod tests {
         let q = |tok: i64| prob(tok, Some(&region));
         assert!((q(2) - (0.5 * 0.3 + 0.5 * 0.2)).abs() < 1e-6, "{}", q(2));
         assert!((q(3) - p(3)).abs() < 1e-9);
+        // The same region given per step ([batch, t, d_len]) scores the same; one holding
+        // position 0 only counts the copy there (0.5).
+        let per_step = region.reshape([1, 1, 3]);
+        assert!((prob(2, Some(&per_step)) - q(2)).abs() < 1e-9);
+        let first = Tensor::from_slice(&[1i64, 0, 0]).reshape([1, 1, 3]);
+        let r = prob(2, Some(&first));
+        assert!((r - (0.5 * 0.3 + 0.5 * 0.5)).abs() < 1e-6, "{r}");
         // By position: the copy part is the position's own.
         let pos = position_log_probs(&vocab, Some(&c), &ids).exp();
         assert!((pos.double_value(&[0, 0, 2]) - (0.5 * 0.3 + 0.5 * 0.2)).abs() < 1e-6);

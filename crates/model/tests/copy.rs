@@ -229,6 +229,7 @@ fn target_log_probs(m: &GearModel, targets: &Tensor) -> Result<Tensor> {
         document_mask: &d.mask,
         document_copyable: &copyable,
         document_states: &states,
+        document_below: None,
         copy_region: None,
     };
     Ok(m.target_log_probs_t(targets, &targets.ones_like(), &x, false)?)

@@ -99,8 +99,8 @@ fn every_path_is_padding_invariant() -> Result<()> {
         let d_states = m.document_states_t(&d.ids, &d.mask, false)?;
         let d_batch = m.encode_documents_t(&d.ids, &d.mask, false)?;
         let opts = FusionOptions {
-            layers: None,
             cross_probs: CrossProbs::All,
+            ..FusionOptions::default()
         };
         let fused = m.fuse_t(
             &q.ids,

@@ -238,3 +238,75 @@ fn reader_layers_start_as_the_document_encoders_top_and_are_saved() -> Result<()
     );
     Ok(())
 }
+
+/// `reader_input = "below"`: the reader layers continue the document encoder from layer
+/// `L − N`. With the question masked out they are exactly the encoder's top, so the passage
+/// states they return are the document encoder's output; with the question they differ (every
+/// passage token reads it). Reading the top instead runs the top layers twice.
+#[test]
+fn reader_layers_below_continue_the_document_encoder() -> Result<()> {
+    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
+    cfg.decoder.reader_layers = 2;
+    cfg.decoder.memory = gear_model::DecoderMemory::FusionAndDocument;
+    cfg.decoder.copy = gear_model::CopyMode::LocalAttention;
+    cfg.decoder.decoding = gear_model::Decoding::Span;
+    cfg.decoder.reader_input = gear_model::ReaderInput::Below;
+    let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg.clone()), Device::Cpu)?;
+    let q = model.encode_query_texts(&["where is the eiffel tower"])?;
+    let d = model.encode_document_texts(&[
+        "The Eiffel Tower is a lattice tower in Paris, France. It was built in 1889.",
+    ])?;
+    let passage_states = |model: &GearModel, question_mask: &tch::Tensor| {
+        tch::no_grad(|| -> Result<tch::Tensor> {
+            let (states, below) = model.document_reading_states_t(&d.ids, &d.mask, false)?;
+            let fused = model.fuse_t(
+                &q.ids,
+                &q.mask,
+                gear_model::Context {
+                    states: &states,
+                    mask: &d.mask,
+                },
+                model.fusion_options_for_reading(false),
+                false,
+            )?;
+            let keep = gear_model::keep_mask(&q.batch, Device::Cpu);
+            let copyable = gear_model::keep_mask(&d.batch, Device::Cpu);
+            let x = gear_model::ReaderInputs {
+                fused: &fused,
+                query_mask: question_mask,
+                query_keep: &keep,
+                document_ids: &d.ids,
+                document_mask: &d.mask,
+                document_copyable: &copyable,
+                document_states: &states,
+                document_below: below.as_ref(),
+                copy_region: None,
+            };
+            let read = model.read_passage_t(&x, false)?;
+            Ok((read - states).abs().max())
+        })
+    };
+    let alone = passage_states(&model, &q.mask.zeros_like())?.double_value(&[]);
+    assert!(alone < 1e-4, "the passage alone differs by {alone}");
+    let with_question = passage_states(&model, &q.mask)?.double_value(&[]);
+    assert!(
+        with_question > 1e-2,
+        "the question changed nothing ({with_question})"
+    );
+    let tmp = tempfile::tempdir()?;
+    model.save(tmp.path().join("m"))?;
+    let loaded = GearModel::load(tmp.path().join("m"), Device::Cpu)?;
+    assert_eq!(
+        loaded.config().decoder.reader_input,
+        gear_model::ReaderInput::Below
+    );
+
+    cfg.decoder.reader_input = gear_model::ReaderInput::Top;
+    let (top, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg), Device::Cpu)?;
+    let twice = passage_states(&top, &q.mask.zeros_like())?.double_value(&[]);
+    assert!(
+        twice > 1e-2,
+        "reading the top runs the top layers again ({twice})"
+    );
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gear_data::{BatchingConfig, Scenario};
-use gear_model::{CopyMode, CrossAttentionInit, DecoderInit, DecoderMemory, Decoding};
+use gear_model::{CopyMode, CrossAttentionInit, DecoderInit, DecoderMemory, Decoding, ReaderInput};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::AdamWConfig;
@@ -61,6 +61,11 @@ pub struct ModelSection {
     /// use it (beyond the paper; 0: none). They start as the document encoder's last layers.
     #[serde(default)]
     pub reader_layers: i64,
+    /// Where the reader layers start: `top` (the encoders' outputs) or `below` (their states
+    /// after layer `L − reader_layers`, so the reader layers continue the encoder jointly over
+    /// question and passage, DeFormer-style).
+    #[serde(default)]
+    pub reader_input: ReaderInput,
     /// Cross-attention initialisation (BLIP and the paper: `random`).
     #[serde(default)]
     pub cross_attention_init: CrossAttentionInit,
@@ -193,6 +198,11 @@ pub enum CopyFrom {
     /// the token (anywhere otherwise): the pointer is taught the answer's place, not only its
     /// words.
     AnswerSentence,
+    /// QAR: the answer's own tokens in the document ([`gear_data::Triple::answer_span`]): the
+    /// `k`-th target token is copied from the `k`-th token of the answer's occurrence when that
+    /// token is the same (anywhere otherwise) — the pointer is taught exactly where the answer
+    /// starts and how it continues, as span decoding reads it.
+    AnswerSpan,
 }
 
 /// `[run]`.
@@ -382,6 +392,12 @@ impl TrainConfig {
                 );
             }
         }
+        if self.model.reader_input == ReaderInput::Below && self.model.reader_layers == 0 {
+            return Err(
+                "`model.reader_input = \"below\"` needs `model.reader_layers` ≥ 1: it says where the reader layers start reading"
+                    .into(),
+            );
+        }
         if let Some(v) = self.optim.cross_attention_lr_scale {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!(
@@ -421,13 +437,16 @@ impl TrainConfig {
         if self.loss.alpha < 0.0 {
             return Err(format!("`loss.alpha` must be ≥ 0, got {}", self.loss.alpha));
         }
-        if self.loss.copy_from == CopyFrom::AnswerSentence
+        if self.loss.copy_from != CopyFrom::Anywhere
             && self.model.decoder_copy == gear_model::CopyMode::None
         {
-            return Err(
-                "`loss.copy_from = \"answer_sentence\"` needs a copy head (`model.decoder_copy`)"
-                    .into(),
-            );
+            return Err(format!(
+                "`loss.copy_from = \"{}\"` needs a copy head (`model.decoder_copy`)",
+                match self.loss.copy_from {
+                    CopyFrom::AnswerSpan => "answer_span",
+                    _ => "answer_sentence",
+                }
+            ));
         }
         if self.loss.local_weight.is_nan() || self.loss.local_weight < 0.0 {
             return Err(format!(

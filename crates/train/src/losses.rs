@@ -105,9 +105,66 @@ pub fn unit_token_mask(
         .to_device(device)
 }
 
+/// Per decoder step, the document position its target token is copied from, `[batch, steps,
+/// d_len]` 0/1: step `k` (writing the answer's `k`-th token) marks the `k`-th non-special
+/// document token that starts inside the row's answer span; steps past the answer's tokens, and
+/// rows without a span, mark nothing (they copy from anywhere). The region of
+/// [`gear_model::mixture_log_probs`] for `loss.copy_from = "answer_span"`.
+pub fn answer_token_steps(
+    documents: &gear_data::Batch,
+    answers: &[Option<Span>],
+    steps: i64,
+    device: Device,
+) -> Tensor {
+    let len = documents.seq_len();
+    let steps = steps.max(0) as usize;
+    let special = documents.special_tokens_mask();
+    let mut mask = vec![0f32; documents.len() * steps * len];
+    for (b, answer) in answers.iter().enumerate().take(documents.len()) {
+        let Some(answer) = answer else { continue };
+        let positions = documents
+            .offsets(b)
+            .iter()
+            .enumerate()
+            .take(len)
+            .filter(|&(j, &(start, _))| !special[b * len + j] && answer.contains(start))
+            .map(|(j, _)| j);
+        for (k, j) in positions.take(steps).enumerate() {
+            mask[(b * steps + k) * len + j] = 1.0;
+        }
+    }
+    Tensor::from_slice(&mask)
+        .view([documents.len() as i64, steps as i64, len as i64])
+        .to_device(device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_steps_mark_the_answers_tokens_in_order() {
+        let docs = ["Aa bb. Cc dd.", "Ee ff gg."];
+        let tok = gear_data::Tokenizer::word_level(&docs, 16).unwrap();
+        let batch = tok.encode_batch(&docs).unwrap();
+        // [CLS] aa bb . cc dd . [SEP] | [CLS] ee ff gg . [SEP] [PAD] [PAD]
+        // Row 0's answer "Cc dd" (bytes 7..12), row 1's "ff gg." cut to the 2 steps asked.
+        let answers = [Some(Span::new(7, 12)), Some(Span::new(3, 9))];
+        let mask = answer_token_steps(&batch, &answers, 2, Device::Cpu);
+        assert_eq!(mask.size(), [2, 2, 8]);
+        let got = Vec::<f32>::try_from(mask.flatten(0, -1)).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0,
+            0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(got, want);
+        // A row without an answer marks nothing.
+        let none = answer_token_steps(&batch, &[None, None], 3, Device::Cpu);
+        assert_eq!(none.sum(tch::Kind::Float).double_value(&[]), 0.0);
+    }
 
     #[test]
     fn unit_tokens_and_kept_query_tokens_follow_the_local_retrieval_rules() {

@@ -134,6 +134,36 @@ pub(super) const ROWS: &[Row] = &[
         negatives: 0,
     },
     Row {
+        name: "reader-2-below",
+        what: "two reader layers that continue the encoder DeFormer-style: they read question and passage states after layer L − 2 (not the encoders' outputs), at the encoder's learning rate; located spans",
+        set: &[
+            ("model.reader_layers", "2"),
+            ("model.reader_input", "\"below\""),
+            ("optim.reader_lr_scale", "1.0"),
+        ],
+        decodes: None,
+        negatives: 0,
+    },
+    Row {
+        name: "copy-answer-span",
+        what: "L_LM copies the answer's k-th token from the k-th token of the answer's own occurrence in the passage (not from any position holding it); located spans",
+        set: &[("loss.copy_from", "\"answer_span\"")],
+        decodes: None,
+        negatives: 0,
+    },
+    Row {
+        name: "reader-2-below-answer-span",
+        what: "`reader-2-below` and `copy-answer-span` together",
+        set: &[
+            ("model.reader_layers", "2"),
+            ("model.reader_input", "\"below\""),
+            ("optim.reader_lr_scale", "1.0"),
+            ("loss.copy_from", "\"answer_span\""),
+        ],
+        decodes: None,
+        negatives: 0,
+    },
+    Row {
         name: "local-attention-span",
         what: "the `local-attention` row's checkpoint, spans starting anywhere in the passage",
         set: &[],

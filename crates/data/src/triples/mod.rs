@@ -131,6 +131,27 @@ impl Triple {
             .collect()
     }
 
+    /// Where a QAR triple's answer sits in its document, as a byte span: the first occurrence
+    /// of the answer text inside a unit (the answer's sentence), else its first occurrence in
+    /// the document; `None` for RIR, a triple without an answer, or an answer the document does
+    /// not contain verbatim.
+    pub fn answer_span(&self) -> Option<Span> {
+        let answer = self.answer.as_deref().filter(|a| !a.is_empty())?;
+        if self.scenario != Scenario::Qar {
+            return None;
+        }
+        let text = &self.document.text;
+        let found_in = |within: Span| {
+            let slice = within.slice(text)?;
+            let at = within.start + slice.find(answer)?;
+            Some(Span::new(at, at + answer.len()))
+        };
+        self.unit_spans()
+            .into_iter()
+            .find_map(found_in)
+            .or_else(|| found_in(Span::new(0, text.len())))
+    }
+
     /// Checks what serde cannot: a non-empty query and document, at least one unit, each
     /// unit's offsets in range and matching its text, and negatives that are other, distinct,
     /// non-empty documents. Returns the offending field and why.
@@ -273,6 +294,24 @@ mod tests {
         assert_eq!(t.unit_spans(), [Span::new(13, 38)]);
         assert_eq!(t.target(), "The crowd cheered loudly.");
         assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_answer_is_found_in_its_sentence_first() {
+        let mut t = triple();
+        assert_eq!(t.answer_span(), None, "RIR has no answer");
+        t.scenario = Scenario::Qar;
+        // "sang" occurs only before the unit: found in the document.
+        t.answer = Some("sang".into());
+        assert_eq!(t.answer_span(), Some(Span::new(7, 11)));
+        // "e" occurs before the unit too, but the unit's own occurrence wins.
+        t.answer = Some("e".into());
+        let span = t.answer_span().unwrap();
+        assert_eq!((span.start, span.slice(&t.document.text)), (15, Some("e")));
+        t.answer = Some("booed".into());
+        assert_eq!(t.answer_span(), None);
+        t.answer = Some(String::new());
+        assert_eq!(t.answer_span(), None);
     }
 
     #[test]

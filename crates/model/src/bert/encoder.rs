@@ -101,6 +101,8 @@ pub struct FusionOptions {
     pub layers: Option<usize>,
     /// Which cross-attention probabilities to return.
     pub cross_probs: CrossProbs,
+    /// Also return the token states after this layer (1-based, at most the layers run).
+    pub keep_hidden: Option<usize>,
 }
 
 /// Output of an encoder forward pass.
@@ -111,6 +113,8 @@ pub struct EncoderOutput {
     /// Per layer run (0-based index), the cross-attention probabilities
     /// `[batch, heads, q_len, ctx_len]` when kept.
     pub cross_attentions: Vec<Option<Tensor>>,
+    /// The token states after [`FusionOptions::keep_hidden`]'s layer, when asked for.
+    pub kept: Option<Tensor>,
 }
 
 impl EncoderOutput {
@@ -251,6 +255,12 @@ impl Bert {
                 self.layers.len()
             )));
         }
+        if options.keep_hidden.is_some_and(|k| k == 0 || k > n_layers) {
+            return Err(Error::Input(format!(
+                "cannot keep the states of layer {:?} when running {n_layers} layers",
+                options.keep_hidden
+            )));
+        }
         if let Some(ctx) = &context {
             let (s, m) = (ctx.states.size(), ctx.mask.size());
             if s.len() != 3
@@ -274,6 +284,7 @@ impl Bert {
         };
         let ctx_mask = context.map(|c| additive_mask(c.mask, hidden.kind()));
         let mut cross_attentions = Vec::with_capacity(n_layers);
+        let mut kept = None;
         for (i, layer) in self.layers.iter().take(n_layers).enumerate() {
             let kv = match &context {
                 Some(c) => layer.cross_keys_values(c.states),
@@ -295,10 +306,14 @@ impl Bert {
             let out = layer.forward_t(&hidden, &mask, cross, train);
             hidden = out.hidden;
             cross_attentions.push(out.cross_probs);
+            if options.keep_hidden == Some(i + 1) {
+                kept = Some(hidden.shallow_clone());
+            }
         }
         Ok(EncoderOutput {
             hidden,
             cross_attentions,
+            kept,
         })
     }
 }
@@ -428,6 +443,7 @@ mod tests {
         let opts = FusionOptions {
             layers: None,
             cross_probs: CrossProbs::All,
+            keep_hidden: None,
         };
         let out = fused
             .forward_fused_t(&ids, &mask, Some(ctx), opts, false)
@@ -454,6 +470,7 @@ mod tests {
         let opts = FusionOptions {
             layers: Some(1),
             cross_probs: CrossProbs::Layer(1),
+            keep_hidden: None,
         };
         let out = fused
             .forward_fused_t(&ids, &ids.ones_like(), Some(ctx), opts, false)
@@ -463,6 +480,7 @@ mod tests {
         let bad = FusionOptions {
             layers: Some(3),
             cross_probs: CrossProbs::None,
+            keep_hidden: None,
         };
         assert!(fused
             .forward_fused_t(&ids, &ids.ones_like(), Some(ctx), bad, false)

@@ -89,6 +89,20 @@ pub enum Decoding {
     LocatedSpan,
 }
 
+/// Where the reader layers ([`DecoderConfig::reader_layers`], `N` of them) start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderInput {
+    /// The encoders' outputs: the passage's final token states and the fusion states.
+    #[default]
+    Top,
+    /// Beyond the paper, DeFormer-style (Cao et al., 2020): the token states after layer
+    /// `L − N` of the document encoder and of the fusion encoder, so the reader layers — copies
+    /// of the encoder's layers `L − N + 1 … L` — continue the encoder over question and passage
+    /// jointly, from the inputs those layers were pretrained on.
+    Below,
+}
+
 /// The decoder's shape; its width is the encoders' and its vocabulary the tokenizer's
 /// (with `[Decode]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +133,13 @@ pub struct DecoderConfig {
     /// states as they are (the question never reaches a passage token).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reader_layers: i64,
+    /// What the reader layers read first.
+    #[serde(default, skip_serializing_if = "is_top")]
+    pub reader_input: ReaderInput,
+}
+
+fn is_top(r: &ReaderInput) -> bool {
+    *r == ReaderInput::Top
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -202,6 +223,7 @@ impl GearConfig {
                 copy: CopyMode::None,
                 decoding: Decoding::Free,
                 reader_layers: 0,
+                reader_input: ReaderInput::Top,
             },
             encoder,
         }
@@ -227,6 +249,13 @@ impl GearConfig {
             path: crate::bert::config::memory_path(),
             message: e.to_string(),
         })
+    }
+
+    /// The encoder layer (1-based) whose output the reader layers read with
+    /// [`ReaderInput::Below`]; `None` when they read the encoders' outputs (or there are none).
+    pub fn reader_below_layer(&self) -> Option<usize> {
+        (self.decoder.reader_input == ReaderInput::Below && self.decoder.reader_layers > 0)
+            .then(|| (self.encoder.num_hidden_layers - self.decoder.reader_layers) as usize)
     }
 
     /// The resolved local-retrieval layer, 1-based.
@@ -316,6 +345,15 @@ impl GearConfig {
         if d.reader_layers > 0 && d.memory == DecoderMemory::Fusion && d.copy == CopyMode::None {
             return Err("[decoder] field `reader_layers` needs `memory = \"fusion_and_document\"` or a copy head: otherwise nothing reads the passage states they produce".into());
         }
+        if d.reader_input == ReaderInput::Below
+            && !(1..self.encoder.num_hidden_layers).contains(&d.reader_layers)
+        {
+            return Err(format!(
+                "[decoder] field `reader_input = \"below\"` needs `reader_layers` within 1..={} (the reader layers continue the encoders from layer L − reader_layers ≥ 1), got {}",
+                self.encoder.num_hidden_layers - 1,
+                d.reader_layers
+            ));
+        }
         Ok(())
     }
 }
@@ -374,5 +412,12 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
         cfg.decoder.reader_layers = cfg.encoder.num_hidden_layers + 1;
         assert!(cfg.validate().unwrap_err().contains("reader_layers"));
+        cfg.decoder.reader_layers = 0;
+        cfg.decoder.reader_input = ReaderInput::Below;
+        assert!(cfg.validate().unwrap_err().contains("reader_input"));
+        cfg.decoder.reader_layers = cfg.encoder.num_hidden_layers;
+        assert!(cfg.validate().unwrap_err().contains("reader_input"));
+        cfg.decoder.reader_layers = 1;
+        assert_eq!(cfg.validate(), Ok(()));
     }
 }

@@ -34,7 +34,7 @@ use crate::{Error, Precision, Result};
 
 pub use config::{
     default_local_layer, CopyMode, CrossAttentionInit, DecoderConfig, DecoderInit, DecoderMemory,
-    Decoding, GearConfig,
+    Decoding, GearConfig, ReaderInput,
 };
 pub use init::InitReport;
 pub use pipeline::{LocateDocument, LocateOptions, LocateQueries};

@@ -185,6 +185,7 @@ impl GearModel {
         let options = FusionOptions {
             layers: Some(layer),
             cross_probs: CrossProbs::Layer(layer),
+            keep_hidden: None,
         };
         let out = self.fuse_t(&q.ids, &q.mask, Context { states, mask }, options, false)?;
         out.cross_attention(layer)

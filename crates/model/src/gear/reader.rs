@@ -35,6 +35,10 @@ pub struct ReaderInputs<'a> {
     pub document_copyable: &'a Tensor,
     /// The document encoder's token states `[batch, d_len, width]`.
     pub document_states: &'a Tensor,
+    /// Its token states after layer `L − N` when the reader layers start there
+    /// ([`crate::ReaderInput::Below`]; see [`GearModel::document_reading_states_t`]), else
+    /// `None`.
+    pub document_below: Option<&'a Tensor>,
     /// Where targets are copied from when scoring them (training), `[batch, d_len]` 0/1: see
     /// [`crate::mixture_log_probs`]; `None`: anywhere in the document.
     pub copy_region: Option<&'a Tensor>,
@@ -93,6 +97,7 @@ impl GearModel {
 
     /// The fusion options reading needs: every layer, and the local layer's probabilities when
     /// the copy head uses them (or `keep_local` asks for them, for the local-retrieval loss).
+    /// With [`crate::ReaderInput::Below`], the states of layer `L − N` are kept too.
     pub fn fusion_options_for_reading(&self, keep_local: bool) -> FusionOptions {
         FusionOptions {
             layers: None,
@@ -101,31 +106,65 @@ impl GearModel {
             } else {
                 CrossProbs::None
             },
+            keep_hidden: self.config.reader_below_layer(),
         }
+    }
+
+    /// The document encoder's token states `[batch, d_len, width]`, and the states after layer
+    /// `L − N` when the reader layers start there ([`crate::ReaderInput::Below`]).
+    pub fn document_reading_states_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let options = FusionOptions {
+            keep_hidden: self.config.reader_below_layer(),
+            ..FusionOptions::default()
+        };
+        let out = self
+            .document_bert()
+            .forward_fused_t(ids, mask, None, options, train)?;
+        Ok((out.hidden, out.kept))
     }
 
     /// The passage's token states after the reader layers: each layer's self-attention runs
     /// over the question's fusion states followed by the passage's, so every passage token reads
-    /// the question; the passage part is returned, `[batch, d_len, width]`. Without reader
-    /// layers, the document encoder's states.
-    fn read_passage(&self, x: &ReaderInputs<'_>, train: bool) -> Tensor {
+    /// the question; the passage part is returned, `[batch, d_len, width]`. The first layer
+    /// reads the encoders' outputs, or their states after layer `L − N`
+    /// ([`crate::ReaderInput::Below`]). Without reader layers, the document encoder's states.
+    pub fn read_passage_t(&self, x: &ReaderInputs<'_>, train: bool) -> Result<Tensor> {
         let kind = x.fused.hidden.kind();
-        let passage = x.document_states.to_kind(kind);
         if self.reader.is_empty() {
-            return passage;
+            return Ok(x.document_states.to_kind(kind));
         }
-        let q_len = x.fused.hidden.size()[1];
+        let (question, passage) = match self.config.reader_below_layer() {
+            None => (&x.fused.hidden, x.document_states),
+            Some(layer) => {
+                let missing = |what: &str| {
+                    Error::Input(format!(
+                        "the reader layers read layer {layer}'s {what} states, which were not kept"
+                    ))
+                };
+                (
+                    x.fused.kept.as_ref().ok_or_else(|| missing("fusion"))?,
+                    x.document_below.ok_or_else(|| missing("document"))?,
+                )
+            }
+        };
+        let passage = passage.to_kind(kind);
+        let q_len = question.size()[1];
         let d_len = passage.size()[1];
-        let mut hidden = Tensor::cat(&[&x.fused.hidden, &passage], 1);
+        let mut hidden = Tensor::cat(&[question, &passage], 1);
         let mask = additive_mask(&Tensor::cat(&[x.query_mask, x.document_mask], 1), kind);
         for layer in &self.reader {
             hidden = layer.forward_t(&hidden, &mask, None, train).hidden;
         }
-        hidden.narrow(1, q_len, d_len)
+        Ok(hidden.narrow(1, q_len, d_len))
     }
 
     fn reading(&self, x: &ReaderInputs<'_>, train: bool) -> Result<Reading> {
-        let passage = self.read_passage(x, train);
+        let passage = self.read_passage_t(x, train)?;
         let (states, mask) = match self.config.decoder.memory {
             DecoderMemory::Fusion => (x.fused.hidden.shallow_clone(), x.query_mask.shallow_clone()),
             DecoderMemory::FusionAndDocument => (
@@ -248,7 +287,7 @@ impl GearModel {
         then: impl FnOnce(&ReaderInputs<'_>, Reading) -> Result<T>,
     ) -> Result<T> {
         let device = self.device();
-        let states = self.document_states_t(&d.ids, &d.mask, false)?;
+        let (states, below) = self.document_reading_states_t(&d.ids, &d.mask, false)?;
         let fused = self.fuse_t(
             &q.ids,
             &q.mask,
@@ -269,6 +308,7 @@ impl GearModel {
             document_mask: &d.mask,
             document_copyable: &copyable,
             document_states: &states,
+            document_below: below.as_ref(),
             copy_region: None,
         };
         let r = self.reading(&x, false)?;

@@ -11,7 +11,8 @@ use tch::{Device, Kind, Tensor};
 use super::{doc_hash, Trainer};
 use crate::config::CopyFrom;
 use crate::losses::{
-    contrastive_loss, lm_loss, local_loss_sum, query_keep, soft_targets, unit_token_mask,
+    answer_token_steps, contrastive_loss, lm_loss, local_loss_sum, query_keep, soft_targets,
+    unit_token_mask,
 };
 use crate::{Error, Result};
 
@@ -52,6 +53,8 @@ struct Embedded {
     q_m: Tensor,
     d_m: Tensor,
     d_states: Tensor,
+    /// The document's states after layer `L − N`, when the reader layers start there.
+    d_below: Option<Tensor>,
 }
 
 /// The contrastive batch: every rank's rows (this rank's live ones in place), their ids, and
@@ -68,7 +71,9 @@ struct Global {
 impl Trainer {
     /// One micro-batch: returns the loss to back-propagate, its reported value
     /// (`L_CL + α·L_LM + β·L_LOC`), and the terms. Also moves the momentum encoders and the
-    /// queue. `units` holds each example's unit spans when β > 0 (else it may be empty);
+    /// queue. `places` holds each example's unit spans when β > 0 or the LM loss copies from the
+    /// answer's sentence, and its answer span when it copies from the answer's own tokens (else
+    /// they may be empty);
     /// `doc_keys` are hashes of the documents' texts (the frozen document encoder's cache keys).
     ///
     /// With a process group, the embeddings of every rank are gathered so that the contrastive
@@ -82,7 +87,7 @@ impl Trainer {
         batch: &TripleBatch,
         doc_ids: &[i64],
         doc_keys: &[u64],
-        units: &[Vec<Span>],
+        places: (&[Vec<Span>], &[Option<Span>]),
         distill: f64,
     ) -> Result<Terms> {
         let device = self.model.device();
@@ -91,8 +96,7 @@ impl Trainer {
         let ids = Tensor::from_slice(doc_ids).to_device(device);
         let embedded = self.embed(&inputs, doc_keys)?;
         let l_cl = self.contrastive(batch, &embedded, &ids, distill)?;
-        let (l_lm, loc_sum, loc_rows) =
-            self.fusion_terms(batch, &inputs, &embedded.d_states, units)?;
+        let (l_lm, loc_sum, loc_rows) = self.fusion_terms(batch, &inputs, &embedded, places)?;
         self.combine(l_cl, l_lm, loc_sum, loc_rows, &inputs.t_mask)
     }
 
@@ -119,11 +123,12 @@ impl Trainer {
     fn embed(&mut self, x: &Inputs, doc_keys: &[u64]) -> Result<Embedded> {
         let frozen = self.config.optim.freeze_document_encoder;
         let q = self.model.encode_queries_t(&x.q_ids, &x.q_mask, true)?;
-        let d_states = if frozen {
+        let (d_states, d_below) = if frozen {
             self.documents
                 .batch_states(&self.model, &x.d_ids, &x.d_mask, doc_keys)?
         } else {
-            self.model.document_states_t(&x.d_ids, &x.d_mask, true)?
+            self.model
+                .document_reading_states_t(&x.d_ids, &x.d_mask, true)?
         };
         let d = l2_normalize(&mean_pool(&d_states, &x.d_mask));
 
@@ -145,6 +150,7 @@ impl Trainer {
             q_m,
             d_m,
             d_states,
+            d_below,
         })
     }
 
@@ -268,8 +274,8 @@ impl Trainer {
         &self,
         batch: &TripleBatch,
         x: &Inputs,
-        d_states: &Tensor,
-        units: &[Vec<Span>],
+        e: &Embedded,
+        (units, answers): (&[Vec<Span>], &[Option<Span>]),
     ) -> Result<(Tensor, Tensor, i64)> {
         let device = self.model.device();
         let beta = self.config.loss.local_weight;
@@ -278,7 +284,7 @@ impl Trainer {
             &x.q_ids,
             &x.q_mask,
             Context {
-                states: d_states,
+                states: &e.d_states,
                 mask: &x.d_mask,
             },
             self.model.fusion_options_for_reading(beta > 0.0),
@@ -286,8 +292,16 @@ impl Trainer {
         )?;
         let query_keep = query_keep(&batch.queries, device);
         let copyable = keep_mask(&batch.documents, device);
-        let region = (self.config.loss.copy_from == CopyFrom::AnswerSentence)
-            .then(|| unit_token_mask(&batch.documents, units, device));
+        let region = match self.config.loss.copy_from {
+            CopyFrom::Anywhere => None,
+            CopyFrom::AnswerSentence => Some(unit_token_mask(&batch.documents, units, device)),
+            CopyFrom::AnswerSpan => Some(answer_token_steps(
+                &batch.documents,
+                answers,
+                x.t_ids.size()[1] - 1,
+                device,
+            )),
+        };
         let reader = ReaderInputs {
             fused: &fused,
             query_mask: &x.q_mask,
@@ -295,7 +309,8 @@ impl Trainer {
             document_ids: &x.d_ids,
             document_mask: &x.d_mask,
             document_copyable: &copyable,
-            document_states: d_states,
+            document_states: &e.d_states,
+            document_below: e.d_below.as_ref(),
             copy_region: region.as_ref(),
         };
         let log_probs = self

@@ -9,6 +9,7 @@ use gear_eval::{evaluate, EvalOptions, EvalReport, EvalSet};
 
 use super::log::{write_log, Accumulated};
 use super::{data_fingerprint, doc_hash, global_plan, shard, Event, StepLog, Trainer};
+use crate::config::CopyFrom;
 use crate::schedule::LrSchedule;
 use crate::{Error, Result};
 
@@ -26,6 +27,7 @@ impl Trainer {
             return Err(Error::Train("the training file holds no triples".into()));
         }
         self.check_data(train)?;
+        self.check_answers(train)?;
         let mut run = self.prepare(train, dev)?;
         let mut last_eval = None;
         let mut step = StepProgress::default();
@@ -62,6 +64,30 @@ impl Trainer {
         }
         self.final_checkpoint(&run, events)?;
         Ok(last_eval)
+    }
+
+    /// With `loss.copy_from = "answer_span"`, refuses data where no answer can be placed in its
+    /// document (RIR triples, or answers the documents do not contain) and says how many
+    /// triples copy from anywhere instead.
+    fn check_answers(&self, train: &[Triple]) -> Result<()> {
+        if self.config.loss.copy_from != CopyFrom::AnswerSpan {
+            return Ok(());
+        }
+        let placed = train.iter().filter(|t| t.answer_span().is_some()).count();
+        if placed == 0 {
+            return Err(Error::Train(format!(
+                "`loss.copy_from = \"answer_span\"` needs QAR triples whose answer occurs in their document: none of the {} training triples has one",
+                train.len()
+            )));
+        }
+        if placed < train.len() {
+            tracing::warn!(
+                without = train.len() - placed,
+                of = train.len(),
+                "training triples whose answer does not occur verbatim in the document copy it from anywhere"
+            );
+        }
+        Ok(())
     }
 
     /// Refuses training data other than the checkpoint's (by fingerprint), and records it.
@@ -194,8 +220,14 @@ impl Trainer {
             .iter()
             .map(|&i| gear_data::stable_hash(&train[i].document.text))
             .collect();
-        let units: Vec<Vec<Span>> = if c.loss.local_weight > 0.0 {
-            local.iter().map(|&i| train[i].unit_spans()).collect()
+        let units: Vec<Vec<Span>> =
+            if c.loss.local_weight > 0.0 || c.loss.copy_from == CopyFrom::AnswerSentence {
+                local.iter().map(|&i| train[i].unit_spans()).collect()
+            } else {
+                Vec::new()
+            };
+        let answers: Vec<Option<Span>> = if c.loss.copy_from == CopyFrom::AnswerSpan {
+            local.iter().map(|&i| train[i].answer_span()).collect()
         } else {
             Vec::new()
         };
@@ -207,7 +239,7 @@ impl Trainer {
         };
         let accumulation = c.optim.accumulation as f64;
         tch::manual_seed((c.run.seed + self.state.micro_step) as i64);
-        let terms = self.forward(&batch, &doc_ids, &doc_keys, &units, w)?;
+        let terms = self.forward(&batch, &doc_ids, &doc_keys, (&units, &answers), w)?;
         let value = terms.value;
         if !value.is_finite() {
             return Err(Error::NonFinite {
