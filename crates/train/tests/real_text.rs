@@ -13,7 +13,7 @@ use std::path::Path;
 
 use gear_data::{Scenario, Triple};
 use gear_eval::{evaluate, EvalOptions, EvalReport, EvalSet};
-use gear_model::{CopyMode, DecoderMemory, Decoding};
+use gear_model::{CopyMode, DecoderMemory, Decoding, ReaderInput};
 use gear_train::{CopyFrom, TrainConfig, Trainer};
 use tch::Device;
 
@@ -118,6 +118,7 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     paper.model.decoding = Decoding::Free;
     paper.loss.copy_from = CopyFrom::Anywhere;
     paper.model.reader_layers = 0;
+    paper.model.reader_input = ReaderInput::Top;
     paper.optim.reader_lr_scale = None;
     let (trainer, _paper_dir, _) = train_on(paper, &train);
     phase("paper decoder trained");

@@ -304,8 +304,9 @@ mod tests {
     use super::*;
 
     /// Every row's config, made from the committed base, keeps the rules `gear train` checks
-    /// between fields (a reader learning rate needs reader layers; reader layers and copying
-    /// from the answer's sentence need something that reads the passage), so no row fails
+    /// between fields (a reader learning rate, or reader layers reading below the top, need
+    /// reader layers; reader layers and copying from the answer need something that reads the
+    /// passage), so no row fails
     /// minutes into an ablation run.
     #[test]
     fn every_row_config_is_consistent_with_the_committed_base() {
@@ -331,11 +332,17 @@ mod tests {
                 "row `{}`: a reader learning rate without reader layers",
                 row.name
             );
-            let copies_in_sentence =
-                get("loss", "copy_from").is_some_and(|v| v.as_str() == Some("answer_sentence"));
+            let copies_somewhere =
+                get("loss", "copy_from").is_some_and(|v| v.as_str() != Some("anywhere"));
             assert!(
-                !copies_in_sentence || copy.as_deref().is_some_and(|c| c != "none"),
+                !copies_somewhere || copy.as_deref().is_some_and(|c| c != "none"),
                 "row `{}`: copy_from without a copy head",
+                row.name
+            );
+            let below = get("model", "reader_input").is_some_and(|v| v.as_str() == Some("below"));
+            assert!(
+                !below || (1..6).contains(&reader),
+                "row `{}`: reader_input = \"below\" needs 1..=5 reader layers (MiniLM has 6)",
                 row.name
             );
             assert_eq!(doc["run"]["epochs"].as_integer(), Some(1));

@@ -14,11 +14,12 @@ pub(super) struct Row {
     pub(super) negatives: u32,
 }
 
-const PAPER_DECODER: [(&str, &str); 5] = [
+const PAPER_DECODER: [(&str, &str); 6] = [
     ("model.decoder_memory", "\"fusion\""),
     ("model.decoder_copy", "\"none\""),
     ("model.decoding", "\"free\""),
     ("model.reader_layers", "0"),
+    ("model.reader_input", REMOVE),
     ("optim.reader_lr_scale", REMOVE),
 ];
 
@@ -49,6 +50,7 @@ pub(super) const ROWS: &[Row] = &[
             ("model.decoder_copy", "\"none\""),
             ("model.decoding", "\"span\""),
             ("model.reader_layers", "0"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
         ],
         decodes: None,
@@ -62,6 +64,7 @@ pub(super) const ROWS: &[Row] = &[
             ("model.decoder_copy", "\"pointer\""),
             ("model.decoding", "\"span\""),
             ("model.reader_layers", "0"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
         ],
         decodes: None,
@@ -75,6 +78,7 @@ pub(super) const ROWS: &[Row] = &[
             ("model.decoder_copy", "\"local_attention\""),
             ("model.decoding", "\"span\""),
             ("model.reader_layers", "0"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
         ],
         decodes: None,
@@ -88,6 +92,7 @@ pub(super) const ROWS: &[Row] = &[
             ("model.decoder_copy", "\"local_attention\""),
             ("model.decoding", "\"span\""),
             ("model.reader_layers", "0"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
         ],
         decodes: None,
@@ -105,6 +110,7 @@ pub(super) const ROWS: &[Row] = &[
         what: "one reader layer: passage tokens read the question (self-attention over question and passage) before the decoder and the copy head",
         set: &[
             ("model.reader_layers", "1"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
             ("model.decoding", "\"span\""),
         ],
@@ -116,6 +122,7 @@ pub(super) const ROWS: &[Row] = &[
         what: "two reader layers (the document encoder's last two, now over question and passage)",
         set: &[
             ("model.reader_layers", "2"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
             ("model.decoding", "\"span\""),
         ],
@@ -127,6 +134,7 @@ pub(super) const ROWS: &[Row] = &[
         what: "two reader layers trained at the encoder's learning rate (1x, not the decoder's 20x)",
         set: &[
             ("model.reader_layers", "2"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", "1.0"),
             ("model.decoding", "\"span\""),
         ],
@@ -184,6 +192,7 @@ pub(super) const ROWS: &[Row] = &[
             ("loss.copy_from", "\"answer_sentence\""),
             ("model.decoding", "\"span\""),
             ("model.reader_layers", "0"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", REMOVE),
         ],
         decodes: None,
@@ -201,6 +210,7 @@ pub(super) const ROWS: &[Row] = &[
         what: "`reader-2-lr-1` and `copy-in-sentence` together",
         set: &[
             ("model.reader_layers", "2"),
+            ("model.reader_input", REMOVE),
             ("optim.reader_lr_scale", "1.0"),
             ("loss.copy_from", "\"answer_sentence\""),
             ("model.decoding", "\"span\""),
