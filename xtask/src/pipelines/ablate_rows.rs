@@ -153,6 +153,17 @@ pub(super) const ROWS: &[Row] = &[
         negatives: 0,
     },
     Row {
+        name: "reader-4-below",
+        what: "four reader layers from layer 2's states (the encoder's last four over question and passage), encoder rate, located spans",
+        set: &[
+            ("model.reader_layers", "4"),
+            ("model.reader_input", "\"below\""),
+            ("optim.reader_lr_scale", "1.0"),
+        ],
+        decodes: None,
+        negatives: 0,
+    },
+    Row {
         name: "copy-answer-span",
         what: "L_LM copies the answer's k-th token from the k-th token of the answer's own occurrence in the passage (not from any position holding it); located spans",
         set: &[("loss.copy_from", "\"answer_span\"")],
