@@ -195,15 +195,25 @@ fn similarity_cross_attention_starts_as_cosine_attention() -> Result<()> {
     Ok(())
 }
 
+/// MiniLM with two reader layers reading `input`, feeding a decoder that reads and copies the
+/// passage and decodes spans.
+fn minilm_with_two_reader_layers(
+    input: gear_model::ReaderInput,
+) -> Result<(std::path::PathBuf, GearConfig)> {
+    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
+    cfg.decoder.reader_layers = 2;
+    cfg.decoder.reader_input = input;
+    cfg.decoder.memory = gear_model::DecoderMemory::FusionAndDocument;
+    cfg.decoder.copy = gear_model::CopyMode::LocalAttention;
+    cfg.decoder.decoding = gear_model::Decoding::Span;
+    Ok((dir, cfg))
+}
+
 /// `reader_layers = 2`: the reader layers start as the document encoder's last two layers, and a
 /// saved model keeps them (and answers the same after loading).
 #[test]
 fn reader_layers_start_as_the_document_encoders_top_and_are_saved() -> Result<()> {
-    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
-    cfg.decoder.reader_layers = 2;
-    cfg.decoder.memory = gear_model::DecoderMemory::FusionAndDocument;
-    cfg.decoder.copy = gear_model::CopyMode::LocalAttention;
-    cfg.decoder.decoding = gear_model::Decoding::Span;
+    let (dir, cfg) = minilm_with_two_reader_layers(gear_model::ReaderInput::Top)?;
     let (model, report) = GearModel::from_bert_checkpoint(&dir, Some(cfg), Device::Cpu)?;
     let vars = model.var_store().variables();
     let mut copied = 0;
@@ -245,12 +255,7 @@ fn reader_layers_start_as_the_document_encoders_top_and_are_saved() -> Result<()
 /// passage token reads it). Reading the top instead runs the top layers twice.
 #[test]
 fn reader_layers_below_continue_the_document_encoder() -> Result<()> {
-    let (dir, mut cfg) = minilm_with_two_decoder_layers_from_the_encoder()?;
-    cfg.decoder.reader_layers = 2;
-    cfg.decoder.memory = gear_model::DecoderMemory::FusionAndDocument;
-    cfg.decoder.copy = gear_model::CopyMode::LocalAttention;
-    cfg.decoder.decoding = gear_model::Decoding::Span;
-    cfg.decoder.reader_input = gear_model::ReaderInput::Below;
+    let (dir, mut cfg) = minilm_with_two_reader_layers(gear_model::ReaderInput::Below)?;
     let (model, _) = GearModel::from_bert_checkpoint(&dir, Some(cfg.clone()), Device::Cpu)?;
     let q = model.encode_query_texts(&["where is the eiffel tower"])?;
     let d = model.encode_document_texts(&[
