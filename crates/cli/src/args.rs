@@ -151,6 +151,10 @@ pub struct EvalModelArgs {
     /// decoding for a model trained with free decoding.
     #[arg(long, value_enum)]
     decoding: Option<DecodingArg>,
+    /// Span decoding: pass over spans made only of the question's tokens (`true` or `false`);
+    /// default: the model's (`decoder.skip_question_echoes`).
+    #[arg(long, value_name = "BOOL")]
+    skip_question_echoes: Option<bool>,
 }
 
 impl EvalModelArgs {
@@ -173,6 +177,9 @@ impl EvalModelArgs {
         };
         if let Some(d) = self.decoding {
             model.set_decoding(d.into())?;
+        }
+        if let Some(skip) = self.skip_question_echoes {
+            model.set_skip_question_echoes(skip)?;
         }
         Ok(model)
     }

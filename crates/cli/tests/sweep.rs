@@ -414,6 +414,11 @@ fn bad_input_sweep() {
         "max_document_len = 256",
         "max_document_len = 256\nreader_input = \"below\"",
     );
+    let cfg_echoes = bad_config(
+        "echoes.toml",
+        "max_document_len = 256",
+        "max_document_len = 256\nskip_question_echoes = true",
+    );
     let cfg_copy_from = bad_config(
         "copyfrom.toml",
         "local_weight = 0.5",
@@ -800,6 +805,20 @@ fn bad_input_sweep() {
                 &s(&fresh("t-reader-input")),
             ],
             &["readerinput.toml", "`model.reader_input", "reader_layers"],
+        ),
+        refused(
+            "config",
+            "passing over spans that echo the question, with free decoding",
+            &[
+                "train",
+                "--config",
+                &cfg_echoes,
+                "--train",
+                &s(&train),
+                "--out",
+                &s(&fresh("t-echoes")),
+            ],
+            &["echoes.toml", "`model.skip_question_echoes`", "span"],
         ),
         refused(
             "config",

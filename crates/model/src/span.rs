@@ -7,6 +7,7 @@
 //! What comes back are token ranges of the document, so the generated answer is the document's
 //! own text at a known place (the byte span is what `gear generate` and `/generate` report).
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use tch::{Device, Kind, Tensor};
@@ -40,7 +41,10 @@ struct Row {
 /// Decodes one span per row of `memory`/`passage`: `[start, end)` token positions of the
 /// document, `None` where the document has no word to start from. `word_start [batch, d_len]`
 /// marks positions that begin a word; `max_len` bounds the span's tokens; `starts ≥ 1` start
-/// positions are tried per row.
+/// positions are tried per row. `question [batch, q_len]`, when given, holds the ids of each
+/// row's question tokens (anything negative is ignored): a span made only of them (the answer
+/// "oxygen" to "What is the second most abundant element after oxygen?") is chosen only when
+/// the row has no other candidate.
 pub fn decode_spans(
     reader: SpanReader<'_>,
     memory: Context<'_>,
@@ -48,6 +52,7 @@ pub fn decode_spans(
     word_start: &Tensor,
     max_len: usize,
     starts: usize,
+    question: Option<&Tensor>,
 ) -> Result<Vec<Option<Range<usize>>>> {
     let _span = tracing::debug_span!("generate", search = "span", starts).entered();
     if starts == 0 || max_len == 0 {
@@ -55,7 +60,51 @@ pub fn decode_spans(
             "span decoding needs at least one start and one token".into(),
         ));
     }
-    tch::no_grad(|| decode(reader, memory, passage, word_start, max_len, starts))
+    let question = question.map(question_tokens).transpose()?;
+    // A row whose best spans echo the question falls back to later start positions.
+    let tried = if question.is_some() {
+        starts.max(ECHO_FALLBACK)
+    } else {
+        starts
+    };
+    let rows = tch::no_grad(|| decode(reader, memory, passage, word_start, max_len, tried))?;
+    let ids = Vec::<i64>::try_from(passage.ids.flatten(0, -1).to_device(Device::Cpu))?;
+    let d_len = passage.ids.size()[1] as usize;
+    Ok(rows
+        .chunks(tried.min(d_len.max(1)))
+        .enumerate()
+        .map(|(row, candidates)| {
+            let document = &ids[row * d_len..(row + 1) * d_len];
+            let asked = question.as_ref().and_then(|q| q.get(row));
+            pick(candidates, starts, document, asked)
+        })
+        .collect())
+}
+
+/// Starts tried, at least, when spans that echo the question are passed over.
+const ECHO_FALLBACK: usize = 4;
+
+/// The span of `candidates` (in the order of their start's probability): the best by total
+/// log-probability among the first `starts`; with `question`, spans made only of its tokens
+/// are passed over, for the first `starts` non-echoing candidates, and used only when every
+/// candidate echoes.
+fn pick(
+    candidates: &[Row],
+    starts: usize,
+    document: &[i64],
+    question: Option<&HashSet<i64>>,
+) -> Option<Range<usize>> {
+    let finite = || candidates.iter().filter(|r| r.score.is_finite());
+    let echoes = |r: &Row| {
+        question.is_some_and(|q| (r.start..=r.last).all(|j| q.contains(&document[j as usize])))
+    };
+    let best = |rows: Vec<&Row>| {
+        rows.into_iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .map(|r| r.start as usize..r.last as usize + 1)
+    };
+    best(finite().filter(|r| !echoes(r)).take(starts).collect())
+        .or_else(|| best(finite().take(starts).collect()))
 }
 
 /// Log-probabilities of reading each document position next `[rows, d_len]` and of ending
@@ -85,6 +134,18 @@ fn next_scores(
     (positions, end)
 }
 
+/// Each row's question token ids (negative ones dropped).
+fn question_tokens(question: &Tensor) -> Result<Vec<HashSet<i64>>> {
+    let width = question.size()[1].max(0) as usize;
+    let ids = Vec::<i64>::try_from(question.flatten(0, -1).to_device(Device::Cpu))?;
+    Ok(ids
+        .chunks(width.max(1))
+        .take(question.size()[0] as usize)
+        .map(|row| row.iter().copied().filter(|&i| i >= 0).collect())
+        .collect())
+}
+
+/// The decoded candidates, `starts` (at most `d_len`) per row in row order.
 fn decode(
     reader: SpanReader<'_>,
     memory: Context<'_>,
@@ -92,7 +153,7 @@ fn decode(
     word_start: &Tensor,
     max_len: usize,
     starts: usize,
-) -> Result<Vec<Option<Range<usize>>>> {
+) -> Result<Vec<Row>> {
     let batch = passage.ids.size()[0];
     let d_len = passage.ids.size()[1];
     let device = passage.ids.device();
@@ -174,20 +235,52 @@ fn decode(
             }
         }
     }
-    Ok(rows
-        .chunks(k as usize)
-        .map(|candidates| {
-            candidates
-                .iter()
-                .filter(|r| r.score.is_finite())
-                .max_by(|a, b| a.score.total_cmp(&b.score))
-                .map(|r| r.start as usize..r.last as usize + 1)
-        })
-        .collect())
+    Ok(rows)
 }
 
 fn to_bools(t: &Tensor) -> Result<Vec<bool>> {
     Ok(Vec::<bool>::try_from(
         t.to_kind(Kind::Bool).flatten(0, -1).to_device(Device::Cpu),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: i64, last: i64, score: f64) -> Row {
+        Row {
+            start,
+            last,
+            score,
+            done: true,
+        }
+    }
+
+    #[test]
+    fn spans_that_echo_the_question_are_passed_over() {
+        // Document tokens 10..=15; the question holds 11 and 12.
+        let document = [10, 11, 12, 13, 14, 15];
+        let question: HashSet<i64> = [11, 12, 99].into_iter().collect();
+        // In the order of their start's probability.
+        let candidates = [
+            row(1, 2, -0.5),              // "11 12": only question tokens
+            row(3, 4, -2.0),              // "13 14"
+            row(2, 3, -1.0),              // "12 13": one token is new
+            row(0, 0, f64::NEG_INFINITY), // no start there
+        ];
+        // Without the question, the most likely start (one start tried).
+        assert_eq!(pick(&candidates, 1, &document, None), Some(1..3));
+        // With it, the next start whose span says something new.
+        assert_eq!(pick(&candidates, 1, &document, Some(&question)), Some(3..5));
+        // Two starts: the better total of the first two non-echoing candidates.
+        assert_eq!(pick(&candidates, 2, &document, Some(&question)), Some(2..4));
+        assert_eq!(pick(&candidates, 2, &document, None), Some(1..3));
+        // Every candidate echoes: the echo is kept rather than nothing.
+        let echoes = [row(1, 1, -1.0), row(2, 2, -0.2)];
+        assert_eq!(pick(&echoes, 1, &document, Some(&question)), Some(1..2));
+        assert_eq!(pick(&echoes, 2, &document, Some(&question)), Some(2..3));
+        // No finite candidate: no span.
+        assert_eq!(pick(&candidates[3..], 1, &document, Some(&question)), None);
+    }
 }

@@ -66,6 +66,9 @@ pub struct ModelSection {
     /// question and passage, DeFormer-style).
     #[serde(default)]
     pub reader_input: ReaderInput,
+    /// Span decoding passes over spans made only of the question's tokens (needs span decoding).
+    #[serde(default)]
+    pub skip_question_echoes: bool,
     /// Cross-attention initialisation (BLIP and the paper: `random`).
     #[serde(default)]
     pub cross_attention_init: CrossAttentionInit,
@@ -118,18 +121,14 @@ pub struct OptimSection {
     /// Micro-batches per optimiser step.
     #[serde(default = "one")]
     pub accumulation: usize,
-    /// Learning-rate multiplier for the parameters GeAR adds to the pretrained encoder (every
-    /// cross-attention block and the decoder, [`gear_model::is_new_parameter`]); 1 (the paper)
-    /// trains everything at `lr`. Short runs need more: the new blocks start from random weights,
-    /// and on the demo 20× ends its 105 steps at an LM loss of 1.1 instead of 6.0
-    /// (docs/training.md).
+    /// Learning-rate multiplier for what GeAR adds to the encoder (cross-attention, decoder;
+    /// [`gear_model::is_new_parameter`]); 1 (the paper): all at `lr`. Short runs need more: on
+    /// the demo 20× ends 105 steps at LM loss 1.1 instead of 6.0 (docs/training.md).
     #[serde(default = "unit_scale")]
     pub new_lr_scale: f64,
-    /// Learning-rate multiplier for the fusion encoder's cross-attention blocks alone (the
-    /// decoder keeps `new_lr_scale`); default: `new_lr_scale`. Blocks that start as
-    /// token-similarity attention (`model.cross_attention_init = "similarity"`) need no boost:
-    /// at 20× — even for their value and output projections alone — their localisation
-    /// degrades within a few hundred steps (docs/training.md).
+    /// Learning-rate multiplier for the fusion cross-attention blocks alone; default:
+    /// `new_lr_scale`. Blocks that start as similarity attention need no boost: at 20× their
+    /// localisation degrades within a few hundred steps (docs/training.md).
     #[serde(default)]
     pub cross_attention_lr_scale: Option<f64>,
     /// Learning-rate multiplier for the reader layers (`model.reader_layers`, which start as
@@ -385,18 +384,25 @@ impl TrainConfig {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("`optim.reader_lr_scale` must be positive, got {v}"));
             }
-            if self.model.reader_layers == 0 {
-                return Err(
-                    "`optim.reader_lr_scale` is set but `model.reader_layers` is 0: no layer would use it"
-                        .into(),
-                );
-            }
         }
-        if self.model.reader_input == ReaderInput::Below && self.model.reader_layers == 0 {
-            return Err(
-                "`model.reader_input = \"below\"` needs `model.reader_layers` ≥ 1: it says where the reader layers start reading"
-                    .into(),
-            );
+        let m = &self.model;
+        // Fields that only mean something with another one set.
+        let needs = [
+            (
+                self.optim.reader_lr_scale.is_some() && m.reader_layers == 0,
+                "`optim.reader_lr_scale` is set but `model.reader_layers` is 0: no layer would use it",
+            ),
+            (
+                m.skip_question_echoes && m.decoding == Decoding::Free,
+                "`model.skip_question_echoes` needs `model.decoding = \"span\"` or `\"located_span\"`: free decoding has no spans to pass over",
+            ),
+            (
+                m.reader_input == ReaderInput::Below && m.reader_layers == 0,
+                "`model.reader_input = \"below\"` needs `model.reader_layers` ≥ 1: it says where the reader layers start reading",
+            ),
+        ];
+        if let Some((_, why)) = needs.iter().find(|(broken, _)| *broken) {
+            return Err((*why).into());
         }
         if let Some(v) = self.optim.cross_attention_lr_scale {
             if v.is_nan() || v <= 0.0 {

@@ -116,6 +116,7 @@ fn the_squad_recipe_localises_and_generates_on_held_out_articles() {
     paper.model.decoder_memory = DecoderMemory::Fusion;
     paper.model.decoder_copy = CopyMode::None;
     paper.model.decoding = Decoding::Free;
+    paper.model.skip_question_echoes = false;
     paper.loss.copy_from = CopyFrom::Anywhere;
     paper.model.reader_layers = 0;
     paper.model.reader_input = ReaderInput::Top;

@@ -243,8 +243,8 @@ fn row_config(base: &str, row: &Row, epochs: u64) -> Result<String> {
 fn run_row(env: &Env, bin: &Path, args: &AblateArgs, base: &str, row: &Row) -> Result<String> {
     let dir = args.out.join(row.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (model, minutes, decoding) = match row.decodes {
-        Some((other, decoding)) => {
+    let (model, minutes, options) = match row.decodes {
+        Some((other, options)) => {
             let model = args
                 .out
                 .join(other)
@@ -257,18 +257,16 @@ fn run_row(env: &Env, bin: &Path, args: &AblateArgs, base: &str, row: &Row) -> R
                     row.name
                 );
             }
-            (model, None, Some(decoding))
+            (model, None, options)
         }
         None => {
             let minutes = train_row(env, bin, args, base, row, &dir)?;
             let model = dir.join("run").join("checkpoint").join("model");
-            (model, Some(minutes), None)
+            (model, Some(minutes), [].as_slice())
         }
     };
     let mut model_args = vec!["--model", s(&model)];
-    if let Some(d) = decoding {
-        model_args.extend(["--decoding", d]);
-    }
+    model_args.extend(options);
     let generation = args.generation_examples.to_string();
     let r = squad_eval_json(
         env,
@@ -337,6 +335,12 @@ mod tests {
             assert!(
                 !copies_somewhere || copy.as_deref().is_some_and(|c| c != "none"),
                 "row `{}`: copy_from without a copy head",
+                row.name
+            );
+            let free = get("model", "decoding").is_none_or(|v| v.as_str() == Some("free"));
+            assert!(
+                !free || get("model", "skip_question_echoes").is_none(),
+                "row `{}`: skip_question_echoes with free decoding",
                 row.name
             );
             let below = get("model", "reader_input").is_some_and(|v| v.as_str() == Some("below"));

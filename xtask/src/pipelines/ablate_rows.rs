@@ -6,18 +6,19 @@ pub(super) struct Row {
     pub(super) name: &'static str,
     pub(super) what: &'static str,
     pub(super) set: &'static [(&'static str, &'static str)],
-    /// Not trained: another row's checkpoint evaluated with this decoding (`gear eval squad
-    /// --decoding`).
-    pub(super) decodes: Option<(&'static str, &'static str)>,
+    /// Not trained: another row's checkpoint evaluated with these `gear eval squad` options
+    /// (e.g. `--decoding span`).
+    pub(super) decodes: Option<(&'static str, &'static [&'static str])>,
     /// Hard negatives mined per training triple (`gear data negatives`, BM25 over the training
     /// passages); 0: the triples as they are.
     pub(super) negatives: u32,
 }
 
-const PAPER_DECODER: [(&str, &str); 6] = [
+const PAPER_DECODER: [(&str, &str); 7] = [
     ("model.decoder_memory", "\"fusion\""),
     ("model.decoder_copy", "\"none\""),
     ("model.decoding", "\"free\""),
+    ("model.skip_question_echoes", REMOVE),
     ("model.reader_layers", "0"),
     ("model.reader_input", REMOVE),
     ("optim.reader_lr_scale", REMOVE),
@@ -39,7 +40,7 @@ pub(super) const ROWS: &[Row] = &[
         name: "paper-span",
         what: "the paper's decoder (row `paper`'s checkpoint), decoding constrained to spans of the passage",
         set: &[],
-        decodes: Some(("paper", "span")),
+        decodes: Some(("paper", &["--decoding", "span"])),
         negatives: 0,
     },
     Row {
@@ -164,6 +165,24 @@ pub(super) const ROWS: &[Row] = &[
         negatives: 0,
     },
     Row {
+        name: "reader-5-below",
+        what: "five reader layers from layer 1's states (the encoder's last five over question and passage), encoder rate, located spans",
+        set: &[
+            ("model.reader_layers", "5"),
+            ("model.reader_input", "\"below\""),
+            ("optim.reader_lr_scale", "1.0"),
+        ],
+        decodes: None,
+        negatives: 0,
+    },
+    Row {
+        name: "reader-4-below-echoes-kept",
+        what: "the `reader-4-below` row's checkpoint, spans made only of the question's tokens not passed over",
+        set: &[],
+        decodes: Some(("reader-4-below", &["--skip-question-echoes", "false"])),
+        negatives: 0,
+    },
+    Row {
         name: "copy-answer-span",
         what: "L_LM copies the answer's k-th token from the k-th token of the answer's own occurrence in the passage (not from any position holding it); located spans",
         set: &[("loss.copy_from", "\"answer_span\"")],
@@ -186,14 +205,14 @@ pub(super) const ROWS: &[Row] = &[
         name: "local-attention-span",
         what: "the `local-attention` row's checkpoint, spans starting anywhere in the passage",
         set: &[],
-        decodes: Some(("local-attention", "span")),
+        decodes: Some(("local-attention", &["--decoding", "span"])),
         negatives: 0,
     },
     Row {
         name: "local-attention-located",
         what: "the `local-attention` row's checkpoint, spans starting in the sentence GeAR locates first",
         set: &[],
-        decodes: Some(("local-attention", "located-span")),
+        decodes: Some(("local-attention", &["--decoding", "located-span"])),
         negatives: 0,
     },
     Row {
@@ -213,7 +232,7 @@ pub(super) const ROWS: &[Row] = &[
         name: "copy-in-sentence-located",
         what: "the `copy-in-sentence` row's checkpoint, spans starting in the sentence GeAR locates first",
         set: &[],
-        decodes: Some(("copy-in-sentence", "located-span")),
+        decodes: Some(("copy-in-sentence", &["--decoding", "located-span"])),
         negatives: 0,
     },
     Row {
@@ -233,7 +252,7 @@ pub(super) const ROWS: &[Row] = &[
         name: "reader-copy-in-sentence-located",
         what: "the `reader-copy-in-sentence` row's checkpoint, spans starting in the sentence GeAR locates first",
         set: &[],
-        decodes: Some(("reader-copy-in-sentence", "located-span")),
+        decodes: Some(("reader-copy-in-sentence", &["--decoding", "located-span"])),
         negatives: 0,
     },
     Row {

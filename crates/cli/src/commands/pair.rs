@@ -89,6 +89,10 @@ pub struct PairArgs {
     /// Free or span decoding; default: the model's (`decoder.decoding` in its gear.toml).
     #[arg(long, value_enum)]
     decoding: Option<DecodingArg>,
+    /// Span decoding: pass over spans made only of the question's tokens (`true` or `false`);
+    /// default: the model's (`decoder.skip_question_echoes`).
+    #[arg(long, value_name = "BOOL")]
+    skip_question_echoes: Option<bool>,
     /// Write the explanation as a self-contained HTML page.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -114,7 +118,13 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     if let Some(why) = gear_data::blank_reason(&args.query) {
         bail!("the query {why}");
     }
-    let (model, _) = args.model.load()?;
+    let (mut model, _) = args.model.load()?;
+    if let Some(d) = args.decoding {
+        model.set_decoding(d.into())?;
+    }
+    if let Some(skip) = args.skip_question_echoes {
+        model.set_skip_question_echoes(skip)?;
+    }
     let doc = args.doc.load()?;
     let mut retriever = Retriever::from_model(model);
     retriever.set_locate_options(LocateOptions {

@@ -79,7 +79,8 @@ pub fn keep_mask(batch: &gear_data::Batch, device: Device) -> Tensor {
 
 impl GearModel {
     /// Makes `decoding` the model's default (a saved model keeps it). Free decoding is refused
-    /// for a model with a copy head: its vocabulary alone was not trained to produce answers.
+    /// for a model with a copy head: its vocabulary alone was not trained to produce answers;
+    /// it turns [`GearModel::set_skip_question_echoes`] off (it has no spans to pass over).
     pub fn set_decoding(&mut self, decoding: Decoding) -> Result<()> {
         if decoding == Decoding::Free && self.pointer.is_some() {
             return Err(Error::Input(
@@ -87,6 +88,22 @@ impl GearModel {
             ));
         }
         self.config.decoder.decoding = decoding;
+        if decoding == Decoding::Free {
+            self.config.decoder.skip_question_echoes = false;
+        }
+        Ok(())
+    }
+
+    /// Whether span decoding passes over spans made only of the question's tokens
+    /// (`decoder.skip_question_echoes`; a saved model keeps it). Refused under free decoding.
+    pub fn set_skip_question_echoes(&mut self, skip: bool) -> Result<()> {
+        if skip && self.config.decoder.decoding == Decoding::Free {
+            return Err(Error::Input(
+                "skipping spans that echo the question needs span decoding (this model decodes freely)"
+                    .into(),
+            ));
+        }
+        self.config.decoder.skip_question_echoes = skip;
         Ok(())
     }
 
@@ -361,8 +378,10 @@ impl GearModel {
             Search::Greedy => 1,
             Search::Beam { width, .. } => width,
         };
+        let skip_echoes = self.config.decoder.skip_question_echoes;
         let ranges = self.read_inputs(q, d, in_located_sentence, |x, r| {
             let passage = passage_of(x, &r);
+            let question = skip_echoes.then(|| q.ids.masked_fill(&x.query_keep.eq(0), -1));
             let mut may_start = self.word_starts(x.document_ids);
             if in_located_sentence {
                 // A row whose located sentence offers no start (none can happen for a sentence
@@ -386,6 +405,7 @@ impl GearModel {
                 &may_start,
                 options.max_len,
                 starts,
+                question.as_ref(),
             )
         })?;
         Ok(ranges

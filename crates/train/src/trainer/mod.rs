@@ -104,6 +104,7 @@ pub fn gear_config(config: &TrainConfig, encoder: BertConfig) -> GearConfig {
     g.decoder.decoding = m.decoding;
     g.decoder.reader_layers = m.reader_layers;
     g.decoder.reader_input = m.reader_input;
+    g.decoder.skip_question_echoes = m.skip_question_echoes;
     g.cross_attention_init = m.cross_attention_init;
     g.cross_attention_heads = m.cross_attention_heads;
     g.cross_attention_normalize = m.cross_attention_normalize;
