@@ -702,6 +702,21 @@ fn bad_input_sweep() {
             &["query is empty"],
         ),
         refused(
+            "config",
+            "generate passing over question echoes with a model that decodes freely",
+            &[
+                "generate",
+                "--model",
+                &m,
+                "--doc",
+                &s(&doc_file),
+                "--skip-question-echoes",
+                "true",
+                &query,
+            ],
+            &["echo the question", "span decoding"],
+        ),
+        refused(
             "empty work",
             "locate in an empty document",
             &["locate", "--model", &m, "--doc", &s(&empty_doc), &query],

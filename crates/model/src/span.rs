@@ -44,7 +44,8 @@ struct Row {
 /// positions are tried per row. `question [batch, q_len]`, when given, holds the ids of each
 /// row's question tokens (anything negative is ignored): a span made only of them (the answer
 /// "oxygen" to "What is the second most abundant element after oxygen?") is chosen only when
-/// the row has no other candidate.
+/// the row has no other candidate among at least [`ECHO_FALLBACK`] starts (rows that need them
+/// are decoded a second time).
 pub fn decode_spans(
     reader: SpanReader<'_>,
     memory: Context<'_>,
@@ -61,28 +62,69 @@ pub fn decode_spans(
         ));
     }
     let question = question.map(question_tokens).transpose()?;
-    // A row whose best spans echo the question falls back to later start positions.
-    let tried = if question.is_some() {
-        starts.max(ECHO_FALLBACK)
-    } else {
-        starts
-    };
-    let rows = tch::no_grad(|| decode(reader, memory, passage, word_start, max_len, tried))?;
-    let ids = Vec::<i64>::try_from(passage.ids.flatten(0, -1).to_device(Device::Cpu))?;
+    let asked = |row: usize| question.as_ref().and_then(|q| q.get(row));
     let d_len = passage.ids.size()[1] as usize;
-    Ok(rows
-        .chunks(tried.min(d_len.max(1)))
-        .enumerate()
-        .map(|(row, candidates)| {
-            let document = &ids[row * d_len..(row + 1) * d_len];
-            let asked = question.as_ref().and_then(|q| q.get(row));
-            pick(candidates, starts, document, asked)
-        })
-        .collect())
+    let ids = Vec::<i64>::try_from(passage.ids.flatten(0, -1).to_device(Device::Cpu))?;
+    let document = |row: usize| &ids[row * d_len..(row + 1) * d_len];
+    let first = tch::no_grad(|| decode(reader, memory, passage, word_start, max_len, starts))?;
+    let mut spans = Vec::new();
+    // Rows with fewer than `starts` candidates that do not echo the question: later starts
+    // may give them one, so they are decoded again from more.
+    let mut again = Vec::new();
+    for (row, candidates) in first.chunks(starts.min(d_len.max(1))).enumerate() {
+        spans.push(pick(candidates, starts, document(row), asked(row)));
+        if let Some(q) = asked(row) {
+            let new = candidates
+                .iter()
+                .filter(|r| r.score.is_finite() && !echoes(r, document(row), q))
+                .count();
+            if new < starts && starts < ECHO_FALLBACK {
+                again.push(row as i64);
+            }
+        }
+    }
+    if !again.is_empty() {
+        let index = Tensor::from_slice(&again).to_device(passage.ids.device());
+        let take = |t: &Tensor| t.index_select(0, &index);
+        let (states, mask) = (take(memory.states), take(memory.mask));
+        let (p_ids, p_states, copyable) = (
+            take(passage.ids),
+            take(passage.states),
+            take(passage.copyable),
+        );
+        let (q_states, q_mask) = (take(passage.question.0), take(passage.question.1));
+        let prior = passage.prior.map(take);
+        let subset = Passage {
+            ids: &p_ids,
+            states: &p_states,
+            copyable: &copyable,
+            question: (&q_states, &q_mask),
+            prior: prior.as_ref(),
+        };
+        let memory = Context {
+            states: &states,
+            mask: &mask,
+        };
+        let words = take(word_start);
+        let more = tch::no_grad(|| decode(reader, memory, subset, &words, max_len, ECHO_FALLBACK))?;
+        for (&row, candidates) in again
+            .iter()
+            .zip(more.chunks(ECHO_FALLBACK.min(d_len.max(1))))
+        {
+            let row = row as usize;
+            spans[row] = pick(candidates, starts, document(row), asked(row));
+        }
+    }
+    Ok(spans)
 }
 
-/// Starts tried, at least, when spans that echo the question are passed over.
+/// Starts decoded, at least, for a row whose spans echo the question.
 const ECHO_FALLBACK: usize = 4;
+
+/// Whether candidate `r` of `document` is made only of `question`'s tokens.
+fn echoes(r: &Row, document: &[i64], question: &HashSet<i64>) -> bool {
+    (r.start..=r.last).all(|j| question.contains(&document[j as usize]))
+}
 
 /// The span of `candidates` (in the order of their start's probability): the best by total
 /// log-probability among the first `starts`; with `question`, spans made only of its tokens
@@ -95,15 +137,13 @@ fn pick(
     question: Option<&HashSet<i64>>,
 ) -> Option<Range<usize>> {
     let finite = || candidates.iter().filter(|r| r.score.is_finite());
-    let echoes = |r: &Row| {
-        question.is_some_and(|q| (r.start..=r.last).all(|j| q.contains(&document[j as usize])))
-    };
+    let echo = |r: &&Row| question.is_some_and(|q| echoes(r, document, q));
     let best = |rows: Vec<&Row>| {
         rows.into_iter()
             .max_by(|a, b| a.score.total_cmp(&b.score))
             .map(|r| r.start as usize..r.last as usize + 1)
     };
-    best(finite().filter(|r| !echoes(r)).take(starts).collect())
+    best(finite().filter(|r| !echo(r)).take(starts).collect())
         .or_else(|| best(finite().take(starts).collect()))
 }
 

@@ -299,3 +299,82 @@ fn the_copy_head_survives_a_checkpoint() -> Result<()> {
     );
     Ok(())
 }
+
+/// Lower-cased words and punctuation marks: the tiny vocabulary's tokens for these texts.
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .replace('.', " . ")
+        .replace('?', " ? ")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn spans_made_only_of_the_questions_words_are_passed_over() -> Result<()> {
+    let mut m = the_recipe();
+    // Documents and questions of vocabulary words only (no `[UNK]`), the questions made of the
+    // documents' words so that spans can echo them.
+    let docs = [
+        "A canal links two lakes. Ships pass through locks each spring when ice melts.",
+        "Ice melts when ships pass through a canal.",
+    ];
+    let queries = [
+        "through locks each spring?",
+        "melts when ships pass?",
+        "ships pass through locks each spring?",
+        "ice melts when ships pass through?",
+        "what do ships pass through?",
+        "which canal?",
+    ];
+    let docs: Vec<&str> = (0..queries.len()).map(|i| docs[i % 2]).collect();
+    let echoes = |answer: &str, query: &str| {
+        let (a, q) = (words(answer), words(query));
+        !a.is_empty() && a.iter().all(|w| q.contains(w))
+    };
+    let options = GenerationOptions {
+        max_len: 4,
+        ..GenerationOptions::default()
+    };
+    let kept = m.generate(&queries, &docs, &options)?;
+    let echoed = kept
+        .iter()
+        .zip(queries)
+        .filter(|(a, q)| echoes(a, q))
+        .count();
+    assert!(
+        echoed > 0,
+        "no span echoed its question without the rule: the test shows nothing ({kept:?})"
+    );
+    m.set_skip_question_echoes(true)?;
+    // One batch, rows with different questions and documents.
+    let skipped = m.generate(&queries, &docs, &options)?;
+    for ((answer, query), before) in skipped.iter().zip(queries).zip(&kept) {
+        assert!(
+            !echoes(answer, query),
+            "{answer:?} echoes {query:?} with the rule on"
+        );
+        if !echoes(before, query) {
+            assert_eq!(answer, before, "a span that did not echo was changed");
+        }
+    }
+    // Saved and reloaded with the model.
+    let dir = tempfile::tempdir()?;
+    m.save(dir.path())?;
+    let loaded = GearModel::load(dir.path(), Device::Cpu)?;
+    assert!(loaded.config().decoder.skip_question_echoes);
+    assert_eq!(loaded.generate(&queries, &docs, &options)?, skipped);
+
+    // Refused where there are no spans to pass over.
+    let mut paper = model(copying(
+        CopyMode::None,
+        DecoderMemory::Fusion,
+        Decoding::Free,
+    ));
+    let err = paper
+        .set_skip_question_echoes(true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("span decoding"), "{err}");
+    Ok(())
+}
