@@ -44,7 +44,7 @@ struct Row {
 /// positions are tried per row. `question [batch, q_len]`, when given, holds the ids of each
 /// row's question tokens (anything negative is ignored): a span made only of them (the answer
 /// "oxygen" to "What is the second most abundant element after oxygen?") is chosen only when
-/// the row has no other candidate among at least [`ECHO_FALLBACK`] starts (rows that need them
+/// the row has no other candidate among at least 4 starts (rows that need them
 /// are decoded a second time).
 pub fn decode_spans(
     reader: SpanReader<'_>,
