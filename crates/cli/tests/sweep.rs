@@ -717,6 +717,21 @@ fn bad_input_sweep() {
             &["echo the question", "span decoding"],
         ),
         refused(
+            "config",
+            "locate with a generation option",
+            &[
+                "locate",
+                "--model",
+                &m,
+                "--doc",
+                &s(&doc_file),
+                "--skip-question-echoes",
+                "false",
+                &query,
+            ],
+            &["generates nothing", "--skip-question-echoes"],
+        ),
+        refused(
             "empty work",
             "locate in an empty document",
             &["locate", "--model", &m, "--doc", &s(&empty_doc), &query],

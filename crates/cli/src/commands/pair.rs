@@ -118,6 +118,11 @@ pub fn pair(args: &PairArgs, mode: PairMode) -> Result<()> {
     if let Some(why) = gear_data::blank_reason(&args.query) {
         bail!("the query {why}");
     }
+    if mode == PairMode::Locate
+        && (args.decoding.is_some() || args.skip_question_echoes.is_some() || args.beams != 1)
+    {
+        bail!("`gear locate` generates nothing: --decoding, --beams and --skip-question-echoes are for `generate` and `explain`");
+    }
     let (mut model, _) = args.model.load()?;
     if let Some(d) = args.decoding {
         model.set_decoding(d.into())?;
