@@ -87,26 +87,22 @@ pub fn decode_spans(
         let index = Tensor::from_slice(&again).to_device(passage.ids.device());
         let take = |t: &Tensor| t.index_select(0, &index);
         let (states, mask) = (take(memory.states), take(memory.mask));
-        let (p_ids, p_states, copyable) = (
-            take(passage.ids),
-            take(passage.states),
-            take(passage.copyable),
-        );
-        let (q_states, q_mask) = (take(passage.question.0), take(passage.question.1));
-        let prior = passage.prior.map(take);
-        let subset = Passage {
-            ids: &p_ids,
-            states: &p_states,
-            copyable: &copyable,
-            question: (&q_states, &q_mask),
-            prior: prior.as_ref(),
-        };
+        let subset = PassageRows::select(&passage, &index);
         let memory = Context {
             states: &states,
             mask: &mask,
         };
         let words = take(word_start);
-        let more = tch::no_grad(|| decode(reader, memory, subset, &words, max_len, ECHO_FALLBACK))?;
+        let more = tch::no_grad(|| {
+            decode(
+                reader,
+                memory,
+                subset.passage(),
+                &words,
+                max_len,
+                ECHO_FALLBACK,
+            )
+        })?;
         for (&row, candidates) in again
             .iter()
             .zip(more.chunks(ECHO_FALLBACK.min(d_len.max(1))))
@@ -174,6 +170,38 @@ fn next_scores(
     (positions, end)
 }
 
+/// Rows of a [`Passage`] (`index_select` along the batch), owned.
+struct PassageRows {
+    ids: Tensor,
+    states: Tensor,
+    copyable: Tensor,
+    question: (Tensor, Tensor),
+    prior: Option<Tensor>,
+}
+
+impl PassageRows {
+    fn select(passage: &Passage<'_>, index: &Tensor) -> Self {
+        let take = |t: &Tensor| t.index_select(0, index);
+        Self {
+            ids: take(passage.ids),
+            states: take(passage.states),
+            copyable: take(passage.copyable),
+            question: (take(passage.question.0), take(passage.question.1)),
+            prior: passage.prior.map(take),
+        }
+    }
+
+    fn passage(&self) -> Passage<'_> {
+        Passage {
+            ids: &self.ids,
+            states: &self.states,
+            copyable: &self.copyable,
+            question: (&self.question.0, &self.question.1),
+            prior: self.prior.as_ref(),
+        }
+    }
+}
+
 /// Each row's question token ids (negative ones dropped).
 fn question_tokens(question: &Tensor) -> Result<Vec<HashSet<i64>>> {
     let width = question.size()[1].max(0) as usize;
@@ -212,21 +240,11 @@ fn decode(
     // Rows × starts from here on.
     let index = Tensor::arange(batch, (Kind::Int64, device)).repeat_interleave_self_int(k, 0, None);
     let mut cache = cache.select(&index);
-    let ids = passage.ids.index_select(0, &index);
-    let states = passage.states.index_select(0, &index);
-    let copyable_rows = passage.copyable.index_select(0, &index);
-    let question = passage.question.0.index_select(0, &index);
-    let question_mask = passage.question.1.index_select(0, &index);
-    let prior = passage.prior.map(|p| p.index_select(0, &index));
+    let selected = PassageRows::select(&passage, &index);
+    let rows_passage = selected.passage();
+    let ids = rows_passage.ids;
     let keys = keys.map(|k| k.index_select(0, &index));
-    let rows_passage = Passage {
-        ids: &ids,
-        states: &states,
-        copyable: &copyable_rows,
-        question: (&question, &question_mask),
-        prior: prior.as_ref(),
-    };
-    let copyable_cpu = to_bools(&copyable_rows)?;
+    let copyable_cpu = to_bools(rows_passage.copyable)?;
     let word_cpu = to_bools(&word_start.to_kind(Kind::Bool).index_select(0, &index))?;
     let top = Vec::<f32>::try_from(top.flatten(0, -1).to_device(Device::Cpu))?;
     let at = Vec::<i64>::try_from(at.flatten(0, -1).to_device(Device::Cpu))?;
